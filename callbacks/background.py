@@ -1,0 +1,26 @@
+"""The background-callback manager: Celery with Redis when REDIS_URL is set, diskcache otherwise.
+
+Background jobs run in forked worker processes, so nothing here touches CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def make_background_manager(cache_dir: Path):
+    """Return (manager, celery_app); celery_app is None unless REDIS_URL is set."""
+    redis_url = os.environ.get("REDIS_URL")
+    if redis_url:
+        from celery import Celery
+        from dash import CeleryManager
+
+        celery_app = Celery("xrae", broker=redis_url, backend=redis_url)
+        return CeleryManager(celery_app), celery_app
+
+    import diskcache
+    from dash import DiskcacheManager
+
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return DiskcacheManager(diskcache.Cache(str(cache_dir))), None

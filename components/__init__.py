@@ -1,0 +1,1 @@
+"""Dashboard layout: one module per panel, pure functions returning components; no callbacks."""

@@ -1,0 +1,19 @@
+"""pytest configuration shared by every test: keep the real browser off the network."""
+
+
+def pytest_setup_options():
+    """dash.testing hook: Chromium options for the headless browser tests."""
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    for flag in (
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1000",
+    ):
+        options.add_argument(flag)
+    return options

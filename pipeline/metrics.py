@@ -1,0 +1,144 @@
+"""Multi-label metrics: per-attribute outcomes and scores (seed 000), AP and mAP (seed 001),
+and the multi-label measures of seed 004 (macro P/R/F1, Jaccard index, exact match ratio).
+
+0/0 rules, everywhere the same:
+- accuracy, precision, recall: NaN ("undefined", shown as "–") when the denominator is 0;
+- F1 = 2·TP / (2·TP + FP + FN), which equals the harmonic mean of precision and recall whenever
+  both are defined, and is NaN only when TP = FP = FN = 0;
+- AP of an attribute with no positive label: NaN; mAP averages the defined APs only;
+- Jaccard index of an image with no label and no prediction: 1 (the two empty sets agree);
+- macro averages skip NaN entries; an average of nothing is NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+OUTCOMES = ("TP", "FP", "FN", "TN")
+
+
+def _as_bool(array) -> np.ndarray:
+    return np.asarray(array).astype(bool)
+
+
+def outcomes(act, prd, threshold: float = 0.5) -> np.ndarray:
+    """Per image and attribute, the outcome as an index into OUTCOMES (N × A int8)."""
+    truth = _as_bool(act)
+    said = np.asarray(prd) >= threshold
+    # TP=0, FP=1, FN=2, TN=3
+    return np.where(truth, np.where(said, 0, 2), np.where(said, 1, 3)).astype(np.int8)
+
+
+def counts(act, prd, threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """TP, FP, FN, TN per attribute (length-A integer arrays) at the threshold."""
+    truth = _as_bool(act)
+    said = np.asarray(prd) >= threshold
+    return {
+        "TP": (truth & said).sum(axis=0),
+        "FP": (~truth & said).sum(axis=0),
+        "FN": (truth & ~said).sum(axis=0),
+        "TN": (~truth & ~said).sum(axis=0),
+    }
+
+
+def _ratio(num, den) -> np.ndarray:
+    num = np.asarray(num, dtype=float)
+    den = np.asarray(den, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def scores(tp, fp, fn, tn) -> dict[str, np.ndarray]:
+    """Accuracy, precision, recall and F1 from counts (scalars or arrays), with the 0/0 rules."""
+    tp, fp, fn, tn = (np.asarray(x, dtype=float) for x in (tp, fp, fn, tn))
+    return {
+        "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+def average_precision(act, prd) -> np.ndarray:
+    """AP per attribute; NaN for an attribute with no positive label."""
+    truth = _as_bool(act)
+    prd = np.asarray(prd, dtype=float)
+    ap = np.full(truth.shape[1], np.nan)
+    for j in range(truth.shape[1]):
+        if truth[:, j].any():
+            ap[j] = average_precision_score(truth[:, j], prd[:, j])
+    return ap
+
+
+def nanmean(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def jaccard(act, prd, threshold: float = 0.5) -> np.ndarray:
+    """Per-image Jaccard index |ACT ∩ PRD| / |ACT ∪ PRD|; 1 where both are empty."""
+    truth = _as_bool(act)
+    said = np.asarray(prd) >= threshold
+    inter = (truth & said).sum(axis=1)
+    union = (truth | said).sum(axis=1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def group_summary(act, prd, threshold: float = 0.5) -> dict:
+    """Everything the selection manager shows for one group of images.
+
+    overall: counts pooled over all (image, attribute) pairs and the scores of those (micro);
+    per_attribute: counts and scores for each attribute (length-A lists).
+    """
+    c = counts(act, prd, threshold)
+    per = scores(c["TP"], c["FP"], c["FN"], c["TN"])
+    pooled = {k: int(v.sum()) for k, v in c.items()}
+    overall = {k: float(v) for k, v in scores(*(pooled[k] for k in OUTCOMES)).items()}
+    return {
+        "n_images": int(np.asarray(act).shape[0]),
+        "overall": {**pooled, **overall},
+        "per_attribute": {**{k: v.tolist() for k, v in c.items()},
+                          **{k: v.tolist() for k, v in per.items()}},
+    }
+
+
+def evaluate(act, prd, threshold: float = 0.5) -> dict:
+    """The metrics recorded in run.json: per-attribute AP/P/R/F1 and the multi-label measures."""
+    act = _as_bool(act)
+    prd = np.asarray(prd, dtype=float)
+    c = counts(act, prd, threshold)
+    per = scores(c["TP"], c["FP"], c["FN"], c["TN"])
+    ap = average_precision(act, prd)
+    said = prd >= threshold
+    return {
+        "threshold": float(threshold),
+        "mAP": nanmean(ap),
+        "macro_precision": nanmean(per["precision"]),
+        "macro_recall": nanmean(per["recall"]),
+        "macro_f1": nanmean(per["f1"]),
+        "jaccard": float(jaccard(act, prd, threshold).mean()) if len(act) else float("nan"),
+        "exact_match": float((said == act).all(axis=1).mean()) if len(act) else float("nan"),
+        "per_attribute": {
+            "AP": ap.tolist(),
+            **{k: v.tolist() for k, v in per.items()},
+            **{k: v.tolist() for k, v in c.items()},
+        },
+    }
+
+
+def format_ap_table(attributes, metrics: dict) -> str:
+    """A plain-text table of per-attribute AP, precision, recall and F1, ending with mAP."""
+    per = metrics["per_attribute"]
+    width = max(len(a) for a in attributes)
+    lines = [f"{'attribute':{width}s}  {'AP':>6s} {'P':>6s} {'R':>6s} {'F1':>6s} {'pos':>5s}"]
+
+    def cell(x):
+        return "     –" if x is None or not np.isfinite(x) else f"{x:6.3f}"
+
+    for j, name in enumerate(attributes):
+        pos = per["TP"][j] + per["FN"][j]
+        lines.append(f"{name:{width}s}  {cell(per['AP'][j])} {cell(per['precision'][j])} "
+                     f"{cell(per['recall'][j])} {cell(per['f1'][j])} {pos:5d}")
+    lines.append(f"{'mAP':{width}s}  {cell(metrics['mAP'])}")
+    return "\n".join(lines)
