@@ -20,3 +20,80 @@ STORE_DETAIL_INDEX = "store-detail-index"  # data: run row index of the image sh
 # Slots that other panels' modules fill with callbacks of their own
 DETAIL_SCIENCE = "detail-science"  # beam centre, I(q), polar view of the large image
 AUDIT_PANEL = "audit-panel"  # label audit, corrections, retraining
+
+# ---- added by the dashboard (issue 3): the rest of the dashboard's ids
+EMPTY_STATE = "alert-empty-state"  # shown when the data directory holds no run
+URL = "url"  # fires once per page load so the run list is read fresh
+
+# A Control panel
+POINT_MODE = "radio-point-mode"  # dots | act | prd | joint
+FLOWER_ATTRIBUTES = "checklist-flower-attributes"  # indices of the attributes petals show
+DISTANCE = "radio-error-distance"  # cosine | euclidean
+COLOUR_BY = "radio-colour-by"  # label | probability | outcome | error
+COLOUR_ATTRIBUTE = "dropdown-colour-attribute"  # attribute index used by colour-by
+RUN_SUMMARY = "text-run-summary"
+
+# B Attribute filters
+FILTER_ATTRIBUTES = "dropdown-filter-attributes"
+FILTER_MATCH = "radio-filter-match"  # any | all
+FILTER_ON = "radio-filter-on"  # act | prd | TP | FP | FN | TN
+FILTER_COUNT = "text-filter-count"
+
+# C, D, E Embedded views
+VIEW_TOOLTIPS = {s: f"tooltip-{s}" for s in VIEWS}
+VIEW_HEADERS = {s: f"header-{s}" for s in VIEWS}
+COLOUR_LEGEND = "colour-legend"
+FLOWER_LEGEND = "graph-flower-legend"
+FLOWER_CAP = "input-flower-cap"
+STORE_VIEWPORTS = {s: f"store-viewport-{s}" for s in VIEWS}  # data: [x0, x1, y0, y1] or None
+STORE_SELECTION_SOURCE = "store-selection-source"  # data: space the selection was drawn in
+STORE_GROUPS = "store-groups"  # data: [{name, colour, indices}]
+
+# F Selection manager
+SELECTION_TITLE = "text-selection-title"
+SELECTION_TABS = "tabs-selection"
+SELECTION_SUMMARY = "selection-summary"
+GROUP_NAME = "input-group-name"
+SAVE_GROUP = "button-save-group"
+CLEAR_SELECTION = "button-clear-selection"
+EXPORT_SELECTION = "button-export-selection"
+GROUP_LIST = "group-list"
+COMPARE_A, COMPARE_B = "dropdown-compare-a", "dropdown-compare-b"
+COMPARE_TABLE = "compare-table"
+DOWNLOAD = "download-group-csv"
+GROUP_SELECT, GROUP_EXPORT, GROUP_DELETE = "group-select", "group-export", "group-delete"  # types
+
+# G Detail image view
+THUMB, NEIGHBOUR = "thumb", "neighbour"  # pattern-matching types: {"type": THUMB, "index": row}
+THUMBNAILS = "detail-thumbnails"
+DETAIL_TITLE = "text-detail-title"
+DETAIL_IMAGE = "graph-detail-image"
+COLOUR_MAP = "dropdown-colour-map"
+DETAIL_TABLE = "detail-act-prd-table"
+NEIGHBOURS = "detail-neighbours"
+
+# ---- added for issue 4 (label audit, corrections, retraining): callbacks/audit.py & co.
+AUDIT_SUMMARY = "text-audit-summary"  # corrections count of the run's dataset
+AUDIT_TABLE = "audit-table"
+AUDIT_ROW = "audit-row"  # pattern-matching type: {"type": AUDIT_ROW, "index": "row/column"}
+EXPORT_CORRECTIONS = "button-export-corrections"
+DOWNLOAD_CORRECTIONS = "download-corrections-csv"
+DETAIL_CORRECTIONS = "detail-corrections"  # slot in panel G: the label-correction form
+CORRECTION_ATTRIBUTE = "dropdown-correction-attribute"
+CORRECTION_NOTE = "input-correction-note"
+CORRECTION_AUTHOR = "input-correction-author"
+FLIP_LABEL = "button-flip-label"
+UNDO_CORRECTION = "button-undo-correction"
+CORRECTION_STATUS = "text-correction-status"
+CORRECTION_LIST = "correction-list"  # the open image's corrections in force
+STORE_AUTHOR = "store-author"  # data: analyst name, kept in the browser (storage_type="local")
+STORE_CORRECTIONS = "store-corrections-version"  # data: latest correction event id seen
+RETRAIN = "button-retrain"
+RETRAIN_EPOCHS = "input-retrain-epochs"
+CANCEL_RETRAIN = "button-cancel-retrain"
+RETRAIN_PROGRESS = "progress-retrain"
+RETRAIN_PROGRESS_BOX = "retrain-progress-box"
+RETRAIN_STATUS = "text-retrain-status"
+RETRAIN_COMPARE = "retrain-compare-table"
+SHOW_NEW_RUN = "button-show-new-run"
+STORE_RETRAIN = "store-retrain-result"  # data: {"before": run id, "after": run id}

@@ -16,6 +16,14 @@ from pipeline.store import list_runs, resolve_data_dir
 # Modules that define `register(subparsers)`; each sets `func` on the parsers it adds.
 COMMAND_MODULES = (
     "pipeline.cli",
+    "pipeline.demo",
+    "pipeline.simulate",
+    "pipeline.montage",
+    "pipeline.ingest",
+    "pipeline.vectors",
+    "pipeline.audit",
+    "pipeline.corrections",
+    "pipeline.retrain",
 )
 
 

@@ -1,0 +1,72 @@
+"""Behaviour of the label audit tab: fills the `audit-panel` slot, ranks the run's suspicious
+labels (corrections applied), opens a row's image, exports the corrections as CSV.
+"""
+
+from __future__ import annotations
+
+import dash
+from dash import ALL, Input, Output, State, ctx, dcc, no_update
+
+from callbacks.common import try_run
+from components import ids
+from components.audit import audit_panel, audit_table, corrections_summary
+from pipeline import audit, corrections
+from pipeline.store import resolve_data_dir
+
+TOP_ROWS = 30
+
+
+@dash.callback(Output(ids.AUDIT_PANEL, "children"), Input(ids.URL, "pathname"))
+def fill_audit_panel(_pathname):
+    return audit_panel()
+
+
+@dash.callback(
+    Output(ids.AUDIT_TABLE, "children"), Output(ids.AUDIT_SUMMARY, "children"),
+    Input(ids.RUN_PICKER, "value"), Input(ids.STORE_CORRECTIONS, "data"),
+    Input(ids.AUDIT_PANEL, "children"),
+)
+def show_audit(run_id, _version, _panel):
+    """The top suspicious labels of the run, counting the corrections already made."""
+    run = try_run(run_id)
+    if run is None:
+        return None, "No run chosen."
+    act, corrected = audit.corrected_run_labels(run, resolve_data_dir())
+    ranking = audit.audit_run(run, act=act, skip=corrected, top=TOP_ROWS)
+    column = {name: j for j, name in enumerate(run.attributes)}
+    rows = [{**r, "column": column[r["attribute"]]} for r in ranking.to_dict("records")]
+    dataset = str(run.meta.get("dataset", ""))
+    n_events = len(corrections.history(resolve_data_dir(), dataset)) if dataset else 0
+    summary = corrections_summary(int(corrected.sum()), n_events, dataset or "–")
+    return audit_table(rows, dict(zip(run.attributes, run.colours, strict=True))), summary
+
+
+@dash.callback(
+    Output(ids.STORE_DETAIL_INDEX, "data", allow_duplicate=True),
+    Output(ids.STORE_SELECTION, "data", allow_duplicate=True),
+    Input({"type": ids.AUDIT_ROW, "index": ALL}, "n_clicks"),
+    prevent_initial_call=True,
+)
+def open_audit_row(clicks):
+    """A row opens its image in the detail view and selects it, so the three views show it."""
+    if not isinstance(ctx.triggered_id, dict) or not any(clicks or []):
+        return no_update, no_update
+    if not ctx.triggered[0]["value"]:
+        return no_update, no_update  # the table was just redrawn, nothing was clicked
+    row = int(str(ctx.triggered_id["index"]).split("/")[0])
+    return row, [row]
+
+
+@dash.callback(
+    Output(ids.DOWNLOAD_CORRECTIONS, "data"),
+    Input(ids.EXPORT_CORRECTIONS, "n_clicks"), State(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,
+)
+def export_corrections(n_clicks, run_id):
+    """Every correction event (undos included) of the run's dataset, as CSV."""
+    run = try_run(run_id)
+    if not n_clicks or run is None:
+        return no_update
+    dataset = str(run.meta.get("dataset", ""))
+    frame = corrections.history(resolve_data_dir(), dataset)
+    return dcc.send_data_frame(frame.to_csv, f"corrections-{dataset or 'all'}.csv", index=False)

@@ -1,0 +1,71 @@
+"""Behaviour of panel A: the run list (read fresh on every page load, newest first) and the
+options that follow the chosen run's attributes.
+"""
+
+from __future__ import annotations
+
+import dash
+from dash import Input, Output, State, html
+
+from callbacks.common import try_run
+from components import ids
+from pipeline.store import list_runs, resolve_data_dir
+
+
+def run_label(run) -> str:
+    """'dataset · mAP 0.78' for the run picker (the run id and date are in the summary)."""
+    m_ap = run.meta.get("metrics", {}).get("mAP")
+    score = f"mAP {m_ap:.2f}" if isinstance(m_ap, (int, float)) else "mAP –"
+    return f"{run.meta.get('dataset', run.id)} · {score}"
+
+
+@dash.callback(
+    Output(ids.RUN_PICKER, "options"), Output(ids.RUN_PICKER, "value"),
+    Output(ids.EMPTY_STATE, "children"), Output(ids.EMPTY_STATE, "is_open"),
+    Input(ids.URL, "pathname"), State(ids.RUN_PICKER, "value"),
+)
+def list_run_options(_pathname, current):
+    runs = list_runs()[::-1]
+    if not runs:
+        message = [html.B("No run to show yet. "),
+                   f"The data directory {resolve_data_dir()} holds no run. Build the demo with "
+                   "`python app.py` (it builds one on first start) or `python -m pipeline demo`, "
+                   "then reload this page."]
+        return [], None, message, True
+    options = [{"label": run_label(r), "value": r.id, "title": r.id} for r in runs]
+    value = current if current in {r.id for r in runs} else runs[0].id
+    return options, value, None, False
+
+
+@dash.callback(
+    Output(ids.RUN_SUMMARY, "children"),
+    Output(ids.FLOWER_ATTRIBUTES, "options"), Output(ids.FLOWER_ATTRIBUTES, "value"),
+    Output(ids.COLOUR_ATTRIBUTE, "options"), Output(ids.COLOUR_ATTRIBUTE, "value"),
+    Output(ids.FILTER_ATTRIBUTES, "options"),
+    Input(ids.RUN_PICKER, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
+)
+def describe_run(run_id, colour_attribute):
+    run = try_run(run_id)
+    if run is None:
+        return "", [], [], [], None, []
+    names, colours = run.attributes, run.colours
+    petals = [{"label": html.Span([html.Span(className="swatch", style={"background": c}), n]),
+               "value": j} for j, (n, c) in enumerate(zip(names, colours, strict=True))]
+    plain = [{"label": n, "value": j} for j, n in enumerate(names)]
+    if not isinstance(colour_attribute, int) or colour_attribute >= len(names):
+        colour_attribute = 0
+    return (run_summary(run), petals, list(range(len(names))), plain, colour_attribute, plain)
+
+
+def run_summary(run) -> list:
+    """Size, model and date of the run, with its id for the command line."""
+    model = run.meta.get("model", {})
+    arch = model.get("arch", "model") if isinstance(model, dict) else str(model)
+    created = str(run.meta.get("created", ""))[:16].replace("T", " ")
+    return [f"{len(run):,} images · {len(run.attributes)} attributes · {arch}", html.Br(),
+            html.Span(f"{run.id} · {created}", className="run-id")]
+
+
+@dash.callback(Output(ids.COLOUR_ATTRIBUTE, "disabled"), Input(ids.COLOUR_BY, "value"))
+def colour_attribute_needed(colour_by):
+    return colour_by == "error"

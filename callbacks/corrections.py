@@ -1,0 +1,106 @@
+"""Behaviour of the label-correction form in the detail view: flip or undo one label of the open
+image (stored durably in <data_dir>/corrections.sqlite), remember the analyst's name locally.
+"""
+
+from __future__ import annotations
+
+import dash
+from dash import Input, Output, State, ctx, html, no_update
+
+from callbacks.common import try_run
+from components import ids
+from components.audit import MARK, attribute_options, correction_form, image_corrections
+from pipeline import corrections
+from pipeline.errors import PipelineError
+from pipeline.store import resolve_data_dir
+
+
+@dash.callback(Output(ids.DETAIL_CORRECTIONS, "children"), Input(ids.URL, "pathname"))
+def fill_correction_form(_pathname):
+    return correction_form()
+
+
+@dash.callback(
+    Output(ids.CORRECTION_AUTHOR, "value"), Output(ids.STORE_AUTHOR, "data"),
+    Input(ids.STORE_AUTHOR, "modified_timestamp"), Input(ids.CORRECTION_AUTHOR, "value"),
+    State(ids.STORE_AUTHOR, "data"),
+)
+def remember_author(_stored_at, typed, stored):
+    """The name field and the browser's local store follow each other (one callback, no loop)."""
+    if ctx.triggered_id == ids.CORRECTION_AUTHOR:
+        return no_update, (typed or "").strip()
+    return stored or "", no_update
+
+
+def _open_image(run, index):
+    """(dataset id, image id) of the open image, or None when nothing can be corrected."""
+    dataset = str(run.meta.get("dataset", "")) if run is not None else ""
+    if not dataset or index is None or not 0 <= int(index) < len(run):
+        return None
+    return dataset, str(run.images["image_id"].iloc[int(index)])
+
+
+@dash.callback(
+    Output(ids.CORRECTION_ATTRIBUTE, "options"), Output(ids.CORRECTION_LIST, "children"),
+    Output(ids.FLIP_LABEL, "disabled"), Output(ids.UNDO_CORRECTION, "disabled"),
+    Input(ids.STORE_DETAIL_INDEX, "data"), Input(ids.STORE_CORRECTIONS, "data"),
+    Input(ids.RUN_PICKER, "value"),
+)
+def describe_labels(index, _version, run_id):
+    """The open image's labels as flip choices, and its corrections in force (marked)."""
+    run = try_run(run_id)
+    key = _open_image(run, index)
+    if key is None:
+        return [], html.Div("Open an image to correct its labels.", className="text-muted"), \
+            True, True
+    dataset, image_id = key
+    now = corrections.active(resolve_data_dir(), dataset)
+    mine = now[now["image_id"] == image_id]
+    act, mask = corrections.apply(run.act[[int(index)]], [image_id], run.attributes, mine)
+    options = attribute_options(run.attributes, act[0], run.prd[int(index)], mask[0])
+    return options, image_corrections(mine.to_dict("records")), False, mine.empty
+
+
+@dash.callback(
+    Output(ids.STORE_CORRECTIONS, "data"), Output(ids.CORRECTION_STATUS, "children"),
+    Output(ids.CORRECTION_NOTE, "value"),
+    Input(ids.FLIP_LABEL, "n_clicks"), Input(ids.UNDO_CORRECTION, "n_clicks"),
+    State(ids.CORRECTION_ATTRIBUTE, "value"), State(ids.CORRECTION_NOTE, "value"),
+    State(ids.CORRECTION_AUTHOR, "value"), State(ids.STORE_DETAIL_INDEX, "data"),
+    State(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,
+)
+def write_correction(flips, undos, column, note, author, index, run_id):
+    """Flip the chosen label (to the opposite of what it is now) or undo its last correction."""
+    if not (flips or undos):
+        return no_update, no_update, no_update
+    run = try_run(run_id)
+    key = _open_image(run, index)
+    if key is None or column is None:
+        return no_update, _alert("Open an image and choose an attribute first."), no_update
+    dataset, image_id = key
+    attribute = run.attributes[int(column)]
+    data_dir = resolve_data_dir()
+    try:
+        if ctx.triggered_id == ids.UNDO_CORRECTION:
+            event = corrections.undo(data_dir, dataset, image_id, attribute, author=author,
+                                     note=note)
+            message = f"Undone: {attribute} of {image_id} is back to its previous label."
+        else:
+            now = corrections.active(data_dir, dataset)
+            current = _current_label(run, int(index), int(column), now, image_id, attribute)
+            event = corrections.set_label(data_dir, dataset, image_id, attribute, 1 - current,
+                                          author=author, note=note)
+            message = f"{MARK} {attribute} of {image_id}: {current} → {1 - current} (saved)."
+    except PipelineError as err:
+        return no_update, _alert(str(err)), no_update
+    return event, html.Span(message, className="text-success"), ""
+
+
+def _current_label(run, index: int, column: int, active, image_id: str, attribute: str) -> int:
+    hit = active[(active["image_id"] == image_id) & (active["attribute"] == attribute)]
+    return int(hit["value"].iloc[-1]) if len(hit) else int(run.act[index, column])
+
+
+def _alert(text: str) -> html.Span:
+    return html.Span(text, className="text-danger")

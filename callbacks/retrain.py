@@ -1,0 +1,114 @@
+"""Behaviour of retraining: a Dash background callback (diskcache locally, Celery with Redis when
+REDIS_URL is set) with progress and cancel, then the new run in the picker and a before/after table.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dash
+from dash import Input, Output, State, html, no_update
+
+from callbacks.common import try_run
+from components import ids
+from components.audit import compare_table
+from pipeline import retrain
+from pipeline.errors import PipelineError
+from pipeline.store import list_runs, resolve_data_dir
+
+log = logging.getLogger("xrae.retrain")
+SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
+
+
+@dash.callback(
+    Output(ids.STORE_RETRAIN, "data"), Output(ids.RETRAIN_STATUS, "children"),
+    Input(ids.RETRAIN, "n_clicks"), State(ids.RUN_PICKER, "value"),
+    State(ids.RETRAIN_EPOCHS, "value"),
+    background=True,
+    progress=[Output(ids.RETRAIN_PROGRESS, "value"), Output(ids.RETRAIN_PROGRESS, "label")],
+    progress_default=[0, ""],
+    running=[
+        (Output(ids.RETRAIN, "disabled"), True, False),
+        (Output(ids.CANCEL_RETRAIN, "disabled"), False, True),
+        (Output(ids.RETRAIN_PROGRESS_BOX, "style"), SHOWN, HIDDEN),
+    ],
+    cancel=[Input(ids.CANCEL_RETRAIN, "n_clicks")],
+    prevent_initial_call=True,
+)
+def run_retraining(set_progress, n_clicks, run_id, epochs):
+    """Fine-tune → re-infer → re-embed → new run, in a worker; the page polls its progress."""
+    if not n_clicks or not run_id:
+        return no_update, no_update
+
+    def report(stage: str, fraction: float) -> None:
+        set_progress((round(100 * fraction), f"{stage} {100 * fraction:.0f}%"))
+
+    report("starting", 0.0)
+    try:
+        path = retrain.retrain_in_subprocess(resolve_data_dir(), run_id, epochs=epochs,
+                                             on_progress=report)
+    except retrain.Cancelled:
+        return no_update, _alert("Cancelled: no run was written; every existing run is "
+                                 "unchanged.", "warning")
+    except PipelineError as err:
+        return no_update, _alert(f"Retraining failed: {err}. Every existing run is unchanged.")
+    except Exception as err:  # a bug must still reach the analyst, not only the worker's log
+        log.exception("retraining run %s failed", run_id)
+        return no_update, _alert(f"Retraining failed ({type(err).__name__}: {err}). Every "
+                                 "existing run is unchanged.")
+    done = html.Span(f"Done: new run {path.name} is in the run picker.", className="text-success")
+    return {"before": run_id, "after": path.name}, done
+
+
+@dash.callback(
+    Output(ids.RETRAIN_STATUS, "children", allow_duplicate=True),
+    Input(ids.CANCEL_RETRAIN, "n_clicks"), State(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,
+)
+def cancel_retraining(n_clicks, run_id):
+    """Stop the job wherever it runs (a flag it polls), then clear what a killed job left."""
+    if not n_clicks or not run_id:
+        return no_update
+    retrain.request_cancel(resolve_data_dir(), run_id)
+    if retrain.wait_until_stopped(resolve_data_dir(), run_id, timeout=30):
+        return _alert("Cancelled: no run was written; every existing run is unchanged.",
+                      "warning")
+    return _alert("Cancel requested; the job stops at its next step.", "warning")
+
+
+@dash.callback(
+    Output(ids.RUN_PICKER, "options", allow_duplicate=True),
+    Output(ids.RETRAIN_COMPARE, "children"), Output(ids.SHOW_NEW_RUN, "style"),
+    Input(ids.STORE_RETRAIN, "data"),
+    prevent_initial_call=True,
+)
+def offer_new_run(result):
+    """The picker lists the new run; a table compares the two runs on the corrected labels."""
+    from callbacks.control import run_label
+
+    before, after = try_run((result or {}).get("before")), try_run((result or {}).get("after"))
+    if before is None or after is None:
+        return no_update, None, HIDDEN
+    options = [{"label": run_label(r), "value": r.id, "title": r.id} for r in list_runs()[::-1]]
+    try:
+        table = compare_table(retrain.compare_runs(before, after))
+    except PipelineError as err:
+        table = _alert(str(err))
+    caption = html.Div(f"Before ({before.id}) and after ({after.id}), both judged on the "
+                       "corrected labels, test split:", className="small text-muted mt-1")
+    return options, [caption, table], {"display": "inline-block"}
+
+
+@dash.callback(
+    Output(ids.RUN_PICKER, "value", allow_duplicate=True),
+    Input(ids.SHOW_NEW_RUN, "n_clicks"), State(ids.STORE_RETRAIN, "data"),
+    prevent_initial_call=True,
+)
+def show_new_run(n_clicks, result):
+    if not n_clicks or not (result or {}).get("after"):
+        return no_update
+    return result["after"]
+
+
+def _alert(text: str, colour: str = "danger") -> html.Span:
+    return html.Span(text, className=f"text-{colour}")

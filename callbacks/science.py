@@ -1,0 +1,95 @@
+"""Behaviour of the detail panel's scientific views: beam centre, I(q) and polar view of the image
+shown large, computed once per run and row (diskcache under <data_dir>/cache/science).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import dash
+import diskcache
+import numpy as np
+from dash import Input, Output
+
+from components import ids
+from components.science import (
+    detector_figure,
+    polar_figure,
+    profile_figure,
+    science_message,
+    science_view,
+)
+from pipeline.errors import PipelineError
+from pipeline.scattering import beam_centre, polar_unwrap, radial_profile, ring_radii
+from pipeline.store import Run, get_run
+
+CACHE_VERSION = 1  # bump when the computation changes, so stale results are not reused
+MAX_POLAR_RADII = 512
+NO_IMAGE = "Open an image to see its beam centre, radial profile I(q) and polar view."
+NO_FILES = ("This run carries no image files (its vectors were imported without --images), "
+            "so there is no beam centre, I(q) or polar view to show.")
+
+
+@lru_cache(maxsize=8)
+def _cache(folder: str) -> diskcache.Cache:
+    # One Cache object per folder and process; diskcache itself is safe across processes.
+    return diskcache.Cache(folder, size_limit=2**29)
+
+
+def compute_geometry(pixels) -> dict:
+    """Beam centre, I(q), the rings in it and the polar view of one image (plain arrays)."""
+    centre = beam_centre(pixels)
+    at = (centre.x, centre.y)
+    radius, intensity, _ = radial_profile(pixels, at)
+    h, w = np.shape(pixels)
+    r_max = max(np.hypot(centre.x - x, centre.y - y) for x in (0, w - 1) for y in (0, h - 1))
+    radii, angles, polar = polar_unwrap(pixels, at, n_radii=min(MAX_POLAR_RADII,
+                                                                 max(2, int(np.ceil(r_max)))))
+    return {"centre": centre.as_dict(), "radius": radius.astype(np.float32),
+            "intensity": intensity.astype(np.float32), "rings": ring_radii(radius, intensity),
+            "radii": radii.astype(np.float32), "angles": angles.astype(np.float32),
+            "polar": polar.astype(np.float32)}
+
+
+def geometry(run: Run, index: int, pixels=None) -> dict:
+    """compute_geometry of run row `index`, memoised on disk by run id and row."""
+    cache = _cache(str(run.data_dir / "cache" / "science"))
+    key = f"{run.id}/{int(index)}/v{CACHE_VERSION}"
+    found = cache.get(key)
+    if found is None:
+        found = compute_geometry(run.load_image(index) if pixels is None else pixels)
+        cache.set(key, found)
+    return found
+
+
+def science_for(run: Run, index: int):
+    """The slot's content for one row: the three figures, or a short message why not."""
+    if not 0 <= index < len(run):
+        return science_message(f"Row {index} is not in run {run.id}.")
+    if not str(run.images["path"].iloc[index]):
+        return science_message(NO_FILES)
+    try:
+        pixels = run.load_image(index)
+    except PipelineError as err:
+        return science_message(f"The image cannot be shown: {err}")
+    found = geometry(run, index, pixels)
+    return science_view(found["centre"], [
+        detector_figure(pixels, found["centre"], found["rings"]),
+        profile_figure(found["radius"], found["intensity"], found["rings"]),
+        polar_figure(found["radii"], found["angles"], found["polar"]),
+    ])
+
+
+@dash.callback(
+    Output(ids.DETAIL_SCIENCE, "children"),
+    Input(ids.STORE_DETAIL_INDEX, "data"), Input(ids.RUN_PICKER, "value"),
+)
+def show_science(index, run_id):
+    """Beam centre, I(q) and polar view of the image shown large."""
+    if not run_id or index is None:
+        return science_message(NO_IMAGE)
+    try:
+        run = get_run(run_id)
+    except PipelineError as err:
+        return science_message(str(err))
+    return science_for(run, int(index))

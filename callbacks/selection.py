@@ -1,0 +1,160 @@
+"""Behaviour of panel F: metrics of the current selection and of saved groups (overall and per
+attribute, at the current threshold), saving and deleting groups, comparing two, CSV export.
+"""
+
+from __future__ import annotations
+
+import re
+
+import dash
+import numpy as np
+import pandas as pd
+from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
+
+from callbacks.common import chosen_run
+from components import ids
+from components.selection import GROUP_COLOURS, compare_table, group_row, summary_block
+from pipeline.metrics import OUTCOMES, group_summary, outcomes
+
+SELECTION, EVERYTHING = "selection", "all"
+
+
+def summarise(run, rows, threshold: float) -> dict:
+    """group_summary of the given rows (all rows when None) at the threshold."""
+    rows = slice(None) if rows is None else np.asarray(sorted(rows), dtype=np.int64)
+    return group_summary(np.asarray(run.act[rows]), np.asarray(run.prd[rows]), threshold)
+
+
+def my_groups(groups, run_id) -> list[dict]:
+    """The saved groups that belong to the run on screen, in saving order."""
+    return [g for g in groups or [] if g.get("run") == run_id]
+
+
+def group_frame(run, rows, threshold: float) -> pd.DataFrame:
+    """One row per image: id, row, split, then ACT, PRD and outcome for every attribute."""
+    rows = np.asarray(sorted(rows), dtype=np.int64)
+    act, prd = np.asarray(run.act[rows]), np.asarray(run.prd[rows])
+    codes = outcomes(act, prd, threshold)
+    frame = pd.DataFrame({"image_id": run.images["image_id"].to_numpy()[rows], "row": rows,
+                          "split": run.images["split"].to_numpy()[rows]})
+    for j, name in enumerate(run.attributes):
+        frame[f"ACT {name}"] = act[:, j]
+        frame[f"PRD {name}"] = np.round(prd[:, j], 4)
+        frame[f"outcome {name}"] = np.asarray(OUTCOMES)[codes[:, j]]
+    return frame
+
+
+@dash.callback(
+    Output(ids.SELECTION_TITLE, "children"), Output(ids.SELECTION_SUMMARY, "children"),
+    Input(ids.STORE_SELECTION, "data"), Input(ids.THRESHOLD, "value"),
+    Input(ids.RUN_PICKER, "value"),
+)
+def summarise_selection(selection, threshold, run_id):
+    """The selection's counts and scores; all images (the model overall) when none is chosen."""
+    run = chosen_run(run_id)
+    if selection:
+        title = f"Selection: {len(selection):,} images"
+        note = None
+    else:
+        title = "No selection: box or lasso select in a view"
+        note = f"Showing all {len(run):,} images (the whole run) at threshold {threshold:.2f}."
+    summary = summarise(run, selection or None, threshold)
+    return title, summary_block(summary, run.attributes, run.colours, note)
+
+
+@dash.callback(
+    Output(ids.STORE_GROUPS, "data"), Output(ids.GROUP_NAME, "value"),
+    Input(ids.SAVE_GROUP, "n_clicks"), Input({"type": ids.GROUP_DELETE, "index": ALL}, "n_clicks"),
+    State(ids.GROUP_NAME, "value"), State(ids.STORE_SELECTION, "data"),
+    State(ids.STORE_GROUPS, "data"), State(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,
+)
+def edit_groups(_save, delete_clicks, name, selection, groups, run_id):
+    """Save the selection as a named, coloured group, or delete a saved group."""
+    groups = list(groups or [])
+    trigger = ctx.triggered_id
+    if isinstance(trigger, dict):
+        if not any(delete_clicks):
+            return no_update, no_update  # the buttons were just drawn, not clicked
+        doomed = my_groups(groups, run_id)[trigger["index"]]
+        return [g for g in groups if g is not doomed and g != doomed], no_update
+    if not selection:
+        return no_update, no_update
+    mine = my_groups(groups, run_id)
+    name = (name or "").strip() or f"group {len(mine) + 1}"
+    colour = GROUP_COLOURS[len(mine) % len(GROUP_COLOURS)]
+    groups.append({"run": run_id, "name": name, "colour": colour,
+                   "indices": sorted(int(i) for i in selection)})
+    return groups, ""
+
+
+@dash.callback(
+    Output(ids.GROUP_LIST, "children"),
+    Output(ids.COMPARE_A, "options"), Output(ids.COMPARE_B, "options"),
+    Input(ids.STORE_GROUPS, "data"), Input(ids.THRESHOLD, "value"),
+    Input(ids.RUN_PICKER, "value"),
+)
+def list_groups(groups, threshold, run_id):
+    run = chosen_run(run_id)
+    mine = my_groups(groups, run_id)
+    options = [{"label": "Current selection", "value": SELECTION},
+               {"label": "All images", "value": EVERYTHING}]
+    options += [{"label": g["name"], "value": str(k)} for k, g in enumerate(mine)]
+    if not mine:
+        rows = html.Div("No saved groups yet: select images in a view, name the group and press "
+                        "Save group. Saved groups stay outlined in the views.",
+                        className="summary-note")
+    else:
+        rows = [group_row(k, g, summarise(run, g["indices"], threshold))
+                for k, g in enumerate(mine)]
+    return rows, options, options
+
+
+def _pick(choice, run, selection, mine):
+    """(label, rows) for a compare choice: the selection, everything, or a saved group."""
+    if choice == SELECTION:
+        return "Current selection", (selection or None)
+    if choice not in (None, EVERYTHING) and str(choice).isdigit() and int(choice) < len(mine):
+        group = mine[int(choice)]
+        return group["name"], group["indices"]
+    return "All images", None
+
+
+@dash.callback(
+    Output(ids.COMPARE_TABLE, "children"),
+    Input(ids.COMPARE_A, "value"), Input(ids.COMPARE_B, "value"),
+    Input(ids.STORE_GROUPS, "data"), Input(ids.STORE_SELECTION, "data"),
+    Input(ids.THRESHOLD, "value"), Input(ids.RUN_PICKER, "value"),
+)
+def compare_groups(choice_a, choice_b, groups, selection, threshold, run_id):
+    """Two groups side by side (an empty selection counts as all images)."""
+    run = chosen_run(run_id)
+    mine = my_groups(groups, run_id)
+    (name_a, rows_a), (name_b, rows_b) = (_pick(c, run, selection, mine)
+                                          for c in (choice_a, choice_b))
+    a, b = summarise(run, rows_a, threshold), summarise(run, rows_b, threshold)
+    return compare_table(a, b, (name_a, name_b), run.attributes, run.colours)
+
+
+@dash.callback(
+    Output(ids.DOWNLOAD, "data"),
+    Input(ids.EXPORT_SELECTION, "n_clicks"),
+    Input({"type": ids.GROUP_EXPORT, "index": ALL}, "n_clicks"),
+    State(ids.STORE_SELECTION, "data"), State(ids.STORE_GROUPS, "data"),
+    State(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,
+)
+def export_csv(_export, group_clicks, selection, groups, threshold, run_id):
+    """A CSV of image ids with ACT, PRD and outcome per attribute for the selection or a group."""
+    run = chosen_run(run_id)
+    trigger = ctx.triggered_id
+    if isinstance(trigger, dict):
+        if not any(group_clicks):
+            return no_update
+        group = my_groups(groups, run_id)[trigger["index"]]
+        name, rows = group["name"], group["indices"]
+    else:
+        name, rows = "selection", selection or range(len(run))
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "group"
+    frame = group_frame(run, rows, threshold)
+    return dcc.send_data_frame(frame.to_csv, f"{slug}-{run.id}.csv", index=False)

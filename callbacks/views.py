@@ -1,0 +1,367 @@
+"""Behaviour of panels C, D, E: draw the three embedded views, then keep them current with small
+Patches (filter fading, linked selection, threshold colours, flowers on zoom, group rings).
+
+Each Patch callback owns one concern and always sends that concern whole, so a stale response
+that Dash drops never leaves the views half-updated.
+"""
+
+from __future__ import annotations
+
+import dash
+import numpy as np
+from dash import ALL, Input, Output, Patch, State, ctx, html, no_update
+
+from callbacks.common import chosen_run, extent, run_error, selected_rows, thumbnail, try_run
+from components import ids
+from components.encoding import (
+    DEFAULT_CAP,
+    ERROR_SCALE,
+    colour_values,
+    dot_size,
+    filter_mask,
+    flower_subset,
+    petal_radius,
+    viewport_from_relayout,
+)
+from components.figures import (
+    FIRST_FLOWER,
+    GROUPS,
+    POINTS,
+    SELECTED,
+    centre_sizes,
+    flower_geometry,
+    flower_templates,
+    groups_trace,
+    legend_figure,
+    points_trace,
+    selected_trace,
+    typed,
+    view_figure,
+)
+from components.views import colour_legend
+
+SPACES = tuple(ids.VIEWS)
+MATCH_OPACITY, FADED_OPACITY = 0.85, 0.07
+
+
+def _outputs(prop_ids: dict, prop: str, duplicate: bool = True) -> list[Output]:
+    return [Output(prop_ids[s], prop, allow_duplicate=duplicate) for s in SPACES]
+
+
+FILTERS = [Input(ids.FILTER_ATTRIBUTES, "value"), Input(ids.FILTER_MATCH, "value"),
+           Input(ids.FILTER_ON, "value")]
+
+
+# ---------------------------------------------------------------- pure helpers on a run
+
+
+def match_mask(run, threshold: float, attributes, match: str, on: str) -> np.ndarray:
+    """Images passing the attribute filter; indices the run does not have are ignored."""
+    attributes = [a for a in attributes or [] if 0 <= int(a) < len(run.attributes)]
+    return filter_mask(run.act, run.prd, threshold, attributes, match or "any", on or "act")
+
+
+def opacities(mask) -> np.ndarray:
+    return np.where(mask, MATCH_OPACITY, FADED_OPACITY).astype(np.float32)
+
+
+def count_text(mask) -> str:
+    n, k = len(mask), int(np.sum(mask))
+    if k == n:
+        return f"All {n:,} images shown"
+    return f"{k:,} of {n:,} images match · {n - k:,} faded"
+
+
+def point_size(run, mode: str, metric: str):
+    """Dot size; in joint flower mode the dot is the flower centre and grows with the error."""
+    base = dot_size(len(run))
+    if mode == "joint":
+        return centre_sizes(run_error(run, metric), base - 1)
+    return base
+
+
+def flowers_in_view(run, space, mode, shown, threshold, mask, viewport, cap):
+    """Petal (x, y) per flower trace for one view, and the header text with the counts."""
+    xy = run.emb(space)
+    cap = DEFAULT_CAP if cap is None else max(int(cap), 0)
+    box = viewport or extent(run, space)
+    rows, in_view = flower_subset(xy, box, mask, cap)
+    radius = petal_radius(box, len(rows))
+    geometry = flower_geometry(mode, xy[rows], run.act[rows], run.prd[rows], threshold,
+                               shown or [], radius, len(run.attributes))
+    capped = " (capped)" if in_view > len(rows) else ""
+    header = f"flowers: {len(rows):,} of {in_view:,} in view{capped}"
+    return geometry, header
+
+
+def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
+                filters, selection, groups, viewports):
+    """The three view figures and their header texts, everything on screen applied."""
+    mask = match_mask(run, threshold, *filters)
+    values, scale, crange = view_colours(run, colour_by, colour_attribute, threshold, metric)
+    values, alpha = typed(values), typed(opacities(mask))  # encoded once for the three views
+    size = point_size(run, mode, metric)
+    size = size if np.isscalar(size) else typed(size)
+    mine = [g for g in groups or [] if g.get("run") == run.id]
+    figures, headers = [], []
+    for space in SPACES:
+        xy = run.emb(space)
+        points = points_trace(xy, values, scale, crange, alpha, size)
+        points["selectedpoints"] = list(selection) if selection else None
+        flowers = flower_templates(mode, run.attributes, run.colours)
+        header = f"{len(run):,} images"
+        if mode != "dots":
+            geometry, header = flowers_in_view(run, space, mode, shown, threshold, mask,
+                                               viewports.get(space), cap)
+            for trace, (x, y) in zip(flowers, geometry, strict=True):
+                trace["x"], trace["y"] = typed(x), typed(y)
+        rings = selected_trace(xy, selection if mode != "dots" else None)
+        figures.append(view_figure(points, groups_trace(xy, mine, dot_size(len(run))), rings,
+                                   flowers, uirevision=run.id))
+        headers.append(header)
+    return figures, headers
+
+
+def view_colours(run, colour_by, colour_attribute, threshold, metric):
+    """Colour numbers, scale and range for the points (the error distance comes cached)."""
+    if colour_by in (None, "error"):
+        return run_error(run, metric), ERROR_SCALE, (0, 1)
+    j = _attribute(run, colour_attribute)
+    return colour_values(colour_by, run.act, run.prd, threshold, j, run.colours[j])
+
+
+def _attribute(run, index) -> int:
+    return int(index) if isinstance(index, int) and 0 <= index < len(run.attributes) else 0
+
+
+# ---------------------------------------------------------------- full draw (run, mode, colours)
+
+
+@dash.callback(
+    _outputs(ids.VIEWS, "figure", duplicate=False),
+    _outputs(ids.VIEW_HEADERS, "children", duplicate=False),
+    Output(ids.FILTER_COUNT, "children"),
+    Input(ids.RUN_PICKER, "value"), Input(ids.POINT_MODE, "value"),
+    Input(ids.FLOWER_ATTRIBUTES, "value"), Input(ids.COLOUR_BY, "value"),
+    Input(ids.COLOUR_ATTRIBUTE, "value"), Input(ids.DISTANCE, "value"),
+    Input(ids.FLOWER_CAP, "value"),
+    State(ids.THRESHOLD, "value"), [State(i.component_id, "value") for i in FILTERS],
+    State(ids.STORE_SELECTION, "data"), State(ids.STORE_GROUPS, "data"),
+    [State(ids.STORE_VIEWPORTS[s], "data") for s in SPACES],
+)
+def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
+               f_attributes, f_match, f_on, selection, groups, *viewports):
+    run = chosen_run(run_id)
+    if ctx.triggered_id == ids.RUN_PICKER:
+        selection = []  # rows of the previous run mean nothing in this one
+    filters = (f_attributes, f_match, f_on)
+    figures, headers = build_views(
+        run, mode or "dots", shown, colour_by, colour_attribute, metric, cap, threshold,
+        filters, selection, groups, dict(zip(SPACES, viewports, strict=True)))
+    return (*figures, *headers, count_text(match_mask(run, threshold, *filters)))
+
+
+# ---------------------------------------------------------------- patches
+
+
+@dash.callback(
+    _outputs(ids.VIEWS, "figure"), Output(ids.FILTER_COUNT, "children", allow_duplicate=True),
+    *FILTERS, Input(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,
+)
+def fade_filtered(attributes, match, on, threshold, run_id):
+    """Filtered-out points fade (low opacity) in all three views; the count says how many."""
+    run = chosen_run(run_id)
+    mask = match_mask(run, threshold, attributes, match, on)
+    alpha = typed(opacities(mask))
+    patches = []
+    for _ in SPACES:
+        patch = Patch()
+        patch["data"][POINTS]["marker"]["opacity"] = alpha
+        patches.append(patch)
+    return (*patches, count_text(mask))
+
+
+@dash.callback(
+    _outputs(ids.VIEWS, "figure"),
+    Input(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
+    State(ids.COLOUR_BY, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
+    prevent_initial_call=True,
+)
+def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute):
+    """Outcome colours follow the decision threshold; other colourings do not depend on it."""
+    if colour_by != "outcome":
+        return [no_update] * len(SPACES)
+    run = chosen_run(run_id)
+    j = _attribute(run, colour_attribute)
+    values, _, _ = colour_values("outcome", run.act, run.prd, threshold, j, run.colours[j])
+    colours = typed(values)
+    patches = []
+    for _ in SPACES:
+        patch = Patch()
+        patch["data"][POINTS]["marker"]["color"] = colours
+        patches.append(patch)
+    return patches
+
+
+@dash.callback(
+    _outputs(ids.VIEWS, "figure"), _outputs(ids.VIEW_HEADERS, "children"),
+    [Input(ids.STORE_VIEWPORTS[s], "data") for s in SPACES], Input(ids.THRESHOLD, "value"),
+    *FILTERS,
+    State(ids.RUN_PICKER, "value"), State(ids.POINT_MODE, "value"),
+    State(ids.FLOWER_ATTRIBUTES, "value"), State(ids.FLOWER_CAP, "value"),
+    prevent_initial_call=True,
+)
+def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_id, mode, shown,
+                 cap):
+    """Redraw the flowers of the views whose viewport, threshold or filter changed."""
+    if not mode or mode == "dots":
+        return [no_update] * 2 * len(SPACES)
+    run = chosen_run(run_id)
+    mask = match_mask(run, threshold, attributes, match, on)
+    moved = {s for s in SPACES if ctx.triggered_id == ids.STORE_VIEWPORTS[s]}
+    spaces = moved or set(SPACES)
+    figures, headers = [], []
+    for space, viewport in zip(SPACES, (vp_act, vp_fea, vp_prd), strict=True):
+        if space not in spaces:
+            figures.append(no_update)
+            headers.append(no_update)
+            continue
+        geometry, header = flowers_in_view(run, space, mode, shown, threshold, mask, viewport,
+                                           cap)
+        patch = Patch()
+        for k, (x, y) in enumerate(geometry):
+            patch["data"][FIRST_FLOWER + k]["x"] = typed(x)
+            patch["data"][FIRST_FLOWER + k]["y"] = typed(y)
+        figures.append(patch)
+        headers.append(header)
+    return (*figures, *headers)
+
+
+for _space in SPACES:
+    @dash.callback(
+        Output(ids.STORE_VIEWPORTS[_space], "data"),
+        Input(ids.VIEWS[_space], "relayoutData"), State(ids.STORE_VIEWPORTS[_space], "data"),
+        prevent_initial_call=True,
+    )
+    def track_viewport(relayout, previous):
+        """Remember the axis box after zoom or pan; other relayout events change nothing."""
+        viewport = viewport_from_relayout(relayout, previous)
+        return no_update if viewport == previous else viewport
+
+
+@dash.callback(
+    Output(ids.STORE_SELECTION, "data"), Output(ids.STORE_SELECTION_SOURCE, "data"),
+    [Input(ids.VIEWS[s], "selectedData") for s in SPACES],
+    Input(ids.CLEAR_SELECTION, "n_clicks"),
+    Input({"type": ids.GROUP_SELECT, "index": ALL}, "n_clicks"),
+    Input(ids.RUN_PICKER, "value"), State(ids.STORE_GROUPS, "data"),
+    prevent_initial_call=True,
+)
+def select(sel_act, sel_fea, sel_prd, _clear, group_clicks, run_id, groups):
+    """The current selection: a box or lasso in any view, a saved group, or nothing."""
+    trigger = ctx.triggered_id
+    for space, data in zip(SPACES, (sel_act, sel_fea, sel_prd), strict=True):
+        if trigger == ids.VIEWS[space]:
+            return selected_rows(data), space
+    if isinstance(trigger, dict) and trigger.get("type") == ids.GROUP_SELECT:
+        if not any(group_clicks):
+            return no_update, no_update  # the buttons were just drawn, not clicked
+        mine = [g for g in groups or [] if g.get("run") == run_id]
+        return sorted(mine[trigger["index"]]["indices"]), None
+    return [], None
+
+
+@dash.callback(
+    _outputs(ids.VIEWS, "figure"),
+    Input(ids.STORE_SELECTION, "data"), State(ids.STORE_SELECTION_SOURCE, "data"),
+    State(ids.POINT_MODE, "value"), State(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,
+)
+def highlight_selection(selection, source, mode=None, run_id=None):
+    """Linked brushing: the selected rows light up in all three views. Only the indices go
+    (and, among flowers, whose petals stay vivid, rings round the selected centres)."""
+    rows = list(selection) if selection else None
+    run = try_run(run_id) if mode not in (None, "dots") else None
+    patches = []
+    for space in SPACES:
+        patch = Patch()
+        patch["data"][POINTS]["selectedpoints"] = rows
+        if run is not None:
+            ring = selected_trace(run.emb(space), rows)
+            patch["data"][SELECTED]["x"], patch["data"][SELECTED]["y"] = ring["x"], ring["y"]
+        if space != source:
+            # A new revision drops the box the user once drew here, now out of date.
+            patch["layout"]["selectionrevision"] += 1
+        patches.append(patch)
+    return patches
+
+
+@dash.callback(
+    _outputs(ids.VIEWS, "figure"),
+    Input(ids.STORE_GROUPS, "data"), State(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,
+)
+def outline_groups(groups, run_id):
+    """Saved groups stay outlined in the views, each in its colour."""
+    run = chosen_run(run_id)
+    mine = [g for g in groups or [] if g.get("run") == run.id]
+    patches = []
+    for space in SPACES:
+        patch = Patch()
+        patch["data"][GROUPS] = groups_trace(run.emb(space), mine, dot_size(len(run)))
+        patches.append(patch)
+    return patches
+
+
+# ---------------------------------------------------------------- legends and hover
+
+
+@dash.callback(
+    Output(ids.FLOWER_LEGEND, "figure"),
+    Input(ids.POINT_MODE, "value"), Input(ids.FLOWER_ATTRIBUTES, "value"),
+    Input(ids.RUN_PICKER, "value"),
+)
+def draw_flower_key(mode, shown, run_id):
+    run = chosen_run(run_id)
+    return legend_figure(mode or "dots", run.attributes, run.colours, shown or [])
+
+
+@dash.callback(
+    Output(ids.COLOUR_LEGEND, "children"),
+    Input(ids.COLOUR_BY, "value"), Input(ids.COLOUR_ATTRIBUTE, "value"),
+    Input(ids.RUN_PICKER, "value"),
+)
+def draw_colour_legend(colour_by, colour_attribute, run_id):
+    run = chosen_run(run_id)
+    j = _attribute(run, colour_attribute)
+    return colour_legend(colour_by or "error", run.attributes[j], run.colours[j])
+
+
+def hover_card(run, index: int) -> list:
+    """The tooltip body: thumbnail, image id, and the strongest predicted attributes."""
+    prd, act = np.asarray(run.prd[index]), np.asarray(run.act[index])
+    top = [j for j in np.argsort(-prd)[:4] if prd[j] >= 0.05 or act[j]]
+    lines = [html.Div([html.Span(className="swatch", style={"background": run.colours[j]}),
+                       f"{run.attributes[j]} {prd[j]:.2f}",
+                       html.Span(" ✓ labelled" if act[j] else " · not labelled",
+                                 className="hover-act")], className="hover-line")
+             for j in top]
+    image_id = str(run.images["image_id"].iloc[index])
+    return [html.Img(src=thumbnail(run, index), className="hover-thumb"),
+            html.Div([html.B(f"#{index} · {image_id}"), *lines], className="hover-text")]
+
+
+for _space in SPACES:
+    @dash.callback(
+        Output(ids.VIEW_TOOLTIPS[_space], "show"), Output(ids.VIEW_TOOLTIPS[_space], "bbox"),
+        Output(ids.VIEW_TOOLTIPS[_space], "children"),
+        Input(ids.VIEWS[_space], "hoverData"), State(ids.RUN_PICKER, "value"),
+        prevent_initial_call=True,
+    )
+    def show_hover(hover, run_id):
+        point = (hover or {}).get("points", [{}])[0]
+        run = try_run(run_id)
+        if run is None or point.get("curveNumber") != POINTS or "pointIndex" not in point:
+            return False, no_update, no_update
+        return True, point.get("bbox"), hover_card(run, int(point["pointIndex"]))

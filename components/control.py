@@ -1,0 +1,63 @@
+"""Panel A, the control panel: run, point mode, flower petals, error distance, threshold and
+colour-by. Options that depend on the run's attributes are filled in by callbacks/control.py.
+"""
+
+import dash_bootstrap_components as dbc
+from dash import dcc, html
+
+from components import ids
+from components.encoding import DEFAULT_CAP
+
+POINT_MODE_OPTIONS = [
+    {"label": "Dots", "value": "dots"},
+    {"label": "Flowers · ACT labels", "value": "act"},
+    {"label": "Flowers · PRD probabilities", "value": "prd"},
+    {"label": "Flowers · joint (TP / FN / FP)", "value": "joint"},
+]
+COLOUR_BY_OPTIONS = [
+    {"label": "Error distance", "value": "error"},
+    {"label": "Outcome", "value": "outcome"},
+    {"label": "Label (ACT)", "value": "label"},
+    {"label": "Probability (PRD)", "value": "probability"},
+]
+
+
+def section(title: str, *children, hint: str | None = None) -> html.Div:
+    """A titled block of the side panels."""
+    head = [html.Span(title, className="section-title")]
+    if hint:
+        head.append(html.Span(hint, className="section-hint"))
+    return html.Div([html.Div(head, className="section-head"), *children], className="section")
+
+
+def control_panel() -> dbc.Card:
+    return dbc.Card(dbc.CardBody([
+        html.Div("A · Control", className="panel-title"),
+        section("Run", dcc.Dropdown(id=ids.RUN_PICKER, clearable=False, placeholder="no run yet",
+                                    optionHeight=48),
+                html.Div(id=ids.RUN_SUMMARY, className="run-summary")),
+        section("Points", dbc.RadioItems(id=ids.POINT_MODE, options=POINT_MODE_OPTIONS,
+                                         value="dots", className="compact-radio")),
+        section("Flower cap",
+                html.Div([dcc.Input(id=ids.FLOWER_CAP, type="number", min=0, max=5000, step=50,
+                                    value=DEFAULT_CAP, debounce=True, className="cap-input"),
+                          html.Span("flowers per view; dots beyond", className="ms-2")],
+                         className="cap-row")),
+        section("Petals", dcc.Checklist(id=ids.FLOWER_ATTRIBUTES, options=[], value=[],
+                                        className="petal-checklist", inputClassName="me-1"),
+                hint="attributes the flowers show"),
+        section("Flower centre",
+                dbc.RadioItems(id=ids.DISTANCE, inline=True, value="cosine",
+                               options=[{"label": "cosine", "value": "cosine"},
+                                        {"label": "Euclidean", "value": "euclidean"}]),
+                hint="ACT–PRD error distance"),
+        section("Decision threshold",
+                dcc.Slider(id=ids.THRESHOLD, min=0, max=1, step=0.01, value=0.5,
+                           marks={v: f"{v:g}" for v in (0, 0.25, 0.5, 0.75, 1)},
+                           updatemode="mouseup")),
+        section("Colour by",
+                dbc.RadioItems(id=ids.COLOUR_BY, options=COLOUR_BY_OPTIONS, value="error",
+                               className="compact-radio"),
+                dcc.Dropdown(id=ids.COLOUR_ATTRIBUTE, options=[], value=0, clearable=False,
+                             className="mt-1")),
+    ]), id=ids.CONTROL_PANEL, className="side-card")

@@ -1,0 +1,66 @@
+"""Panel G, the detail image view: thumbnails of the selection, one image large (log intensity,
+false colour), its ACT vs PRD table, its nearest neighbours in FEA space, and the science slot.
+"""
+
+import dash_bootstrap_components as dbc
+from dash import dcc, html
+
+from components import ids
+from components.encoding import OUTCOME_COLOURS
+from components.figures import COLOUR_MAPS
+from pipeline.metrics import OUTCOMES
+
+
+def detail_view() -> dbc.Card:
+    image = html.Div([
+        html.Div([html.Span("colour map", className="me-2 small text-muted"),
+                  dcc.Dropdown(id=ids.COLOUR_MAP, options=list(COLOUR_MAPS), value="Inferno",
+                               clearable=False, className="colour-map")], className="map-row"),
+        dcc.Graph(id=ids.DETAIL_IMAGE, className="detail-graph",
+                  config={"displaylogo": False, "scrollZoom": True},
+                  figure={"data": [], "layout": {}}),
+        html.Div(id=ids.DETAIL_SCIENCE, className="detail-science"),
+    ])
+    side = html.Div([
+        html.Div(id=ids.DETAIL_TABLE, className="table-scroll detail-table"),
+        html.Div(id=ids.DETAIL_CORRECTIONS, className="detail-corrections"),  # issue 4's form
+        html.Div("Nearest neighbours in FEA space", className="section-title mt-2"),
+        html.Div(id=ids.NEIGHBOURS, className="thumb-strip"),
+    ])
+    return dbc.Card([
+        dbc.CardHeader([html.Span("G · Detail", className="panel-title me-3"),
+                        html.Span(id=ids.DETAIL_TITLE, className="detail-title")]),
+        dbc.CardBody([
+            html.Div(id=ids.THUMBNAILS, className="thumb-strip selection-thumbs"),
+            dbc.Row([dbc.Col(image, width=6), dbc.Col(side, width=6)], className="g-2"),
+        ]),
+    ], id=ids.DETAIL_VIEW, className="bottom-card")
+
+
+def thumbnail(kind: str, index: int, uri: str, caption: str, active: bool = False):
+    """A clickable thumbnail; kind is ids.THUMB or ids.NEIGHBOUR, index the run row."""
+    return html.Button([html.Img(src=uri, alt=caption), html.Div(caption, className="caption")],
+                       id={"type": kind, "index": int(index)}, n_clicks=0, title=caption,
+                       className="thumb active" if active else "thumb")
+
+
+def act_prd_table(attributes, colours, act_row, prd_row, threshold: float) -> dbc.Table:
+    """For one image: each attribute's label, predicted probability (as a bar) and outcome."""
+    rows = []
+    for j, name in enumerate(attributes):
+        p, a = float(prd_row[j]), int(act_row[j])
+        said = p >= threshold
+        outcome = OUTCOMES[0 if a and said else 1 if said else 2 if a else 3]
+        bar = html.Div(html.Div(style={"width": f"{100 * p:.0f}%", "background": colours[j]},
+                                className="bar-fill"), className="bar")
+        rows.append(html.Tr([
+            html.Td([html.Span(className="swatch", style={"background": colours[j]}), name],
+                    className="attr"),
+            html.Td("1" if a else "0", className="num"),
+            html.Td(html.Div([bar, html.Span(f"{p:.2f}", className="num")], className="bar-cell")),
+            html.Td(html.Span(outcome, className="outcome-badge",
+                              style={"background": OUTCOME_COLOURS[outcome]})),
+        ], className=f"outcome-{outcome}"))
+    head = html.Thead(html.Tr([html.Th("attribute"), html.Th("ACT"), html.Th("PRD"),
+                               html.Th("outcome")]))
+    return dbc.Table([head, html.Tbody(rows)], size="sm", className="metric-table act-prd")

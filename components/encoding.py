@@ -1,0 +1,149 @@
+"""Pure array logic behind the embedded views: filter masks, error distances, colour values,
+the current viewport and which points in it are drawn as flowers (level of detail).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from pipeline.metrics import OUTCOMES, outcomes
+
+POINT_MODES = ("dots", "act", "prd", "joint")
+FILTER_TARGETS = ("act", "prd", *OUTCOMES)
+COLOUR_BYS = ("error", "outcome", "label", "probability")
+DEFAULT_CAP = 500
+
+OUTCOME_COLOURS = {"TP": "#1a9850", "FP": "#d73027", "FN": "#7b3294", "TN": "#c7c7c7"}
+ERROR_SCALE = [[0.0, "#3b6fb6"], [0.5, "#f2d36b"], [1.0, "#c8102e"]]
+
+
+def filter_mask(act, prd, threshold: float, attributes, match: str = "any", on: str = "act"):
+    """Which images pass the attribute filter (all of them when no attribute is chosen).
+
+    `on` is "act" (label is 1), "prd" (probability ≥ threshold) or an outcome name, which must
+    hold for ANY or ALL of the chosen attributes.
+    """
+    attributes = [int(a) for a in attributes or []]
+    if not attributes:
+        return np.ones(len(act), dtype=bool)
+    if on == "act":
+        hits = np.asarray(act[:, attributes]).astype(bool)
+    elif on == "prd":
+        hits = np.asarray(prd[:, attributes]) >= threshold
+    elif on in OUTCOMES:
+        hits = outcomes(act[:, attributes], prd[:, attributes], threshold) == OUTCOMES.index(on)
+    else:
+        raise ValueError(f"unknown filter target {on!r}; expected one of {FILTER_TARGETS}")
+    return hits.all(axis=1) if match == "all" else hits.any(axis=1)
+
+
+def error_distance(act, prd, metric: str = "cosine") -> np.ndarray:
+    """ACT–PRD distance per image in [0, 1]: cosine distance, or Euclidean over sqrt(A).
+
+    Cosine is undefined for an all-zero vector: two empty vectors agree (0), one empty and one
+    not are as far apart as it gets (1).
+    """
+    act = np.asarray(act, dtype=np.float32)
+    prd = np.asarray(prd, dtype=np.float32)
+    if metric == "euclidean":
+        return np.sqrt(((act - prd) ** 2).sum(axis=1) / act.shape[1]).astype(np.float32)
+    norms = np.linalg.norm(act, axis=1) * np.linalg.norm(prd, axis=1)
+    dot = (act * prd).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where(norms > 0, dot / np.where(norms > 0, norms, 1), np.nan)
+    empty_a, empty_p = ~act.any(axis=1), ~(prd > 0).any(axis=1)
+    dist = np.where(np.isnan(cos), np.where(empty_a & empty_p, 0.0, 1.0), 1.0 - cos)
+    return np.clip(dist, 0, 1).astype(np.float32)
+
+
+def colour_values(colour_by: str, act, prd, threshold: float, attribute: int, colour: str,
+                  metric: str = "cosine"):
+    """Per-point colour numbers with the colour scale and range that turn them into colours."""
+    j = int(attribute)
+    if colour_by == "label":
+        return np.asarray(act[:, j], np.float32), [[0, "#d4d4d4"], [1, colour]], (0, 1)
+    if colour_by == "probability":
+        return np.asarray(prd[:, j], np.float32), [[0, "#e3e3e3"], [1, colour]], (0, 1)
+    if colour_by == "outcome":
+        codes = outcomes(act[:, [j]], prd[:, [j]], threshold)[:, 0].astype(np.float32)
+        return codes, outcome_scale(), (0, 3)
+    if colour_by == "error":
+        return error_distance(act, prd, metric), ERROR_SCALE, (0, 1)
+    raise ValueError(f"unknown colour-by {colour_by!r}; expected one of {COLOUR_BYS}")
+
+
+def outcome_scale() -> list:
+    """A stepped colour scale for the outcome codes 0..3 (TP, FP, FN, TN) over the range 0..3."""
+    cuts = [0, 1 / 6, 1 / 2, 5 / 6, 1]
+    scale = []
+    for k, name in enumerate(OUTCOMES):
+        scale += [[cuts[k], OUTCOME_COLOURS[name]], [cuts[k + 1], OUTCOME_COLOURS[name]]]
+    return scale
+
+
+def dot_size(n: int) -> float:
+    """Marker size in pixels: big enough to see for a few points, small enough for 100k."""
+    return float(np.clip(11 - 1.6 * np.log10(max(n, 1)), 3, 8))
+
+
+def full_extent(xy) -> list[float]:
+    """[x0, x1, y0, y1] around all points with a 5 % margin."""
+    xy = np.asarray(xy)
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    pad = np.maximum(hi - lo, 1e-6) * 0.05
+    return [float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]),
+            float(hi[1] + pad[1])]
+
+
+def viewport_from_relayout(relayout: dict | None, previous=None):
+    """The axis box after a relayout event; None means 'everything' (autorange).
+
+    Events without axis ranges (hover, selection boxes, resizes) keep the previous viewport.
+    """
+    relayout = relayout or {}
+    if relayout.get("xaxis.autorange") or relayout.get("yaxis.autorange"):
+        return None
+    keys = ("xaxis.range[0]", "xaxis.range[1]", "yaxis.range[0]", "yaxis.range[1]")
+    if all(k in relayout for k in keys):
+        x0, x1, y0, y1 = (float(relayout[k]) for k in keys)
+    elif "xaxis.range" in relayout and "yaxis.range" in relayout:
+        (x0, x1), (y0, y1) = relayout["xaxis.range"], relayout["yaxis.range"]
+    else:
+        return previous
+    return [min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)]
+
+
+@lru_cache(maxsize=8)
+def priority_order(n: int) -> np.ndarray:
+    """A fixed shuffled rank per point, so the capped flowers are spread evenly over the view and
+    the same points keep their flowers while the user pans."""
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.random.default_rng(0).permutation(n)] = np.arange(n)
+    rank.flags.writeable = False  # shared by every call through the cache
+    return rank
+
+
+def flower_subset(xy, viewport, eligible, cap: int = DEFAULT_CAP):
+    """Rows drawn as flowers: eligible points inside the viewport, at most `cap` of them.
+
+    Returns (rows, n_in_view); the rows kept are those of lowest fixed priority rank.
+    """
+    xy = np.asarray(xy)
+    box = viewport or full_extent(xy)
+    inside = ((xy[:, 0] >= box[0]) & (xy[:, 0] <= box[1]) & (xy[:, 1] >= box[2])
+              & (xy[:, 1] <= box[3]) & np.asarray(eligible, dtype=bool))
+    rows = np.flatnonzero(inside)
+    if len(rows) > cap:
+        rank = priority_order(len(xy))[rows]
+        rows = np.sort(rows[np.argpartition(rank, cap - 1)[:cap]]) if cap > 0 else rows[:0]
+    return rows, int(inside.sum())
+
+
+def petal_radius(viewport, n_flowers: int) -> tuple[float, float]:
+    """Flower radius (x, y) in data units: a share of each visible span, so flowers are round on
+    a square plot whatever the axes' scales; the share grows as fewer flowers are in view, so
+    glyphs stay legible zoomed out and do not balloon zoomed in."""
+    share = float(np.clip(0.32 / np.sqrt(max(n_flowers, 1)), 0.012, 0.05))
+    return share * (viewport[1] - viewport[0]), share * (viewport[3] - viewport[2])

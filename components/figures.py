@@ -1,0 +1,347 @@
+"""Pure figure functions: arrays in, plotly figure dicts (or their parts) out.
+
+Figures are plain dicts with base64 typed arrays, which plotly.js decodes natively: building a
+go.Figure validates every point and sends numbers as text, both far slower for 100k points.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import plotly.colors
+from PIL import Image
+
+POINTS, GROUPS, SELECTED, FIRST_FLOWER = 0, 1, 2, 3  # trace positions in every view figure
+PETAL_STEPS = 11  # outline vertices per petal
+FN_LENGTH = 0.5  # joint mode: a missed label (FN) draws a short, hatched petal
+COLOUR_MAPS = ("Inferno", "Viridis", "Magma", "Cividis", "Greys", "Jet", "Hot")
+
+_DTYPES = {"float32": "f4", "float64": "f8", "uint8": "u1", "int8": "i1", "int32": "i4",
+           "uint32": "u4", "int16": "i2", "uint16": "u2"}
+
+
+def typed(array) -> dict:
+    """A numpy array as a plotly.js typed-array spec (base64; int64/float64 narrowed to 32 bits).
+
+    A spec passes through unchanged, so one encoding can serve all three views.
+    """
+    if isinstance(array, dict):
+        return array
+    array = np.asarray(array)
+    if array.dtype == np.int64:
+        array = array.astype(np.int32)
+    elif array.dtype == np.float64 or array.dtype == bool:
+        array = array.astype(np.float32)
+    array = np.ascontiguousarray(array)
+    spec = {"dtype": _DTYPES[array.dtype.name], "bdata": base64.b64encode(array).decode()}
+    if array.ndim > 1:
+        spec["shape"] = ", ".join(str(s) for s in array.shape)
+    return spec
+
+
+# ---------------------------------------------------------------- the embedded views
+
+
+def points_trace(xy, colour_values, colour_scale, colour_range, opacity, size) -> dict:
+    """All images as one WebGL scatter; its point index is the run's row index."""
+    return {
+        "type": "scattergl", "mode": "markers", "name": "images",
+        "x": typed(np.asarray(xy[:, 0], np.float32)), "y": typed(np.asarray(xy[:, 1], np.float32)),
+        "marker": {"color": typed(colour_values), "colorscale": colour_scale,
+                   "cmin": colour_range[0], "cmax": colour_range[1], "showscale": False,
+                   "opacity": typed(opacity),
+                   "size": size if np.isscalar(size) else typed(size),
+                   "line": {"width": 0}},
+        # The tooltip (dcc.Tooltip) replaces plotly's hover label; hoverData still fires.
+        "hoverinfo": "none", "hovertemplate": None,
+        "unselected": {"marker": {"opacity": 0.06}},
+    }
+
+
+def groups_trace(xy, groups, size: float) -> dict:
+    """Saved groups as coloured rings around their members (one trace for all groups)."""
+    rows = [np.asarray(g["indices"], dtype=np.int64) for g in groups]
+    colours = [c for g, r in zip(groups, rows, strict=True) for c in [g["colour"]] * len(r)]
+    rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    xy = np.asarray(xy)
+    return {
+        "type": "scattergl", "mode": "markers", "name": "groups", "hoverinfo": "skip",
+        "x": typed(np.asarray(xy[rows, 0], np.float32)),
+        "y": typed(np.asarray(xy[rows, 1], np.float32)),
+        "marker": {"symbol": "circle-open", "size": size + 6, "color": colours,
+                   "line": {"width": 2, "color": colours}},
+    }
+
+
+def selected_trace(xy, rows) -> dict:
+    """Flower modes: a blue ring round each selected flower's centre (petals are not dimmed)."""
+    rows = np.asarray(rows if rows is not None else [], dtype=np.int64)
+    xy = np.asarray(xy)
+    return {"type": "scattergl", "mode": "markers", "name": "selected", "hoverinfo": "skip",
+            "x": typed(np.asarray(xy[rows, 0], np.float32)),
+            "y": typed(np.asarray(xy[rows, 1], np.float32)),
+            "marker": {"symbol": "circle-open", "size": 17, "color": "#0d6efd",
+                       "line": {"width": 2.5, "color": "#0d6efd"}}}
+
+
+def flower_styles(mode: str) -> tuple[str, ...]:
+    """The petal styles drawn in a point mode, in drawing order (each one trace per attribute)."""
+    return {"dots": (), "act": ("act",), "prd": ("prd",), "joint": ("FP", "TP", "FN")}[mode]
+
+
+def flower_templates(mode: str, attributes, colours) -> list[dict]:
+    """Empty petal traces (x, y filled by flower_geometry), one per attribute and style."""
+    traces = []
+    for style in flower_styles(mode):
+        for name, colour in zip(attributes, colours, strict=True):
+            traces.append({"type": "scatter", "mode": "lines", "fill": "toself",
+                           "name": f"{name} ({style})", "hoverinfo": "skip", "x": [], "y": [],
+                           **petal_style(style, colour)})
+    return traces
+
+
+def petal_style(style: str, colour: str) -> dict:
+    """How a petal of one style looks: solid, hatched and short (FN), or black-bordered (FP)."""
+    if style == "FP":
+        return {"fillcolor": _rgba(colour, 0.22), "line": {"color": "#111111", "width": 1.1}}
+    if style == "FN":
+        return {"fillcolor": "rgba(255,255,255,0.9)", "line": {"color": colour, "width": 1.2},
+                "fillpattern": {"shape": "/", "fgcolor": colour, "bgcolor": "white",
+                                "size": 5, "solidity": 0.5}}
+    return {"fillcolor": _rgba(colour, 0.9), "line": {"color": colour, "width": 0.6}}
+
+
+def _rgba(colour: str, alpha: float) -> str:
+    r, g, b = plotly.colors.hex_to_rgb(colour)
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def petal_lengths(style: str, act, prd, threshold: float) -> np.ndarray:
+    """Petal length per flower and attribute as a share of the radius; 0 means no petal."""
+    act = np.asarray(act).astype(bool)
+    prd = np.asarray(prd, dtype=np.float32)
+    said = prd >= threshold
+    if style == "act":
+        return act.astype(np.float32)
+    if style == "prd":
+        return np.where(prd >= 0.02, prd, 0).astype(np.float32)
+    if style == "TP":
+        return (act & said).astype(np.float32)
+    if style == "FN":
+        return np.where(act & ~said, FN_LENGTH, 0).astype(np.float32)
+    if style == "FP":
+        return (~act & said).astype(np.float32)
+    raise ValueError(f"unknown petal style {style!r}")
+
+
+def petal_angles(n_shown: int) -> np.ndarray:
+    """Petal directions: the first shown attribute at 12 o'clock, the rest clockwise."""
+    return np.pi / 2 - 2 * np.pi * np.arange(n_shown) / max(n_shown, 1)
+
+
+def petal_outline(n_shown: int):
+    """A unit petal pointing along +x from the origin: an ellipse whose width lets neighbours
+    just touch when all petals are full length."""
+    t = np.linspace(0, 2 * np.pi, PETAL_STEPS)
+    width = min(0.26, 0.45 * np.tan(np.pi / max(n_shown, 3)))
+    return (1 - np.cos(t)) / 2, width * np.sin(t)
+
+
+def petals_xy(centres, lengths, angle: float, radius, n_shown: int):
+    """x and y of the petals of one attribute (NaN between petals) for flowers with length > 0.
+
+    `radius` is one number, or (rx, ry) when the axes have different data scales.
+    """
+    keep = lengths > 0
+    if not keep.any():
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    rx, ry = (radius, radius) if np.isscalar(radius) else radius
+    c = np.asarray(centres, dtype=np.float64)[keep]
+    scale = lengths[keep][:, None]
+    u, v = petal_outline(n_shown)
+    cos, sin = np.cos(angle), np.sin(angle)
+    x = c[:, :1] + rx * scale * (u * cos - v * sin)
+    y = c[:, 1:] + ry * scale * (u * sin + v * cos)
+    gap = np.full((len(c), 1), np.nan)
+    return (np.hstack([x, gap]).ravel().astype(np.float32),
+            np.hstack([y, gap]).ravel().astype(np.float32))
+
+
+def flower_geometry(mode: str, centres, act, prd, threshold: float, shown, radius,
+                    n_attributes: int):
+    """(x, y) per petal trace of flower_templates, for the given flowers.
+
+    `shown` lists the attribute indices that get petals; others get empty traces.
+    """
+    shown = [int(j) for j in shown]
+    angles = dict(zip(shown, petal_angles(len(shown)), strict=True))
+    empty = (np.zeros(0, np.float32), np.zeros(0, np.float32))
+    out = []
+    for style in flower_styles(mode):
+        lengths = petal_lengths(style, act, prd, threshold)
+        for j in range(n_attributes):
+            if j in angles and len(centres):
+                out.append(petals_xy(centres, lengths[:, j], angles[j], radius, len(shown)))
+            else:
+                out.append(empty)
+    return out
+
+
+def view_figure(points: dict, groups: dict, selected: dict, flowers: list[dict],
+                uirevision) -> dict:
+    """One embedded view: points, group rings, selection rings, then the petal traces.
+
+    Axes are not locked to equal scale, so elongated maps use the whole plot; petals are sized
+    per axis (petal_radius) and so stay round.
+    """
+    axis = {"showticklabels": False, "showgrid": False, "zeroline": False, "showline": True,
+            "mirror": True, "linecolor": "#d0d4da", "ticks": ""}
+    return {
+        "data": [points, groups, selected, *flowers],
+        "layout": {
+            "margin": {"l": 2, "r": 2, "t": 2, "b": 2}, "dragmode": "select",
+            "hovermode": "closest", "showlegend": False, "uirevision": uirevision,
+            "plot_bgcolor": "white", "paper_bgcolor": "white", "selectionrevision": 0,
+            "xaxis": axis, "yaxis": axis,
+        },
+    }
+
+
+def empty_figure(message: str) -> dict:
+    """A blank plot area carrying one centred message (no run, nothing selected …)."""
+    return {"data": [], "layout": {
+        "xaxis": {"visible": False}, "yaxis": {"visible": False},
+        "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "plot_bgcolor": "white",
+        "annotations": [{"text": message, "showarrow": False, "xref": "paper", "yref": "paper",
+                         "x": 0.5, "y": 0.5, "font": {"color": "#6c757d", "size": 13}}]}}
+
+
+# ---------------------------------------------------------------- the flower legend
+
+
+def legend_figure(mode: str, attributes, colours, shown) -> dict:
+    """The key: a flower with every shown attribute labelled, then one example petal per style
+    with what it means, drawn with the same geometry as the views."""
+    shown = [int(j) for j in shown] or list(range(len(attributes)))
+    n = len(attributes)
+    key_mode = "act" if mode in ("dots", "act") else mode
+    act = np.zeros((1, n), np.uint8)
+    act[0, shown] = 1
+    prd = act.astype(np.float32)
+    if key_mode == "prd":
+        prd[0, shown] = np.linspace(1.0, 0.4, len(shown))
+    traces = flower_templates(key_mode, attributes, colours)
+    geometry = flower_geometry(key_mode, [[0, 0]], act, prd, 0.5, shown, 1.0, n)
+    for trace, (x, y) in zip(traces, geometry, strict=True):
+        trace["x"], trace["y"] = x.tolist(), y.tolist()
+    labels = []
+    for j, a in zip(shown, petal_angles(len(shown)), strict=True):
+        c, s = np.cos(a), np.sin(a)
+        side = "left" if c > 0.02 else "right" if c < -0.02 else "center"
+        labels.append({"x": 1.1 * c, "y": 1.12 * s, "text": attributes[j][:16],
+                       "showarrow": False, "xanchor": side, "yanchor": "middle",
+                       "font": {"size": 9, "color": colours[j]}})
+    examples, notes = _style_examples(mode, colours[shown[0]])
+    return {"data": [*traces, *examples], "layout": {
+        "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "showlegend": False,
+        "plot_bgcolor": "white", "paper_bgcolor": "white", "dragmode": False,
+        "xaxis": {"visible": False, "range": [-2.35, 2.35], "fixedrange": True},
+        "yaxis": {"visible": False, "range": [-3.75, 1.3], "scaleanchor": "x",
+                  "fixedrange": True},
+        "annotations": labels + notes}}
+
+
+def _style_examples(mode: str, colour: str):
+    """Example petals (and centre dots) with their meaning, in rows under the key flower."""
+    rows = {
+        "dots": [],
+        "act": [("act", 1.0, "petal: the image is labelled (ACT = 1)")],
+        "prd": [("prd", 1.0, "petal length = probability (here 1.0)"),
+                ("prd", 0.5, "probability 0.5")],
+        "joint": [("TP", 1.0, "TP: labelled and predicted (solid)"),
+                  ("FN", FN_LENGTH, "FN: labelled but missed (short, hatched)"),
+                  ("FP", 1.0, "FP: predicted, not labelled (black rim)")],
+    }[mode]
+    traces, notes = [], []
+    text = {"showarrow": False, "xanchor": "left", "font": {"size": 10, "color": "#333"}}
+    for k, (style, length, meaning) in enumerate(rows):
+        y = -1.72 - 0.55 * k
+        x, yy = petals_xy([[-2.0, y - 0.27]], np.array([length]), np.pi / 2, 0.55, 5)
+        traces.append({"type": "scatter", "mode": "lines", "fill": "toself", "hoverinfo": "skip",
+                       "x": x.tolist(), "y": yy.tolist(), **petal_style(style, colour)})
+        notes.append({"x": -1.65, "y": y, "text": meaning, **text})
+    if mode == "joint":
+        y = -1.72 - 0.55 * len(rows)
+        traces.append({"type": "scatter", "mode": "markers", "hoverinfo": "skip",
+                       "x": [-2.1, -1.85], "y": [y, y], "marker": {"size": [4, 12],
+                                                                  "color": "#555"}})
+        notes.append({"x": -1.65, "y": y, "text": "centre dot: ACT–PRD error (small = agree)",
+                      **text})
+    if mode == "dots":
+        notes.append({"x": -2.2, "y": -1.8, "text": "Choose a Flowers point mode to draw<br>"
+                      "one flower per image with these petals.", "align": "left", **text})
+    return traces, notes
+
+
+def centre_sizes(error, base: float) -> np.ndarray:
+    """Joint mode: the centre dot grows with the ACT–PRD error distance (0 → base, 1 → base+9)."""
+    return (base + 9 * np.asarray(error, np.float32)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- images
+
+
+def log_intensity(pixels) -> np.ndarray:
+    """log10(1 + I) with negative (masked) pixels at 0: how scattering images are looked at."""
+    return np.log10(1 + np.clip(np.nan_to_num(np.asarray(pixels, np.float32)), 0, None))
+
+
+def downsample(image, max_side: int) -> np.ndarray:
+    """Block-average an image so neither side exceeds max_side (keeps weak rings visible)."""
+    step = int(np.ceil(max(image.shape) / max_side))
+    if step <= 1:
+        return image
+    h, w = (image.shape[0] // step) * step, (image.shape[1] // step) * step
+    return image[:h, :w].reshape(h // step, step, w // step, step).mean(axis=(1, 3))
+
+
+def image_figure(pixels, colour_map: str = "Inferno", max_side: int = 512) -> dict:
+    """The large detail image: log intensity, zoomable, the chosen false-colour map."""
+    z = downsample(log_intensity(pixels), max_side)
+    step = max(pixels.shape) / max(z.shape)
+    return {"data": [{
+        "type": "heatmap", "z": typed(z.astype(np.float32)), "colorscale": colour_map,
+        "dx": step, "dy": step, "x0": step / 2, "y0": step / 2,
+        "hovertemplate": "x %{x:.0f}, y %{y:.0f}<br>log₁₀(1+I) %{z:.2f}<extra></extra>",
+        "colorbar": {"thickness": 10, "len": 0.9, "title": {"text": "log₁₀(1+I)",
+                                                              "side": "right"}},
+    }], "layout": {
+        "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "dragmode": "zoom",
+        "xaxis": {"visible": False, "constrain": "domain"},
+        "yaxis": {"visible": False, "autorange": "reversed", "scaleanchor": "x",
+                  "constrain": "domain"},
+        "plot_bgcolor": "white"}}
+
+
+def colour_lut(name: str = "Inferno", n: int = 256) -> np.ndarray:
+    """n × 3 uint8 colours sampled from a plotly colour scale."""
+    scale = plotly.colors.get_colorscale(name)
+    stops = np.array([s for s, _ in scale])
+    rgb = np.array([plotly.colors.unlabel_rgb(plotly.colors.convert_colors_to_same_type(c)[0][0])
+                    for _, c in scale], dtype=float)
+    t = np.linspace(0, 1, n)
+    return np.stack([np.interp(t, stops, rgb[:, k]) for k in range(3)], axis=1).astype(np.uint8)
+
+
+def thumbnail_uri(pixels, size: int = 72, colour_map: str = "Inferno") -> str:
+    """A small PNG data URI of an image in log intensity, contrast set by its own percentiles."""
+    img = downsample(log_intensity(pixels), size * 2)
+    lo, hi = np.percentile(img, [1, 99.7])
+    norm = np.clip((img - lo) / max(hi - lo, 1e-9), 0, 1)
+    rgb = colour_lut(colour_map)[(norm * 255).astype(np.uint8)]
+    pil = Image.fromarray(rgb, "RGB").resize((size, size), Image.BILINEAR)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -1,0 +1,34 @@
+"""The whole page: controls and filters at left, the three embedded views on top, the selection
+manager and the detail view below (seed 000, Fig. 1), plus every store.
+"""
+
+import dash_bootstrap_components as dbc
+from dash import html
+
+from components import ids
+from components.control import control_panel
+from components.detail import detail_view
+from components.filters import attribute_filters
+from components.selection import selection_manager
+from components.stores import stores
+from components.views import flower_key, views_row
+
+
+def create_layout() -> html.Div:
+    header = html.Div([
+        html.Span("X-ray Attribute Explorer", className="brand"),
+        html.Span("how a deep-learning model tags scattering images with many attributes",
+                  className="tagline"),
+    ], className="top-bar")
+    empty = dbc.Alert(id=ids.EMPTY_STATE, is_open=False, color="warning", className="m-2")
+    return html.Div([
+        header, empty,
+        html.Div([
+            html.Div([control_panel(), attribute_filters(), flower_key()], className="side"),
+            html.Div([
+                views_row(),
+                html.Div([selection_manager(), detail_view()], className="bottom-row"),
+            ], className="main"),
+        ], className="app-grid"),
+        *stores(),
+    ], className="app")

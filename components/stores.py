@@ -1,0 +1,22 @@
+"""Every dcc.Store of the dashboard in one place: the per-user state lives in the browser.
+
+Nothing per-user is kept on the server, so any gunicorn worker can answer any request.
+"""
+
+from dash import dcc
+
+from components import ids
+
+
+def stores() -> list:
+    """The stores, the page-location trigger and the CSV download target."""
+    return [
+        dcc.Location(id=ids.URL),
+        dcc.Store(id=ids.STORE_SELECTION, data=[]),  # run row indices currently selected
+        dcc.Store(id=ids.STORE_DETAIL_INDEX, data=None),  # run row index shown large
+        dcc.Store(id=ids.STORE_GROUPS, data=[]),  # saved groups: {run, name, colour, indices}
+        dcc.Store(id=ids.STORE_SELECTION_SOURCE, data=None),  # view the selection came from
+        # One viewport store per view, so a zoom redraws the flowers of that view only.
+        *[dcc.Store(id=store, data=None) for store in ids.STORE_VIEWPORTS.values()],
+        dcc.Download(id=ids.DOWNLOAD),
+    ]

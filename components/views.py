@@ -1,0 +1,72 @@
+"""Panels C, D, E: the embedded views of ACT, FEA and PRD side by side, with their hover
+tooltips, the colour legend above them and the flower key beside the controls.
+"""
+
+import dash_bootstrap_components as dbc
+from dash import dcc, html
+
+from components import ids
+from components.encoding import OUTCOME_COLOURS
+
+VIEW_TITLES = {
+    "act": ("C · ACT", "annotated labels"),
+    "fea": ("D · FEA", "ResNet features"),
+    "prd": ("E · PRD", "predicted probabilities"),
+}
+GRAPH_CONFIG = {
+    "scrollZoom": True, "displaylogo": False, "doubleClick": "reset",
+    "modeBarButtonsToRemove": ["autoScale2d", "toImage", "zoomIn2d", "zoomOut2d"],
+}
+
+
+def view_card(space: str) -> dbc.Card:
+    title, subtitle = VIEW_TITLES[space]
+    return dbc.Card([
+        dbc.CardHeader([html.Span(title, className="view-title"),
+                        html.Span(subtitle, className="view-subtitle"),
+                        html.Span(id=ids.VIEW_HEADERS[space], className="view-count")],
+                       className="view-header"),
+        dcc.Graph(id=ids.VIEWS[space], config=GRAPH_CONFIG, className="view-graph",
+                  clear_on_unhover=True, figure={"data": [], "layout": {}}),
+        dcc.Tooltip(id=ids.VIEW_TOOLTIPS[space], direction="right", className="hover-card"),
+    ], className="view-card")
+
+
+def views_row() -> html.Div:
+    return html.Div([
+        html.Div(id=ids.COLOUR_LEGEND, className="colour-legend"),
+        dbc.Row([dbc.Col(view_card(s), width=4, className="view-col") for s in ids.VIEWS],
+                className="g-2"),
+    ])
+
+
+def flower_key() -> dbc.Card:
+    return dbc.Card(dbc.CardBody([
+        html.Div("Flower key", className="panel-title"),
+        dcc.Graph(id=ids.FLOWER_LEGEND, config={"staticPlot": True},
+                  style={"height": "300px"}, figure={"data": [], "layout": {}}),
+        html.Div("Petal angle = attribute (colour as named); box or lasso select in any view "
+                 "highlights the same images in the other two; scroll to zoom.",
+                 className="key-note"),
+    ]), className="side-card")
+
+
+def colour_legend(colour_by: str, attribute: str, colour: str) -> list:
+    """What the dot colours mean for the chosen colour-by (pure; shown above the views)."""
+    if colour_by == "outcome":
+        chips = [html.Span([html.Span(className="chip", style={"background": c}), name],
+                           className="legend-item") for name, c in OUTCOME_COLOURS.items()]
+        return [html.Span(f"Outcome of “{attribute}”:", className="legend-label"), *chips]
+    if colour_by == "error":
+        return [html.Span("ACT–PRD error distance:", className="legend-label"),
+                html.Span("0", className="legend-end"),
+                html.Span(className="gradient error-gradient"),
+                html.Span("1", className="legend-end")]
+    low = "label 0" if colour_by == "label" else "p = 0"
+    high = "label 1" if colour_by == "label" else "p = 1"
+    what = "Label (ACT)" if colour_by == "label" else "Probability (PRD)"
+    return [html.Span(f"{what} of “{attribute}”:", className="legend-label"),
+            html.Span(low, className="legend-end"),
+            html.Span(className="gradient",
+                      style={"background": f"linear-gradient(90deg, #d9d9d9, {colour})"}),
+            html.Span(high, className="legend-end")]

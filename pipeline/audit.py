@@ -1,0 +1,215 @@
+"""Label audit: rank (image, attribute) labels by how likely they are annotation errors.
+
+Two signals, each calibrated per attribute, averaged into one score (see `audit_scores`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import PipelineError
+from pipeline.store import Run, check_array, get_run, open_run
+
+DEFAULT_K = 10
+DEFAULT_WEIGHT = 0.5  # share of the PRD signal in the score; the rest is the neighbour vote
+PCA_DIMS = 64
+AUDIT_COLUMNS = ("index", "image_id", "attribute", "label", "prd", "vote", "prd_score",
+                 "vote_score", "score")
+
+
+def confident_thresholds(act, prob) -> tuple[np.ndarray, np.ndarray]:
+    """Per attribute, the confident-learning thresholds of the two classes.
+
+    t_pos[j] = mean probability of 1 over the images labelled 1 (the model's typical
+    confidence on a positive); t_neg[j] = mean probability of 0 over the images labelled 0.
+    An attribute with no image in a class gets 0.5 for that class.
+    """
+    act = np.asarray(act).astype(bool)
+    prob = np.asarray(prob, dtype=np.float64)
+    n_pos, n_neg = act.sum(axis=0), (~act).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_pos = np.where(n_pos > 0, (prob * act).sum(axis=0) / np.maximum(n_pos, 1), 0.5)
+        t_neg = np.where(n_neg > 0, ((1 - prob) * ~act).sum(axis=0) / np.maximum(n_neg, 1), 0.5)
+    return t_pos, t_neg
+
+
+def calibrated_disagreement(act, prob) -> np.ndarray:
+    """How strongly `prob` (N × A, in [0, 1]) argues for the other label, calibrated per attribute.
+
+    Let q be the probability of the label the image does *not* have (prob for a 0, 1 − prob
+    for a 1) and t that other class's confident-learning threshold. q is mapped piecewise
+    linearly so that 0 → 0, t → 0.5 and 1 → 1: a score above 0.5 means exactly "the signal
+    is at least as sure of the other class as it typically is of that class's own members",
+    which is confident learning's test for a label error. The calibration makes attributes
+    with shy models (all probabilities low) and rare attributes comparable with the rest.
+    """
+    act = np.asarray(act).astype(bool)
+    prob = np.clip(np.asarray(prob, dtype=np.float64), 0.0, 1.0)
+    t_pos, t_neg = confident_thresholds(act, prob)
+    q = np.where(act, 1.0 - prob, prob)
+    t = np.clip(np.where(act, t_neg, t_pos), 1e-6, 1 - 1e-6)
+    return np.where(q < t, 0.5 * q / t, 0.5 + 0.5 * (q - t) / (1 - t))
+
+
+def neighbours(fea, k: int = DEFAULT_K) -> np.ndarray:
+    """Indices (N × k) of each image's k nearest other images in FEA space, by cosine distance.
+
+    Features are reduced by PCA to at most PCA_DIMS dimensions first: ResNet features have
+    2048 dimensions, most of them noise for this purpose, and brute-force search is N².
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    fea = np.asarray(fea, dtype=np.float32)
+    n = len(fea)
+    if n < 2:
+        raise PipelineError(f"the label audit needs at least 2 images, the run has {n}")
+    k = int(min(max(k, 1), n - 1))
+    if fea.shape[1] > PCA_DIMS and n > PCA_DIMS:
+        fea = PCA(PCA_DIMS, random_state=0, svd_solver="randomized").fit_transform(fea)
+    fea = fea - fea.mean(axis=0)
+    index = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(fea)
+    _, idx = index.kneighbors(fea)
+    # Drop each image itself (usually column 0, but duplicates can tie with it).
+    rows = [row[row != i][:k] for i, row in enumerate(idx)]
+    return np.stack(rows)
+
+
+def neighbour_vote(act, nbr) -> np.ndarray:
+    """Per image and attribute, the share of its neighbours labelled 1 (N × A in [0, 1])."""
+    return np.asarray(act, dtype=np.float64)[nbr].mean(axis=1)
+
+
+def audit_scores(act, prd, fea, *, k: int = DEFAULT_K, weight: float = DEFAULT_WEIGHT,
+                 nbr=None) -> dict[str, np.ndarray]:
+    """Suspicion of every (image, attribute) label; arrays of shape N × A.
+
+    prd_score  = calibrated_disagreement(act, prd): the model confidently says the other label;
+    vote_score = calibrated_disagreement(act, vote): the image's k nearest neighbours in FEA
+                 space mostly carry the other label (calibrated the same way, so a rare
+                 attribute, whose positives rarely have positive neighbours, is not flagged
+                 wholesale);
+    score      = weight · prd_score + (1 − weight) · vote_score, in [0, 1]. A label both
+                 signals doubt ranks above one that only one signal doubts.
+    """
+    act = check_array("act", act, (None, None), binary=True)
+    prd = check_array("prd", prd, act.shape, unit=True)
+    fea = check_array("fea", fea, (act.shape[0], None))
+    if not 0.0 <= weight <= 1.0:
+        raise PipelineError(f"the audit weight must lie in [0, 1], not {weight}")
+    nbr = neighbours(fea, k) if nbr is None else nbr
+    vote = neighbour_vote(act, nbr)
+    prd_score = calibrated_disagreement(act, prd)
+    vote_score = calibrated_disagreement(act, vote)
+    score = weight * prd_score + (1 - weight) * vote_score
+    return {"vote": vote, "prd_score": prd_score, "vote_score": vote_score, "score": score}
+
+
+def rank_labels(act, prd, fea, image_ids, attributes, *, k: int = DEFAULT_K,
+                weight: float = DEFAULT_WEIGHT, top: int | None = 50, skip=None,
+                nbr=None) -> pd.DataFrame:
+    """The most suspicious labels first, one row per (image, attribute), AUDIT_COLUMNS.
+
+    `skip` (N × A bool) hides cells an analyst already reviewed (corrected labels).
+    """
+    act = np.asarray(act)
+    s = audit_scores(act, prd, fea, k=k, weight=weight, nbr=nbr)
+    score = s["score"].copy()
+    if skip is not None:
+        score[np.asarray(skip, dtype=bool)] = -np.inf
+    flat = np.argsort(-score, axis=None, kind="stable")
+    flat = flat[np.isfinite(score.ravel()[flat])]
+    if top is not None:
+        flat = flat[: max(int(top), 0)]
+    rows, cols = np.unravel_index(flat, act.shape)
+    names = np.asarray(list(attributes), dtype=object)
+    return pd.DataFrame({
+        "index": rows,
+        "image_id": np.asarray(list(image_ids), dtype=object)[rows],
+        "attribute": names[cols],
+        "label": act[rows, cols].astype(int),
+        "prd": np.asarray(prd)[rows, cols].astype(float),
+        "vote": s["vote"][rows, cols],
+        "prd_score": s["prd_score"][rows, cols],
+        "vote_score": s["vote_score"][rows, cols],
+        "score": s["score"][rows, cols],
+    }, columns=list(AUDIT_COLUMNS))
+
+
+@lru_cache(maxsize=8)
+def _run_neighbours(path: str, k: int) -> np.ndarray:
+    # Runs never change once written, so the neighbour graph is computed once per run.
+    return neighbours(open_run(path).fea, k)
+
+
+def audit_run(run: Run, *, act=None, skip=None, k: int = DEFAULT_K,
+              weight: float = DEFAULT_WEIGHT, top: int | None = 50) -> pd.DataFrame:
+    """`rank_labels` for a run; `act` replaces the run's labels (e.g. with corrections applied)."""
+    act = run.act if act is None else act
+    nbr = _run_neighbours(str(run.path), int(k))
+    return rank_labels(act, run.prd, run.fea, run.images["image_id"], run.attributes,
+                       k=k, weight=weight, top=top, skip=skip, nbr=nbr)
+
+
+def corrected_run_labels(run: Run, data_dir=None):
+    """The run's labels with the label corrections of its dataset applied, and their mask."""
+    from pipeline.corrections import corrected_labels
+
+    dataset = str(run.meta.get("dataset", ""))
+    if not dataset:
+        return np.array(run.act, dtype=np.uint8), np.zeros(run.act.shape, dtype=bool)
+    return corrected_labels(data_dir or run.data_dir, dataset, run.act, run.images["image_id"],
+                            run.attributes)
+
+
+def precision_at_k(ranking: pd.DataFrame, wrong, attributes, k: int) -> float:
+    """Share of the first k ranked labels that are wrong (`wrong`: N × A bool, e.g. true != act)."""
+    wrong = np.asarray(wrong, dtype=bool)
+    if k <= 0 or len(ranking) < k:
+        raise PipelineError(f"precision at k needs 1 <= k <= {len(ranking)} ranked rows, not {k}")
+    col_of = {name: j for j, name in enumerate(attributes)}
+    top = ranking.head(k)
+    cols = top["attribute"].map(col_of).to_numpy()
+    return float(wrong[top["index"].to_numpy(), cols].sum()) / k
+
+
+# ---------------------------------------------------------------- command line
+
+
+def register(subparsers) -> None:
+    from pipeline.cli import add_data_dir
+
+    parser = subparsers.add_parser("audit", help="rank the labels of a run most likely wrong")
+    parser.add_argument("--run", required=True, help="run id (see `python -m pipeline runs`)")
+    parser.add_argument("--top", type=int, default=20, help="how many rows to print (20)")
+    parser.add_argument("--k", type=int, default=DEFAULT_K, help="neighbours in FEA space (10)")
+    parser.add_argument("--weight", type=float, default=DEFAULT_WEIGHT,
+                        help="share of the PRD signal in the score, 0..1 (0.5)")
+    parser.add_argument("--csv", default=None, metavar="FILE", help="also write all rows to FILE")
+    add_data_dir(parser)
+    parser.set_defaults(func=cmd_audit)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    run = get_run(args.run, args.data_dir)
+    act, corrected = corrected_run_labels(run, args.data_dir)
+    ranking = audit_run(run, act=act, skip=corrected, k=args.k, weight=args.weight,
+                        top=None if args.csv else args.top)
+    if args.csv:
+        ranking.to_csv(args.csv, index=False)
+        print(f"wrote {len(ranking)} rows to {args.csv}")
+    print(f"run {run.id}: {len(run)} images, {int(corrected.sum())} labels corrected "
+          f"(not ranked); most suspicious labels first")
+    print(format_ranking(ranking.head(args.top)))
+    return 0
+
+
+def format_ranking(ranking: pd.DataFrame) -> str:
+    if ranking.empty:
+        return "(nothing to rank)"
+    shown = ranking[["index", "image_id", "attribute", "label", "prd", "vote", "score"]]
+    return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}")

@@ -1,0 +1,236 @@
+"""Durable label corrections: an append-only event log in SQLite at <data_dir>/corrections.sqlite.
+
+A correction sets one label (dataset id + image id + attribute) to 0 or 1; undo appends an event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import sqlite3
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import PipelineError
+from pipeline.store import resolve_data_dir
+
+FILE_NAME = "corrections.sqlite"
+BUSY_TIMEOUT_MS = 30_000
+MAX_NOTE = 2000
+COLUMNS = ("event", "created", "dataset", "image_id", "attribute", "action", "value", "undoes",
+           "author", "note")
+
+# Every write is one row: 'set' gives a label its new value; 'undo' cancels the latest
+# still-active 'set' of the same key (named in `undoes`). Nothing is ever updated or deleted,
+# so the history is the table itself and two writers can only add, never overwrite.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event     INTEGER PRIMARY KEY AUTOINCREMENT,
+    created   TEXT    NOT NULL,
+    dataset   TEXT    NOT NULL,
+    image_id  TEXT    NOT NULL,
+    attribute TEXT    NOT NULL,
+    action    TEXT    NOT NULL CHECK (action IN ('set', 'undo')),
+    value     INTEGER CHECK (value IN (0, 1)),
+    undoes    INTEGER REFERENCES events(event),
+    author    TEXT    NOT NULL,
+    note      TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_key ON events (dataset, image_id, attribute);
+"""
+
+
+def db_path(data_dir=None) -> Path:
+    return resolve_data_dir(data_dir) / FILE_NAME
+
+
+@contextlib.contextmanager
+def connect(data_dir=None) -> Iterator[sqlite3.Connection]:
+    """A connection in WAL mode with a busy timeout; closed when the block ends."""
+    path = db_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE) so that a
+        # writer takes the write lock before it reads what it builds on.
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    except sqlite3.Error as err:
+        raise PipelineError(f"cannot open corrections database {path}: {err}") from err
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(SCHEMA)
+        yield conn
+    except sqlite3.DatabaseError as err:
+        raise PipelineError(f"corrections database {path}: {err}") from err
+    finally:
+        conn.close()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _clean_key(dataset: str, image_id: str, attribute: str) -> tuple[str, str, str]:
+    key = tuple(str(x).strip() for x in (dataset, image_id, attribute))
+    for name, value in zip(("a dataset id", "an image id", "an attribute"), key, strict=True):
+        if not value:
+            raise PipelineError(f"a label correction needs {name}")
+    return key  # type: ignore[return-value]
+
+
+def _clean_text(author: str | None, note: str | None) -> tuple[str, str]:
+    author = (author or "").strip() or "anonymous"
+    note = (note or "").strip()
+    if len(note) > MAX_NOTE:
+        raise PipelineError(f"the note is {len(note)} characters long; keep it under {MAX_NOTE}")
+    return author[:100], note
+
+
+def _active_set(conn: sqlite3.Connection, key: tuple[str, str, str]) -> int | None:
+    """The latest 'set' event of the key that no 'undo' cancelled, or None."""
+    row = conn.execute(
+        """SELECT event FROM events s
+           WHERE action = 'set' AND dataset = ? AND image_id = ? AND attribute = ?
+             AND NOT EXISTS (SELECT 1 FROM events u WHERE u.action = 'undo' AND u.undoes = s.event)
+           ORDER BY event DESC LIMIT 1""",
+        key,
+    ).fetchone()
+    return row[0] if row else None
+
+
+def set_label(data_dir, dataset: str, image_id: str, attribute: str, value: int, *,
+              author: str | None = None, note: str | None = None) -> int:
+    """Record that the label of (dataset, image, attribute) is `value` (0 or 1); return its id."""
+    key = _clean_key(dataset, image_id, attribute)
+    if value not in (0, 1, True, False):
+        raise PipelineError(f"a corrected label must be 0 or 1, not {value!r}")
+    author, note = _clean_text(author, note)
+    with connect(data_dir) as conn:
+        cur = conn.execute(
+            "INSERT INTO events (created, dataset, image_id, attribute, action, value, author,"
+            " note) VALUES (?, ?, ?, ?, 'set', ?, ?, ?)",
+            (_now(), *key, int(value), author, note),
+        )  # one statement = one transaction in autocommit mode
+        return int(cur.lastrowid)
+
+
+def undo(data_dir, dataset: str, image_id: str, attribute: str, *,
+         author: str | None = None, note: str | None = None) -> int:
+    """Cancel the latest active correction of the key by appending an 'undo' event; return it."""
+    key = _clean_key(dataset, image_id, attribute)
+    author, note = _clean_text(author, note)
+    with connect(data_dir) as conn:
+        conn.execute("BEGIN IMMEDIATE")  # two analysts undoing at once undo two events, not one
+        try:
+            target = _active_set(conn, key)
+            if target is None:
+                raise PipelineError(f"no correction of {key[2]!r} on image {key[1]!r} to undo")
+            cur = conn.execute(
+                "INSERT INTO events (created, dataset, image_id, attribute, action, undoes,"
+                " author, note) VALUES (?, ?, ?, ?, 'undo', ?, ?, ?)",
+                (_now(), *key, target, author, note),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return int(cur.lastrowid)
+
+
+def history(data_dir, dataset: str | None = None) -> pd.DataFrame:
+    """Every event, oldest first (optionally of one dataset)."""
+    if not db_path(data_dir).is_file():
+        return pd.DataFrame(columns=list(COLUMNS))
+    query = f"SELECT {', '.join(COLUMNS)} FROM events"
+    params: tuple = ()
+    if dataset is not None:
+        query, params = query + " WHERE dataset = ?", (str(dataset),)
+    with connect(data_dir) as conn:
+        rows = conn.execute(query + " ORDER BY event", params).fetchall()
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    return frame.astype({"value": "Int64", "undoes": "Int64"})
+
+
+def active(data_dir, dataset: str) -> pd.DataFrame:
+    """The corrections in force for a dataset: one row per key, its latest active 'set' event."""
+    events = history(data_dir, dataset)
+    undone = set(events["undoes"].dropna().astype(int))
+    sets = events[(events["action"] == "set") & ~events["event"].isin(undone)]
+    latest = sets.sort_values("event").groupby(["image_id", "attribute"], sort=False).tail(1)
+    keep = ["image_id", "attribute", "value", "author", "note", "created", "event"]
+    return latest[keep].sort_values("event").reset_index(drop=True)
+
+
+def apply(act, image_ids: Sequence[str], attributes: Sequence[str], corrections: pd.DataFrame):
+    """Labels with the corrections applied, and a mask of the cells they changed or confirmed.
+
+    Returns (corrected N × A uint8 copy, N × A bool mask of corrected cells). Corrections of
+    images or attributes that the arrays do not hold are ignored (another run, another subset).
+    """
+    corrected = np.array(act, dtype=np.uint8, copy=True)
+    mask = np.zeros(corrected.shape, dtype=bool)
+    if corrections is None or corrections.empty:
+        return corrected, mask
+    row_of = {str(image_id): i for i, image_id in enumerate(image_ids)}
+    col_of = {str(name): j for j, name in enumerate(attributes)}
+    for image_id, attribute, value in corrections[["image_id", "attribute", "value"]].itertuples(
+        index=False
+    ):
+        i, j = row_of.get(image_id), col_of.get(attribute)
+        if i is not None and j is not None:
+            corrected[i, j] = int(value)
+            mask[i, j] = True
+    return corrected, mask
+
+
+def corrected_labels(data_dir, dataset: str, act, image_ids, attributes):
+    """`apply` with the corrections in force for `dataset` read from the data directory."""
+    return apply(act, image_ids, attributes, active(data_dir, dataset))
+
+
+def export_csv(data_dir, out, dataset: str | None = None) -> int:
+    """Write the full history (every event, undo included) as CSV to a path or file; return rows."""
+    events = history(data_dir, dataset)
+    events.to_csv(out, index=False)
+    return len(events)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def register(subparsers) -> None:
+    from pipeline.cli import add_data_dir
+
+    parser = subparsers.add_parser(
+        "corrections", help="list label corrections or export their full history as CSV"
+    )
+    parser.add_argument("--dataset", default=None, help="only this dataset id")
+    parser.add_argument("--csv", default=None, metavar="FILE",
+                        help="write the full history to FILE ('-' for standard output)")
+    add_data_dir(parser)
+    parser.set_defaults(func=cmd_corrections)
+
+
+def cmd_corrections(args: argparse.Namespace) -> int:
+    if args.csv:
+        out = sys.stdout if args.csv == "-" else args.csv
+        n = export_csv(args.data_dir, out, args.dataset)
+        if args.csv != "-":
+            print(f"wrote {n} events to {args.csv}")
+        return 0
+    events = history(args.data_dir, args.dataset)
+    if events.empty:
+        print(f"no label corrections in {db_path(args.data_dir)}")
+        return 0
+    for dataset in events["dataset"].unique():
+        now = active(args.data_dir, dataset)
+        print(f"{dataset}: {len(now)} labels corrected ({(events['dataset'] == dataset).sum()} "
+              "events)")
+        print(now[["image_id", "attribute", "value", "author", "created", "note"]].to_string(
+            index=False))
+    return 0

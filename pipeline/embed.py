@@ -1,0 +1,167 @@
+"""2-D maps of the three spaces (ACT labels, FEA features, PRD probabilities) with openTSNE: the
+same coordinates for the same input and seed. `python -m pipeline embed` (demo.py) re-embeds a run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from openTSNE import TSNE
+from sklearn.decomposition import PCA
+from tqdm.auto import tqdm
+
+from pipeline import store
+from pipeline.errors import PipelineError
+
+SPACES = ("act", "fea", "prd")
+PCA_DIMS = 50  # FEA is reduced first, as is usual before t-SNE of CNN features
+ACT_JITTER = 0.05  # far below the distance 1 between label sets that differ in one attribute
+EARLY_ITER, MAIN_ITER = 250, 500
+CALLBACK_EVERY = 25
+MIN_TSNE_POINTS = 5  # fewer points than this get a PCA layout instead
+# FFT-interpolated gradients cost a fixed grid per step, which dominates below ~10k points; there
+# Barnes–Hut measured 3–4× faster here (benchmarks/RESULTS.md). openTSNE's own "auto" uses the
+# same threshold.
+FFT_MIN_POINTS = 10_000
+
+
+def gradient_method(n: int, method: str = "auto") -> str:
+    if method not in ("auto", "fft", "bh"):
+        raise PipelineError(f"unknown t-SNE gradient method {method!r}; use auto, fft or bh")
+    return ("fft" if n >= FFT_MIN_POINTS else "bh") if method == "auto" else method
+
+
+def prepare(x: np.ndarray, space: str, seed: int = 0) -> np.ndarray:
+    """What t-SNE sees for each space.
+
+    act: repeated label sets are exact duplicates, which give t-SNE zero distances; a tiny
+    deterministic jitter keeps each label combination a tight, separate cluster.
+    fea: PCA to 50 dimensions. prd: the probabilities as they are.
+    """
+    if space not in SPACES:
+        raise PipelineError(f"unknown space {space!r}; expected one of {SPACES}")
+    x = np.asarray(x, dtype=np.float64)
+    if space == "act":
+        return x + np.random.default_rng(seed).normal(0, ACT_JITTER, x.shape)
+    if space == "fea" and x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
+        return PCA(n_components=PCA_DIMS, random_state=seed).fit_transform(x)
+    return x
+
+
+def embed(x: np.ndarray, *, space: str, seed: int = 0, perplexity: float = 30,
+          progress: bool = False, on_iteration: Callable[[int], None] | None = None,
+          method: str = "auto") -> np.ndarray:
+    """N × 2 float32 openTSNE coordinates (fixed random_state: same input, same map).
+
+    Gradients: FFT interpolation from 10,000 points up, Barnes–Hut below (method="auto").
+
+    Perplexity is lowered for small N (t-SNE needs N > 3·perplexity); below 5 points the map is
+    the first two principal components. `on_iteration(done)` hears of progress every 25 steps.
+    """
+    name = f"{space.upper()} array"
+    x = store.check_array(name, x, (None, None))
+    if len(x) == 0:
+        return np.zeros((0, 2), np.float32)
+    z = prepare(x, space, seed)
+    if len(z) < MIN_TSNE_POINTS:
+        return _pca_layout(z)
+    perplexity = float(min(perplexity, (len(z) - 1) / 3))
+    if not perplexity > 0:
+        raise PipelineError(f"perplexity must be positive, got {perplexity}")
+    bar = tqdm(total=EARLY_ITER + MAIN_ITER, desc=f"embed {space}", unit="it",
+               disable=not progress, leave=False)
+    done = [0]
+
+    def tick(iteration, error, embedding):
+        bar.update(CALLBACK_EVERY)
+        done[0] += CALLBACK_EVERY
+        if on_iteration:
+            on_iteration(done[0])
+        return False
+
+    tsne = TSNE(n_components=2, perplexity=perplexity, metric="euclidean",
+                negative_gradient_method=gradient_method(len(z), method), random_state=seed,
+                n_jobs=_jobs(len(z)),
+                early_exaggeration_iter=EARLY_ITER, n_iter=MAIN_ITER, callbacks=tick,
+                callbacks_every_iters=CALLBACK_EVERY, verbose=False)
+    try:
+        coords = np.asarray(tsne.fit(z), dtype=np.float32)
+    finally:
+        bar.close()
+    if not np.isfinite(coords).all():
+        raise PipelineError(f"t-SNE of the {name} gave non-finite coordinates")
+    return coords
+
+
+def _jobs(n: int) -> int:
+    """Threads for openTSNE: one below 10k points, where a second thread measured slower
+    (up to 16× on a busy 2-core machine), every core above."""
+    return max(1, min(8, os.cpu_count() or 1)) if n >= FFT_MIN_POINTS else 1
+
+
+def _pca_layout(z: np.ndarray) -> np.ndarray:
+    """The first two principal components (zeros where there are fewer): for tiny inputs."""
+    centred = z - z.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ vt[:2].T
+    out = np.zeros((len(z), 2), np.float32)
+    out[:, : coords.shape[1]] = coords
+    return out
+
+
+def embed_all(act, fea, prd, *, seed: int = 0, progress: bool = False,
+              on_progress: Callable[[str, float], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
+    """{"act", "fea", "prd"} → N × 2 coordinates, one openTSNE map per space."""
+    arrays = {"act": act, "fea": fea, "prd": prd}
+    lengths = {s: len(a) for s, a in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise PipelineError(f"ACT, FEA and PRD must have one row per image; got {lengths}")
+    total = len(SPACES) * (EARLY_ITER + MAIN_ITER)
+    out = {}
+    for k, space in enumerate(SPACES):
+        def heard(done, k=k):
+            if should_stop and should_stop():
+                from pipeline.model import Stopped  # torch loads only when a stop is asked for
+
+                raise Stopped("embedding stopped; no run was written")
+            if on_progress:
+                on_progress("embed", (k * (EARLY_ITER + MAIN_ITER) + done) / total)
+
+        out[space] = embed(arrays[space], space=space, seed=seed, progress=progress,
+                           on_iteration=heard)
+    return out
+
+
+def reembed_run(run: store.Run, *, seed: int = 0, perplexity: float = 30.0,
+                run_id: str | None = None, progress: bool = True) -> Path:
+    """A new run with the same arrays as `run` and freshly computed maps; returns its directory."""
+    started = time.perf_counter()
+    arrays = {"act": np.asarray(run.act), "fea": np.asarray(run.fea), "prd": np.asarray(run.prd)}
+    emb = {s: embed(arrays[s], space=s, seed=seed, perplexity=perplexity, progress=progress)
+           for s in SPACES}
+    meta = {k: v for k, v in run.meta.items()
+            if k not in ("id", "created", "pipeline_version", "n_images", "n_attributes")}
+    meta["embedded_from"] = run.id
+    meta["embedding"] = embedding_meta(len(run), seed, perplexity)
+    meta["timings"] = {**meta.get("timings", {}),
+                       "embed_s": round(time.perf_counter() - started, 2)}
+    extra = {}
+    if run.checkpoint is not None:
+        extra["model.pt"] = lambda path: shutil.copyfile(run.checkpoint, path)
+    return store.write_run(run.data_dir, attributes=run.attributes, colours=run.colours,
+                           images=run.images.drop(columns=["index"], errors="ignore"),
+                           act=arrays["act"], prd=arrays["prd"], fea=arrays["fea"], emb=emb,
+                           meta=meta, extra_files=extra, run_id=run_id)
+
+
+def embedding_meta(n: int, seed: int = 0, perplexity: float = 30.0) -> dict:
+    """How the maps were made, as recorded in run.json."""
+    return {"method": "openTSNE", "gradient": gradient_method(n), "seed": seed,
+            "perplexity": float(min(perplexity, max((n - 1) / 3, 0))), "pca_dims_fea": PCA_DIMS,
+            "act_jitter": ACT_JITTER}

@@ -1,0 +1,172 @@
+"""Inference and the run builder: probabilities and penultimate features for every image, then
+embeddings and metrics, written as one run (make_run) that the dashboard can open.
+
+Its commands (`infer`, `metrics`) are registered by pipeline/demo.py, which imports no torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline import metrics, store
+from pipeline.embed import embed_all, embedding_meta
+from pipeline.errors import PipelineError
+from pipeline.model import (
+    Stopped,
+    file_digest,
+    five_crops,
+    load_checkpoint,
+    log_intensity,
+    multiscale_sizes,
+    normalise,
+    pick_device,
+    resize,
+    save_checkpoint,
+    scale_intensity,
+)
+from pipeline.train import as_dataset, labels_for
+
+EVAL_SPLIT = "test"
+
+
+def _views(image: np.ndarray, input_size: int, stats: dict, multiscale: bool) -> list[np.ndarray]:
+    """The model inputs for one image: itself resized, or seed 001's 3 scales × 5 crops."""
+    if not multiscale:
+        return [normalise(image, input_size, stats)]
+    square = log_intensity(image)
+    views = []
+    for size in multiscale_sizes(input_size):
+        views += five_crops(scale_intensity(resize(square, size), stats), input_size)
+    return views
+
+
+def _batches(n: int, batch_size: int) -> Iterator[range]:
+    for start in range(0, n, batch_size):
+        yield range(start, min(start + batch_size, n))
+
+
+def infer(checkpoint, dataset, *, device: str = "auto", batch_size: int = 64,
+          multiscale: bool = False, progress: bool = True,
+          on_progress: Callable[[str, float], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (N × A float32) and penultimate features (N × D float32) for every image.
+
+    With `multiscale` the 15 views of each image (seed 001, §3.1) are averaged, features and
+    probabilities alike.
+    """
+    ds = as_dataset(dataset)
+    model, info = load_checkpoint(checkpoint, attributes=ds.attributes)
+    return predict(model, info, ds, device=device, batch_size=batch_size, multiscale=multiscale,
+                   progress=progress, on_progress=on_progress, should_stop=should_stop)
+
+
+def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=64,
+            multiscale=False, progress=True, on_progress=None, should_stop=None):
+    """infer() for a model already loaded with load_checkpoint."""
+    if batch_size < 1:
+        raise PipelineError(f"batch size must be at least 1, got {batch_size}")
+    dev = pick_device(device)
+    cuda = dev.type == "cuda"
+    model = model.to(dev).to(memory_format=torch.channels_last) if cuda else model.to(dev)
+    size, stats = info["input_size"], info["normalisation"]
+    n_views = 15 if multiscale else 1
+    per_batch = max(1, batch_size // n_views)
+    prd = np.empty((len(ds), len(ds.attributes)), np.float32)
+    fea = np.empty((len(ds), model.feature_dim), np.float32)
+    bar = tqdm(total=len(ds), desc="infer", unit="img", disable=not progress, leave=False)
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+        for rows in _batches(len(ds), per_batch):
+            if should_stop and should_stop():
+                raise Stopped("inference stopped; no run was written")
+            views = [v for i in rows for v in _views(ds.load_image(i), size, stats, multiscale)]
+            x = torch.from_numpy(np.stack(views)[:, None]).to(dev)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            f = model.features(x)
+            p = torch.sigmoid(model.fc(f).float())
+            fea[rows.start : rows.stop] = f.float().reshape(len(rows), n_views, -1).mean(1).cpu()
+            prd[rows.start : rows.stop] = p.reshape(len(rows), n_views, -1).mean(1).cpu()
+            bar.update(len(rows))
+            if on_progress:
+                on_progress("infer", rows.stop / len(ds))
+    bar.close()
+    if not (np.isfinite(prd).all() and np.isfinite(fea).all()):
+        raise PipelineError(f"the model ({info['arch']}) produced NaN or infinite outputs")
+    return prd, fea
+
+
+def evaluate_splits(act, prd, splits, threshold: float = 0.5) -> dict:
+    """Metrics on the held-out test split (when there is one) and on every image."""
+    overall = metrics.evaluate(act, prd, threshold)
+    test = np.asarray(splits) == EVAL_SPLIT
+    if test.any():
+        return {"metrics": {**metrics.evaluate(act[test], prd[test], threshold),
+                            "split": EVAL_SPLIT, "n_images": int(test.sum())},
+                "metrics_all": {**overall, "split": "all", "n_images": len(act)}}
+    return {"metrics": {**overall, "split": "all", "n_images": len(act)}}
+
+
+def _images_table(ds: store.Dataset, data_dir: Path):
+    """The dataset's image table, with paths made absolute when the run lives elsewhere."""
+    images = ds.images.copy()
+    if ds.data_dir.resolve() != Path(data_dir).resolve():
+        images["path"] = [str(ds.image_path(i)) for i in range(len(images))]
+    return images
+
+
+def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
+             multiscale: bool = False, run_id: str | None = None, meta_extra: dict | None = None,
+             progress: bool = True, should_stop: Callable[[], bool] | None = None,
+             on_progress: Callable[[str, float], None] | None = None) -> Path:
+    """infer → embed → metrics → one run written whole; returns the run directory.
+
+    `act` replaces the dataset's labels as the run's ACT (e.g. corrected labels after a review).
+    The checkpoint goes into the run as model.pt (our format, with no optimizer state).
+    """
+    data_dir = store.resolve_data_dir(data_dir)
+    ds = as_dataset(dataset, data_dir)
+    act = labels_for(ds, act).astype(np.uint8)
+    timings = {}
+    started = time.perf_counter()
+    model, info = load_checkpoint(checkpoint, attributes=ds.attributes)
+    prd, fea = predict(model, info, ds, device=device, multiscale=multiscale, progress=progress,
+                       on_progress=on_progress, should_stop=should_stop)
+    timings["infer_s"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    emb = embed_all(act, fea, prd, progress=progress, on_progress=on_progress,
+                    should_stop=should_stop)
+    timings["embed_s"] = round(time.perf_counter() - started, 2)
+    scores = evaluate_splits(act, prd, ds.images["split"].to_numpy())
+    meta = {"dataset": ds.id, "model": _model_meta(checkpoint, info, multiscale),
+            "device": str(pick_device(device)), **scores, "timings": timings,
+            "embedding": embedding_meta(len(ds)),
+            **(meta_extra or {})}
+    if meta_extra and "timings" in meta_extra:
+        meta["timings"] = {**meta_extra["timings"], **timings}
+
+    def write_model(path: Path) -> None:
+        extra = {"training": info["training"]} if info.get("training") else None
+        save_checkpoint(path, model, arch=info["arch"], attributes=info["attributes"],
+                        input_size=info["input_size"], normalisation=info["normalisation"],
+                        extra=extra)
+
+    return store.write_run(data_dir, attributes=ds.attributes, colours=ds.colours,
+                           images=_images_table(ds, data_dir), act=act, prd=prd, fea=fea,
+                           emb=emb, meta=meta, extra_files={"model.pt": write_model},
+                           run_id=run_id)
+
+
+def _model_meta(checkpoint, info: dict, multiscale: bool) -> dict:
+    training = info.get("training") or {}
+    return {"arch": info["arch"], "weights_sha256": file_digest(checkpoint),
+            "source": str(checkpoint), "input_size": info["input_size"],
+            "feature_dim": info["feature_dim"], "multiscale": multiscale,
+            "normalisation": info["normalisation"],
+            "training": {k: training[k] for k in ("dataset", "epochs", "batch_size", "lr", "seed",
+                                                  "n_train", "device", "history") if k in training}}

@@ -1,0 +1,317 @@
+"""The attribute model: a torchvision ResNet with a one-channel stem and a sigmoid multi-label
+head, the log-intensity normalisation of its inputs, and checkpoints that carry all inference needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from pipeline.errors import PipelineError
+
+ARCHS = ("resnet18", "resnet34", "resnet50")
+_LAYOUTS = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+}
+CHECKPOINT_FORMAT = "xrae-checkpoint"
+NORMALISATION_METHOD = "log1p-robust"
+# Robust scaling uses these percentiles of log-intensity: the 1 %…99 % range is wide enough to keep
+# rings and peaks apart from background yet ignores hot pixels and detector gaps.
+LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.0
+MIN_INPUT_SIZE = 32  # a ResNet halves the image five times
+
+
+class Stopped(PipelineError):
+    """Work stopped because should_stop() said so; what was written before it is kept whole."""
+
+
+# ---------------------------------------------------------------- architecture
+
+
+class AttributeResNet(ResNet):
+    """A torchvision ResNet whose first convolution sees one channel (detector images are grey).
+
+    The state-dict keys are torchvision's own, so plain torchvision weights load into it.
+    """
+
+    def __init__(self, arch: str, n_attributes: int):
+        block, layers = _LAYOUTS[arch]
+        super().__init__(block, list(layers), num_classes=n_attributes)
+        self.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.arch = arch
+
+    @property
+    def feature_dim(self) -> int:
+        return self.fc.in_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate activations (N × 512 for resnet18/34, N × 2048 for resnet50)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def build_model(arch: str, n_attributes: int) -> AttributeResNet:
+    """A freshly initialised model (no downloaded weights) with one logit per attribute."""
+    if arch not in ARCHS:
+        raise PipelineError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    if n_attributes < 1:
+        raise PipelineError(f"a model needs at least one attribute, got {n_attributes}")
+    return AttributeResNet(arch, n_attributes)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """auto → CUDA when present, else CPU; asking for CUDA where there is none is an error."""
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PipelineError(f"device {requested!r} was asked for but no CUDA GPU is available")
+        return torch.device(requested)
+    raise PipelineError(f"unknown device {requested!r}; use auto, cpu or cuda")
+
+
+# ---------------------------------------------------------------- normalisation
+
+
+def log_intensity(image: np.ndarray) -> np.ndarray:
+    """log1p of the counts, zero-padded to a square so rings stay circular when resized.
+
+    Negative and non-finite pixels (detector gaps, masks) count as no photons.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 2 or min(image.shape) < 1:
+        raise PipelineError(f"an image must be 2-D and non-empty, got shape {image.shape}")
+    image = np.log1p(np.clip(np.nan_to_num(image, nan=0.0, posinf=0.0), 0, None))
+    h, w = image.shape
+    side = max(h, w)
+    if h == w:
+        return image
+    out = np.zeros((side, side), np.float32)
+    top, left = (side - h) // 2, (side - w) // 2
+    out[top : top + h, left : left + w] = image
+    return out
+
+
+def resize(square: np.ndarray, size: int) -> np.ndarray:
+    """Antialiased bilinear resize of a square float image to size × size."""
+    if square.shape == (size, size):
+        return np.ascontiguousarray(square, dtype=np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(square, dtype=np.float32))[None, None]
+    t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return t[0, 0].numpy()
+
+
+def robust_stats(values: np.ndarray) -> tuple[float, float]:
+    """Centre (median) and scale (1–99 % range) of log-intensities; scale never 0."""
+    low, centre, high = np.percentile(values, [LOW_PERCENTILE, 50.0, HIGH_PERCENTILE])
+    scale = float(high - low)
+    return float(centre), scale if scale > 1e-6 else 1.0
+
+
+def normalise(image: np.ndarray, input_size: int, stats: dict | None = None) -> np.ndarray:
+    """Log-intensity normalisation and resize: float32 (input_size, input_size).
+
+    v = (log1p(max(counts, 0)) − centre) / scale. `stats` is a checkpoint's normalisation dict;
+    with dataset-wide centre/scale (fitted on the training images), absolute intensity survives,
+    which "Weak scattering", "Strong scattering" and "Beam Off Image" depend on. Without them
+    (None, or a plain torchvision checkpoint) each image is scaled by its own median and range.
+    """
+    return scale_intensity(resize(log_intensity(image), int(input_size)), stats)
+
+
+def scale_intensity(v: np.ndarray, stats: dict | None) -> np.ndarray:
+    """(v − centre) / scale with the stored stats, or with v's own when there are none."""
+    centre, scale = (stats or {}).get("centre"), (stats or {}).get("scale")
+    if centre is None or scale is None:
+        centre, scale = robust_stats(v)
+    return (v - np.float32(centre)) / np.float32(scale)
+
+
+def fit_normalisation(images: Iterable[np.ndarray], input_size: int, seed: int = 0) -> dict:
+    """Dataset-wide robust stats from (a sample of) training images, as stored in checkpoints."""
+    rng = np.random.default_rng(seed)
+    pooled = []
+    for image in images:
+        v = resize(log_intensity(image), input_size).ravel()
+        pooled.append(rng.choice(v, size=min(v.size, 4096), replace=False))
+    if not pooled:
+        raise PipelineError("no training images to fit the normalisation on")
+    centre, scale = robust_stats(np.concatenate(pooled))
+    return {"method": NORMALISATION_METHOD, "centre": centre, "scale": scale,
+            "percentiles": [LOW_PERCENTILE, HIGH_PERCENTILE], "pad": "square"}
+
+
+def per_image_normalisation() -> dict:
+    return {"method": NORMALISATION_METHOD, "centre": None, "scale": None,
+            "percentiles": [LOW_PERCENTILE, HIGH_PERCENTILE], "pad": "square"}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path, model: nn.Module, *, arch: str, attributes, input_size: int,
+                    normalisation: dict, extra: dict | None = None) -> None:
+    """Write a checkpoint atomically (temporary file, then os.replace): never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT, "version": 1, "arch": arch,
+        "attributes": [str(a) for a in attributes], "input_size": int(input_size),
+        "normalisation": dict(normalisation), "model": state, **(extra or {}),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:6]}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path) -> dict:
+    """The raw checkpoint dictionary; a missing, corrupt or non-torch file is a PipelineError."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors all mean "not a checkpoint we can read"
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise PipelineError(f"checkpoint {path} is not a readable PyTorch file ({first})") from err
+    if not isinstance(payload, dict):
+        raise PipelineError(f"checkpoint {path} holds a {type(payload).__name__}, not a state dict")
+    return payload
+
+
+def load_checkpoint(path, attributes: list[str] | None = None, arch: str | None = None
+                    ) -> tuple[AttributeResNet, dict]:
+    """A model ready for inference and its description (arch, attributes, input size, scaling).
+
+    Takes our own checkpoints or a plain torchvision ResNet state dict (3- or 1-channel conv1);
+    for the latter, `attributes` names the outputs and the architecture is read off the weights.
+    """
+    payload = read_checkpoint(path)
+    if payload.get("format") == CHECKPOINT_FORMAT:
+        info = {k: v for k, v in payload.items() if k not in ("model", "training")}
+        info["training"] = _public_training(payload.get("training"))
+        state = payload["model"]
+        _check_attributes(path, info["attributes"], attributes)
+    else:
+        state = _plain_state_dict(path, payload)
+        out = state["fc.weight"].shape[0] if "fc.weight" in state else None
+        names = list(attributes) if attributes is not None else [f"attribute {i}" for i in
+                                                                  range(out or 0)]
+        if out is not None and out != len(names):
+            raise PipelineError(f"checkpoint {path} has {out} outputs but there are "
+                                f"{len(names)} attributes")
+        info = {"format": "torchvision-state-dict", "arch": _infer_arch(path, state),
+                "attributes": names, "input_size": 224, "normalisation": per_image_normalisation(),
+                "training": None}
+        state = _one_channel(state)
+    if arch is not None and arch != info["arch"]:
+        raise PipelineError(f"checkpoint {path} holds a {info['arch']}, not a {arch}")
+    model = build_model(info["arch"], len(info["attributes"]))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        detail = str(err).strip().splitlines()
+        raise PipelineError(f"checkpoint {path} does not fit a {info['arch']}: "
+                            f"{' '.join(detail[1:3])[:300]}") from err
+    info["feature_dim"] = model.feature_dim
+    return model.eval(), info
+
+
+def _check_attributes(path, stored: list[str], wanted: list[str] | None) -> None:
+    if wanted is None or list(wanted) == list(stored):
+        return
+    if len(wanted) != len(stored):
+        raise PipelineError(f"checkpoint {path} has {len(stored)} outputs but there are "
+                            f"{len(wanted)} attributes")
+    differ = [f"{a!r}≠{b!r}" for a, b in zip(stored, wanted, strict=True) if a != b][:3]
+    raise PipelineError(f"checkpoint {path} was trained on other attributes ({', '.join(differ)})")
+
+
+def _plain_state_dict(path, payload: dict) -> dict:
+    for key in ("state_dict", "model_state_dict", "model"):  # common wrappers around weights
+        if isinstance(payload.get(key), dict):
+            payload = payload[key]
+            break
+    state = {}
+    for key, value in payload.items():
+        if not isinstance(value, torch.Tensor):
+            raise PipelineError(f"checkpoint {path} is neither ours nor a state dict "
+                                f"(entry {key!r} is a {type(value).__name__})")
+        state[key.removeprefix("module.")] = value
+    if "conv1.weight" not in state:
+        raise PipelineError(f"checkpoint {path} is not a ResNet state dict (no conv1.weight)")
+    return state
+
+
+def _infer_arch(path, state: dict) -> str:
+    blocks = {int(k.split(".")[1]) for k in state if k.startswith("layer3.")}
+    bottleneck = any(k.startswith("layer1.0.conv3.") for k in state)
+    found = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50"}
+    arch = found.get((bottleneck, len(blocks)))
+    if arch is None:
+        raise PipelineError(f"checkpoint {path} is a ResNet we do not support "
+                            f"({len(blocks)} blocks in layer3); use one of {', '.join(ARCHS)}")
+    return arch
+
+
+def _one_channel(state: dict) -> dict:
+    """A 3-channel stem becomes a 1-channel one that gives the same output on a grey image
+    (convolving three equal channels equals convolving one with the summed kernels)."""
+    weight = state["conv1.weight"]
+    if weight.shape[1] == 3:
+        state = {**state, "conv1.weight": weight.sum(dim=1, keepdim=True)}
+    return state
+
+
+def _public_training(training: dict | None) -> dict | None:
+    """What a run records about training: settings and history, not optimizer tensors."""
+    if not training:
+        return None
+    return {k: v for k, v in training.items() if k not in ("optimizer", "scheduler", "rng")}
+
+
+def file_digest(path, length: int = 16) -> str:
+    """A short sha256 of a file, so a run names the exact weights it came from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
+
+
+def multiscale_sizes(input_size: int) -> list[int]:
+    """Seed 001's 256/384/512 resizes for 224 crops, scaled to this model's input size."""
+    return [int(math.ceil(s * input_size / 224)) for s in (256, 384, 512)]
+
+
+def five_crops(square: np.ndarray, size: int) -> list[np.ndarray]:
+    """Centre and four corner crops of side `size`."""
+    side = square.shape[0]
+    far, mid = side - size, (side - size) // 2
+    corners = [(mid, mid), (0, 0), (0, far), (far, 0), (far, far)]
+    return [square[r : r + size, c : c + size] for r, c in corners]

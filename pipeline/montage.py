@@ -1,0 +1,148 @@
+"""Contact sheets of a dataset: one row per attribute, with example images tagged with it.
+
+`python -m pipeline montage` writes the PNG; `false_colour` maps detector counts to log-intensity
+RGB, the way scattering images are looked at.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.errors import PipelineError
+from pipeline.store import Dataset, open_dataset
+
+TILE, PAD, LABEL_WIDTH, HEADER = 128, 4, 190, 28
+BACKGROUND, EMPTY, TEXT = (24, 24, 28), (48, 48, 54), (235, 235, 235)
+
+
+@lru_cache(maxsize=8)
+def colour_lut(name: str = "Viridis") -> np.ndarray:
+    """A 256 × 3 uint8 colour map interpolated from one of plotly's sequential scales."""
+    from plotly.colors import hex_to_rgb, sequential
+
+    stops = getattr(sequential, name, None)
+    if not stops:
+        raise PipelineError(f"unknown colour map {name!r}; try Viridis, Inferno, Magma, Plasma")
+    rgb = np.array([hex_to_rgb(c) if c.startswith("#") else _parse_rgb(c) for c in stops], float)
+    x = np.linspace(0, 1, len(rgb))
+    t = np.linspace(0, 1, 256)
+    return np.stack([np.interp(t, x, rgb[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
+
+
+def _parse_rgb(text: str) -> tuple[int, int, int]:
+    return tuple(int(float(v)) for v in text[text.index("(") + 1 : text.index(")")].split(",")[:3])
+
+
+def log_scaled(image: np.ndarray) -> np.ndarray:
+    """log(1 + counts) scaled to [0, 1] between zero and the 99.9th percentile."""
+    logged = np.log1p(np.clip(np.nan_to_num(image.astype(np.float32)), 0, None))
+    top = float(np.percentile(logged, 99.9)) or 1.0
+    return np.clip(logged / top, 0, 1)
+
+
+def false_colour(image: np.ndarray, size: int | None = None, lut: np.ndarray | None = None):
+    """RGB uint8 of an image in log intensity, optionally resampled to size × size."""
+    scaled = log_scaled(image)
+    if size and scaled.shape != (size, size):
+        method = Image.Resampling.BOX if size < max(scaled.shape) else Image.Resampling.BILINEAR
+        scaled = np.asarray(Image.fromarray(scaled, mode="F").resize((size, size), method))
+    lut = colour_lut() if lut is None else lut
+    return lut[np.clip((scaled * 255).round(), 0, 255).astype(np.uint8)]
+
+
+def montage_size(n_rows: int, per_attribute: int, tile: int = TILE) -> tuple[int, int]:
+    """Width and height in pixels of a montage with n_rows attributes."""
+    return LABEL_WIDTH + per_attribute * (tile + PAD) + PAD, HEADER + n_rows * (tile + PAD) + PAD
+
+
+def pick_examples(labels: np.ndarray, per_attribute: int, seed: int = 0) -> list[np.ndarray]:
+    """For each attribute up to `per_attribute` image indices tagged with it, seeded, sorted."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for column in labels.T:
+        tagged = np.flatnonzero(column)
+        take = min(per_attribute, len(tagged))
+        picks.append(np.sort(rng.choice(tagged, take, replace=False)) if take else tagged)
+    return picks
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def montage(dataset: Dataset, per_attribute: int = 4, tile: int = TILE, *, true_labels=False,
+            colour_map: str = "Viridis", seed: int = 0) -> Image.Image:
+    """The contact sheet as a PIL image: a row per attribute, its name and count on the left."""
+    labels = dataset.true_act if true_labels and dataset.true_act is not None else dataset.act
+    picks = pick_examples(labels, per_attribute, seed)
+    sheet = Image.new("RGB", montage_size(len(picks), per_attribute, tile), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    which = "true tags" if labels is dataset.true_act else "annotations"
+    draw.text((PAD, 6), f"{dataset.id}: {len(dataset)} images, examples by {which}, "
+              f"log intensity ({colour_map})", fill=TEXT, font=_font(14))
+    lut, small = colour_lut(colour_map), _font(11)
+    for row, (name, indices) in enumerate(zip(dataset.attributes, picks, strict=True)):
+        top = HEADER + row * (tile + PAD)
+        draw.text((PAD, top + tile // 2 - 16), name, fill=TEXT, font=_font(15))
+        draw.text((PAD, top + tile // 2 + 4), f"{int(labels[:, row].sum())} images",
+                  fill=(170, 170, 170), font=small)
+        for col in range(per_attribute):
+            left = LABEL_WIDTH + col * (tile + PAD)
+            if col >= len(indices):
+                draw.rectangle([left, top, left + tile - 1, top + tile - 1], fill=EMPTY)
+                continue
+            rgb = false_colour(dataset.load_image(indices[col]), tile, lut)
+            sheet.paste(Image.fromarray(rgb), (left, top))
+            draw.text((left + 3, top + 2), str(int(indices[col])), fill=(255, 255, 255), font=small)
+    return sheet
+
+
+def write_montage(dataset_ref, out, *, per_attribute: int = 4, tile: int = TILE,
+                  data_dir=None, true_labels: bool = False, colour_map: str = "Viridis") -> Path:
+    """Write the montage PNG whole (temporary file, then rename); return its path."""
+    if not 1 <= per_attribute <= 50:
+        raise PipelineError(f"--per-attribute must be from 1 to 50, got {per_attribute}")
+    if not 16 <= tile <= 512:
+        raise PipelineError(f"--tile must be from 16 to 512 pixels, got {tile}")
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise PipelineError(f"montage output {out} must be a .png file")
+    dataset = open_dataset(dataset_ref, data_dir)
+    sheet = montage(dataset, per_attribute, tile, true_labels=true_labels, colour_map=colour_map)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        sheet.save(tmp, format="PNG")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def register(subparsers) -> None:
+    from pipeline.cli import add_data_dir
+
+    p = subparsers.add_parser("montage", help="PNG grid of example images for every attribute")
+    p.add_argument("--dataset", required=True, help="dataset id (or path to its directory)")
+    p.add_argument("--out", default="montage.png", help="PNG file to write (default montage.png)")
+    p.add_argument("--per-attribute", type=int, default=4, help="examples per attribute")
+    p.add_argument("--tile", type=int, default=TILE, help="tile side in pixels")
+    p.add_argument("--true", action="store_true", help="pick examples by true tags, not annotations")
+    p.add_argument("--colour-map", default="Viridis", help="plotly sequential scale name")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_montage)
+
+
+def cmd_montage(args) -> int:
+    path = write_montage(args.dataset, args.out, per_attribute=args.per_attribute, tile=args.tile,
+                         data_dir=args.data_dir, true_labels=args.true, colour_map=args.colour_map)
+    print(f"wrote {path}")
+    return 0

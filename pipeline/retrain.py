@@ -1,0 +1,439 @@
+"""Retraining on corrected labels: fine-tune a run's model, re-infer, re-embed, write a new run.
+
+One job per run at a time (a lock file); a cancelled or failed job leaves every run untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import corrections, metrics, store
+from pipeline.errors import PipelineError
+
+FINE_TUNE_EPOCHS = 3
+FINE_TUNE_LR_FACTOR = 0.25  # fine-tuning starts from trained weights: a gentler peak rate
+LOCK_STALE_S = 15 * 60  # a lock untouched this long is abandoned (the job touches it as it goes)
+HEARTBEAT_S = 5.0
+EXIT_CANCELLED = 3  # the command line's exit status for a cancelled job
+# Share of the whole job each stage reported by train/make_run takes (measured on CPU runs).
+STAGES = {"load": (0.0, 0.05), "train": (0.05, 0.65), "infer": (0.65, 0.8),
+          "embed": (0.8, 0.99)}
+STAGE_NAMES = {"load": "loading images", "train": "fine-tuning", "infer": "re-inferring",
+               "embed": "re-embedding", "write": "writing the run", "done": "done"}
+
+
+# ---------------------------------------------------------------- one job per run
+
+
+def lock_path(data_dir, run_id: str) -> Path:
+    return store.resolve_data_dir(data_dir) / store.RUNS / f".lock-{store.check_id(run_id)}"
+
+
+def read_lock(path: Path) -> dict | None:
+    """Who holds a lock: {pid, host, started, token}; None when there is no lock."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return {}  # a holder killed between creating and filling the file
+
+
+def lock_is_stale(path: Path, holder: dict, stale_after: float = LOCK_STALE_S) -> bool:
+    """A lock is abandoned when its process is gone (same host) or it went silent too long."""
+    try:
+        age = time.time() - Path(path).stat().st_mtime
+    except FileNotFoundError:
+        return True
+    if age > stale_after:
+        return True
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        return not pid_running(holder["pid"])
+    return not holder and age > 5.0  # empty file: its writer died before filling it
+
+
+def pid_running(pid: int) -> bool:
+    """Whether a process runs; a killed job not yet reaped by its parent (a zombie) does not."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@contextlib.contextmanager
+def run_lock(data_dir, run_id: str, stale_after: float = LOCK_STALE_S) -> Iterator[Path]:
+    """Hold `<data_dir>/runs/.lock-<run_id>` for the block (O_EXCL create, pid inside).
+
+    A lock left by a dead process is taken over; a live one is a PipelineError naming its holder.
+    """
+    path = lock_path(data_dir, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = read_lock(path)
+            if holder is None:
+                continue  # released between our two looks
+            if not lock_is_stale(path, holder, stale_after):
+                raise PipelineError(
+                    f"run {run_id} is already being retrained (pid {holder.get('pid')} on "
+                    f"{holder.get('host')} since {holder.get('started')}); wait for it, or "
+                    f"delete {path} if that job is gone") from None
+            _remove_if_unchanged(path, holder)
+    else:
+        raise PipelineError(f"could not take the lock {path}; try again")
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "token": token,
+                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}, fh)
+    try:
+        yield path
+    finally:
+        _remove_if_unchanged(path, {"token": token}, key="token")
+
+
+def _remove_if_unchanged(path: Path, holder: dict, key: str | None = None) -> None:
+    """Delete the lock only if it still belongs to `holder` (never someone else's fresh lock)."""
+    now = read_lock(path)
+    if now is None:
+        return
+    same = now.get(key) == holder.get(key) if key else now == holder
+    if same:
+        path.unlink(missing_ok=True)
+
+
+def touch(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(path)
+
+
+# ---------------------------------------------------------------- cancelling from anywhere
+
+
+def cancel_path(data_dir, run_id: str) -> Path:
+    return store.resolve_data_dir(data_dir) / store.RUNS / f".cancel-{store.check_id(run_id)}"
+
+
+def request_cancel(data_dir, run_id: str) -> None:
+    """Ask a running retraining of `run_id` to stop, wherever it runs (it polls this file).
+
+    Dash's own cancel kills a diskcache job outright, but a Celery worker running the solo pool
+    cannot be killed remotely; a flag on the shared data directory reaches both.
+    """
+    path = cancel_path(data_dir, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{time.time()}\n")
+
+
+def cancel_requested(data_dir, run_id: str, since: float) -> bool:
+    """True once someone asked, after `since` (epoch seconds), for the job to stop."""
+    try:
+        return cancel_path(data_dir, run_id).stat().st_mtime >= since - 1.0
+    except FileNotFoundError:
+        return False
+
+
+# ---------------------------------------------------------------- the job
+
+
+def corrected_dataset_labels(data_dir, run: store.Run):
+    """The run's dataset, its labels with every correction in force applied, and their count."""
+    dataset_id = run.meta.get("dataset")
+    if not dataset_id:
+        raise PipelineError(f"run {run.id} names no dataset (run.json 'dataset'); cannot retrain")
+    ds = store.open_dataset(dataset_id, data_dir)
+    run_ids, ds_ids = run.images["image_id"].astype(str), ds.images["image_id"].astype(str)
+    if len(run_ids) != len(ds_ids) or not (run_ids.to_numpy() == ds_ids.to_numpy()).all():
+        raise PipelineError(f"run {run.id} does not hold the images of dataset {ds.id} in "
+                            "order; retraining needs the run made from the whole dataset")
+    act, mask = corrections.corrected_labels(data_dir, ds.id, ds.act, ds_ids, ds.attributes)
+    return ds, act, int(mask.sum())
+
+
+def fine_tune_settings(run: store.Run, epochs=None, lr=None, batch_size=None) -> dict:
+    """Training settings for the fine-tune: what the run's model was trained with, gentler."""
+    model = run.meta.get("model") or {}
+    training = model.get("training") or {}
+    input_size = model.get("input_size")
+    if not input_size:
+        raise PipelineError(f"run {run.id} does not record its model's input size")
+    return {
+        "epochs": int(epochs or FINE_TUNE_EPOCHS),
+        "lr": float(lr or float(training.get("lr", 2e-3)) * FINE_TUNE_LR_FACTOR),
+        "batch_size": int(batch_size or training.get("batch_size", 32)),
+        "input_size": int(input_size),
+        "seed": int(training.get("seed", 0)),
+    }
+
+
+class Cancelled(PipelineError):
+    """The job stopped because it was asked to; nothing of it was kept."""
+
+
+class _Progress:
+    """Maps the stages of train/make_run to one 0..1 fraction, and keeps the lock alive."""
+
+    def __init__(self, on_progress, lock: Path | None):
+        self.on_progress, self.lock, self.last_touch = on_progress, lock, 0.0
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        start, end = STAGES.get(stage, (None, None))
+        if start is None:  # a sub-stage we do not know: keep the overall figure where it is
+            return
+        if self.lock and time.time() - self.last_touch > HEARTBEAT_S:
+            touch(self.lock)
+            self.last_touch = time.time()
+        if self.on_progress:
+            total = start + (end - start) * min(max(float(fraction), 0.0), 1.0)
+            self.on_progress(STAGE_NAMES.get(stage, stage), total)
+
+
+def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float | None = None,
+                batch_size: int | None = None, device: str = "auto",
+                new_run_id: str | None = None, progress: bool = True,
+                should_stop: Callable[[], bool] | None = None,
+                on_progress: Callable[[str, float], None] | None = None) -> Path:
+    """Fine-tune `run_id`'s model on the corrected labels and write the result as a new run.
+
+    on_progress(stage name, fraction of the whole job in 0..1). should_stop() → True, or a
+    request_cancel() for the run, stops the job with Cancelled (a PipelineError). A stopped or
+    failed job leaves no new run, no temporary file and no lock; existing runs are only read.
+    """
+    from pipeline.model import Stopped  # torch loads only when a job runs
+
+    data_dir = store.resolve_data_dir(data_dir)
+    run = store.get_run(run_id, data_dir)
+    if run.checkpoint is None:
+        raise PipelineError(f"run {run_id} has no model.pt; only runs made from a checkpoint "
+                            "can be retrained")
+    started, stop = time.time(), should_stop or (lambda: False)
+    settings = fine_tune_settings(run, epochs, lr, batch_size)
+
+    def stopping() -> bool:
+        return stop() or cancel_requested(data_dir, run.id, started)
+
+    try:
+        with run_lock(data_dir, run.id) as lock, _scratch(data_dir) as scratch:
+            path = _fine_tune_and_write(
+                data_dir, run, settings, scratch, device=device, progress=progress,
+                new_run_id=new_run_id, should_stop=stopping,
+                report=_Progress(on_progress, lock))
+    except Stopped as err:
+        raise Cancelled(f"retraining of run {run.id} was cancelled; no run was written") from err
+    finally:
+        if cancel_requested(data_dir, run.id, started):  # the request was for this job: done
+            cancel_path(data_dir, run.id).unlink(missing_ok=True)
+    if on_progress:
+        on_progress(STAGE_NAMES["done"], 1.0)
+    return path
+
+
+def _fine_tune_and_write(data_dir: Path, run: store.Run, settings: dict, scratch: Path, *,
+                         device, progress, new_run_id, should_stop, report) -> Path:
+    from pipeline.infer import make_run
+    from pipeline.train import train
+
+    ds, act, n_corrected = corrected_dataset_labels(data_dir, run)
+    t0 = time.perf_counter()
+    checkpoint = train(ds, arch=run.meta["model"].get("arch", "resnet18"),
+                       epochs=settings["epochs"], input_size=settings["input_size"],
+                       batch_size=settings["batch_size"], lr=settings["lr"], device=device,
+                       seed=settings["seed"], checkpoint_out=scratch / "model.pt",
+                       init_checkpoint=run.checkpoint, act=act, progress=progress,
+                       should_stop=should_stop, on_progress=report)
+    meta = {"parent_run": run.id,
+            "retrained": {"from_run": run.id, "corrected_labels": n_corrected,
+                          "corrections_file": corrections.FILE_NAME, **settings},
+            "timings": {"fine_tune_s": round(time.perf_counter() - t0, 2)}}
+    return make_run(data_dir, ds, checkpoint, act=act, device=device,
+                    run_id=new_run_id or store.new_id(f"{ds.id} retrained"), meta_extra=meta,
+                    progress=progress, should_stop=should_stop, on_progress=report)
+
+
+@contextlib.contextmanager
+def _scratch(data_dir: Path) -> Iterator[Path]:
+    """A private working directory under runs/, named so that sweep_stale clears it if we die."""
+    path = data_dir / store.RUNS / f"{store.TMP_PREFIX}{os.getpid()}-retrain-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_until_stopped(data_dir, run_id: str, timeout: float = 30.0,
+                       poll: float = 0.2) -> bool:
+    """After a cancel: wait until no job holds the run's lock, then clear what a killed job left
+    (its stale lock, temporary directories of dead processes, the cancel flag). True if stopped.
+    """
+    path = lock_path(data_dir, run_id)
+    deadline = time.monotonic() + timeout
+    while True:
+        holder = read_lock(path)
+        if holder is None:
+            break
+        if lock_is_stale(path, holder):
+            _remove_if_unchanged(path, holder)
+            break
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    root = store.resolve_data_dir(data_dir) / store.RUNS
+    if root.is_dir():
+        store.sweep_stale(root)
+    cancel_path(data_dir, run_id).unlink(missing_ok=True)
+    return True
+
+
+# ---------------------------------------------------------------- before / after
+
+
+def compare_runs(before: store.Run, after: store.Run, act=None,
+                 threshold: float = 0.5) -> pd.DataFrame:
+    """Per-attribute AP, precision, recall, F1 of two runs judged against the same labels.
+
+    `act` (default: the newer run's labels, i.e. with corrections) is the yardstick for both,
+    so a change in a score is the model's, not the labels'. Scores are on the test split when
+    the runs have one, else on every image. Rows: attributes, then 'mean' (macro, NaN skipped).
+    """
+    if list(before.attributes) != list(after.attributes) or len(before) != len(after):
+        raise PipelineError(f"runs {before.id} and {after.id} do not share images and attributes")
+    act = np.asarray(after.act if act is None else act)
+    rows = np.asarray(after.images["split"]) == "test"
+    rows = rows if rows.any() else np.ones(len(after), bool)
+    table = {"attribute": list(after.attributes) + ["mean"]}
+    for name, run in (("before", before), ("after", after)):
+        scores = metrics.evaluate(act[rows], np.asarray(run.prd)[rows], threshold)
+        per = scores["per_attribute"]
+        for key, label in (("AP", "AP"), ("precision", "P"), ("recall", "R"), ("f1", "F1")):
+            values = list(per[key])
+            table[f"{label} {name}"] = values + [metrics.nanmean(values)]
+    return pd.DataFrame(table)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def register(subparsers) -> None:
+    from pipeline.cli import add_data_dir
+
+    p = subparsers.add_parser(
+        "retrain", help="fine-tune a run's model on the corrected labels; write a new run")
+    p.add_argument("--run", required=True, help="run id whose model and dataset to start from")
+    p.add_argument("--epochs", type=int, default=None, help=f"default {FINE_TUNE_EPOCHS}")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default: the run's × {FINE_TUNE_LR_FACTOR})")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--run-id", default=None, help="id of the new run (default: generated)")
+    p.add_argument("--json-progress", action="store_true",
+                   help="print progress and the new run id as JSON lines (for the dashboard)")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_retrain)
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from pipeline.train import use_all_cores
+
+    use_all_cores()
+    data_dir = store.resolve_data_dir(args.data_dir)
+    report = _print_json if args.json_progress else None
+    try:
+        path = retrain_run(data_dir, args.run, epochs=args.epochs, lr=args.lr,
+                           batch_size=args.batch_size, device=args.device,
+                           new_run_id=args.run_id, progress=not args.json_progress,
+                           on_progress=report)
+    except Cancelled as err:
+        print(f"cancelled: {err}", file=sys.stderr)
+        return EXIT_CANCELLED
+    if args.json_progress:
+        _print_json(run=path.name)
+        return 0
+    before, after = store.get_run(args.run, data_dir), store.get_run(path.name, data_dir)
+    table = compare_runs(before, after)
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"{after.meta['retrained']['corrected_labels']} corrected labels; "
+          f"new run written to {path}")
+    return 0
+
+
+def _print_json(stage: str | None = None, fraction: float | None = None, **fields) -> None:
+    if stage is not None:
+        fields |= {"stage": stage, "fraction": round(float(fraction), 4)}
+    print(json.dumps(fields), flush=True)
+
+
+# ---------------------------------------------------------------- from a web worker
+
+
+def retrain_in_subprocess(data_dir, run_id: str, *, epochs: int | None = None,
+                          device: str = "auto",
+                          on_progress: Callable[[str, float], None] | None = None) -> Path:
+    """`retrain_run` in a fresh Python process, relaying its progress; returns the new run.
+
+    Dash's diskcache jobs are forked from the web server. A forked child that runs torch hangs
+    when the parent had used OpenMP threads, and must never initialise CUDA; a fresh
+    interpreter has neither problem and uses every core. Killing this process's children (as
+    Dash's cancel does) ends the job; so does request_cancel, which it polls.
+    """
+    data_dir = store.resolve_data_dir(data_dir)
+    cmd = [sys.executable, "-m", "pipeline", "retrain", "--run", store.check_id(run_id),
+           "--data-dir", str(data_dir), "--device", device, "--json-progress"]
+    if epochs:
+        cmd += ["--epochs", str(int(epochs))]
+    with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: it can never fill up
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
+        try:
+            new_run = _relay(proc, on_progress)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        errors.seek(0)
+        message = _last_line(errors.read())
+    if code == 0 and new_run:
+        return data_dir / store.RUNS / new_run
+    if code == EXIT_CANCELLED:
+        raise Cancelled(message.removeprefix("cancelled: "))
+    raise PipelineError(message.removeprefix("error: ") or f"retraining exited with {code}")
+
+
+def _relay(proc: subprocess.Popen, on_progress) -> str | None:
+    new_run = None
+    for line in proc.stdout:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a stray print of a library
+        if "run" in event:
+            new_run = event["run"]
+        elif on_progress and "stage" in event:
+            on_progress(event["stage"], event["fraction"])
+    return new_run
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -1,0 +1,381 @@
+"""`python -m pipeline import-vectors`: a run from labels, predictions and features computed
+anywhere else, so the dashboard can explore a model it never ran.
+
+Inputs (all matched by image id; the predictions file sets the run's order):
+- --labels act.csv and --predictions prd.csv: an id column (named id/image_id/image/file/
+  filename/name/path, else the first column) and one column per attribute, with the same names
+  in the same order; labels are 0/1, predictions probabilities in [0, 1] (or logits with
+  --logits, turned into probabilities by the sigmoid);
+- --features: fea.npy (N × D, rows in the order of the predictions file), fea.npz (arrays
+  `ids` and `fea`) or fea.csv (id column + D numeric columns), both matched by id;
+- --images DIR (optional): each id's image file (matched by relative path, file name or stem),
+  read like `ingest` reads them and stored as a dataset of the same id, so the detail view can
+  show them and retraining can use them. Without it the run's image paths are empty strings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline import store
+from pipeline.errors import PipelineError
+from pipeline.ingest import ImageIndex, assign_splits, image_format, read_counts, read_labels
+from pipeline.metrics import evaluate
+
+ID_COLUMNS = ("id", "imageid", "image", "file", "filename", "name", "path")
+SHOWN = 5  # how many offending ids a message lists
+
+
+def _listed(items) -> str:
+    items = list(items)
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(repr(i) for i in items[:SHOWN]) + more
+
+
+# ---------------------------------------------------------------- reading the arrays
+
+
+def read_table(path, what: str) -> tuple[list[str], list[str], np.ndarray]:
+    """(ids, column names, N × A float values) of an id-keyed CSV; bad cells are errors."""
+    table = read_labels(path, id_columns=ID_COLUMNS, what=f"{what} file")
+    width = len(table.attributes) + 1
+    ids, values = [], []
+    for line, cells in table.rows:
+        if len(cells) != width:
+            raise PipelineError(f"{path}: line {line} has {len(cells)} fields, the header {width}")
+        record = dict(zip([table.file_column, *table.attributes], cells, strict=True))
+        key = record[table.file_column].strip()
+        if not key:
+            raise PipelineError(f"{path}: line {line} has no id")
+        ids.append(key)
+        values.append([_number(path, line, name, record[name]) for name in table.attributes])
+    repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    if repeated:
+        raise PipelineError(f"{path}: ids appear more than once: {_listed(repeated)}")
+    return ids, table.attributes, np.array(values, dtype=np.float64)
+
+
+def _number(path, line: int, column: str, cell: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise PipelineError(
+            f"{path}: line {line}, column {column!r}: {cell.strip()!r} is not a number"
+        ) from None
+    if not np.isfinite(value):
+        raise PipelineError(f"{path}: line {line}, column {column!r} holds {cell.strip()}")
+    return value
+
+
+def check_same_attributes(labels_path, label_names, prd_path, prd_names) -> None:
+    if label_names == prd_names:
+        return
+    only_act = [n for n in label_names if n not in prd_names]
+    only_prd = [n for n in prd_names if n not in label_names]
+    if only_act or only_prd:
+        raise PipelineError(
+            f"attribute columns differ: only in {labels_path}: {only_act}; "
+            f"only in {prd_path}: {only_prd}"
+        )
+    raise PipelineError(
+        f"attribute columns of {labels_path} and {prd_path} are in a different "
+        f"order ({label_names} vs {prd_names}); use the same order"
+    )
+
+
+def match_ids(order: list[str], other: list[str], order_name, other_name) -> np.ndarray:
+    """Row positions in `other` of each id of `order`; any missing or extra id is an error."""
+    where = {key: i for i, key in enumerate(other)}
+    wanted = set(order)
+    missing = sorted(k for k in order if k not in where)
+    extra = sorted(k for k in other if k not in wanted)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(
+                f"{len(missing)} ids of {order_name} are not in {other_name}: {_listed(missing)}"
+            )
+        if extra:
+            parts.append(
+                f"{len(extra)} ids of {other_name} are not in {order_name}: {_listed(extra)}"
+            )
+        raise PipelineError("; ".join(parts))
+    return np.array([where[k] for k in order], dtype=np.int64)
+
+
+def read_features(path, ids: list[str], prd_path) -> np.ndarray:
+    """N × D features in the order of `ids` from .npy (same order), .npz or .csv (by id)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"features file {path} not found")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        fea_ids, _, fea = read_table(path, "features")
+        fea = fea[match_ids(ids, fea_ids, str(prd_path), str(path))]
+    elif suffix in (".npy", ".npz"):
+        fea, fea_ids = _load_numpy(path)
+        if fea_ids is not None:
+            fea = fea[match_ids(ids, fea_ids, str(prd_path), str(path))]
+    else:
+        raise PipelineError(f"features file {path}: expected .npy, .npz or .csv")
+    if fea.ndim != 2 or fea.shape[1] == 0:
+        raise PipelineError(f"features file {path} has shape {fea.shape}, expected N × D")
+    if len(fea) != len(ids):
+        raise PipelineError(
+            f"features file {path} has {len(fea)} rows but {prd_path} has {len(ids)} images"
+        )
+    if not np.issubdtype(fea.dtype, np.number):
+        raise PipelineError(f"features file {path} is not numeric (dtype {fea.dtype})")
+    bad = ~np.isfinite(fea)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise PipelineError(
+            f"features file {path} holds {int(bad.sum())} NaN or infinite "
+            f"values (images {_listed(ids[r] for r in rows)})"
+        )
+    return fea.astype(np.float32)
+
+
+def _load_numpy(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise PipelineError(f"features file {path} cannot be read: {err}") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded, None
+    with loaded:
+        names = set(loaded.files)
+        key = next((k for k in ("fea", "features") if k in names), None)
+        if key is None or "ids" not in names:
+            raise PipelineError(
+                f"features file {path} must hold arrays 'ids' and 'fea' (it holds {sorted(names)})"
+            )
+        return loaded[key], [str(i) for i in loaded["ids"]]
+
+
+def check_labels(path, ids, names, act: np.ndarray) -> np.ndarray:
+    bad = ~np.isin(act, (0, 1))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise PipelineError(
+            f"{path}: labels must be 0 or 1; image {ids[r]!r}, column "
+            f"{names[c]!r} holds {act[r, c]:g} ({int(bad.sum())} such values)"
+        )
+    return act.astype(np.uint8)
+
+
+def check_probabilities(path, ids, names, prd: np.ndarray, logits: bool) -> np.ndarray:
+    if logits:
+        return (1 / (1 + np.exp(-prd))).astype(np.float32)
+    bad = (prd < 0) | (prd > 1)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise PipelineError(
+            f"{path}: predictions must be probabilities in [0, 1]; image "
+            f"{ids[r]!r}, column {names[c]!r} holds {prd[r, c]:g} "
+            f"({int(bad.sum())} such values; pass --logits if they are logits)"
+        )
+    return prd.astype(np.float32)
+
+
+# ---------------------------------------------------------------- building the run
+
+
+def locate_images(images_dir, ids: list[str]) -> tuple[ImageIndex, list[str]]:
+    """Each id's image file under images_dir; ids without exactly one file are an error."""
+    index = ImageIndex(Path(images_dir))
+    found, problems = [], []
+    for key in ids:
+        rel, reason = index.locate(key)
+        if reason:
+            problems.append(f"{key!r} ({reason})")
+        found.append(rel)
+    if problems:
+        raise PipelineError(
+            f"{len(problems)} ids have no usable image in {images_dir}: "
+            + "; ".join(problems[:SHOWN])
+        )
+    return index, found
+
+
+def write_images(
+    data_dir,
+    dataset_id,
+    attributes,
+    index: ImageIndex,
+    files,
+    ids,
+    act,
+    splits,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Stream the matched images into dataset `dataset_id`; return the run's images table."""
+    meta = {"source": "import-vectors", "images_dir": str(index.root)}
+    with store.DatasetWriter(data_dir, dataset_id, attributes, meta) as ds:
+        for i, rel in enumerate(tqdm(files, desc="images", unit="img", disable=not progress)):
+            try:
+                pixels, flagged = read_counts(index.root / rel, inverted=False, h5_path=None)
+            except PipelineError as err:
+                raise PipelineError(f"{index.root / rel}: {err}") from None
+            except Exception as err:  # each reader library has its own errors
+                raise PipelineError(f"{index.root / rel}: cannot read the image ({err})") from None
+            ds.add(
+                pixels,
+                act[i],
+                image_id=ids[i],
+                split=splits[i],
+                source="import-vectors",
+                file=rel,
+                format=image_format(Path(rel)),
+                flagged_pixels=flagged,
+            )
+    return pd.read_parquet(ds.final / "images.parquet").drop(columns=["index"])
+
+
+def import_vectors(
+    labels,
+    predictions,
+    features,
+    data_dir=None,
+    *,
+    images_dir=None,
+    run_id: str | None = None,
+    logits: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Check, match, embed and write one run (and its images dataset); return the run dir."""
+    started = time.perf_counter()
+    act_ids, act_names, act = read_table(labels, "labels")
+    prd_ids, prd_names, prd = read_table(predictions, "predictions")
+    check_same_attributes(labels, act_names, predictions, prd_names)
+    act = check_labels(labels, act_ids, act_names, act)[
+        match_ids(prd_ids, act_ids, str(predictions), str(labels))
+    ]
+    prd = check_probabilities(predictions, prd_ids, prd_names, prd, logits)
+    fea = read_features(features, prd_ids, predictions)
+
+    data_dir = store.resolve_data_dir(data_dir)
+    run_id = store.check_id(run_id or store.new_id(Path(predictions).stem))
+    if (data_dir / store.RUNS / run_id).exists():
+        raise PipelineError(f"run {run_id} already exists in {data_dir}; choose another --id")
+    splits = assign_splits(len(prd_ids), 0.2, seed)
+    images = pd.DataFrame(
+        {"image_id": prd_ids, "path": "", "split": splits, "source": "import-vectors"}
+    )
+    dataset_dir = None
+    if images_dir is not None:
+        index, files = locate_images(images_dir, prd_ids)
+        images = write_images(
+            data_dir, run_id, prd_names, index, files, prd_ids, act, splits, progress
+        )
+        dataset_dir = data_dir / store.DATASETS / run_id
+    meta = {
+        "dataset": run_id if dataset_dir else "",
+        "source": "import-vectors",
+        "device": "external",
+        "model": {
+            "arch": "external",
+            "labels": str(labels),
+            "predictions": str(predictions),
+            "features": str(features),
+            "logits": logits,
+            "feature_dim": int(fea.shape[1]),
+        },
+    }
+    try:
+        return _embed_and_write(
+            data_dir,
+            run_id,
+            prd_names,
+            images,
+            act,
+            prd,
+            fea,
+            meta,
+            seed=seed,
+            started=started,
+            progress=progress,
+        )
+    except BaseException:
+        if dataset_dir is not None:  # the run failed: its images dataset must not linger alone
+            shutil.rmtree(dataset_dir, ignore_errors=True)
+        raise
+
+
+def _embed_and_write(
+    data_dir, run_id, names, images, act, prd, fea, meta, *, seed, started, progress
+) -> Path:
+    from pipeline.embed import embed_all  # openTSNE is slow to import; only this path needs it
+
+    t0 = time.perf_counter()
+    emb = embed_all(act, fea, prd, seed=seed, progress=progress)
+    timings = {
+        "embed_s": round(time.perf_counter() - t0, 2),
+        "total_s": round(time.perf_counter() - started, 2),
+    }
+    metrics = {**evaluate(act, prd), "split": "all", "n_images": len(act)}
+    return store.write_run(
+        data_dir,
+        attributes=names,
+        images=images,
+        act=act,
+        prd=prd,
+        fea=fea,
+        emb=emb,
+        meta={**meta, "metrics": metrics, "timings": timings},
+        run_id=run_id,
+    )
+
+
+# ---------------------------------------------------------------- command line
+
+
+def register(subparsers) -> None:
+    from pipeline.cli import add_data_dir
+
+    p = subparsers.add_parser(
+        "import-vectors",
+        help="build a run from labels, predictions and features made elsewhere",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--labels", required=True, help="CSV: id column + one 0/1 column per attribute")
+    p.add_argument(
+        "--predictions", required=True, help="CSV: id column + one probability column per attribute"
+    )
+    p.add_argument("--features", required=True, help="fea.npy (N × D), fea.npz or fea.csv")
+    p.add_argument("--images", default=None, help="folder with each id's image (optional)")
+    p.add_argument("--id", default=None, help="run id (default: made from the predictions name)")
+    p.add_argument(
+        "--logits", action="store_true", help="predictions are logits; apply the sigmoid"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the t-SNE maps and the split")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_import_vectors)
+
+
+def cmd_import_vectors(args) -> int:
+    path = import_vectors(
+        args.labels,
+        args.predictions,
+        args.features,
+        args.data_dir,
+        images_dir=args.images,
+        run_id=args.id,
+        logits=args.logits,
+        seed=args.seed,
+    )
+    run = store.open_run(str(path))
+    print(
+        f"run {path.name} written to {path}: {len(run)} images, "
+        f"{len(run.attributes)} attributes, mAP {run.meta['metrics']['mAP']:.3f}"
+    )
+    return 0

@@ -1,0 +1,117 @@
+"""The app as a program: importing it builds nothing, `create_app` serves every panel and
+callback, `python app.py` honours its flags, and `gunicorn -w 2 app:server` serves the runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from components import ids
+from tests.conftest import write_synthetic_run
+
+ROOT = Path(__file__).resolve().parents[1]
+PANEL_IDS = (ids.CONTROL_PANEL, ids.ATTRIBUTE_FILTERS, ids.VIEW_ACT, ids.VIEW_FEA, ids.VIEW_PRD,
+             ids.SELECTION_MANAGER, ids.DETAIL_VIEW, ids.DETAIL_SCIENCE, ids.AUDIT_PANEL,
+             ids.RUN_PICKER, ids.THRESHOLD, ids.STORE_SELECTION, ids.STORE_DETAIL_INDEX)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 30.0) -> bytes:
+    """GET url, retrying until the server answers or the timeout passes."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)  # polling a starting server; not a wait for a browser condition
+
+
+def python(code: str, cwd, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=60)
+
+
+def test_importing_the_app_module_touches_no_data_directory(tmp_path):
+    data = tmp_path / "nowhere"
+    done = python("import app; print('imported')", tmp_path, {"XRAE_DATA_DIR": str(data)})
+    assert done.returncode == 0, done.stderr
+    assert not data.exists() and not (tmp_path / "data").exists()
+
+
+def test_every_panel_and_callback_is_served(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    write_synthetic_run(tmp_path / "data", n=20)
+    for _ in range(2):  # a second app in the same process gets the callbacks too
+        client = create_app(tmp_path / "data").server.test_client()
+        layout = client.get("/_dash-layout").get_data(as_text=True)
+        for panel in PANEL_IDS:
+            assert f'"{panel}"' in layout
+        callbacks = json.loads(client.get("/_dash-dependencies").get_data(as_text=True))
+        outputs = " ".join(c["output"] for c in callbacks)
+        for wanted in (f"{ids.VIEW_FEA}.figure", f"{ids.STORE_SELECTION}.data",
+                       f"{ids.SELECTION_SUMMARY}.children", f"{ids.DETAIL_TABLE}.children"):
+            assert wanted in outputs
+
+
+def test_absent_panel_modules_are_skipped_and_named(tmp_path):
+    done = python("import logging, app; logging.basicConfig(level=logging.INFO); "
+                  "print(app.register_callbacks())", tmp_path)
+    assert done.returncode == 0, done.stderr
+    skipped = eval(done.stdout.strip().splitlines()[-1])  # a printed list of module names
+    for name in ("callbacks.science", "callbacks.audit", "callbacks.corrections",
+                 "callbacks.retrain"):
+        assert (name in skipped) == (importlib.util.find_spec(name) is None)
+    for name in skipped:
+        assert name in done.stderr
+
+
+def test_python_app_py_serves_the_runs_in_data_dir_on_the_given_port(tmp_path):
+    write_synthetic_run(tmp_path / "data", n=20)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--data-dir", str(tmp_path / "data"),
+         "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        page = get(f"http://127.0.0.1:{port}/").decode()
+        assert "X-ray Attribute Explorer" in page
+        assert ids.VIEW_FEA in get(f"http://127.0.0.1:{port}/_dash-layout").decode()
+        assert not (tmp_path / "data" / "runs" / "demo").exists()  # runs existed: no demo built
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gunicorn") is None, reason="gunicorn missing")
+def test_gunicorn_with_two_workers_serves_the_dashboard(tmp_path):
+    write_synthetic_run(tmp_path / "data", n=20)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "app:server"],
+        cwd=ROOT, env={**os.environ, "XRAE_DATA_DIR": str(tmp_path / "data")},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(4):  # requests land on either worker
+            assert ids.SELECTION_MANAGER in get(f"http://127.0.0.1:{port}/_dash-layout").decode()
+        deps = json.loads(get(f"http://127.0.0.1:{port}/_dash-dependencies"))
+        assert any(ids.VIEW_PRD in c["output"] for c in deps)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -1,0 +1,96 @@
+"""Label audit: wrong labels rank first, the score is calibrated per attribute, corrected ones leave."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import audit, corrections
+from pipeline.cli import main
+from pipeline.errors import PipelineError
+
+NAMES = ["Ring", "Halo", "High background", "Circ. Beamstop", "Wedge beamstop"]
+
+
+def _noisy_labels(n=300, a=5, rate=0.05, seed=0):
+    """True labels, features that cluster by them, a fair model, and labels with flips."""
+    rng = np.random.default_rng(seed)
+    true = (rng.random((n, a)) < 0.3).astype(np.uint8)
+    fea = np.concatenate([true * 3.0, rng.normal(size=(n, 20))], axis=1)
+    prd = np.clip(0.15 + 0.7 * true + rng.normal(0, 0.15, (n, a)), 0, 1)
+    wrong = rng.random((n, a)) < rate
+    act = np.where(wrong, 1 - true, true).astype(np.uint8)
+    return act, prd, fea, wrong
+
+
+def test_flipped_labels_rank_above_correct_ones():
+    act, prd, fea, wrong = _noisy_labels()
+    ranking = audit.rank_labels(act, prd, fea, [f"img{i}" for i in range(len(act))], NAMES,
+                                top=None)
+    k = int(wrong.sum())
+    assert len(ranking) == act.size
+    assert audit.precision_at_k(ranking, wrong, NAMES, k) >= 0.8  # random ranking: ~0.05
+    assert ranking["score"].is_monotonic_decreasing
+
+
+def test_unlabelled_high_background_like_image_88_is_the_top_suspect():
+    act, prd, fea, _ = _noisy_labels(rate=0.0)
+    j = NAMES.index("High background")
+    neighbour_of_88 = np.flatnonzero(act[:, j] == 1)[0]
+    fea[88], act[88, j], prd[88, j] = fea[neighbour_of_88], 0, 0.97  # the model sees it
+    ranking = audit.rank_labels(act, prd, fea, [f"img{i}" for i in range(len(act))], NAMES)
+    top = ranking.iloc[0]
+    assert (top["image_id"], top["attribute"], top["label"]) == ("img88", "High background", 0)
+    assert top["prd"] == pytest.approx(0.97)
+    assert top["vote"] > 0.5
+
+
+def test_a_shy_model_is_judged_against_its_own_typical_confidence():
+    # Attribute 0: the model gives positives only ~0.3; attribute 1: positives get ~0.9.
+    act = np.array([[1, 1]] * 10 + [[0, 0]] * 10, dtype=np.uint8)
+    prd = np.array([[0.3, 0.9]] * 10 + [[0.05, 0.05]] * 10)
+    prd[10] = [0.35, 0.35]  # a negative at 0.35 is confident for the shy attribute only
+    score = audit.calibrated_disagreement(act, prd)
+    assert score[10, 0] > 0.5 > score[10, 1]
+    t_pos, t_neg = audit.confident_thresholds(act, prd)
+    assert t_pos[0] == pytest.approx((0.3 * 10) / 10)
+    assert t_neg[1] == pytest.approx((0.95 * 9 + 0.65) / 10)
+
+
+def test_corrected_labels_leave_the_audit_and_count_as_reviewed(synthetic_run):
+    data_dir = synthetic_run.data_dir
+    first = audit.audit_run(synthetic_run, top=1).iloc[0]
+    dataset = synthetic_run.meta["dataset"]
+    corrections.set_label(data_dir, dataset, first["image_id"], first["attribute"],
+                          1 - first["label"], author="ana")
+
+    act, mask = audit.corrected_run_labels(synthetic_run)
+    assert mask.sum() == 1
+    assert act[first["index"], synthetic_run.attributes.index(first["attribute"])] != first["label"]
+    after = audit.audit_run(synthetic_run, act=act, skip=mask, top=None)
+    pairs = set(zip(after["image_id"], after["attribute"], strict=True))
+    assert (first["image_id"], first["attribute"]) not in pairs
+    assert len(after) == synthetic_run.act.size - 1
+
+
+def test_audit_command_prints_the_top_rows(synthetic_run, capsys):
+    data_dir = str(synthetic_run.data_dir)
+    assert main(["audit", "--run", synthetic_run.id, "--data-dir", data_dir, "--top", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"run {synthetic_run.id}: 60 images")
+    assert out[1].split()[:4] == ["index", "image_id", "attribute", "label"]
+    assert len(out) == 2 + 5
+
+
+def test_audit_of_a_missing_run_exits_2_with_a_message(tmp_path, capsys):
+    assert main(["audit", "--run", "nope", "--data-dir", str(tmp_path)]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_audit_refuses_probabilities_with_nan():
+    act, prd, fea, _ = _noisy_labels(n=20)
+    prd[3, 1] = np.nan
+    with pytest.raises(PipelineError, match="prd holds 1 NaN"):
+        audit.rank_labels(act, prd, fea, range(20), NAMES)
+    with pytest.raises(PipelineError, match=r"fea has shape \(19, 25\)"):
+        audit.rank_labels(act, np.nan_to_num(prd), fea[:19], range(20), NAMES)

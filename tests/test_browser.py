@@ -1,0 +1,207 @@
+"""Real-browser tests of the dashboard: headless Chromium through dash.testing on a real run
+written to tmp_path. Each waits for conditions (never sleeps) and ends with no browser errors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from selenium.webdriver.common.action_chains import ActionChains
+
+from app import create_app
+from pipeline.metrics import group_summary
+from tests.conftest import write_synthetic_run
+
+pytestmark = pytest.mark.browser
+N = 60
+
+
+@pytest.fixture
+def dashboard(dash_duo, tmp_path, monkeypatch):
+    """The dashboard serving a fresh 60-image run; yields (dash_duo, run)."""
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    run = write_synthetic_run(tmp_path / "data", n=N)
+    dash_duo.start_server(create_app(tmp_path / "data"))
+    dash_duo.wait_for_text_to_equal("#header-fea", f"{N} images", timeout=20)
+    yield dash_duo, run
+
+
+def figure_data(dash_duo, graph_id: str, expression: str):
+    """Evaluate a JavaScript expression on the plotly graph div `gd` inside #graph_id."""
+    return dash_duo.driver.execute_script(
+        f"const gd = document.querySelector('#{graph_id} .js-plotly-plot'); return {expression};")
+
+
+def box_select(dash_duo, graph_id: str, x0, x1, y0, y1) -> None:
+    """Drag a selection box from data point (x0, y0) to (x1, y1), as a user would."""
+    corners = figure_data(dash_duo, graph_id, f"""(() => {{
+        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return [[box.left + xa.d2p({x0}), box.top + ya.d2p({y0})],
+                [box.left + xa.d2p({x1}), box.top + ya.d2p({y1})]];
+    }})()""")
+    (ax, ay), (bx, by) = corners
+    actions = ActionChains(dash_duo.driver)
+    actions.w3c_actions.pointer_action.move_to_location(round(ax), round(ay))
+    actions.w3c_actions.pointer_action.pointer_down()
+    for t in (0.3, 0.6, 1.0):
+        actions.w3c_actions.pointer_action.move_to_location(round(ax + t * (bx - ax)),
+                                                            round(ay + t * (by - ay)))
+    actions.w3c_actions.pointer_action.pointer_up()
+    actions.perform()
+
+
+def gap_box(xy, lo: float, hi: float):
+    """A box whose edges sit halfway between points, so pixel rounding cannot change what it
+    holds; covers roughly the lo..hi quantiles of both coordinates."""
+    edges = []
+    for k in (0, 1):
+        v = np.sort(xy[:, k])
+        for q in (lo, hi):
+            near = np.arange(int(q * len(v)) - 4, int(q * len(v)) + 4)
+            i = near[np.argmax(v[near] - v[near - 1])]  # the widest gap near the quantile
+            edges.append((v[i - 1] + v[i]) / 2)
+    inside = ((xy[:, 0] > edges[0]) & (xy[:, 0] < edges[1]) & (xy[:, 1] > edges[2])
+              & (xy[:, 1] < edges[3]))
+    return edges, np.flatnonzero(inside)
+
+
+def test_page_loads_with_three_views_holding_every_image(dashboard):
+    dash_duo, run = dashboard
+    for view in ("view-act", "view-fea", "view-prd"):
+        assert figure_data(dash_duo, view, "gd._fullData[0]._length") == N
+        assert figure_data(dash_duo, view, "gd._fullData[0].type") == "scattergl"
+    dash_duo.wait_for_contains_text("#colour-legend", "error distance")
+    dash_duo.wait_for_text_to_equal("#text-filter-count", f"All {N} images shown")
+    assert dash_duo.get_logs() == []
+
+
+def test_box_select_in_fea_highlights_act_and_prd_and_counts_outcomes(dashboard):
+    dash_duo, run = dashboard
+    (x0, x1, y0, y1), expected = gap_box(np.asarray(run.emb("fea")), 0.2, 0.8)
+    assert 3 < len(expected) < N
+    box_select(dash_duo, "view-fea", x0, x1, y0, y1)
+    dash_duo.wait_for_text_to_equal("#text-selection-title",
+                                    f"Selection: {len(expected)} images")
+    for view in ("view-act", "view-prd"):
+        dash_duo.wait_for_element(f"#{view}")
+        assert sorted(figure_data(dash_duo, view, "gd.data[0].selectedpoints")) == list(expected)
+    want = group_summary(run.act[expected], run.prd[expected], 0.5)["overall"]
+    tiles = {el.find_element("css selector", ".tile-label").text:
+             el.find_element("css selector", ".tile-value").text
+             for el in dash_duo.find_elements("#selection-summary .tile")}
+    assert {k: int(tiles[k].replace(",", "")) for k in ("TP", "FP", "FN", "TN")} == {
+        k: want[k] for k in ("TP", "FP", "FN", "TN")}
+    assert dash_duo.get_logs() == []
+
+
+def test_joint_flowers_draw_petals_per_outcome_and_a_key(dashboard):
+    dash_duo, run = dashboard
+    dash_duo.find_element("#radio-point-mode input[value='joint']").click()
+    dash_duo.wait_for_text_to_equal("#header-fea", f"flowers: {N} of {N} in view")
+    said = np.asarray(run.prd) >= 0.5
+    act = np.asarray(run.act).astype(bool)
+    a = len(run.attributes)
+    # Joint traces after points, group and selection rings: FP, TP, FN, one per attribute.
+    petals = figure_data(dash_duo, "view-fea", """gd._fullData.slice(3).map(
+        t => Array.from(t.x).filter(Number.isNaN).length)""")
+    assert len(petals) == 3 * a
+    assert petals[:a] == (~act & said).sum(axis=0).tolist()  # FP
+    assert petals[a:2 * a] == (act & said).sum(axis=0).tolist()  # TP
+    assert petals[2 * a:] == (act & ~said).sum(axis=0).tolist()  # FN
+    assert figure_data(dash_duo, "view-fea", "gd._fullData[3].line.color") == "#111111"
+    dash_duo.wait_for_contains_text("#graph-flower-legend", "FN: labelled but missed")
+    dash_duo.wait_for_contains_text("#graph-flower-legend", "FP: predicted, not labelled")
+    assert dash_duo.get_logs() == []
+
+
+def test_clicking_a_thumbnail_opens_the_large_image_and_its_act_prd_table(dashboard):
+    dash_duo, run = dashboard
+    (x0, x1, y0, y1), expected = gap_box(np.asarray(run.emb("act")), 0.1, 0.9)
+    box_select(dash_duo, "view-act", x0, x1, y0, y1)
+    dash_duo.wait_for_element(f"#detail-thumbnails .thumb:nth-of-type({min(3, len(expected))})")
+    second = int(expected[1])
+    dash_duo.find_elements("#detail-thumbnails .thumb")[1].click()
+    image_id = run.images["image_id"].iloc[second]
+    dash_duo.wait_for_text_to_equal("#text-detail-title",
+                                    f"#{second} · {image_id} · {run.images['split'].iloc[second]}")
+    rows = dash_duo.find_elements("#detail-act-prd-table tbody tr")
+    assert len(rows) == len(run.attributes)
+    first = rows[0].find_elements("css selector", "td")
+    assert first[1].text == str(int(run.act[second, 0]))
+    assert first[2].text == f"{run.prd[second, 0]:.2f}"
+    dash_duo.wait_for_element("#graph-detail-image .heatmaplayer")
+    assert len(dash_duo.find_elements("#detail-neighbours .thumb")) == 8
+    assert dash_duo.get_logs() == []
+
+
+def write_demo_like_run(data_dir, n: int = 240, size: int = 128, seed: int = 7):
+    """Simulated scattering images with their true tags, a model's probabilities that are right
+    most of the time (harder attributes noisier), image features, and t-SNE maps of the three
+    spaces: the demo run in miniature, quick enough for a test."""
+    from openTSNE import TSNE
+
+    from components.figures import downsample, log_intensity
+    from pipeline.metrics import evaluate
+    from pipeline.simulate import simulate_dataset
+    from pipeline.store import get_run, open_dataset, write_run
+
+    ds = open_dataset(simulate_dataset(data_dir, n, size=size, seed=seed, label_noise=0.03,
+                                       dataset_id="demo-like", progress=False))
+    rng = np.random.default_rng(seed)
+    a = len(ds.attributes)
+    difficulty = rng.uniform(0.4, 1.6, a)
+    logit = np.where(ds.true_act.astype(bool), 2.4, -2.6) + rng.normal(0, 1.5, (n, a)) * difficulty
+    prd = (1 / (1 + np.exp(-logit))).astype(np.float32)
+    looks = np.stack([downsample(log_intensity(ds.load_image(i)), 16).ravel() for i in range(n)])
+    fea = np.concatenate([looks, 3 * prd], axis=1).astype(np.float32)
+    tsne = TSNE(n_jobs=1, n_iter=300, early_exaggeration_iter=100, perplexity=20,
+                negative_gradient_method="bh", random_state=0)
+    emb = {s: np.asarray(tsne.fit(x + rng.normal(0, 0.03, x.shape)), np.float32)
+           for s, x in (("act", ds.act.astype(float)), ("fea", fea), ("prd", prd))}
+    write_run(data_dir, attributes=ds.attributes, images=ds.images[["image_id", "path", "split",
+                                                                    "source"]],
+              act=ds.act, prd=prd, fea=fea, emb=emb, run_id="demo-like",
+              meta={"dataset": "demo-like (simulated)", "model": {"arch": "simulated model"},
+                    "metrics": evaluate(ds.act, prd)})
+    return get_run("demo-like", data_dir)
+
+
+def test_screenshot_of_the_whole_dashboard(dash_duo, tmp_path, monkeypatch):
+    """Drives the dashboard into a typical analysis state and saves docs/screenshot.png:
+    joint flowers, a cluster selected in FEA and highlighted in ACT and PRD, its metrics and
+    images. XRAE_SCREENSHOT_DATA_DIR picks a data directory holding a real demo run instead."""
+    import os
+    from pathlib import Path
+
+    from pipeline.store import list_runs
+
+    data_dir = os.environ.get("XRAE_SCREENSHOT_DATA_DIR")
+    if data_dir:
+        run = list_runs(data_dir)[-1]
+    else:
+        data_dir = tmp_path / "data"
+        run = write_demo_like_run(data_dir)
+    monkeypatch.setenv("XRAE_DATA_DIR", str(data_dir))
+    dash_duo.start_server(create_app(data_dir))
+    dash_duo.driver.set_window_size(1600, 1000)
+    n = len(run)
+    dash_duo.wait_for_text_to_equal("#header-fea", f"{n:,} images", timeout=30)
+    dash_duo.find_element("#radio-point-mode input[value='joint']").click()
+    dash_duo.wait_for_contains_text("#header-fea", "flowers:", timeout=30)
+    xy = np.asarray(run.emb("fea"))
+    centre = xy[np.argmin(np.abs(xy - np.median(xy, axis=0)).sum(axis=1))]
+    span = (xy.max(axis=0) - xy.min(axis=0)) * 0.13
+    box_select(dash_duo, "view-fea", centre[0] - span[0], centre[0] + span[0],
+               centre[1] - span[1], centre[1] + span[1])
+    dash_duo.wait_for_contains_text("#text-selection-title", "Selection:", timeout=30)
+    dash_duo.wait_for_element("#detail-thumbnails .thumb", timeout=30)
+    dash_duo.wait_for_element("#graph-detail-image .heatmaplayer", timeout=30)
+    dash_duo.wait_for_element("#detail-neighbours .thumb", timeout=30)
+    height = dash_duo.driver.execute_script("return document.documentElement.scrollHeight")
+    dash_duo.driver.set_window_size(1600, height + 140)  # the whole page in one picture
+    dash_duo.wait_for_element("#graph-flower-legend .annotation-text")
+    out = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
+    out.parent.mkdir(exist_ok=True)
+    assert dash_duo.driver.save_screenshot(str(out))
+    assert dash_duo.get_logs() == []

@@ -1,0 +1,239 @@
+"""The dashboard's callbacks called directly on a real run on disk: what each one sends back for
+the inputs a user gives (metrics of a selection, filters, threshold, linked selection, groups)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from contextvars import copy_context
+
+import numpy as np
+import pandas as pd
+import pytest
+from dash import Patch, no_update
+from dash._callback_context import context_value
+from dash._utils import AttributeDict
+
+from callbacks import control, detail, selection, views
+from components import ids
+from components.figures import FIRST_FLOWER, POINTS
+from pipeline.metrics import OUTCOMES, group_summary, outcomes
+from tests.conftest import write_synthetic_run
+
+EVERY = list(range(17))
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    return write_synthetic_run(tmp_path / "data", n=60)
+
+
+def call(callback, trigger, *args, value=None):
+    """Call a callback as Dash would, with `trigger` (an id and property) as what fired."""
+    def inside():
+        context_value.set(AttributeDict(triggered_inputs=[{"prop_id": trigger, "value": value}]))
+        return callback(*args)
+    return copy_context().run(inside)
+
+
+def texts(component) -> list[str]:
+    """All strings in a Dash component tree, depth first."""
+    if component is None:
+        return []
+    if isinstance(component, (str, int, float)):
+        return [str(component)]
+    if isinstance(component, (list, tuple)):
+        return [t for c in component for t in texts(c)]
+    return texts(getattr(component, "children", None))
+
+
+def operations(patch: Patch) -> list[tuple[list, object]]:
+    return [(op["location"], op["params"].get("value")) for op in patch.to_plotly_json()[
+        "operations"]]
+
+
+def decode(spec):
+    return np.frombuffer(base64.b64decode(spec["bdata"]), dtype=np.float32)
+
+
+def tiles(block) -> dict[str, str]:
+    found = {}
+
+    def walk(c):
+        if isinstance(c, (list, tuple)):
+            for x in c:
+                walk(x)
+        elif getattr(c, "className", "") and "tile " in c.className:
+            value, label = c.children
+            found[label.children] = value.children
+        elif hasattr(c, "children"):
+            walk(c.children)
+    walk(block)
+    return found
+
+
+def test_selection_metrics_equal_those_computed_from_the_run_arrays(run):
+    rows = [1, 4, 7, 10, 22, 35, 41, 59]
+    title, block = call(selection.summarise_selection, "store-selection.data", rows, 0.5, run.id)
+    assert title == "Selection: 8 images"
+    want = group_summary(run.act[rows], run.prd[rows], 0.5)
+    shown = tiles(block)
+    assert shown["images"] == "8"
+    for k in ("TP", "FP", "FN", "TN"):
+        assert int(shown[k]) == want["overall"][k]
+    assert shown["F1"] == f"{want['overall']['f1']:.2f}"
+    assert shown["Prec"] == f"{want['overall']['precision']:.2f}"
+    per = texts(block)
+    name = run.attributes[3]
+    at = per.index(name)
+    assert per[at + 1:at + 5] == [str(want["per_attribute"][k][3]) for k in ("TP", "FP", "FN",
+                                                                               "TN")]
+
+
+def test_undefined_scores_show_as_a_dash(run):
+    act, prd = np.asarray(run.act), np.asarray(run.prd)
+    image, j = np.argwhere((act == 0) & (prd < 0.5))[0]  # a true negative: P, R, F1 are 0/0
+    _, block = call(selection.summarise_selection, "store-selection.data", [int(image)], 0.5,
+                    run.id)
+    per = texts(block)
+    at = per.index(run.attributes[j])
+    assert per[at + 1:at + 9] == ["0", "0", "0", "1", "1.00", "–", "–", "–"]
+
+
+def test_no_selection_summarises_the_whole_run(run):
+    title, block = call(selection.summarise_selection, "store-selection.data", [], 0.5, run.id)
+    assert title.startswith("No selection")
+    assert tiles(block)["images"] == "60"
+
+
+def test_filter_fades_the_points_that_do_not_match_and_counts_those_that_do(run):
+    *patches, count = call(views.fade_filtered, "radio-filter-match.value", [0, 3], "all", "act",
+                           0.5, run.id)
+    want = (np.asarray(run.act)[:, [0, 3]] == 1).all(axis=1)
+    assert count == f"{want.sum()} of 60 images match · {60 - want.sum()} faded"
+    for patch in patches:
+        [(where, alpha)] = operations(patch)
+        assert where == ["data", POINTS, "marker", "opacity"]
+        np.testing.assert_array_equal(decode(alpha) > 0.5, want)
+    *_, any_count = call(views.fade_filtered, "radio-filter-match.value", [0, 3], "any", "act",
+                         0.5, run.id)
+    assert int(any_count.split()[0]) == ((np.asarray(run.act)[:, [0, 3]] == 1).any(axis=1)).sum()
+
+
+def test_threshold_change_changes_outcomes_in_colours_metrics_and_detail(run):
+    act, prd = np.asarray(run.act), np.asarray(run.prd)
+    low, high = (call(views.recolour_on_threshold, "slider-threshold.value", t, run.id, "outcome",
+                      4) for t in (0.2, 0.8))
+    colours = [decode(operations(p[0])[0][1]) for p in (low, high)]
+    for t, got in zip((0.2, 0.8), colours, strict=True):
+        np.testing.assert_array_equal(got, outcomes(act[:, [4]], prd[:, [4]], t)[:, 0])
+    assert not np.array_equal(*colours)
+    assert call(views.recolour_on_threshold, "slider-threshold.value", 0.2, run.id, "error",
+                4) == [no_update] * 3
+    _, low_table, _ = call(detail.describe_detail, "slider-threshold.value", 0, 0.2, run.id)
+    _, high_table, _ = call(detail.describe_detail, "slider-threshold.value", 0, 0.8, run.id)
+    outcome_of = {t: [w for w in texts(table) if w in OUTCOMES]
+                  for t, table in ((0.2, low_table), (0.8, high_table))}
+    for t, got in outcome_of.items():
+        assert got == [OUTCOMES[k] for k in outcomes(act[[0]], prd[[0]], t)[0]]
+
+
+def test_box_select_in_one_view_becomes_the_selection_and_highlights_all_three(run):
+    selected = {"points": [{"curveNumber": 0, "pointIndex": i, "pointNumber": i}
+                           for i in (5, 2, 9)] + [{"curveNumber": 1, "pointIndex": 0}]}
+    rows, source = call(views.select, "view-fea.selectedData", None, selected, None, None, [],
+                        run.id, [])
+    assert (rows, source) == ([2, 5, 9], "fea")  # ring trace (curve 1) is not an image
+    patches = call(views.highlight_selection, "store-selection.data", rows, source)
+    for space, patch in zip(("act", "fea", "prd"), patches, strict=True):
+        ops = operations(patch)
+        assert (["data", POINTS, "selectedpoints"], [2, 5, 9]) in ops
+        # Only the indices travel (and a revision bump that clears stale boxes elsewhere).
+        assert len(ops) == (1 if space == "fea" else 2)
+    cleared, _ = call(views.select, "button-clear-selection.n_clicks", None, selected, None, 1, [],
+                      run.id, [])
+    assert cleared == []
+
+
+def test_zoom_redraws_only_that_views_flowers(run):
+    xy = np.asarray(run.emb("prd"))
+    box = [float(xy[:, 0].min()), float(np.median(xy[:, 0])), float(xy[:, 1].min()),
+           float(xy[:, 1].max())]
+    out = call(views.draw_flowers, f"{ids.STORE_VIEWPORTS['prd']}.data", None, None, box, 0.5,
+               [], "any", "act", run.id, "act", EVERY, 500)
+    figures, headers = out[:3], out[3:]
+    assert figures[0] is no_update and figures[1] is no_update
+    inside = int(((xy[:, 0] <= box[1])).sum())
+    assert headers[2] == f"flowers: {inside} of {inside} in view"
+    locations = [where for where, _ in operations(figures[2])]
+    assert all(where[:2] == ["data", where[1]] and where[1] >= FIRST_FLOWER
+               for where in locations)
+    assert len(locations) == 2 * 17
+    labels = sum(len(np.flatnonzero(np.isnan(decode(v)))) for where, v in
+                 operations(figures[2]) if where[-1] == "x")
+    assert labels == int(np.asarray(run.act)[xy[:, 0] <= box[1]].sum())
+
+
+def test_flower_cap_limits_the_flowers_and_says_so(run):
+    out = call(views.draw_views, "input-flower-cap.value", run.id, "prd", EVERY, "error", 0,
+               "cosine", 10, 0.5, [], "any", "act", [], [], None, None, None)
+    assert out[3:6] == ("flowers: 10 of 60 in view (capped)",) * 3
+    figure = out[0]
+    assert len(figure["data"]) == FIRST_FLOWER + 17
+    assert figure["data"][POINTS]["type"] == "scattergl"
+
+
+def test_saved_groups_are_outlined_compared_and_exported(run):
+    groups, name = call(selection.edit_groups, "button-save-group.n_clicks", 1, [], "halo set",
+                        [3, 1, 2], [], run.id)
+    assert name == "" and groups[0]["name"] == "halo set" and groups[0]["indices"] == [1, 2, 3]
+    groups, _ = call(selection.edit_groups, "button-save-group.n_clicks", 2, [], "", [7, 8],
+                     groups, run.id)
+    assert groups[1]["name"] == "group 2" and groups[1]["colour"] != groups[0]["colour"]
+    rings = call(views.outline_groups, "store-groups.data", groups, run.id)
+    [(where, trace)] = operations(rings[0])
+    assert where == ["data", 1] and trace["marker"]["color"] == [groups[0]["colour"]] * 3 + [
+        groups[1]["colour"]] * 2
+    table = call(selection.compare_groups, "dropdown-compare-a.value", "0", "1", groups, [], 0.5,
+                 run.id)
+    assert "halo set (3)" in texts(table) and "group 2 (2)" in texts(table)
+    sent = call(selection.export_csv, '{"index":0,"type":"group-export"}.n_clicks', None, [1, 0],
+                [], groups, 0.5, run.id, value=1)
+    frame = pd.read_csv(io.StringIO(sent["content"]))
+    assert sent["filename"] == f"halo-set-{run.id}.csv"
+    assert frame["image_id"].tolist() == run.images["image_id"].iloc[[1, 2, 3]].tolist()
+    first = run.attributes[0]
+    assert frame[f"ACT {first}"].tolist() == np.asarray(run.act)[[1, 2, 3], 0].tolist()
+    assert set(frame[f"outcome {first}"]) <= set(OUTCOMES)
+    kept, _ = call(selection.edit_groups, '{"index":0,"type":"group-delete"}.n_clicks', None,
+                   [1, 0], "", [], groups, run.id, value=1)
+    assert [g["name"] for g in kept] == ["group 2"]
+
+
+def test_run_picker_lists_runs_newest_first_with_dataset_and_map(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    options, value, message, is_open = control.list_run_options("/", None)
+    assert (options, value, is_open) == ([], None, True) and "no run" in texts(message)[0].lower()
+    first = write_synthetic_run(tmp_path / "data", n=20, seed=1)
+    second = write_synthetic_run(tmp_path / "data", n=20, seed=2)
+    options, value, _, is_open = control.list_run_options("/", None)
+    assert value == options[0]["value"] and not is_open
+    assert {o["value"] for o in options} == {first.id, second.id}
+    assert options[0]["label"].startswith(second.meta["dataset"]) and "mAP" in options[0]["label"]
+
+
+def test_clicking_a_point_or_thumbnail_opens_that_image(run):
+    click = {"points": [{"curveNumber": 0, "pointIndex": 17}]}
+    assert call(detail.open_detail, "view-act.clickData", click, None, None, [], [], [], run.id,
+                None) == 17
+    assert call(detail.open_detail, '{"index":23,"type":"thumb"}.n_clicks', None, None, None,
+                [0, 1], [], [], run.id, 17, value=1) == 23
+    assert call(detail.open_detail, '{"index":23,"type":"thumb"}.n_clicks', None, None, None,
+                [0, 0], [], [], run.id, 17, value=0) is no_update
+    title, table, neighbours = call(detail.describe_detail, "store-detail-index.data", 23, 0.5,
+                                    run.id)
+    assert title.startswith("#23 · ")
+    fea = np.asarray(run.fea)
+    nearest = np.argsort(((fea - fea[23]) ** 2).sum(axis=1))[1:9]
+    assert [n.id["index"] for n in neighbours] == nearest.tolist()

@@ -1,0 +1,169 @@
+"""Label corrections: durable across restarts, safe with concurrent analysts, undoable, exportable."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import corrections
+from pipeline.cli import main
+from pipeline.errors import PipelineError
+
+
+def test_correction_survives_a_restart_of_the_dashboard_process(tmp_path):
+    code = (
+        "from pipeline import corrections; "
+        f"corrections.set_label({str(tmp_path)!r}, 'demo', 'img000088', 'High background', 1, "
+        "author='ana', note='noisy background, unlabelled (seed 000 case 1)')"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+    now = corrections.active(tmp_path, "demo")
+    assert now[["image_id", "attribute", "value", "author"]].values.tolist() == [
+        ["img000088", "High background", 1, "ana"]
+    ]
+    assert "noisy background" in now["note"].iloc[0]
+    assert now["created"].iloc[0].startswith("20")
+    with sqlite3.connect(corrections.db_path(tmp_path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _write_many(data_dir, writer: int, n: int, start) -> None:
+    start.wait()  # every writer starts at once, so their transactions really contend
+    for i in range(n):
+        corrections.set_label(data_dir, "demo", f"img{writer}-{i}", "Ring", i % 2,
+                              author=f"analyst-{writer}")
+        corrections.set_label(data_dir, "demo", "shared", "Halo", (writer + i) % 2,
+                              author=f"analyst-{writer}")
+
+
+def test_two_analysts_correcting_at_the_same_time_lose_nothing(tmp_path):
+    n_writers, n_each = 3, 40
+    ctx = mp.get_context("spawn")  # fresh interpreters: no shared connection or module state
+    start = ctx.Barrier(n_writers)
+    procs = [ctx.Process(target=_write_many, args=(str(tmp_path), w, n_each, start))
+             for w in range(n_writers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * n_writers
+
+    events = corrections.history(tmp_path, "demo")
+    assert len(events) == n_writers * n_each * 2
+    assert events["event"].is_unique
+    own = events[events["image_id"] != "shared"]
+    expected = {(f"img{w}-{i}", i % 2) for w in range(n_writers) for i in range(n_each)}
+    assert set(zip(own["image_id"], own["value"], strict=True)) == expected
+    # The shared label ends at the value of whichever write came last, and all writes are kept.
+    shared = events[events["image_id"] == "shared"]
+    assert len(shared) == n_writers * n_each
+    now = corrections.active(tmp_path, "demo")
+    assert now.set_index("image_id").loc["shared", "value"] == shared["value"].iloc[-1]
+
+
+def _undo_many(data_dir, n: int, start, failures) -> None:
+    start.wait()
+    for _ in range(n):
+        try:
+            corrections.undo(data_dir, "demo", "img1", "Ring", author="b")
+        except PipelineError:
+            failures.value += 1
+
+
+def test_simultaneous_undos_each_cancel_a_different_correction(tmp_path):
+    for i in range(30):
+        corrections.set_label(tmp_path, "demo", "img1", "Ring", i % 2, author="a")
+    ctx = mp.get_context("spawn")
+    start, failures = ctx.Barrier(2), ctx.Value("i", 0)
+    procs = [ctx.Process(target=_undo_many, args=(str(tmp_path), 15, start, failures))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert failures.value == 0
+    events = corrections.history(tmp_path, "demo")
+    undone = events["undoes"].dropna().astype(int)
+    assert undone.is_unique and len(undone) == 30
+    assert corrections.active(tmp_path, "demo").empty
+
+
+def test_undo_restores_the_previous_correction_and_keeps_history(tmp_path):
+    corrections.set_label(tmp_path, "demo", "img83", "Circ. Beamstop", 1, author="ana")
+    corrections.set_label(tmp_path, "demo", "img83", "Circ. Beamstop", 0, author="bo")
+    corrections.undo(tmp_path, "demo", "img83", "Circ. Beamstop", author="bo", note="misclick")
+
+    now = corrections.active(tmp_path, "demo")
+    assert now[["value", "author"]].values.tolist() == [[1, "ana"]]
+    corrections.undo(tmp_path, "demo", "img83", "Circ. Beamstop", author="ana")
+    assert corrections.active(tmp_path, "demo").empty
+    assert corrections.history(tmp_path)["action"].tolist() == ["set", "set", "undo", "undo"]
+    with pytest.raises(PipelineError, match="no correction of 'Circ. Beamstop'.*to undo"):
+        corrections.undo(tmp_path, "demo", "img83", "Circ. Beamstop")
+
+
+def test_corrections_change_only_their_own_labels_of_their_own_dataset(tmp_path):
+    act = np.zeros((3, 2), dtype=np.uint8)
+    corrections.set_label(tmp_path, "demo", "b", "Ring", 1)
+    corrections.set_label(tmp_path, "demo", "c", "Halo", 0)
+    corrections.set_label(tmp_path, "demo", "not-in-run", "Ring", 1)
+    corrections.set_label(tmp_path, "other", "a", "Ring", 1)
+
+    fixed, mask = corrections.corrected_labels(tmp_path, "demo", act, ["a", "b", "c"],
+                                               ["Ring", "Halo"])
+    assert fixed.tolist() == [[0, 0], [1, 0], [0, 0]]
+    assert mask.tolist() == [[False, False], [True, False], [False, True]]
+    assert act.sum() == 0  # the caller's array is not touched
+
+
+def test_export_csv_holds_the_whole_history_with_time_and_author(tmp_path):
+    corrections.set_label(tmp_path, "demo", "img1", "Ring", 1, author="ana", note="a, b")
+    corrections.undo(tmp_path, "demo", "img1", "Ring", author="bo")
+    buffer = io.StringIO()
+    assert corrections.export_csv(tmp_path, buffer) == 2
+    table = pd.read_csv(io.StringIO(buffer.getvalue()))
+    assert table["action"].tolist() == ["set", "undo"]
+    assert table["author"].tolist() == ["ana", "bo"]
+    assert table["note"].iloc[0] == "a, b"
+    assert table["undoes"].iloc[1] == table["event"].iloc[0]
+    assert table["created"].notna().all()
+
+
+def test_command_line_exports_corrections(tmp_path, capsys):
+    corrections.set_label(tmp_path, "demo", "img1", "Ring", 1, author="ana")
+    out = tmp_path / "corrections.csv"
+    assert main(["corrections", "--data-dir", str(tmp_path), "--csv", str(out)]) == 0
+    assert pd.read_csv(out)["image_id"].tolist() == ["img1"]
+    assert main(["corrections", "--data-dir", str(tmp_path)]) == 0
+    assert "demo: 1 labels corrected" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("demo", "img1", "Ring", 2), "must be 0 or 1"),
+        (("demo", "", "Ring", 1), "needs an image id"),
+        (("", "img1", "Ring", 1), "needs a dataset id"),
+    ],
+)
+def test_bad_correction_is_refused_with_a_clear_message(tmp_path, args, message):
+    with pytest.raises(PipelineError, match=message):
+        corrections.set_label(tmp_path, *args)
+    assert corrections.history(tmp_path).empty
+
+
+def test_corrupt_database_is_a_clear_error_naming_the_file(tmp_path, capsys):
+    corrections.db_path(tmp_path).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(PipelineError, match="corrections.sqlite"):
+        corrections.set_label(tmp_path, "demo", "img1", "Ring", 1)
+    assert main(["corrections", "--data-dir", str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err

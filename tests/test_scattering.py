@@ -1,0 +1,111 @@
+"""Beam centre, radial profile and polar unwrap on images whose geometry is known exactly,
+and on the real protein diffraction image (inverted 8-bit PNG, linear beamstop from the top).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.scattering import beam_centre, polar_unwrap, radial_profile, ring_radii
+
+REAL_IMAGE = Path("/work/shared/real-images/protein_diffraction_263060g10.png")
+# The beamstop disc of the real image spans rows 246–262 and columns 197–213 (read off the PNG).
+REAL_CENTRE = (205.0, 254.5)
+
+
+def saxs_image(h, w, cx, cy, *, seed=0, rings=(40, 75, 115), beamstop=True, gap=True):
+    """Poisson counts of a Lorentzian halo plus sharp rings about (cx, cy), with the usual
+    obstructions: a linear beamstop arm from the top edge and a vertical detector gap of zeros."""
+    y, x = np.mgrid[0:h, 0:w]
+    r = np.hypot(x - cx, y - cy)
+    mean = 3000 / (1 + (r / 12) ** 2) + 4
+    for ring in rings:
+        mean += 200 * np.exp(-((r - ring) ** 2) / 6)
+    image = np.random.default_rng(seed).poisson(mean).astype(np.float32)
+    if beamstop:
+        image[(np.abs(x - cx) < 5) & (y < cy)] = 0
+        image[r < 8] = 0
+    if gap:
+        image[:, w // 3 : w // 3 + 7] = -1  # Pilatus-style gap flags
+    return image
+
+
+@pytest.mark.parametrize(
+    "shape, centre",
+    [((256, 256), (128.0, 128.0)), ((256, 256), (81.3, 170.6)), ((200, 300), (240.7, 52.2)),
+     ((256, 256), (22.0, 30.5))],
+    ids=["centred", "off-centre", "wide-near-corner", "close-to-corner"],
+)
+def test_beam_centre_is_found_within_a_pixel_despite_beamstop_and_gap(shape, centre):
+    image = saxs_image(*shape, *centre)
+    found = beam_centre(image)
+    assert np.hypot(found.x - centre[0], found.y - centre[1]) < 1.0, found
+    assert found.confidence > 0.5
+
+
+def test_beam_centre_of_a_large_detector_is_found_within_a_pixel():
+    image = saxs_image(1024, 1024, 611.4, 402.8, rings=(150, 300), seed=3)
+    found = beam_centre(image)
+    assert np.hypot(found.x - 611.4, found.y - 402.8) < 1.0, found
+
+
+def test_a_beamstop_shadow_does_not_pull_the_centre_towards_it():
+    """A wide shadow across half of the rings: masking keeps the estimate on the true centre."""
+    image = saxs_image(256, 256, 140.0, 120.0, beamstop=False, gap=False)
+    image[:, 150:175] = 0.3  # a broad, nearly dark strip, not exactly zero
+    found = beam_centre(image)
+    assert np.hypot(found.x - 140.0, found.y - 120.0) < 1.0, found
+
+
+def test_noise_without_rings_gets_zero_confidence_and_the_image_middle():
+    found = beam_centre(np.random.default_rng(1).poisson(20, (128, 160)).astype(float))
+    assert found.confidence == 0
+    assert (found.x, found.y) == (79.5, 63.5)
+    assert "no ring symmetry" in found.method
+
+
+def test_real_protein_image_centre_lands_on_the_beamstop_disc():
+    counts = 255.0 - np.asarray(Image.open(REAL_IMAGE), dtype=float)  # inverted contrast
+    found = beam_centre(counts)
+    assert np.hypot(found.x - REAL_CENTRE[0], found.y - REAL_CENTRE[1]) < 4, found
+    assert 0.1 < found.confidence < 0.9  # diffuse halo and Bragg spots: plausible, not certain
+
+
+def test_radial_profile_recovers_rings_and_ignores_masked_pixels():
+    image = saxs_image(256, 256, 100.0, 140.0, seed=2)
+    radius, intensity, count = radial_profile(image, (100.0, 140.0))
+    assert np.isclose(radius[1] - radius[0], 1.0)
+    assert ring_radii(radius, intensity) == pytest.approx([40, 75, 115], abs=1.0)
+    # The beamstop disc (r < 8) and gap flags (negative) never enter the mean.
+    assert np.isnan(intensity[:7]).all() and (count[:7] == 0).all()
+    assert np.nanmin(intensity) > 0
+
+
+def test_radial_profile_of_a_flat_image_is_flat():
+    radius, intensity, count = radial_profile(np.full((50, 60), 7.0), (10.0, 20.0), bin_width=2)
+    assert np.allclose(intensity[count > 0], 7.0)
+    assert radius[0] == 1.0 and count.sum() == 50 * 60
+
+
+def test_polar_unwrap_turns_a_ring_into_a_straight_band():
+    image = saxs_image(200, 200, 90.0, 110.0, rings=(50,), beamstop=False, gap=False, seed=4)
+    radii, angles, polar = polar_unwrap(image, (90.0, 110.0), n_angles=180)
+    assert polar.shape == (len(radii), 180) and angles[1] - angles[0] == 2
+    around = (radii > 42) & (radii < 80)  # past the bright halo
+    peak_radius = radii[around][np.nanargmax(polar[around], axis=0)]
+    assert np.all(np.abs(peak_radius - 50) <= 2)  # the ring is at r = 50 at every azimuth
+
+
+def test_polar_unwrap_marks_outside_the_detector_and_masked_pixels_as_missing():
+    image = np.ones((100, 100))
+    image[:, 60:70] = -1  # a gap to the right of the centre
+    radii, angles, polar = polar_unwrap(image, (50.0, 50.0), n_angles=4)
+    right = polar[:, 0]  # 0° points along +x
+    assert np.isnan(right[(radii > 11) & (radii < 19)]).all()
+    assert np.isnan(right[radii > 50]).all()
+    assert np.allclose(polar[(radii > 1) & (radii < 40), 2], 1.0)  # 180°: untouched detector
+    assert radii[-1] == pytest.approx(np.hypot(50, 50))  # reaches the farthest corner

@@ -1,0 +1,209 @@
+"""`python -m pipeline import-vectors`: a run from arrays computed elsewhere, matched by id, with
+every inconsistency a clear error that names the file and leaves nothing written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from pipeline.cli import main
+from pipeline.metrics import evaluate
+from pipeline.store import get_run, list_runs, open_dataset
+from pipeline.vectors import check_probabilities, read_table
+
+NAMES = ["Ring", "Halo, isotropic", "Linear beamstop", "Ice ring (hexagonal)"]
+N, D = 24, 10
+
+
+def arrays(seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [f"scan_{i:03d}" for i in range(N)]
+    act = (rng.random((N, len(NAMES))) < 0.4).astype(int)
+    prd = np.clip(0.15 + 0.7 * act + rng.normal(0, 0.2, act.shape), 0, 1).round(4)
+    fea = rng.normal(size=(N, D)).astype(np.float32) + act[:, :1]
+    return ids, act, prd, fea
+
+
+def write_csv(path: Path, ids, values, names=NAMES, id_name="image_id") -> Path:
+    lines = [",".join([id_name, *(f'"{n}"' if "," in n else n for n in names)])]
+    lines += [",".join([i, *map(str, row)]) for i, row in zip(ids, values, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def inputs(tmp_path, seed=0, order=None):
+    """act.csv in one order, prd.csv and fea.npy in another (the predictions file's order)."""
+    ids, act, prd, fea = arrays(seed)
+    order = np.random.default_rng(seed + 1).permutation(N) if order is None else order
+    write_csv(tmp_path / "act.csv", ids, act)
+    write_csv(tmp_path / "prd.csv", [ids[i] for i in order], prd[order])
+    np.save(tmp_path / "fea.npy", fea[order])
+    return ids, act, prd, fea, order
+
+
+def cli(tmp_path, *extra, labels="act.csv", predictions="prd.csv", features="fea.npy"):
+    return main(["import-vectors", "--labels", str(tmp_path / labels),
+                 "--predictions", str(tmp_path / predictions),
+                 "--features", str(tmp_path / features),
+                 "--data-dir", str(tmp_path / "data"), *map(str, extra)])
+
+
+def nothing_written(tmp_path) -> bool:
+    data = tmp_path / "data"
+    return not any(p for sub in ("runs", "datasets") if (data / sub).exists()
+                   for p in (data / sub).iterdir())
+
+
+def test_vectors_become_a_run_matched_by_id_with_metrics_and_maps(tmp_path, capsys):
+    ids, act, prd, fea, order = inputs(tmp_path)
+    assert cli(tmp_path, "--id", "external") == 0
+    assert "run external written" in capsys.readouterr().out
+    run = get_run("external", tmp_path / "data")
+    assert run.attributes == NAMES
+    assert list(run.images["image_id"]) == [ids[i] for i in order]
+    np.testing.assert_array_equal(run.act, act[order])  # labels reordered to the predictions
+    np.testing.assert_allclose(run.prd, prd[order], atol=1e-6)
+    np.testing.assert_allclose(run.fea, fea[order], atol=1e-6)
+    for space in ("act", "fea", "prd"):
+        assert run.emb(space).shape == (N, 2) and np.isfinite(run.emb(space)).all()
+    assert run.meta["metrics"]["mAP"] == pytest.approx(evaluate(act, prd)["mAP"])
+    assert set(run.images["path"]) == {""}  # no images: the dashboard shows a message instead
+    assert run.meta["dataset"] == "" and run.meta["model"]["arch"] == "external"
+
+
+def test_images_folder_attaches_each_ids_image_as_a_dataset(tmp_path):
+    ids, act, prd, fea, order = inputs(tmp_path)
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for k, key in enumerate(ids):  # found by stem, in any subfolder
+        where = folder / "sub" if k % 2 else folder
+        tifffile.imwrite(where / f"{key}.tif", np.full((8 + k, 9), k, np.uint16))
+    fea_npz = tmp_path / "fea.npz"  # features matched by id too, in yet another order
+    np.savez(fea_npz, ids=np.array(ids), fea=fea)
+    assert cli(tmp_path, "--images", folder, "--id", "with-images", features="fea.npz") == 0
+    run = get_run("with-images", tmp_path / "data")
+    np.testing.assert_allclose(run.fea, fea[order], atol=1e-6)
+    for row, k in enumerate(order):
+        image = run.load_image(row)
+        assert image.shape == (8 + k, 9) and (image == k).all()
+    ds = open_dataset(run.meta["dataset"], tmp_path / "data")
+    np.testing.assert_array_equal(ds.act, act[order])
+
+
+def test_logits_are_refused_as_probabilities_and_accepted_with_the_flag(tmp_path, capsys):
+    ids, act, prd, fea, order = inputs(tmp_path)
+    logits = np.array([[-3.0, 0.0, 2.5, -0.1]] * N)
+    write_csv(tmp_path / "logits.csv", [ids[i] for i in order], logits)
+    assert cli(tmp_path, predictions="logits.csv") == 2
+    assert "pass --logits if they are logits" in capsys.readouterr().err
+    _, names, values = read_table(tmp_path / "logits.csv", "predictions")
+    prd = check_probabilities("logits.csv", ids, names, values, logits=True)
+    np.testing.assert_allclose(prd[0], 1 / (1 + np.exp([3.0, 0.0, -2.5, 0.1])), rtol=1e-6)
+    assert nothing_written(tmp_path)
+
+
+# ---------------------------------------------------------------- errors, nothing written
+
+
+def broken(tmp_path, what):
+    """Write the normal inputs, then break one thing; return the message expected."""
+    ids, act, prd, fea, order = inputs(tmp_path)
+    pids = [ids[i] for i in order]
+    prd_csv, act_csv = tmp_path / "prd.csv", tmp_path / "act.csv"
+    if what == "missing-id":
+        write_csv(act_csv, ids[:-2], act[:-2])
+        return f"2 ids of {prd_csv} are not in {act_csv}: '{ids[-2]}', '{ids[-1]}'"
+    if what == "extra-id":
+        write_csv(act_csv, [*ids, "stray"], np.vstack([act, act[:1]]))
+        return f"1 ids of {act_csv} are not in {prd_csv}: 'stray'"
+    if what == "duplicate-id":
+        write_csv(prd_csv, [*pids[:-1], pids[0]], prd[order])
+        return f"{prd_csv}: ids appear more than once: '{pids[0]}'"
+    if what == "renamed-attribute":
+        write_csv(prd_csv, pids, prd[order], names=[*NAMES[:-1], "Ice"])
+        return f"attribute columns differ: only in {act_csv}: ['Ice ring (hexagonal)']"
+    if what == "reordered-attributes":
+        write_csv(prd_csv, pids, prd[order][:, ::-1], names=NAMES[::-1])
+        return "are in a different order"
+    if what == "nan":
+        bad = prd[order].astype(object)
+        bad[3, 1] = "nan"
+        write_csv(prd_csv, pids, bad)
+        return f"{prd_csv}: line 5, column 'Halo, isotropic' holds nan"
+    if what == "not-a-number":
+        bad = prd[order].astype(object)
+        bad[0, 0] = "high"
+        write_csv(prd_csv, pids, bad)
+        return f"{prd_csv}: line 2, column 'Ring': 'high' is not a number"
+    if what == "probability-out-of-range":
+        bad = prd[order].copy()
+        bad[2, 2] = 1.7
+        write_csv(prd_csv, pids, bad)
+        return f"{prd_csv}: predictions must be probabilities in [0, 1]; image '{pids[2]}', " \
+               "column 'Linear beamstop' holds 1.7"
+    if what == "label-not-binary":
+        bad = act.copy()
+        bad[5, 0] = 2
+        write_csv(act_csv, ids, bad)
+        return f"{act_csv}: labels must be 0 or 1; image '{ids[5]}', column 'Ring' holds 2"
+    if what == "features-short":
+        np.save(tmp_path / "fea.npy", fea[:-1])
+        return f"features file {tmp_path / 'fea.npy'} has {N - 1} rows but {prd_csv} has {N}"
+    if what == "features-1d":
+        np.save(tmp_path / "fea.npy", fea[:, 0])
+        return f"features file {tmp_path / 'fea.npy'} has shape ({N},), expected N × D"
+    if what == "features-nan":
+        bad = fea[order].copy()
+        bad[4, 2] = np.nan
+        np.save(tmp_path / "fea.npy", bad)
+        return f"holds 1 NaN or infinite values (images '{pids[4]}')"
+    if what == "features-corrupt":
+        (tmp_path / "fea.npy").write_bytes(b"\x93NUMPY garbage")
+        return f"features file {tmp_path / 'fea.npy'} cannot be read"
+    if what == "empty-labels":
+        act_csv.write_text("")
+        return f"labels file {act_csv} is empty"
+    raise AssertionError(what)
+
+
+CASES = ["missing-id", "extra-id", "duplicate-id", "renamed-attribute", "reordered-attributes",
+         "nan", "not-a-number", "probability-out-of-range", "label-not-binary", "features-short",
+         "features-1d", "features-nan", "features-corrupt", "empty-labels"]
+
+
+@pytest.mark.parametrize("what", CASES)
+def test_inconsistent_inputs_are_errors_that_name_the_file_and_write_nothing(tmp_path, capsys,
+                                                                              what):
+    expected = broken(tmp_path, what)
+    assert cli(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err, err
+    assert nothing_written(tmp_path)
+
+
+def test_an_id_without_an_image_is_an_error_and_no_dataset_is_left(tmp_path, capsys):
+    ids, *_ = inputs(tmp_path)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for key in ids[1:]:
+        tifffile.imwrite(folder / f"{key}.tif", np.ones((8, 8), np.uint8))
+    assert cli(tmp_path, "--images", folder) == 2
+    assert f"1 ids have no usable image in {folder}: '{ids[0]}'" in capsys.readouterr().err
+    assert nothing_written(tmp_path)
+
+
+def test_a_corrupt_image_is_an_error_naming_it_and_no_dataset_is_left(tmp_path, capsys):
+    ids, *_ = inputs(tmp_path)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for key in ids:
+        tifffile.imwrite(folder / f"{key}.tif", np.ones((8, 8), np.uint8))
+    (folder / f"{ids[7]}.tif").write_bytes(b"II*\x00 not really a tiff")
+    assert cli(tmp_path, "--images", folder) == 2
+    err = capsys.readouterr().err
+    assert f"error: {folder / ids[7]}.tif: TIFF holds no image" in err
+    assert nothing_written(tmp_path) and list_runs(tmp_path / "data") == []
