@@ -17,6 +17,12 @@ def make_background_manager(cache_dir: Path):
         from dash import CeleryManager
 
         celery_app = Celery("xrae", broker=redis_url, backend=redis_url)
+        celery_app.conf.update(
+            # A retraining takes minutes: a worker takes one job at a time rather than holding
+            # queued ones that an idle worker on another machine could start.
+            worker_prefetch_multiplier=1,
+            broker_connection_retry_on_startup=True,  # a worker may start before Redis is up
+        )
         return CeleryManager(celery_app), celery_app
 
     import diskcache

@@ -17,6 +17,8 @@ from pipeline.errors import PipelineError
 from pipeline.store import Run, get_run, open_run
 
 THUMB_SIZE = 72
+MISSING_THUMB = ("data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='8' "
+                 "height='8'><rect width='8' height='8' fill='%23c9ced6'/></svg>")
 
 
 def chosen_run(run_id: str | None) -> Run:
@@ -41,12 +43,20 @@ def _thumb_cache(folder: str) -> diskcache.Cache:
 
 
 def thumbnail(run: Run, index: int, size: int = THUMB_SIZE) -> str:
-    """The PNG data URI of one image's thumbnail, made once per run, row and size."""
+    """The PNG data URI of one image's thumbnail, made once per run, row and size.
+
+    An image file that is missing or unreadable gets a grey tile (not cached, so it shows once
+    the file is back); the detail view names the problem when that image is opened.
+    """
     cache = _thumb_cache(str(run.data_dir / "cache" / "thumbnails"))
     key = f"{run.id}/{int(index)}/{size}"
     uri = cache.get(key)
     if uri is None:
-        uri = thumbnail_uri(run.load_image(int(index)), size)
+        try:
+            pixels = run.load_image(int(index))
+        except (PipelineError, OSError, ValueError):
+            return MISSING_THUMB
+        uri = thumbnail_uri(pixels, size)
         cache.set(key, uri)
     return uri
 

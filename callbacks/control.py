@@ -49,8 +49,9 @@ def describe_run(run_id, colour_attribute):
     if run is None:
         return "", [], [], [], None, []
     names, colours = run.attributes, run.colours
-    petals = [{"label": html.Span([html.Span(className="swatch", style={"background": c}), n]),
-               "value": j} for j, (n, c) in enumerate(zip(names, colours, strict=True))]
+    petals = [{"label": html.Span([html.Span(className="swatch", style={"background": c}), n],
+                                  title=n), "value": j}
+              for j, (n, c) in enumerate(zip(names, colours, strict=True))]
     plain = [{"label": n, "value": j} for j, n in enumerate(names)]
     if not isinstance(colour_attribute, int) or colour_attribute >= len(names):
         colour_attribute = 0

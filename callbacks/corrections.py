@@ -10,7 +10,9 @@ from dash import Input, Output, State, ctx, html, no_update
 from callbacks.common import try_run
 from components import ids
 from components.audit import MARK, attribute_options, correction_form, image_corrections
+from components.detail import act_prd_table
 from pipeline import corrections
+from pipeline.audit import corrected_run_labels
 from pipeline.errors import PipelineError
 from pipeline.store import resolve_data_dir
 
@@ -95,6 +97,23 @@ def write_correction(flips, undos, column, note, author, index, run_id):
     except PipelineError as err:
         return no_update, _alert(str(err)), no_update
     return event, html.Span(message, className="text-success"), ""
+
+
+@dash.callback(
+    Output(ids.DETAIL_TABLE, "children", allow_duplicate=True),
+    Input(ids.STORE_CORRECTIONS, "data"), State(ids.STORE_DETAIL_INDEX, "data"),
+    State(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,
+)
+def mark_detail_table(_version, index, threshold, run_id):
+    """After a flip or undo, the ACT/PRD table of the open image shows the label now in force."""
+    run = try_run(run_id)
+    if _open_image(run, index) is None:
+        return no_update
+    act, corrected = corrected_run_labels(run, resolve_data_dir())
+    index = int(index)
+    return act_prd_table(run.attributes, run.colours, act[index], run.prd[index],
+                         0.5 if threshold is None else threshold, corrected[index])
 
 
 def _current_label(run, index: int, column: int, active, image_id: str, attribute: str) -> int:

@@ -12,6 +12,8 @@ from callbacks.common import thumbnail as thumbnail_of
 from components import ids
 from components.detail import act_prd_table, thumbnail
 from components.figures import POINTS, empty_figure, image_figure
+from pipeline.audit import corrected_run_labels
+from pipeline.errors import PipelineError
 
 MAX_THUMBS = 40
 SPACES = tuple(ids.VIEWS)
@@ -76,7 +78,11 @@ def draw_detail_image(index, colour_map, run_id):
     if index is None:
         return empty_figure("Click a point or a thumbnail to open an image")
     run = chosen_run(run_id)
-    return image_figure(run.load_image(int(index)), colour_map or "Inferno")
+    try:
+        pixels = run.load_image(int(index))
+    except (PipelineError, OSError, ValueError) as err:
+        return empty_figure(f"Cannot show image #{index}: {err}")
+    return image_figure(pixels, colour_map or "Inferno")
 
 
 @dash.callback(
@@ -93,7 +99,9 @@ def describe_detail(index, threshold, run_id):
     index = int(index)
     row = run.images.iloc[index]
     title = f"#{index} · {row['image_id']} · {row['split']}"
-    table = act_prd_table(run.attributes, run.colours, run.act[index], run.prd[index], threshold)
+    act, corrected = corrected_run_labels(run)  # labels with the analysts' corrections (issue 4)
+    table = act_prd_table(run.attributes, run.colours, act[index], run.prd[index], threshold,
+                          corrected[index])
     strip = [thumbnail(ids.NEIGHBOUR, i, thumbnail_of(run, i), image_caption(run, i))
              for i in neighbours(run, index)]
     return title, table, strip or no_update

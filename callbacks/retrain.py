@@ -21,9 +21,26 @@ SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
 
 
 @dash.callback(
-    Output(ids.STORE_RETRAIN, "data"), Output(ids.RETRAIN_STATUS, "children"),
+    Output(ids.STORE_RETRAIN_REQUEST, "data"), Output(ids.RETRAIN_STATUS, "children"),
     Input(ids.RETRAIN, "n_clicks"), State(ids.RUN_PICKER, "value"),
     State(ids.RETRAIN_EPOCHS, "value"),
+    prevent_initial_call=True,
+)
+def request_retraining(n_clicks, run_id, epochs):
+    """Read the corrections here, on the web machine that owns corrections.sqlite, and hand
+    them to the job with its settings: a Celery worker elsewhere must not open the database."""
+    run = try_run(run_id)
+    if not n_clicks or run is None:
+        return no_update, no_update
+    dataset = str(run.meta.get("dataset", ""))
+    snapshot = retrain.snapshot_records(resolve_data_dir(), dataset) if dataset else []
+    return {"run": run.id, "epochs": epochs, "corrections": snapshot}, ""
+
+
+@dash.callback(
+    Output(ids.STORE_RETRAIN, "data"),
+    Output(ids.RETRAIN_STATUS, "children", allow_duplicate=True),
+    Input(ids.STORE_RETRAIN_REQUEST, "data"),
     background=True,
     progress=[Output(ids.RETRAIN_PROGRESS, "value"), Output(ids.RETRAIN_PROGRESS, "label")],
     progress_default=[0, ""],
@@ -35,17 +52,20 @@ SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
     cancel=[Input(ids.CANCEL_RETRAIN, "n_clicks")],
     prevent_initial_call=True,
 )
-def run_retraining(set_progress, n_clicks, run_id, epochs):
+def run_retraining(set_progress, request):
     """Fine-tune → re-infer → re-embed → new run, in a worker; the page polls its progress."""
-    if not n_clicks or not run_id:
+    if not request or not request.get("run"):
         return no_update, no_update
+    run_id = request["run"]
 
     def report(stage: str, fraction: float) -> None:
         set_progress((round(100 * fraction), f"{stage} {100 * fraction:.0f}%"))
 
     report("starting", 0.0)
     try:
-        path = retrain.retrain_in_subprocess(resolve_data_dir(), run_id, epochs=epochs,
+        path = retrain.retrain_in_subprocess(resolve_data_dir(), run_id,
+                                             epochs=request.get("epochs"),
+                                             snapshot=request.get("corrections"),
                                              on_progress=report)
     except retrain.Cancelled:
         return no_update, _alert("Cancelled: no run was written; every existing run is "

@@ -59,7 +59,8 @@ def summarise_selection(selection, threshold, run_id):
         title = "No selection: box or lasso select in a view"
         note = f"Showing all {len(run):,} images (the whole run) at threshold {threshold:.2f}."
     summary = summarise(run, selection or None, threshold)
-    return title, summary_block(summary, run.attributes, run.colours, note)
+    everything = summarise(run, None, threshold) if selection else summary
+    return title, summary_block(summary, run.attributes, run.colours, note, everything)
 
 
 @dash.callback(
@@ -110,7 +111,7 @@ def list_groups(groups, threshold, run_id):
     return rows, options, options
 
 
-def _pick(choice, run, selection, mine):
+def _pick(choice, selection, mine):
     """(label, rows) for a compare choice: the selection, everything, or a saved group."""
     if choice == SELECTION:
         return "Current selection", (selection or None)
@@ -130,8 +131,7 @@ def compare_groups(choice_a, choice_b, groups, selection, threshold, run_id):
     """Two groups side by side (an empty selection counts as all images)."""
     run = chosen_run(run_id)
     mine = my_groups(groups, run_id)
-    (name_a, rows_a), (name_b, rows_b) = (_pick(c, run, selection, mine)
-                                          for c in (choice_a, choice_b))
+    (name_a, rows_a), (name_b, rows_b) = (_pick(c, selection, mine) for c in (choice_a, choice_b))
     a, b = summarise(run, rows_a, threshold), summarise(run, rows_b, threshold)
     return compare_table(a, b, (name_a, name_b), run.attributes, run.colours)
 

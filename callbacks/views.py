@@ -42,6 +42,7 @@ from components.views import colour_legend
 
 SPACES = tuple(ids.VIEWS)
 MATCH_OPACITY, FADED_OPACITY = 0.85, 0.07
+HOVER_THUMB = 112  # pixels
 
 
 def _outputs(prop_ids: dict, prop: str, duplicate: bool = True) -> list[Output]:
@@ -153,7 +154,8 @@ def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, th
                f_attributes, f_match, f_on, selection, groups, *viewports):
     run = chosen_run(run_id)
     if ctx.triggered_id == ids.RUN_PICKER:
-        selection = []  # rows of the previous run mean nothing in this one
+        selection = []  # rows and zoom boxes of the previous run mean nothing in this one
+        viewports = (None,) * len(SPACES)
     filters = (f_attributes, f_match, f_on)
     figures, headers = build_views(
         run, mode or "dots", shown, colour_by, colour_attribute, metric, cap, threshold,
@@ -241,11 +243,15 @@ def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_i
 for _space in SPACES:
     @dash.callback(
         Output(ids.STORE_VIEWPORTS[_space], "data"),
-        Input(ids.VIEWS[_space], "relayoutData"), State(ids.STORE_VIEWPORTS[_space], "data"),
+        Input(ids.VIEWS[_space], "relayoutData"), Input(ids.RUN_PICKER, "value"),
+        State(ids.STORE_VIEWPORTS[_space], "data"),
         prevent_initial_call=True,
     )
-    def track_viewport(relayout, previous):
-        """Remember the axis box after zoom or pan; other relayout events change nothing."""
+    def track_viewport(relayout, _run_id, previous):
+        """Remember the axis box after zoom or pan (a new run starts unzoomed); other relayout
+        events change nothing."""
+        if ctx.triggered_id == ids.RUN_PICKER:
+            return None if previous is not None else no_update
         viewport = viewport_from_relayout(relayout, previous)
         return no_update if viewport == previous else viewport
 
@@ -343,15 +349,18 @@ def hover_card(run, index: int) -> list:
     prd, act = np.asarray(run.prd[index]), np.asarray(run.act[index])
     top = [j for j in np.argsort(-prd)[:4] if prd[j] >= 0.05 or act[j]]
     lines = [html.Div([html.Span(className="swatch", style={"background": run.colours[j]}),
-                       f"{run.attributes[j]} {prd[j]:.2f}",
-                       html.Span(" ✓ labelled" if act[j] else " · not labelled",
-                                 className="hover-act")], className="hover-line")
-             for j in top]
+                       html.Span(run.attributes[j], className="hover-name"),
+                       html.Span(f"{prd[j]:.2f}", className="hover-p"),
+                       html.Span("✓" if act[j] else "", className="hover-act")],
+                      className="hover-line") for j in top]
     image_id = str(run.images["image_id"].iloc[index])
-    return [html.Img(src=thumbnail(run, index), className="hover-thumb"),
-            html.Div([html.B(f"#{index} · {image_id}"), *lines], className="hover-text")]
+    return [html.Img(src=thumbnail(run, index, HOVER_THUMB), className="hover-thumb"),
+            html.Div([html.B(f"#{index} · {image_id}"), *lines,
+                      html.Div("PRD probability; ✓ = labelled (ACT)", className="hover-note")],
+                     className="hover-text")]
 
 
+VIEW_HOVERS = {}  # space -> its hover callback (tests call them directly)
 for _space in SPACES:
     @dash.callback(
         Output(ids.VIEW_TOOLTIPS[_space], "show"), Output(ids.VIEW_TOOLTIPS[_space], "bbox"),
@@ -360,8 +369,11 @@ for _space in SPACES:
         prevent_initial_call=True,
     )
     def show_hover(hover, run_id):
+        """The hovered image's thumbnail and strongest predicted attributes."""
         point = (hover or {}).get("points", [{}])[0]
         run = try_run(run_id)
         if run is None or point.get("curveNumber") != POINTS or "pointIndex" not in point:
             return False, no_update, no_update
         return True, point.get("bbox"), hover_card(run, int(point["pointIndex"]))
+
+    VIEW_HOVERS[_space] = show_hover

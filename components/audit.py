@@ -30,7 +30,8 @@ def audit_panel() -> html.Div:
                      html.Div(id=ids.AUDIT_TABLE, className="table-scroll",
                               style={"maxHeight": "260px"}),
                      retrain_box(),
-                     dcc.Store(id=ids.STORE_RETRAIN, data=None)])
+                     dcc.Store(id=ids.STORE_RETRAIN, data=None),
+                     dcc.Store(id=ids.STORE_RETRAIN_REQUEST, data=None)])
 
 
 def retrain_box() -> html.Div:

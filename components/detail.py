@@ -14,17 +14,16 @@ from pipeline.metrics import OUTCOMES
 def detail_view() -> dbc.Card:
     image = html.Div([
         html.Div([html.Span("colour map", className="me-2 small text-muted"),
-                  dcc.Dropdown(id=ids.COLOUR_MAP, options=list(COLOUR_MAPS), value="Inferno",
+                  dcc.Dropdown(id=ids.COLOUR_MAP, value="Inferno",
+                               options=[{"label": m.replace("Greys_r", "Grey"), "value": m}
+                                        for m in COLOUR_MAPS],
                                clearable=False, className="colour-map")], className="map-row"),
         dcc.Graph(id=ids.DETAIL_IMAGE, className="detail-graph",
                   config={"displaylogo": False, "scrollZoom": True},
                   figure={"data": [], "layout": {}}),
-        html.Div(id=ids.DETAIL_SCIENCE, className="detail-science"),
     ])
-    side = html.Div([
-        html.Div(id=ids.DETAIL_TABLE, className="table-scroll detail-table"),
-        html.Div(id=ids.DETAIL_CORRECTIONS, className="detail-corrections"),  # issue 4's form
-        html.Div("Nearest neighbours in FEA space", className="section-title mt-2"),
+    neighbours = html.Div([
+        html.Div("Nearest neighbours in FEA space", className="section-title"),
         html.Div(id=ids.NEIGHBOURS, className="thumb-strip"),
     ])
     return dbc.Card([
@@ -32,7 +31,15 @@ def detail_view() -> dbc.Card:
                         html.Span(id=ids.DETAIL_TITLE, className="detail-title")]),
         dbc.CardBody([
             html.Div(id=ids.THUMBNAILS, className="thumb-strip selection-thumbs"),
-            dbc.Row([dbc.Col(image, width=6), dbc.Col(side, width=6)], className="g-2"),
+            dbc.Row([dbc.Col(image, width=6),
+                     dbc.Col(html.Div(id=ids.DETAIL_TABLE, className="table-scroll detail-table"),
+                             width=6)], className="g-2"),
+            dbc.Row([dbc.Col(neighbours, width=6),
+                     dbc.Col(html.Div(id=ids.DETAIL_CORRECTIONS,  # issue 4's correction form
+                                      className="detail-corrections"), width=6)],
+                    className="g-2 mt-1"),
+            # Under the large image, across the card: beam centre, I(q), polar view (issue 5).
+            html.Div(id=ids.DETAIL_SCIENCE, className="detail-science mt-2"),
         ]),
     ], id=ids.DETAIL_VIEW, className="bottom-card")
 
@@ -44,11 +51,16 @@ def thumbnail(kind: str, index: int, uri: str, caption: str, active: bool = Fals
                        className="thumb active" if active else "thumb")
 
 
-def act_prd_table(attributes, colours, act_row, prd_row, threshold: float) -> dbc.Table:
-    """For one image: each attribute's label, predicted probability (as a bar) and outcome."""
+def act_prd_table(attributes, colours, act_row, prd_row, threshold: float,
+                  corrected_row=None) -> dbc.Table:
+    """For one image: each attribute's label, predicted probability (as a bar) and outcome.
+
+    corrected_row (bools, optional): labels an analyst corrected, marked ✎ (issue 4).
+    """
     rows = []
     for j, name in enumerate(attributes):
         p, a = float(prd_row[j]), int(act_row[j])
+        mark = " ✎" if corrected_row is not None and corrected_row[j] else ""
         said = p >= threshold
         outcome = OUTCOMES[0 if a and said else 1 if said else 2 if a else 3]
         bar = html.Div(html.Div(style={"width": f"{100 * p:.0f}%", "background": colours[j]},
@@ -56,7 +68,7 @@ def act_prd_table(attributes, colours, act_row, prd_row, threshold: float) -> db
         rows.append(html.Tr([
             html.Td([html.Span(className="swatch", style={"background": colours[j]}), name],
                     className="attr"),
-            html.Td("1" if a else "0", className="num"),
+            html.Td(("1" if a else "0") + mark, className="num"),
             html.Td(html.Div([bar, html.Span(f"{p:.2f}", className="num")], className="bar-cell")),
             html.Td(html.Span(outcome, className="outcome-badge",
                               style={"background": OUTCOME_COLOURS[outcome]})),

@@ -16,7 +16,7 @@ from PIL import Image
 POINTS, GROUPS, SELECTED, FIRST_FLOWER = 0, 1, 2, 3  # trace positions in every view figure
 PETAL_STEPS = 11  # outline vertices per petal
 FN_LENGTH = 0.5  # joint mode: a missed label (FN) draws a short, hatched petal
-COLOUR_MAPS = ("Inferno", "Viridis", "Magma", "Cividis", "Greys", "Jet", "Hot")
+COLOUR_MAPS = ("Inferno", "Viridis", "Magma", "Cividis", "Greys_r", "Jet", "Hot")  # _r: reversed
 
 _DTYPES = {"float32": "f4", "float64": "f8", "uint8": "u1", "int8": "i1", "int32": "i4",
            "uint32": "u4", "int16": "i2", "uint16": "u2"}
@@ -240,15 +240,17 @@ def legend_figure(mode: str, attributes, colours, shown) -> dict:
     for j, a in zip(shown, petal_angles(len(shown)), strict=True):
         c, s = np.cos(a), np.sin(a)
         side = "left" if c > 0.02 else "right" if c < -0.02 else "center"
-        labels.append({"x": 1.1 * c, "y": 1.12 * s, "text": attributes[j][:16],
-                       "showarrow": False, "xanchor": side, "yanchor": "middle",
-                       "font": {"size": 9, "color": colours[j]}})
+        name, bullet = attributes[j][:16], f"<span style='color:{colours[j]}'>■</span>"
+        text = f"{name} {bullet}" if side == "right" else f"{bullet} {name}"
+        labels.append({"x": 1.1 * c, "y": 1.12 * s, "text": text, "showarrow": False,
+                       "xanchor": side, "yanchor": "middle",
+                       "font": {"size": 9, "color": "#3b4a5e"}})
     examples, notes = _style_examples(mode, colours[shown[0]])
     return {"data": [*traces, *examples], "layout": {
         "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "showlegend": False,
         "plot_bgcolor": "white", "paper_bgcolor": "white", "dragmode": False,
         "xaxis": {"visible": False, "range": [-2.35, 2.35], "fixedrange": True},
-        "yaxis": {"visible": False, "range": [-3.75, 1.3], "scaleanchor": "x",
+        "yaxis": {"visible": False, "range": [-4.35, 1.3], "scaleanchor": "x",
                   "fixedrange": True},
         "annotations": labels + notes}}
 
@@ -267,13 +269,13 @@ def _style_examples(mode: str, colour: str):
     traces, notes = [], []
     text = {"showarrow": False, "xanchor": "left", "font": {"size": 10, "color": "#333"}}
     for k, (style, length, meaning) in enumerate(rows):
-        y = -1.72 - 0.55 * k
-        x, yy = petals_xy([[-2.0, y - 0.27]], np.array([length]), np.pi / 2, 0.55, 5)
+        y = -1.75 - 0.68 * k
+        x, yy = petals_xy([[-2.0, y - 0.3]], np.array([length]), np.pi / 2, 0.6, 5)
         traces.append({"type": "scatter", "mode": "lines", "fill": "toself", "hoverinfo": "skip",
                        "x": x.tolist(), "y": yy.tolist(), **petal_style(style, colour)})
         notes.append({"x": -1.65, "y": y, "text": meaning, **text})
     if mode == "joint":
-        y = -1.72 - 0.55 * len(rows)
+        y = -1.75 - 0.68 * len(rows)
         traces.append({"type": "scatter", "mode": "markers", "hoverinfo": "skip",
                        "x": [-2.1, -1.85], "y": [y, y], "marker": {"size": [4, 12],
                                                                   "color": "#555"}})
@@ -288,6 +290,33 @@ def _style_examples(mode: str, colour: str):
 def centre_sizes(error, base: float) -> np.ndarray:
     """Joint mode: the centre dot grows with the ACT–PRD error distance (0 → base, 1 → base+9)."""
     return (base + 9 * np.asarray(error, np.float32)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- group characteristics
+
+
+def f1_figure(group_f1, all_f1, attributes, colours, group_name: str = "selection") -> dict:
+    """Per attribute, the group's F1 (bar in the attribute's colour) against all images' F1
+    (grey tick): where a group is worse than the model overall shows at a glance."""
+    group_f1 = [None if f is None or np.isnan(f) else float(f) for f in group_f1]
+    all_f1 = [None if f is None or np.isnan(f) else float(f) for f in all_f1]
+    names = list(attributes)
+    bars = {"type": "bar", "orientation": "h", "y": names, "x": group_f1, "name": group_name,
+            "marker": {"color": list(colours)}, "width": 0.62,
+            "hovertemplate": "%{y}: F1 %{x:.2f} (" + group_name + ")<extra></extra>"}
+    ticks = {"type": "scatter", "mode": "markers", "y": names, "x": all_f1, "name": "all images",
+             "marker": {"symbol": "line-ns", "size": 14, "line": {"width": 2.5,
+                                                                  "color": "#333"}},
+             "hovertemplate": "%{y}: F1 %{x:.2f} (all images)<extra></extra>"}
+    return {"data": [bars, ticks], "layout": {
+        "height": 60 + 15 * len(names), "margin": {"l": 112, "r": 8, "t": 24, "b": 28},
+        "barmode": "overlay", "plot_bgcolor": "white", "paper_bgcolor": "white",
+        "title": {"text": f"F1 per attribute: bars {group_name}, ticks all images",
+                  "font": {"size": 11.5}, "x": 0.01, "y": 0.985},
+        "xaxis": {"range": [0, 1.02], "dtick": 0.25, "gridcolor": "#eceff3", "zeroline": False,
+                  "tickfont": {"size": 10}, "fixedrange": True},
+        "yaxis": {"autorange": "reversed", "tickfont": {"size": 10}, "fixedrange": True},
+        "showlegend": False}}
 
 
 # ---------------------------------------------------------------- images
@@ -312,7 +341,9 @@ def image_figure(pixels, colour_map: str = "Inferno", max_side: int = 512) -> di
     z = downsample(log_intensity(pixels), max_side)
     step = max(pixels.shape) / max(z.shape)
     return {"data": [{
-        "type": "heatmap", "z": typed(z.astype(np.float32)), "colorscale": colour_map,
+        # Spelled out: plotly.js itself knows only some scale names (not Inferno or Magma).
+        "type": "heatmap", "z": typed(z.astype(np.float32)),
+        "colorscale": plotly.colors.get_colorscale(colour_map),
         "dx": step, "dy": step, "x0": step / 2, "y0": step / 2,
         "hovertemplate": "x %{x:.0f}, y %{y:.0f}<br>log₁₀(1+I) %{z:.2f}<extra></extra>",
         "colorbar": {"thickness": 10, "len": 0.9, "title": {"text": "log₁₀(1+I)",

@@ -16,13 +16,13 @@ CENTRE_COLOUR = "#00e5ff"
 
 
 def centre_summary(centre: dict) -> str:
-    """One line: where the beam centre is and how sure the estimate is."""
-    text = (f"Beam centre x {centre['x']:.1f}, y {centre['y']:.1f} px · "
-            f"confidence {centre['confidence']:.2f}")
-    if centre.get("method", "ring-symmetry") != "ring-symmetry":
-        return f"{text} ({centre['method']})"
-    if centre["confidence"] < LOW_CONFIDENCE:
-        return f"{text} (low: weak ring symmetry, treat as a guess)"
+    """One line: where the beam centre is, how sure the estimate is, and from what evidence."""
+    where = f"Beam centre x {centre['x']:.1f}, y {centre['y']:.1f} px"
+    sigma = centre.get("sigma", float("inf"))
+    spread = f" ± {sigma:.1f} px" if np.isfinite(sigma) else ""
+    text = f"{where}{spread} · confidence {centre['confidence']:.2f} · {centre['method']}"
+    if 0 < centre["confidence"] < LOW_CONFIDENCE:
+        text += " (low: treat as a guess)"
     return text
 
 

@@ -8,6 +8,7 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from components import ids
+from components.figures import f1_figure
 
 SCORES = (("accuracy", "Acc"), ("precision", "Prec"), ("recall", "Rec"), ("f1", "F1"))
 GROUP_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
@@ -85,11 +86,18 @@ def attribute_table(summary: dict, attributes, colours) -> dbc.Table:
     return dbc.Table([head, html.Tbody(rows)], size="sm", hover=True, className="metric-table")
 
 
-def summary_block(summary: dict, attributes, colours, note: str | None = None) -> html.Div:
+def summary_block(summary: dict, attributes, colours, note: str | None = None,
+                  reference: dict | None = None) -> html.Div:
+    """Tiles, the per-attribute table and, against a reference (all images), the F1 chart."""
     parts = [overall_tiles(summary)]
     if note:
         parts.append(html.Div(note, className="summary-note"))
     parts.append(html.Div(attribute_table(summary, attributes, colours), className="table-scroll"))
+    if reference is not None:
+        figure = f1_figure(summary["per_attribute"]["f1"], reference["per_attribute"]["f1"],
+                           attributes, colours)
+        parts.append(dcc.Graph(figure=figure, config={"displayModeBar": False},
+                               className="f1-chart"))
     return html.Div(parts)
 
 

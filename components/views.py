@@ -28,7 +28,9 @@ def view_card(space: str) -> dbc.Card:
                        className="view-header"),
         dcc.Graph(id=ids.VIEWS[space], config=GRAPH_CONFIG, className="view-graph",
                   clear_on_unhover=True, figure={"data": [], "layout": {}}),
-        dcc.Tooltip(id=ids.VIEW_TOOLTIPS[space], direction="right", className="hover-card"),
+        # The right-most view opens its tooltip leftwards so it is not cut at the window edge.
+        dcc.Tooltip(id=ids.VIEW_TOOLTIPS[space], direction="left" if space == "prd" else "right",
+                    className="hover-card"),
     ], className="view-card")
 
 
@@ -44,7 +46,7 @@ def flower_key() -> dbc.Card:
     return dbc.Card(dbc.CardBody([
         html.Div("Flower key", className="panel-title"),
         dcc.Graph(id=ids.FLOWER_LEGEND, config={"staticPlot": True},
-                  style={"height": "300px"}, figure={"data": [], "layout": {}}),
+                  style={"height": "330px"}, figure={"data": [], "layout": {}}),
         html.Div("Petal angle = attribute (colour as named); box or lasso select in any view "
                  "highlights the same images in the other two; scroll to zoom.",
                  className="key-note"),

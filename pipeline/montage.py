@@ -78,22 +78,37 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def montage(dataset: Dataset, per_attribute: int = 4, tile: int = TILE, *, true_labels=False,
-            colour_map: str = "Viridis", seed: int = 0) -> Image.Image:
+def montage(
+    dataset: Dataset,
+    per_attribute: int = 4,
+    tile: int = TILE,
+    *,
+    true_labels=False,
+    colour_map: str = "Viridis",
+    seed: int = 0,
+) -> Image.Image:
     """The contact sheet as a PIL image: a row per attribute, its name and count on the left."""
     labels = dataset.true_act if true_labels and dataset.true_act is not None else dataset.act
     picks = pick_examples(labels, per_attribute, seed)
     sheet = Image.new("RGB", montage_size(len(picks), per_attribute, tile), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     which = "true tags" if labels is dataset.true_act else "annotations"
-    draw.text((PAD, 6), f"{dataset.id}: {len(dataset)} images, examples by {which}, "
-              f"log intensity ({colour_map})", fill=TEXT, font=_font(14))
+    draw.text(
+        (PAD, 6),
+        f"{dataset.id}: {len(dataset)} images, examples by {which}, log intensity ({colour_map})",
+        fill=TEXT,
+        font=_font(14),
+    )
     lut, small = colour_lut(colour_map), _font(11)
     for row, (name, indices) in enumerate(zip(dataset.attributes, picks, strict=True)):
         top = HEADER + row * (tile + PAD)
         draw.text((PAD, top + tile // 2 - 16), name, fill=TEXT, font=_font(15))
-        draw.text((PAD, top + tile // 2 + 4), f"{int(labels[:, row].sum())} images",
-                  fill=(170, 170, 170), font=small)
+        draw.text(
+            (PAD, top + tile // 2 + 4),
+            f"{int(labels[:, row].sum())} images",
+            fill=(170, 170, 170),
+            font=small,
+        )
         for col in range(per_attribute):
             left = LABEL_WIDTH + col * (tile + PAD)
             if col >= len(indices):
@@ -105,8 +120,16 @@ def montage(dataset: Dataset, per_attribute: int = 4, tile: int = TILE, *, true_
     return sheet
 
 
-def write_montage(dataset_ref, out, *, per_attribute: int = 4, tile: int = TILE,
-                  data_dir=None, true_labels: bool = False, colour_map: str = "Viridis") -> Path:
+def write_montage(
+    dataset_ref,
+    out,
+    *,
+    per_attribute: int = 4,
+    tile: int = TILE,
+    data_dir=None,
+    true_labels: bool = False,
+    colour_map: str = "Viridis",
+) -> Path:
     """Write the montage PNG whole (temporary file, then rename); return its path."""
     if not 1 <= per_attribute <= 50:
         raise PipelineError(f"--per-attribute must be from 1 to 50, got {per_attribute}")
@@ -135,14 +158,23 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="montage.png", help="PNG file to write (default montage.png)")
     p.add_argument("--per-attribute", type=int, default=4, help="examples per attribute")
     p.add_argument("--tile", type=int, default=TILE, help="tile side in pixels")
-    p.add_argument("--true", action="store_true", help="pick examples by true tags, not annotations")
+    p.add_argument(
+        "--true", action="store_true", help="pick examples by true tags, not annotations"
+    )
     p.add_argument("--colour-map", default="Viridis", help="plotly sequential scale name")
     add_data_dir(p)
     p.set_defaults(func=cmd_montage)
 
 
 def cmd_montage(args) -> int:
-    path = write_montage(args.dataset, args.out, per_attribute=args.per_attribute, tile=args.tile,
-                         data_dir=args.data_dir, true_labels=args.true, colour_map=args.colour_map)
+    path = write_montage(
+        args.dataset,
+        args.out,
+        per_attribute=args.per_attribute,
+        tile=args.tile,
+        data_dir=args.data_dir,
+        true_labels=args.true,
+        colour_map=args.colour_map,
+    )
     print(f"wrote {path}")
     return 0

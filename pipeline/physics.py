@@ -42,7 +42,7 @@ def sphere_form_factor(q: np.ndarray, radius: float, polydispersity: float = 0.0
 
 @lru_cache(maxsize=1)
 def _hermite_nodes() -> tuple[np.ndarray, np.ndarray]:
-    return np.polynomial.hermite_e.hermegauss(9)
+    return np.polynomial.hermite_e.hermegauss(7)
 
 
 def percus_yevick(q: np.ndarray, diameter: float, phi: float) -> np.ndarray:
@@ -105,12 +105,12 @@ def gaussian_peak(q: np.ndarray, q0: float, width: float) -> np.ndarray:
 # ---------------------------------------------------------------- peak sequences
 
 
-def _bcc_allowed(h: int, k: int, l: int) -> bool:
-    return (h + k + l) % 2 == 0
+def _bcc_allowed(hkl: tuple[int, int, int]) -> bool:
+    return sum(hkl) % 2 == 0
 
 
-def _fcc_allowed(h: int, k: int, l: int) -> bool:
-    return len({h % 2, k % 2, l % 2}) == 1  # all odd or all even
+def _fcc_allowed(hkl: tuple[int, int, int]) -> bool:
+    return len({i % 2 for i in hkl}) == 1  # all odd or all even
 
 
 @lru_cache(maxsize=4)
@@ -124,9 +124,9 @@ def cubic_reflections(lattice: str, count: int = 12) -> tuple[tuple[int, int], .
     allowed = {"bcc": _bcc_allowed, "fcc": _fcc_allowed}[lattice]
     span = range(-7, 8)
     mult: dict[int, int] = {}
-    for h, k, l in itertools.product(span, span, span):
-        m = h * h + k * k + l * l
-        if m and allowed(h, k, l):
+    for hkl in itertools.product(span, span, span):
+        m = sum(i * i for i in hkl)
+        if m and allowed(hkl):
             mult[m] = mult.get(m, 0) + 1
     return tuple(sorted(mult.items())[:count])
 
@@ -163,6 +163,26 @@ def grain_spots(chi: np.ndarray, centres, weights, width: float) -> np.ndarray:
     cos = np.cos(chi)[..., None] * np.cos(centres) + np.sin(chi)[..., None] * np.sin(centres)
     out = np.exp(kappa * (cos - 1.0)) @ weights
     return out / (weights.sum() * special.i0e(kappa))  # i0e(κ) is the mean of one bump
+
+
+def grain_spots_table(n: int, centres, weights, width: float) -> np.ndarray:
+    """grain_spots at the n azimuths −π + (i + ½)·2π/n, each spot summed only within ±6 widths.
+
+    The same values as grain_spots to within exp(−18), for a fraction of the work.
+    """
+    step = 2 * np.pi / n
+    half = int(6 * width / step) + 1
+    if 2 * half + 1 >= n:  # spots as wide as the circle: no window to save work with
+        return grain_spots(-np.pi + (np.arange(n) + 0.5) * step, centres, weights, width)
+    offsets = np.arange(-half, half + 1)
+    centres, weights = np.asarray(centres, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    nearest = np.floor((centres + np.pi) / step).astype(np.int64)
+    index = (nearest[:, None] + offsets[None, :]) % n  # each spot's window of azimuths
+    d = -np.pi + (index + 0.5) * step - centres[:, None]
+    d = (d + np.pi) % (2 * np.pi) - np.pi
+    values = weights[:, None] * np.exp((np.cos(d) - 1.0) / width**2)
+    out = np.bincount(index.ravel(), values.ravel(), minlength=n)
+    return out / (weights.sum() * special.i0e(1.0 / width**2))
 
 
 def ellipse_stretch(chi: np.ndarray, chi0: float, epsilon: float) -> np.ndarray:

@@ -157,8 +157,13 @@ def cancel_requested(data_dir, run_id: str, since: float) -> bool:
 # ---------------------------------------------------------------- the job
 
 
-def corrected_dataset_labels(data_dir, run: store.Run):
-    """The run's dataset, its labels with every correction in force applied, and their count."""
+def corrected_dataset_labels(data_dir, run: store.Run, snapshot: pd.DataFrame | None = None):
+    """The run's dataset, its labels with the corrections applied, and how many cells changed.
+
+    `snapshot` (columns image_id, attribute, value) is the corrections in force as the web app
+    read them; without it they are read from <data_dir>/corrections.sqlite here. SQLite in WAL
+    mode must not be shared across machines, so a job on a Celery worker gets a snapshot.
+    """
     dataset_id = run.meta.get("dataset")
     if not dataset_id:
         raise PipelineError(f"run {run.id} names no dataset (run.json 'dataset'); cannot retrain")
@@ -167,8 +172,30 @@ def corrected_dataset_labels(data_dir, run: store.Run):
     if len(run_ids) != len(ds_ids) or not (run_ids.to_numpy() == ds_ids.to_numpy()).all():
         raise PipelineError(f"run {run.id} does not hold the images of dataset {ds.id} in "
                             "order; retraining needs the run made from the whole dataset")
-    act, mask = corrections.corrected_labels(data_dir, ds.id, ds.act, ds_ids, ds.attributes)
+    if snapshot is None:
+        snapshot = corrections.active(data_dir, ds.id)
+    act, mask = corrections.apply(ds.act, ds_ids, ds.attributes, snapshot)
     return ds, act, int(mask.sum())
+
+
+def read_snapshot(path) -> pd.DataFrame:
+    """A corrections snapshot written by `write_snapshot` (a JSON list of records)."""
+    try:
+        records = json.loads(Path(path).read_text())
+        frame = pd.DataFrame(records, columns=["image_id", "attribute", "value"])
+        frame["value"] = frame["value"].astype(int)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise PipelineError(f"corrections snapshot {path} is unreadable: {err}") from err
+    if not frame["value"].isin((0, 1)).all():
+        raise PipelineError(f"corrections snapshot {path} holds labels other than 0 and 1")
+    return frame
+
+
+def snapshot_records(data_dir, dataset: str) -> list[dict]:
+    """The corrections in force for a dataset as plain records (to hand to a job)."""
+    now = corrections.active(data_dir, dataset)
+    return [{"image_id": str(i), "attribute": str(a), "value": int(v)}
+            for i, a, v in now[["image_id", "attribute", "value"]].itertuples(index=False)]
 
 
 def fine_tune_settings(run: store.Run, epochs=None, lr=None, batch_size=None) -> dict:
@@ -212,9 +239,12 @@ class _Progress:
 def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float | None = None,
                 batch_size: int | None = None, device: str = "auto",
                 new_run_id: str | None = None, progress: bool = True,
+                snapshot: pd.DataFrame | None = None,
                 should_stop: Callable[[], bool] | None = None,
                 on_progress: Callable[[str, float], None] | None = None) -> Path:
     """Fine-tune `run_id`'s model on the corrected labels and write the result as a new run.
+
+    The corrections come from `snapshot` when given, else from the data directory's database.
 
     on_progress(stage name, fraction of the whole job in 0..1). should_stop() → True, or a
     request_cancel() for the run, stops the job with Cancelled (a PipelineError). A stopped or
@@ -237,7 +267,7 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
         with run_lock(data_dir, run.id) as lock, _scratch(data_dir) as scratch:
             path = _fine_tune_and_write(
                 data_dir, run, settings, scratch, device=device, progress=progress,
-                new_run_id=new_run_id, should_stop=stopping,
+                new_run_id=new_run_id, snapshot=snapshot, should_stop=stopping,
                 report=_Progress(on_progress, lock))
     except Stopped as err:
         raise Cancelled(f"retraining of run {run.id} was cancelled; no run was written") from err
@@ -250,11 +280,11 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
 
 
 def _fine_tune_and_write(data_dir: Path, run: store.Run, settings: dict, scratch: Path, *,
-                         device, progress, new_run_id, should_stop, report) -> Path:
+                         device, progress, new_run_id, snapshot, should_stop, report) -> Path:
     from pipeline.infer import make_run
     from pipeline.train import train
 
-    ds, act, n_corrected = corrected_dataset_labels(data_dir, run)
+    ds, act, n_corrected = corrected_dataset_labels(data_dir, run, snapshot)
     t0 = time.perf_counter()
     checkpoint = train(ds, arch=run.meta["model"].get("arch", "resnet18"),
                        epochs=settings["epochs"], input_size=settings["input_size"],
@@ -264,7 +294,8 @@ def _fine_tune_and_write(data_dir: Path, run: store.Run, settings: dict, scratch
                        should_stop=should_stop, on_progress=report)
     meta = {"parent_run": run.id,
             "retrained": {"from_run": run.id, "corrected_labels": n_corrected,
-                          "corrections_file": corrections.FILE_NAME, **settings},
+                          "corrections": "snapshot" if snapshot is not None else
+                          corrections.FILE_NAME, **settings},
             "timings": {"fine_tune_s": round(time.perf_counter() - t0, 2)}}
     return make_run(data_dir, ds, checkpoint, act=act, device=device,
                     run_id=new_run_id or store.new_id(f"{ds.id} retrained"), meta_extra=meta,
@@ -299,11 +330,21 @@ def wait_until_stopped(data_dir, run_id: str, timeout: float = 30.0,
         if time.monotonic() > deadline:
             return False
         time.sleep(poll)
-    root = store.resolve_data_dir(data_dir) / store.RUNS
-    if root.is_dir():
-        store.sweep_stale(root)
+    sweep_dead(store.resolve_data_dir(data_dir) / store.RUNS)
     cancel_path(data_dir, run_id).unlink(missing_ok=True)
     return True
+
+
+def sweep_dead(root: Path) -> list[Path]:
+    """Remove temporary directories of processes that are gone, zombies included (a job killed
+    by Dash's cancel may wait unreaped, and store.sweep_stale counts such a pid as alive)."""
+    removed = []
+    for tmp in Path(root).glob(f"{store.TMP_PREFIX}*"):
+        pid = tmp.name[len(store.TMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not pid_running(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
 
 
 # ---------------------------------------------------------------- before / after
@@ -347,6 +388,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--run-id", default=None, help="id of the new run (default: generated)")
+    p.add_argument("--corrections-json", default=None, metavar="FILE",
+                   help="use these corrections ([{image_id, attribute, value}, …]) instead of "
+                        "the data directory's corrections.sqlite")
     p.add_argument("--json-progress", action="store_true",
                    help="print progress and the new run id as JSON lines (for the dashboard)")
     add_data_dir(p)
@@ -359,11 +403,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     use_all_cores()
     data_dir = store.resolve_data_dir(args.data_dir)
     report = _print_json if args.json_progress else None
+    snapshot = read_snapshot(args.corrections_json) if args.corrections_json else None
     try:
         path = retrain_run(data_dir, args.run, epochs=args.epochs, lr=args.lr,
                            batch_size=args.batch_size, device=args.device,
                            new_run_id=args.run_id, progress=not args.json_progress,
-                           on_progress=report)
+                           snapshot=snapshot, on_progress=report)
     except Cancelled as err:
         print(f"cancelled: {err}", file=sys.stderr)
         return EXIT_CANCELLED
@@ -388,7 +433,7 @@ def _print_json(stage: str | None = None, fraction: float | None = None, **field
 
 
 def retrain_in_subprocess(data_dir, run_id: str, *, epochs: int | None = None,
-                          device: str = "auto",
+                          device: str = "auto", snapshot: list[dict] | None = None,
                           on_progress: Callable[[str, float], None] | None = None) -> Path:
     """`retrain_run` in a fresh Python process, relaying its progress; returns the new run.
 
@@ -402,6 +447,15 @@ def retrain_in_subprocess(data_dir, run_id: str, *, epochs: int | None = None,
            "--data-dir", str(data_dir), "--device", device, "--json-progress"]
     if epochs:
         cmd += ["--epochs", str(int(epochs))]
+    with tempfile.TemporaryDirectory(prefix="xrae-retrain-") as scratch:
+        if snapshot is not None:
+            path = Path(scratch) / "corrections.json"
+            path.write_text(json.dumps(list(snapshot)))
+            cmd += ["--corrections-json", str(path)]
+        return _run_job(cmd, data_dir, on_progress)
+
+
+def _run_job(cmd: list[str], data_dir: Path, on_progress) -> Path:
     with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: it can never fill up
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
         try:

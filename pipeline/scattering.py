@@ -13,26 +13,34 @@ from scipy import ndimage
 # The coarsest pyramid level is searched exhaustively on a grid; finer levels only refine.
 COARSE_SIZE = 64
 FINE_SIZE = 512
+SHADOW_SIZE = 256  # beamstop shapes are read at this resolution or finer
 TOP_CANDIDATES = 3
-# Below this confidence no centre stands out (noise, flat field): say so, use the middle.
-NO_RING_CONFIDENCE = 0.02
+# The ring estimate's spread σ: the statistical error of the centre from the curvature of the
+# objective over ±3 % of the image, times this factor, because neighbouring pixels' noise is
+# correlated (spots, texture). Set on simulated images, where it makes σ ≈ the real error.
+RING_NOISE_FACTOR = 6.0
+# Rings that disagree with a beamstop shadow win only when their σ is this much smaller.
+TRUST_RINGS_SHARPER = 0.5
+NEAR_AS_GOOD = 0.2  # share of the ring-explained variance a beamstop-side basin may lose
+CONFIDENT_WITHIN = 1.5  # px: confidence = 1 / (1 + (σ / CONFIDENT_WITHIN)²)
+GUESS_BEYOND = 0.04  # σ above this share of the image size: no estimate, the middle instead
 
 
 @dataclass(frozen=True)
 class BeamCentre:
     """Where the direct beam would hit the detector, and how far the estimate can be trusted.
 
-    symmetry: share of the image's log-intensity variance explained by rings about (x, y);
-    sharpness: how much that drops when the centre moves by 3 % of the image size;
-    confidence: their product, in [0, 1] (below about 0.2 the estimate is a guess).
+    sigma: estimated error in pixels; confidence = 1 / (1 + (sigma / 1.5 px)²), so 0.5 means
+    about 1.5 px and below 0.1 means "a guess"; symmetry: share of the log-intensity variance
+    (beyond a plane) explained by rings about (x, y); method: which evidence decided.
     """
 
     x: float
     y: float
     confidence: float
+    sigma: float
     symmetry: float
-    sharpness: float
-    method: str = "ring-symmetry"
+    method: str
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -41,23 +49,33 @@ class BeamCentre:
 # ---------------------------------------------------------------- masks and scaling
 
 
-def valid_pixels(image, mask=None) -> np.ndarray:
-    """Pixels that carry signal: finite, not negative (detector gap flags), not in shadow.
+def shadow_mask(image) -> np.ndarray:
+    """Dark regions at least 3 px across: beamstop shadows and detector gaps of zeros.
 
-    Shadows (beamstop, gaps filled with zeros) are near-zero regions at least 3 px across;
-    isolated zeros are kept because Poisson noise makes them at low count rates.
+    Dark means at most 10 % of the typical intensity, both at the pixel and averaged over its
+    5×5 neighbourhood: at low count rates Poisson noise makes zeros everywhere, but not
+    whole neighbourhoods of them.
     """
+    image = np.asarray(image, dtype=float)
+    good = np.isfinite(image) & (image >= 0)
+    values = np.where(good, image, 0.0)
+    local = ndimage.uniform_filter(values, 5) / np.maximum(ndimage.uniform_filter(
+        good.astype(float), 5), 1e-9)
+    typical = local[good & (local > 0)]
+    floor = 0.1 * float(np.median(typical)) if typical.size else 0.0
+    dark = good & (values <= floor)
+    shadow = ndimage.binary_opening(dark & (local <= floor), structure=np.ones((3, 3), bool))
+    # The neighbourhood test shrinks shadows by 2 px; their dark rims belong to them too.
+    return shadow | (ndimage.binary_dilation(shadow, np.ones((5, 5), bool)) & dark)
+
+
+def valid_pixels(image, mask=None) -> np.ndarray:
+    """Pixels that carry signal: finite, not negative (detector gap flags), not in shadow."""
     image = np.asarray(image, dtype=float)
     good = np.isfinite(image) & (image >= 0)
     if mask is not None:
         good &= np.asarray(mask, dtype=bool)
-    if not good.any():
-        return good
-    positive = image[good & (image > 0)]
-    floor = 0.05 * float(np.median(positive)) if positive.size else 0.0
-    dark = good & (image <= floor)
-    shadow = ndimage.binary_opening(dark, structure=np.ones((3, 3), bool))
-    return good & ~shadow
+    return good & ~shadow_mask(image) if good.any() else good
 
 
 def _log_scaled(image: np.ndarray, good: np.ndarray) -> np.ndarray:
@@ -196,53 +214,220 @@ def _climb(level: _Level, x: float, y: float, steps=(1.0, 0.5, 0.25)):
     return (*level.to_image(x, y), best)
 
 
-def _sharpness(level: _Level, x: float, y: float, best: float) -> float:
-    """Share of the ring-explained variance lost when the centre moves 3 % of the image size."""
+def _ring_sigma(level: _Level, x: float, y: float) -> float:
+    """The ring estimate's error in image pixels (RING_NOISE_FACTOR × statistical error)."""
     d = 0.03 * max(level.shape)
-    angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
     cx, cy = level.to_level(x, y)
-    around = np.column_stack([cx + d * np.cos(angles), cy + d * np.sin(angles)])
-    explained = level.total - best
-    if explained <= 0:
-        return 0.0
-    return float(np.clip((level.residual(around).mean() - best) / explained, 0, 1))
+    steps = [(0, 0), (d, 0), (-d, 0), (0, d), (0, -d), (d, d), (d, -d), (-d, d), (-d, -d)]
+    j = level.residual(np.array([cx, cy]) + np.array(steps, float))
+    hxx, hyy = (j[1] + j[2] - 2 * j[0]) / d**2, (j[3] + j[4] - 2 * j[0]) / d**2
+    hxy = (j[5] - j[6] - j[7] + j[8]) / (4 * d**2)
+    hessian = np.array([[hxx, hxy], [hxy, hyy]])
+    if np.linalg.eigvalsh(hessian).min() <= 0:
+        return float("inf")  # not a minimum at this scale: no ring symmetry to speak of
+    # Least squares: cov = 2 σ² H⁻¹ with H the Hessian of the residual sum (n × that of j).
+    covariance = 2 * j[0] / level.n * np.linalg.inv(hessian)
+    return float(RING_NOISE_FACTOR * np.sqrt(np.trace(covariance)) * level.factor)
 
 
-def beam_centre(image, mask=None) -> BeamCentre:
-    """Estimate the beam centre as the point about which intensity is most ring-symmetric.
+@dataclass(frozen=True)
+class RingFit:
+    """The ring-symmetry optimum: centre, residual, its error σ (px) and symmetry share."""
 
-    Seed 004 starts from centres of mass and a beamstop-shadow score; here the centre minimises
-    the variance of log intensity along 1-px rings, searched on a grid at ≤64 px and refined
-    coarse to fine up to ≤512 px. Shadows and gaps are masked, so they do not pull the centre.
-    """
-    image = np.asarray(image, dtype=float)
-    if image.ndim != 2:
-        raise ValueError(f"beam_centre needs a 2-D image, got shape {image.shape}")
-    levels = _pyramid(image, mask)
-    h, w = image.shape
-    if levels[-1].n < 16 or levels[-1].total == 0:
-        return BeamCentre((w - 1) / 2, (h - 1) / 2, 0.0, 0.0, 0.0, "image centre (no signal)")
-    # Every coarse candidate is refined one level up; only the best goes on to the finer ones.
-    refined = [_climb(levels[min(1, len(levels) - 1)], x, y) for x, y in _grid_search(levels[0])]
+    x: float
+    y: float
+    residual: float
+    sigma: float
+    symmetry: float
+
+
+def _descend(levels: list[_Level], starts) -> tuple[float, float, float]:
+    """Refine starting points one level up, then the best of them through the finer levels."""
+    refined = [_climb(levels[min(1, len(levels) - 1)], x, y) for x, y in starts]
     x, y, res = min(refined, key=lambda c: c[2])
     for level in levels[2:]:
         steps = (1.0, 0.5, 0.25) if level is levels[-1] else (1.0, 0.5)
         x, y, res = _climb(level, x, y, steps)
+    return x, y, res
+
+
+def _fit(levels: list[_Level], starts) -> RingFit:
+    x, y, res = _descend(levels, starts)
     fine = levels[-1]
     symmetry = float(np.clip(1 - res / fine.total, 0, 1))
-    sharpness = _sharpness(fine, x, y, res)
-    if symmetry * sharpness < NO_RING_CONFIDENCE:
-        return BeamCentre(
-            (w - 1) / 2,
-            (h - 1) / 2,
-            0.0,
-            round(symmetry, 4),
-            round(sharpness, 4),
-            "image centre (no ring symmetry found)",
-        )
-    return BeamCentre(
-        float(x), float(y), round(symmetry * sharpness, 4), round(symmetry, 4), round(sharpness, 4)
-    )
+    return RingFit(float(x), float(y), float(res), _ring_sigma(fine, x, y), symmetry)
+
+
+def ring_estimate(image, mask=None, levels=None) -> RingFit | None:
+    """The point about which log intensity is most ring-symmetric; None without signal.
+
+    The centre minimises the variance of log intensity along 1-px rings (plus a plane for
+    sloping backgrounds), searched on a grid at ≤64 px and refined coarse to fine up to ≤512 px;
+    shadows and gaps are masked, so they neither pull the centre nor count as rings.
+    """
+    levels = levels or _pyramid(image, mask)
+    if levels[-1].n < 16 or levels[-1].total == 0:
+        return None
+    return _fit(levels, _grid_search(levels[0]))
+
+
+# ---------------------------------------------------------------- the beamstop's shadow
+
+
+@dataclass(frozen=True)
+class Beamstop:
+    """Where a beamstop shadow says the beam is: kind is disc, bar or wedge."""
+
+    x: float
+    y: float
+    sigma: float
+    kind: str
+
+
+def _gap_lines(dead: np.ndarray) -> np.ndarray:
+    """Rows and columns that are almost all dead: gaps between detector modules."""
+    lines = np.zeros_like(dead)
+    lines[dead.mean(axis=1) >= 0.9, :] = True
+    lines[:, dead.mean(axis=0) >= 0.9] = True
+    return lines
+
+
+def _downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    if factor == 1:
+        return mask
+    h, w = (s // factor * factor for s in mask.shape)
+    blocks = mask[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    return blocks.mean(axis=(1, 3)) >= 0.5
+
+
+def _close(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """Binary closing that treats the image edge as continuing the mask (no erosion there)."""
+    padded = np.pad(mask, iterations, mode="edge")
+    closed = ndimage.binary_closing(padded, np.ones((3, 3), bool), iterations=iterations)
+    return closed[iterations:-iterations, iterations:-iterations]
+
+
+def beamstop_estimate(image) -> Beamstop | None:
+    """The beam position read off the largest beamstop shadow, or None when there is none.
+
+    As in seed 004, the beam sits at the inner end of the shadow, away from where its holder
+    leaves the detector. The end is read by shape: a disc (circular beamstop on a thin arm)
+    is centred on the beam; a bar (linear beamstop) covers the beam about half its width
+    behind its rounded tip; a wedge points at the beam, which hides somewhere near the tip.
+    """
+    image = np.asarray(image, dtype=float)
+    factor = int(np.ceil(max(image.shape) / SHADOW_SIZE))
+    shadow = _downsample_mask(shadow_mask(image), factor)
+    dead = shadow | _downsample_mask(~np.isfinite(image) | (image < 0), factor)
+    gaps = _gap_lines(dead)
+    # Close pinholes (counts leaking through), drop clumps of Poisson zeros and thin wires,
+    # and bridge a shadow that a module gap cuts in two.
+    solid = _close(shadow, 2)
+    solid = ndimage.binary_opening(solid & ~gaps, np.ones((5, 5), bool))
+    solid |= _close(solid, 5) & gaps
+    square = np.ones((3, 3), bool)
+    labels, count = ndimage.label(solid, structure=square)
+    if count == 0:
+        return None
+    areas = np.bincount(labels.ravel())[1:]
+    biggest = int(np.argmax(areas)) + 1
+    if areas[biggest - 1] < max(20, 0.0003 * shadow.size):
+        return None
+    found = _read_shadow(labels == biggest, gaps)
+    if found is None:
+        return None
+    (x, y), sigma, kind = found
+    f = factor
+    return Beamstop(float(x * f + (f - 1) / 2), float(y * f + (f - 1) / 2), float(sigma * f), kind)
+
+
+def _read_shadow(blob: np.ndarray, gaps: np.ndarray):
+    """((x, y), sigma, kind) of one shadow component, in its own pixel units."""
+    h, w = blob.shape
+    outside = gaps.copy()
+    outside[[0, -1], :] = outside[:, [0, -1]] = True
+    edt = ndimage.distance_transform_edt(blob)
+    if edt.max() < 2:
+        return None  # a thin line: a wire or a gap edge, not a beamstop
+    ys, xs = np.nonzero(blob)
+    touching = blob & ndimage.binary_dilation(outside)
+    if touching.any():
+        ay, ax = (c.mean() for c in np.nonzero(touching))
+        far = np.hypot(xs - ax, ys - ay)
+        tip = np.array([xs[far.argmax()], ys[far.argmax()]], float)
+    else:  # a disc held by something invisible
+        ay, ax = float(ys.mean()), float(xs.mean())
+        k = int(edt[ys, xs].argmax())
+        tip = np.array([xs[k], ys[k]], float)
+    # The end of the shadow: deep inside it (large edt) but close to the tip.
+    score = edt[ys, xs] - 0.5 * np.hypot(xs - tip[0], ys - tip[1])
+    k = int(score.argmax())
+    end = np.array([xs[k], ys[k]], float)
+    radius = float(edt[ys[k], xs[k]])
+    from_end = np.hypot(xs - end[0], ys - end[1])
+    ring = (from_end >= 2 * radius) & (from_end <= 4 * radius)
+    beyond = float(edt[ys[ring], xs[ring]].max()) / radius if ring.any() else 0.0
+    if beyond < 0.7:  # the holder beyond the end is much thinner: a disc, centred on the beam
+        core = (edt[ys, xs] > 0.5 * radius) & (from_end < 2 * radius)  # the disc without its arm
+        return np.array([xs[core].mean(), ys[core].mean()]), 1.0 + 0.05 * radius, "disc"
+    towards = np.array([ax, ay]) - end
+    towards /= max(np.hypot(*towards), 1e-9)
+    if beyond <= 1.3:  # as thick beyond as at the end: a bar
+        return end + radius * towards, radius, "bar"
+    return tip, 0.04 * max(h, w), "wedge"
+
+
+# ---------------------------------------------------------------- both together
+
+
+def beam_centre(image, mask=None) -> BeamCentre:
+    """Estimate the beam centre from ring symmetry and the beamstop shadow together.
+
+    When the best rings lie elsewhere than the beamstop says, the rings are searched again from
+    the beamstop; if they fit nearly as well there (within 15 % of the variance they explain),
+    that basin is taken. Ring and beamstop estimates that agree within 3 combined σ are then
+    averaged with weights 1/σ²; otherwise the rings win only with a much smaller σ, since a
+    beamstop sits on the beam. With neither rings nor beamstop the image middle is returned
+    with confidence 0.
+    """
+    image = np.asarray(image, dtype=float)
+    if image.ndim != 2:
+        raise ValueError(f"beam_centre needs a 2-D image, got shape {image.shape}")
+    h, w = image.shape
+    levels = _pyramid(image, mask)
+    ring = ring_estimate(image, levels=levels)
+    stop = beamstop_estimate(image)
+    if ring is not None and stop is not None:
+        ring = _ring_near_beamstop(levels, ring, stop)
+    x, y, sigma = (ring.x, ring.y, ring.sigma) if ring else ((w - 1) / 2, (h - 1) / 2, np.inf)
+    method = "ring symmetry"
+    if stop is not None:
+        if np.isfinite(sigma) and np.hypot(stop.x - x, stop.y - y) <= 3 * np.hypot(
+                sigma, stop.sigma):
+            wr, ws = 1 / sigma**2, 1 / stop.sigma**2
+            x, y = (wr * x + ws * stop.x) / (wr + ws), (wr * y + ws * stop.y) / (wr + ws)
+            sigma, method = (wr + ws) ** -0.5, f"ring symmetry + {stop.kind} beamstop"
+        elif not sigma < TRUST_RINGS_SHARPER * stop.sigma:
+            x, y, sigma, method = stop.x, stop.y, stop.sigma, f"{stop.kind} beamstop shadow"
+    symmetry = round(ring.symmetry, 4) if ring else 0.0
+    if not sigma <= GUESS_BEYOND * max(h, w):
+        return BeamCentre((w - 1) / 2, (h - 1) / 2, 0.0, float("inf"), symmetry,
+                          "image middle (no rings, no beamstop)")
+    confidence = 1 / (1 + (sigma / CONFIDENT_WITHIN) ** 2)
+    return BeamCentre(float(x), float(y), round(float(confidence), 4), round(float(sigma), 3),
+                      symmetry, method)
+
+
+def _ring_near_beamstop(levels, ring: RingFit, stop: Beamstop) -> RingFit:
+    """The ring fit started from the beamstop, when it fits nearly as well as the best one."""
+    if np.hypot(ring.x - stop.x, ring.y - stop.y) <= 3 * stop.sigma:
+        return ring
+    near = _fit(levels, [(stop.x, stop.y)])
+    explained = levels[-1].total - ring.residual
+    stays = np.hypot(near.x - stop.x, near.y - stop.y) <= 3 * stop.sigma
+    if stays and explained > 0 and (near.residual - ring.residual) < NEAR_AS_GOOD * explained:
+        return near
+    return ring
 
 
 # ---------------------------------------------------------------- profile and polar views

@@ -88,8 +88,8 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal and vertical flips per image: a flipped pattern is equally physical,
     and flips never change intensities (no contrast or noise tricks that would fake attributes)."""
     n = x.shape[0]
-    flip_h = torch.rand(n, generator=gen) < 0.5
-    flip_v = torch.rand(n, generator=gen) < 0.5
+    flip_h = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    flip_v = (torch.rand(n, generator=gen) < 0.5).to(x.device)
     x = torch.where(flip_h[:, None, None, None], x.flip(-1), x)
     return torch.where(flip_v[:, None, None, None], x.flip(-2), x)
 
@@ -193,6 +193,8 @@ class _Loop:
     def __init__(self, model, dev, x_all, y_all, *, batch_size, lr, epochs, seed, state, progress,
                  should_stop, on_progress):
         self.dev, self.x_all, self.y_all = dev, x_all, y_all
+        if dev.type == "cuda":  # the float16 training set fits on the GPU: no copy per batch
+            self.x_all, self.y_all = x_all.to(dev), y_all.to(dev)
         self.batch_size, self.epochs = batch_size, epochs
         self.progress, self.should_stop, self.on_progress = progress, should_stop, on_progress
         self.cuda = dev.type == "cuda"
@@ -246,7 +248,7 @@ class _Loop:
         loss.backward()
         self.opt.step()
         self.sched.step()
-        return float(loss)
+        return float(loss.detach())
 
     def state(self, full: bool) -> dict:
         """What resuming needs; the optimizer is dropped once training is complete (smaller)."""

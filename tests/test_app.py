@@ -115,3 +115,21 @@ def test_gunicorn_with_two_workers_serves_the_dashboard(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_python_app_py_builds_the_demo_with_progress_when_there_is_no_run(tmp_path):
+    """Only the start is watched: the build itself is the demo's own test."""
+    import signal
+
+    if importlib.util.find_spec("pipeline.demo") is None:
+        pytest.skip("pipeline.demo not present")
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--data-dir", str(tmp_path / "empty"),
+         "--port", str(free_port())], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        first = server.stdout.readline()
+        assert "building the demo run" in first
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the group this test started, nothing else
+        server.wait(timeout=30)

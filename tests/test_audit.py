@@ -1,4 +1,4 @@
-"""Label audit: wrong labels rank first, the score is calibrated per attribute, corrected ones leave."""
+"""Audit: wrong labels rank first, scores are calibrated per attribute, corrected ones leave."""
 
 from __future__ import annotations
 
@@ -94,3 +94,30 @@ def test_audit_refuses_probabilities_with_nan():
         audit.rank_labels(act, prd, fea, range(20), NAMES)
     with pytest.raises(PipelineError, match=r"fea has shape \(19, 25\)"):
         audit.rank_labels(act, np.nan_to_num(prd), fea[:19], range(20), NAMES)
+
+
+# ---------------------------------------------------------------- in the dashboard
+
+
+@pytest.mark.browser
+def test_clicking_an_audit_row_opens_the_image_and_selects_it_in_the_views(dash_duo, tmp_path,
+                                                                          monkeypatch):
+    from app import create_app
+    from tests.conftest import write_synthetic_run
+    from tests.test_retrain import click, component_props, open_audit_tab, wait_for_prop
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    run = write_synthetic_run(tmp_path / "data", n=60)
+    top = audit.audit_run(run, top=1).iloc[0]
+    dash_duo.start_server(create_app(tmp_path / "data"))
+    open_audit_tab(dash_duo)
+    dash_duo.wait_for_contains_text("#text-audit-summary", "0 labels corrected")
+    dash_duo.wait_for_contains_text("#audit-table", top["image_id"])
+
+    click(dash_duo, ".audit-open")
+    row = int(top["index"])
+    assert wait_for_prop(dash_duo, "store-detail-index", "data", row)
+    assert component_props(dash_duo, "store-selection")["data"] == [row]
+    dash_duo.wait_for_contains_text("#text-detail-title", f"#{row} · {top['image_id']}")
+    assert dash_duo.get_logs() == []

@@ -4,6 +4,8 @@ written to tmp_path. Each waits for conditions (never sleeps) and ends with no b
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
@@ -16,13 +18,33 @@ pytestmark = pytest.mark.browser
 N = 60
 
 
+WAIT_S = 40  # five engineers share two cores: callbacks can be slow, never wrong
+
+
+def patient(dash_duo):
+    """Give every wait of this browser WAIT_S seconds instead of dash.testing's 10."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    dash_duo._wait_timeout = WAIT_S
+    dash_duo._wd_wait = WebDriverWait(dash_duo.driver, WAIT_S)
+    return dash_duo
+
+
+def free_port() -> int:
+    """A free local port: other test runs on this machine may hold dash.testing's default."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def dashboard(dash_duo, tmp_path, monkeypatch):
     """The dashboard serving a fresh 60-image run; yields (dash_duo, run)."""
     monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
     run = write_synthetic_run(tmp_path / "data", n=N)
-    dash_duo.start_server(create_app(tmp_path / "data"))
-    dash_duo.wait_for_text_to_equal("#header-fea", f"{N} images", timeout=20)
+    patient(dash_duo)
+    dash_duo.start_server(create_app(tmp_path / "data"), port=free_port())
+    dash_duo.wait_for_text_to_equal("#header-fea", f"{N} images")
     yield dash_duo, run
 
 
@@ -183,21 +205,31 @@ def test_screenshot_of_the_whole_dashboard(dash_duo, tmp_path, monkeypatch):
         data_dir = tmp_path / "data"
         run = write_demo_like_run(data_dir)
     monkeypatch.setenv("XRAE_DATA_DIR", str(data_dir))
-    dash_duo.start_server(create_app(data_dir))
+    patient(dash_duo)
+    dash_duo.start_server(create_app(data_dir), port=free_port())
     dash_duo.driver.set_window_size(1600, 1000)
     n = len(run)
-    dash_duo.wait_for_text_to_equal("#header-fea", f"{n:,} images", timeout=30)
+    dash_duo.wait_for_text_to_equal("#header-fea", f"{n:,} images")
     dash_duo.find_element("#radio-point-mode input[value='joint']").click()
-    dash_duo.wait_for_contains_text("#header-fea", "flowers:", timeout=30)
+    dash_duo.wait_for_contains_text("#header-fea", "flowers:")
     xy = np.asarray(run.emb("fea"))
     centre = xy[np.argmin(np.abs(xy - np.median(xy, axis=0)).sum(axis=1))]
     span = (xy.max(axis=0) - xy.min(axis=0)) * 0.13
     box_select(dash_duo, "view-fea", centre[0] - span[0], centre[0] + span[0],
                centre[1] - span[1], centre[1] + span[1])
-    dash_duo.wait_for_contains_text("#text-selection-title", "Selection:", timeout=30)
-    dash_duo.wait_for_element("#detail-thumbnails .thumb", timeout=30)
-    dash_duo.wait_for_element("#graph-detail-image .heatmaplayer", timeout=30)
-    dash_duo.wait_for_element("#detail-neighbours .thumb", timeout=30)
+    dash_duo.wait_for_contains_text("#text-selection-title", "Selection:")
+    dash_duo.wait_for_element("#detail-thumbnails .thumb")
+    dash_duo.wait_for_element("#graph-detail-image .heatmaplayer")
+    dash_duo.wait_for_element("#detail-neighbours .thumb")
+    # Zoom FEA onto the selection, as an analyst would, so its flowers open up.
+    zoom = [centre[0] - 1.6 * span[0], centre[0] + 1.6 * span[0], centre[1] - 1.6 * span[1],
+            centre[1] + 1.6 * span[1]]
+    figure_data(dash_duo, "view-fea", "Plotly.relayout(gd, {{'xaxis.range': [{}, {}], "
+                "'yaxis.range': [{}, {}]}})".format(*(float(v) for v in zoom)))
+    inside = int(((xy[:, 0] >= zoom[0]) & (xy[:, 0] <= zoom[1]) & (xy[:, 1] >= zoom[2])
+                  & (xy[:, 1] <= zoom[3])).sum())
+    dash_duo.wait_for_text_to_equal("#header-fea", f"flowers: {inside} of {inside} in view")
+    dash_duo.wait_for_element("#detail-neighbours .thumb")
     height = dash_duo.driver.execute_script("return document.documentElement.scrollHeight")
     dash_duo.driver.set_window_size(1600, height + 140)  # the whole page in one picture
     dash_duo.wait_for_element("#graph-flower-legend .annotation-text")

@@ -16,7 +16,7 @@ from dash._utils import AttributeDict
 
 from callbacks import control, detail, selection, views
 from components import ids
-from components.figures import FIRST_FLOWER, POINTS
+from components.figures import FIRST_FLOWER, POINTS, SELECTED
 from pipeline.metrics import OUTCOMES, group_summary, outcomes
 from tests.conftest import write_synthetic_run
 
@@ -237,3 +237,39 @@ def test_clicking_a_point_or_thumbnail_opens_that_image(run):
     fea = np.asarray(run.fea)
     nearest = np.argsort(((fea - fea[23]) ** 2).sum(axis=1))[1:9]
     assert [n.id["index"] for n in neighbours] == nearest.tolist()
+
+
+def test_among_flowers_the_selection_is_ringed_in_every_view(run):
+    rows = [3, 8, 13]
+    patches = call(views.highlight_selection, "store-selection.data", rows, "act", "joint", run.id)
+    for space, patch in zip(("act", "fea", "prd"), patches, strict=True):
+        ops = dict((tuple(where), value) for where, value in operations(patch))
+        np.testing.assert_allclose(decode(ops[("data", SELECTED, "x")]), np.asarray(run.emb(space))[
+            rows, 0])
+        np.testing.assert_allclose(decode(ops[("data", SELECTED, "y")]), np.asarray(run.emb(space))[
+            rows, 1])
+
+
+def test_hovering_a_point_shows_its_thumbnail_and_strongest_attributes(run):
+    hover = {"points": [{"curveNumber": 0, "pointIndex": 12, "bbox": {"x0": 1, "x1": 2,
+                                                                       "y0": 3, "y1": 4}}]}
+    show, bbox, body = call(views.VIEW_HOVERS["fea"], "view-fea.hoverData", hover, run.id)
+    assert show is True and bbox == hover["points"][0]["bbox"]
+    assert body[0].src.startswith("data:image/png;base64,")
+    words = texts(body)
+    assert words[0] == f"#12 · {run.images['image_id'].iloc[12]}"
+    strongest = int(np.argmax(np.asarray(run.prd[12])))
+    assert words[1] == run.attributes[strongest]
+    assert words[2] == f"{run.prd[12, strongest]:.2f}"
+    hidden = call(views.VIEW_HOVERS["fea"], "view-fea.hoverData", None, run.id)
+    assert hidden[0] is False
+
+
+def test_a_missing_image_file_is_named_not_crashed_on(run):
+    run.image_path(5).unlink()
+    figure = call(detail.draw_detail_image, "store-detail-index.data", 5, "Inferno", run.id)
+    message = figure["layout"]["annotations"][0]["text"]
+    assert "#5" in message and "missing" in message and str(run.image_path(5)) in message
+    strip = call(detail.show_thumbnails, "store-selection.data", [4, 5], run.id)
+    sources = [t.children[0].src for t in strip[1:]]
+    assert sources[0].startswith("data:image/png") and sources[1].startswith("data:image/svg")

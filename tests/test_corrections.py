@@ -1,4 +1,4 @@
-"""Label corrections: durable across restarts, safe with concurrent analysts, undoable, exportable."""
+"""Label corrections: durable across restarts, safe for concurrent analysts, undoable, exported."""
 
 from __future__ import annotations
 
@@ -167,3 +167,72 @@ def test_corrupt_database_is_a_clear_error_naming_the_file(tmp_path, capsys):
         corrections.set_label(tmp_path, "demo", "img1", "Ring", 1)
     assert main(["corrections", "--data-dir", str(tmp_path)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- in the dashboard
+
+
+def test_export_callback_sends_the_history_of_the_runs_dataset(synthetic_run, monkeypatch):
+    from callbacks.audit import export_corrections
+
+    monkeypatch.setenv("XRAE_DATA_DIR", str(synthetic_run.data_dir))
+    corrections.set_label(synthetic_run.data_dir, "synthetic-0", "img000001", "Ring", 1)
+    corrections.set_label(synthetic_run.data_dir, "elsewhere", "img000001", "Ring", 1)
+    sent = export_corrections(1, synthetic_run.id)
+    assert sent["filename"] == "corrections-synthetic-0.csv"
+    table = pd.read_csv(io.StringIO(sent["content"]))
+    assert table[["dataset", "image_id", "attribute", "value"]].values.tolist() == [
+        ["synthetic-0", "img000001", "Ring", 1]]
+
+
+@pytest.mark.browser
+def test_analyst_flips_and_undoes_a_label_in_the_detail_view(dash_duo, tmp_path, monkeypatch):
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    from app import create_app
+    from tests.conftest import write_synthetic_run
+    from tests.test_retrain import choose, click, open_audit_tab
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    data_dir = tmp_path / "data"
+    run = write_synthetic_run(data_dir, n=60)
+    dash_duo.start_server(create_app(data_dir))
+    open_audit_tab(dash_duo)
+    click(dash_duo, ".audit-open")  # opens the most suspicious image
+    dash_duo.wait_for_contains_text("#correction-list", "No label of this image is corrected")
+    index = int(dash_duo.find_element("#text-detail-title").text.split()[0].lstrip("#"))
+    image_id = run.images["image_id"].iloc[index]
+    ring = run.attributes.index("Ring")
+    old = int(run.act[index, ring])
+
+    choose(dash_duo, "#dropdown-correction-attribute", ring)
+    dash_duo.find_element("#input-correction-note").send_keys("faint ring, see image 81")
+    author = dash_duo.find_element("#input-correction-author")
+    author.send_keys("ana\n")
+    click(dash_duo, "#button-flip-label")
+    dash_duo.wait_for_contains_text("#text-correction-status", f"Ring of {image_id}: {old} → "
+                                    f"{1 - old} (saved)")
+    dash_duo.wait_for_contains_text("#correction-list", f"✎ Ring = {1 - old} by ana")
+    dash_duo.wait_for_contains_text("#text-audit-summary", "✎ 1 label corrected")
+    dash_duo.wait_for_contains_text("#detail-act-prd-table", f"{1 - old} ✎")  # in force, marked
+    now = corrections.active(data_dir, "synthetic-0")
+    assert now[["image_id", "attribute", "value", "author", "note"]].values.tolist() == [
+        [image_id, "Ring", 1 - old, "ana", "faint ring, see image 81"]]
+
+    click(dash_duo, "#button-undo-correction")
+    dash_duo.wait_for_contains_text("#correction-list", "No label of this image is corrected")
+    WebDriverWait(dash_duo.driver, 10).until(
+        lambda d: "✎" not in d.find_element("id", "detail-act-prd-table").text)
+    assert corrections.active(data_dir, "synthetic-0").empty
+    click(dash_duo, "#button-flip-label")
+    dash_duo.wait_for_contains_text("#text-audit-summary", "✎ 1 label corrected")
+
+    dash_duo.driver.refresh()  # a restart of the page: the name and the correction remain
+    open_audit_tab(dash_duo)
+    dash_duo.wait_for_contains_text("#text-audit-summary",
+                                    "1 label corrected on dataset synthetic-0 (3 edits")
+    dash_duo.wait_for_element("#input-correction-author")
+    assert dash_duo.find_element("#input-correction-author").get_attribute("value") == "ana"
+    assert corrections.history(data_dir)["action"].tolist() == ["set", "undo", "set"]
+    assert dash_duo.get_logs() == []

@@ -7,6 +7,7 @@ import base64
 import io
 
 import numpy as np
+import plotly.colors
 import pytest
 from PIL import Image
 
@@ -178,4 +179,7 @@ def test_large_image_is_downsampled_log_intensity():
     z = figure["data"][0]["z"]
     assert z["shape"] == "256, 256"
     np.testing.assert_allclose(decode(z), 2.0, rtol=1e-6)
-    assert figure["data"][0]["colorscale"] == "Viridis"
+    # plotly.js knows "Viridis" but not "Inferno" by name: scales are sent spelled out.
+    assert figure["data"][0]["colorscale"] == plotly.colors.get_colorscale("Viridis")
+    inferno = image_figure(image, "Inferno")["data"][0]["colorscale"]
+    assert inferno[0][1] == plotly.colors.sequential.Inferno[0]

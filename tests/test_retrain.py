@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +51,18 @@ def build_tiny_run(data_dir) -> None:
     checkpoint.unlink()
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    """Built once, in a child process: torch never runs multithreaded in the test process, so
+def build_in_child(data_dir: Path) -> Path:
+    """build_tiny_run in a child process: torch never runs multithreaded in the test process, so
     the dashboard's forked background jobs cannot inherit a busy OpenMP pool."""
-    data_dir = tmp_path_factory.mktemp("tiny") / "data"
     code = f"from tests.test_retrain import build_tiny_run; build_tiny_run({str(data_dir)!r})"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=600)
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The tiny data directory, built once per test session."""
+    return build_in_child(tmp_path_factory.mktemp("tiny") / "data")
 
 
 @pytest.fixture
@@ -205,7 +208,56 @@ def test_retraining_a_run_without_a_model_is_a_clear_error(synthetic_run, capsys
 def open_audit_tab(dash_duo):
     dash_duo.wait_for_element("#tabs-selection")
     dash_duo.driver.find_element("link text", "Label audit").click()
-    dash_duo.wait_for_element("#button-retrain")
+    centre(dash_duo, "#button-retrain")
+
+
+def component_props(dash_duo, component_id: str) -> dict:
+    """A component's current props, read from the Dash renderer's own state."""
+    return dash_duo.driver.execute_script(
+        """const s = window.store.getState();
+        let node = s.layout;
+        for (const key of s.paths.strs[arguments[0]]) node = node[key];
+        return node.props;""", component_id)
+
+
+def centre(dash_duo, selector: str):
+    """Scroll an element to the middle of the window (the detail view sits below the fold)."""
+    element = dash_duo.wait_for_element(selector)
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    return element
+
+
+def click(dash_duo, selector: str) -> None:
+    """Scroll to an element and click it, again while the page is still settling around it."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def clicked(_) -> bool:
+        try:
+            centre(dash_duo, selector).click()
+            return True
+        except ElementClickInterceptedException:
+            return False
+
+    WebDriverWait(dash_duo.driver, 10).until(clicked)
+
+
+def choose(dash_duo, selector: str, index: int) -> None:
+    """Pick the index-th option of a dcc.Dropdown as a user does."""
+    click(dash_duo, selector)
+    options = dash_duo.wait_for_element(".dash-dropdown-options").find_elements(
+        "css selector", ".dash-dropdown-option")
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})",
+                                   options[index])
+    options[index].click()
+
+
+def wait_for_prop(dash_duo, component_id: str, prop: str, value, timeout: float = 10) -> bool:
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    WebDriverWait(dash_duo.driver, timeout).until(
+        lambda _: component_props(dash_duo, component_id).get(prop) == value)
+    return True
 
 
 @pytest.fixture
@@ -226,20 +278,19 @@ def test_retrain_button_runs_a_background_job_and_offers_the_new_run(dashboard, 
     epochs = dash_duo.find_element("#input-retrain-epochs")
     epochs.clear()
     epochs.send_keys("1")
-    dash_duo.find_element("#button-retrain").click()
+    click(dash_duo, "#button-retrain")
     dash_duo.wait_for_contains_text("#text-retrain-status", "Done: new run", timeout=240)
 
     new = [r for r in list_runs(tiny) if r.id != TINY_RUN]
     assert len(new) == 1 and new[0].meta["retrained"]["corrected_labels"] == 1
+    assert new[0].meta["retrained"]["corrections"] == "snapshot"  # read by the web process
     dash_duo.wait_for_contains_text("#retrain-compare-table", "AP")
     assert dash_duo.find_element("#button-retrain").is_enabled()
-    options = dash_duo.driver.execute_script(
-        "return [...document.querySelectorAll('#run-picker *')].map(e => e.textContent).join()")
-    dash_duo.find_element("#run-picker").click()  # the picker lists the new run
-    dash_duo.wait_for_contains_text("#run-picker", "tiny-data")
-    dash_duo.find_element("#button-show-new-run").click()
-    dash_duo.wait_for_contains_text("#text-run-summary", "24 images")
-    assert options is not None
+    offered = [o["value"] for o in component_props(dash_duo, "run-picker")["options"]]
+    assert sorted(offered) == sorted([TINY_RUN, new[0].id])  # refreshed without a reload
+    click(dash_duo, "#button-show-new-run")
+    dash_duo.wait_for_contains_text("#retrain-compare-table", "AP")
+    assert wait_for_prop(dash_duo, "run-picker", "value", new[0].id)
     assert leftovers(tiny) == []
     assert dash_duo.get_logs() == []
 
@@ -251,12 +302,32 @@ def test_cancel_button_stops_the_job_and_keeps_every_run(dashboard, tiny):
     epochs = dash_duo.find_element("#input-retrain-epochs")
     epochs.clear()
     epochs.send_keys("200")  # long enough to be cancelled midway
-    dash_duo.find_element("#button-retrain").click()
+    click(dash_duo, "#button-retrain")
     dash_duo.wait_for_contains_text("#progress-retrain", "fine-tuning", timeout=120)
-    dash_duo.find_element("#button-cancel-retrain").click()
+    click(dash_duo, "#button-cancel-retrain")
     dash_duo.wait_for_contains_text("#text-retrain-status", "Cancelled", timeout=60)
 
     assert [r.id for r in list_runs(tiny)] == [TINY_RUN]
     assert fingerprint(tiny) == before
     assert leftovers(tiny) == []
     assert dash_duo.get_logs() == []
+
+
+def test_a_job_uses_the_corrections_snapshot_it_is_handed(tiny, tmp_path):
+    corrections.set_label(tiny, "tiny-data", "img003", "Ring", 1)  # in the database only
+    run = get_run(TINY_RUN, tiny)
+    records = retrain.snapshot_records(tiny, "tiny-data")
+    assert records == [{"image_id": "img003", "attribute": "Ring", "value": 1}]
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_text(json.dumps([{"image_id": "img004", "attribute": "Halo", "value": 1}]))
+
+    ds, act, n = retrain.corrected_dataset_labels(tiny, run, retrain.read_snapshot(snapshot))
+    halo, ring = ds.attributes.index("Halo"), ds.attributes.index("Ring")
+    assert act[4, halo] == 1 and act[3, ring] == ds.act[3, ring]
+    assert n == 1
+    snapshot.write_text('[{"image_id": "img004", "attribute": "Halo", "value": 7}]')
+    with pytest.raises(PipelineError, match="snapshot.json holds labels other than 0 and 1"):
+        retrain.read_snapshot(snapshot)
+    snapshot.write_text("{not json")
+    with pytest.raises(PipelineError, match="snapshot.json is unreadable"):
+        retrain.read_snapshot(snapshot)

@@ -17,14 +17,17 @@ from pipeline.vectors import check_probabilities, read_table
 
 NAMES = ["Ring", "Halo, isotropic", "Linear beamstop", "Ice ring (hexagonal)"]
 N, D = 24, 10
+# Runs that are really written use 4 images: the maps are then PCA layouts (pipeline.embed), so
+# these tests stay fast; t-SNE itself is the embedding's own tests' business.
+SMALL = 4
 
 
-def arrays(seed=0):
+def arrays(seed=0, n=N):
     rng = np.random.default_rng(seed)
-    ids = [f"scan_{i:03d}" for i in range(N)]
-    act = (rng.random((N, len(NAMES))) < 0.4).astype(int)
+    ids = [f"scan_{i:03d}" for i in range(n)]
+    act = (rng.random((n, len(NAMES))) < 0.4).astype(int)
     prd = np.clip(0.15 + 0.7 * act + rng.normal(0, 0.2, act.shape), 0, 1).round(4)
-    fea = rng.normal(size=(N, D)).astype(np.float32) + act[:, :1]
+    fea = rng.normal(size=(n, D)).astype(np.float32) + act[:, :1]
     return ids, act, prd, fea
 
 
@@ -35,10 +38,10 @@ def write_csv(path: Path, ids, values, names=NAMES, id_name="image_id") -> Path:
     return path
 
 
-def inputs(tmp_path, seed=0, order=None):
+def inputs(tmp_path, seed=0, n=N):
     """act.csv in one order, prd.csv and fea.npy in another (the predictions file's order)."""
-    ids, act, prd, fea = arrays(seed)
-    order = np.random.default_rng(seed + 1).permutation(N) if order is None else order
+    ids, act, prd, fea = arrays(seed, n)
+    order = np.random.default_rng(seed + 2).permutation(n)
     write_csv(tmp_path / "act.csv", ids, act)
     write_csv(tmp_path / "prd.csv", [ids[i] for i in order], prd[order])
     np.save(tmp_path / "fea.npy", fea[order])
@@ -59,7 +62,8 @@ def nothing_written(tmp_path) -> bool:
 
 
 def test_vectors_become_a_run_matched_by_id_with_metrics_and_maps(tmp_path, capsys):
-    ids, act, prd, fea, order = inputs(tmp_path)
+    ids, act, prd, fea, order = inputs(tmp_path, n=SMALL)
+    assert list(order) != sorted(order)  # the files really disagree on the order
     assert cli(tmp_path, "--id", "external") == 0
     assert "run external written" in capsys.readouterr().out
     run = get_run("external", tmp_path / "data")
@@ -69,14 +73,14 @@ def test_vectors_become_a_run_matched_by_id_with_metrics_and_maps(tmp_path, caps
     np.testing.assert_allclose(run.prd, prd[order], atol=1e-6)
     np.testing.assert_allclose(run.fea, fea[order], atol=1e-6)
     for space in ("act", "fea", "prd"):
-        assert run.emb(space).shape == (N, 2) and np.isfinite(run.emb(space)).all()
+        assert run.emb(space).shape == (SMALL, 2) and np.isfinite(run.emb(space)).all()
     assert run.meta["metrics"]["mAP"] == pytest.approx(evaluate(act, prd)["mAP"])
     assert set(run.images["path"]) == {""}  # no images: the dashboard shows a message instead
     assert run.meta["dataset"] == "" and run.meta["model"]["arch"] == "external"
 
 
 def test_images_folder_attaches_each_ids_image_as_a_dataset(tmp_path):
-    ids, act, prd, fea, order = inputs(tmp_path)
+    ids, act, prd, fea, order = inputs(tmp_path, n=SMALL)
     folder = tmp_path / "imgs"
     (folder / "sub").mkdir(parents=True)
     for k, key in enumerate(ids):  # found by stem, in any subfolder

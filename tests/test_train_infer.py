@@ -1,0 +1,226 @@
+"""Training, inference and the run builder on tiny real datasets, and their command lines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import store
+from pipeline.cli import main
+from pipeline.errors import PipelineError
+from pipeline.infer import infer, make_run
+from pipeline.model import Stopped, load_checkpoint, read_checkpoint
+from pipeline.train import train
+
+torch.set_num_threads(1)
+TOY_ATTRIBUTES = ["disc", "ring", "streak"]
+
+
+def write_toy_dataset(data_dir, n: int = 24, size: int = 32, seed: int = 0, dataset_id="toy"):
+    """Images with a bright disc, a ring and/or a streak, labelled by what was drawn."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    r = np.hypot(yy, xx)
+    shapes = [500.0 * (r < size / 8), 200.0 * (np.abs(r - size / 3) < 1.5),
+              300.0 * (np.abs(yy) < 1.5)]
+    with store.DatasetWriter(data_dir, dataset_id, TOY_ATTRIBUTES, meta={"source": "toy"}) as ds:
+        for i in range(n):
+            act = (rng.random(3) < 0.5).astype(np.uint8)
+            expected = 5.0 + sum((s for s, on in zip(shapes, act, strict=True) if on), 0 * r)
+            ds.add(rng.poisson(expected).astype(np.float32), act,
+                   split="test" if i % 4 == 0 else "train", source="toy")
+    return store.open_dataset(ds.final)
+
+
+def _train(ds, out, **kw):
+    settings = dict(arch="resnet18", epochs=1, input_size=32, batch_size=8, lr=3e-3,
+                    device="cpu", checkpoint_out=out, progress=False)
+    return train(ds, **{**settings, **kw})
+
+
+@pytest.fixture
+def toy(tmp_path):
+    return write_toy_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def trained(toy, tmp_path):
+    return toy, _train(toy, tmp_path / "model.pt")
+
+
+def test_train_infer_embed_writes_a_run_the_dashboard_can_open(trained, tmp_path):
+    ds, checkpoint = trained
+    seen = []
+    path = make_run(tmp_path / "data", ds, checkpoint, device="cpu", progress=False,
+                    on_progress=lambda stage, f: seen.append(stage))
+    run = store.get_run(path.name, tmp_path / "data")
+    assert run.prd.shape == (24, 3) and run.fea.shape == (24, 512)
+    assert all(run.emb(s).shape == (24, 2) for s in ("act", "fea", "prd"))
+    assert np.array_equal(run.act, ds.act)
+    assert run.meta["metrics"]["split"] == "test" and run.meta["metrics"]["n_images"] == 6
+    assert run.meta["metrics_all"]["n_images"] == 24
+    assert 0 <= run.meta["metrics"]["mAP"] <= 1
+    assert run.meta["model"]["arch"] == "resnet18" and run.meta["model"]["input_size"] == 32
+    assert {"infer", "embed"} <= set(seen)
+    model, info = load_checkpoint(run.checkpoint, attributes=TOY_ATTRIBUTES)
+    assert "optimizer" not in read_checkpoint(run.checkpoint)["training"]
+    assert run.load_image(0).shape == (32, 32)
+
+
+def test_training_learns_drawn_shapes_and_the_checkpoint_records_it(toy, tmp_path):
+    checkpoint = _train(toy, tmp_path / "model.pt", epochs=3)
+    saved = read_checkpoint(checkpoint)
+    history = saved["training"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert saved["training"]["complete"] and "optimizer" not in saved["training"]
+    assert saved["normalisation"]["centre"] is not None
+
+
+def test_infer_returns_probabilities_and_features_and_multiscale_averages_15_views(trained):
+    ds, checkpoint = trained
+    prd, fea = infer(checkpoint, ds, device="cpu", progress=False)
+    assert prd.shape == (24, 3) and fea.shape == (24, 512) and prd.dtype == np.float32
+    assert (prd >= 0).all() and (prd <= 1).all()
+    prd_ms, fea_ms = infer(checkpoint, ds, device="cpu", multiscale=True, progress=False,
+                           batch_size=30)
+    assert prd_ms.shape == prd.shape and fea_ms.shape == fea.shape
+    assert not np.allclose(prd_ms, prd)
+
+
+def test_interrupted_training_resumes_from_the_saved_epoch_and_ends_where_it_would_have(
+        toy, tmp_path):
+    straight = _train(toy, tmp_path / "straight.pt", epochs=2)
+    done = {"train": 0.0}
+
+    out = tmp_path / "resumed.pt"
+    with pytest.raises(Stopped, match="epoch 2"):  # 18 images, batches of 8: 3 steps an epoch
+        _train(toy, out, epochs=2, should_stop=lambda: done["train"] > 0.6,
+               on_progress=done.__setitem__)
+    saved = read_checkpoint(out)["training"]
+    assert saved["epoch"] == 1 and not saved["complete"] and "optimizer" in saved
+    _train(toy, out, epochs=2, resume=True)
+    resumed = read_checkpoint(out)
+    assert [h["epoch"] for h in resumed["training"]["history"]] == [1, 2]
+    reference = read_checkpoint(straight)["model"]
+    for key, value in resumed["model"].items():
+        assert torch.allclose(value.float(), reference[key].float(), atol=1e-5), key
+
+
+def test_ctrl_c_mid_epoch_leaves_the_last_whole_checkpoint_and_no_temporary_file(toy, tmp_path):
+    out = tmp_path / "ckpt" / "model.pt"
+    done = {"train": 0.0}
+
+    def interrupt():  # Ctrl-C arrives in the second of three epochs
+        if done["train"] > 0.4:
+            raise KeyboardInterrupt
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(toy, out, epochs=3, should_stop=interrupt, on_progress=done.__setitem__)
+    assert [p.name for p in out.parent.iterdir()] == ["model.pt"]
+    assert read_checkpoint(out)["training"]["epoch"] == 1
+    load_checkpoint(out)  # still a whole, loadable checkpoint
+
+
+def test_fine_tuning_starts_from_a_checkpoint_and_keeps_its_normalisation(trained, tmp_path):
+    ds, checkpoint = trained
+    corrected = ds.act.copy()
+    corrected[:, 0] = 1 - corrected[:, 0]
+    tuned = _train(ds, tmp_path / "tuned.pt", init_checkpoint=checkpoint, act=corrected)
+    before, after = read_checkpoint(checkpoint), read_checkpoint(tuned)
+    assert after["normalisation"] == before["normalisation"]
+    assert after["training"]["init_checkpoint"] == str(checkpoint)
+
+
+def test_labels_of_the_wrong_shape_or_with_nan_are_refused(toy, tmp_path):
+    with pytest.raises(PipelineError, match=r"labels \(act\) has shape"):
+        _train(toy, tmp_path / "m.pt", act=np.zeros((24, 5)))
+    bad = toy.act.astype(float)
+    bad[3, 1] = np.nan
+    with pytest.raises(PipelineError, match="NaN"):
+        _train(toy, tmp_path / "m.pt", act=bad)
+
+
+def test_a_dataset_without_training_images_is_refused(tmp_path):
+    with store.DatasetWriter(tmp_path / "data", "only-test", ["a"]) as ds:
+        for _ in range(3):
+            ds.add(np.ones((32, 32)), [1], split="test")
+    with pytest.raises(PipelineError, match="0 images in split 'train'"):
+        _train(store.open_dataset(ds.final), tmp_path / "m.pt")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_then_infer_on_the_command_line_prints_the_ap_table_and_the_run(toy, tmp_path,
+                                                                              capsys):
+    data = tmp_path / "data"
+    ckpt = tmp_path / "cli.pt"
+    code, out, _ = _cli(capsys, "train", "--dataset", "toy", "--data-dir", data, "--epochs", 1,
+                        "--input-size", 32, "--batch-size", 8, "--device", "cpu", "--out", ckpt)
+    assert code == 0 and "checkpoint written" in out
+    code, out, _ = _cli(capsys, "infer", "--dataset", "toy", "--checkpoint", ckpt, "--data-dir",
+                        data, "--device", "cpu", "--run-id", "toy-run")
+    assert code == 0 and "mAP" in out and "disc" in out and "toy-run" in out
+    code, out, _ = _cli(capsys, "metrics", "--run", "toy-run", "--data-dir", data, "--split",
+                        "all", "--threshold", 0.3)
+    assert code == 0 and "24 images, threshold 0.3" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--dataset", "missing", "--out", "{tmp}/m.pt"], "no dataset 'missing'"),
+    (["train", "--dataset", "toy", "--arch", "resnet99", "--out", "{tmp}/m.pt"],
+     "unknown architecture 'resnet99'"),
+    (["train", "--dataset", "toy", "--input-size", "8", "--out", "{tmp}/m.pt"],
+     "below the ResNet minimum"),
+    (["train", "--dataset", "toy", "--lr", "nan", "--out", "{tmp}/m.pt"], "learning rate"),
+    (["train", "--dataset", "../../etc", "--out", "{tmp}/m.pt"], "invalid dataset id"),
+    (["infer", "--dataset", "toy", "--checkpoint", "{tmp}/absent.pt"], "absent.pt does not exist"),
+    (["infer", "--dataset", "toy", "--checkpoint", "{tmp}/junk.pt"], "junk.pt is not a readable"),
+    (["infer", "--dataset", "toy", "--checkpoint", "{tmp}/wide.pt"],
+     "17 outputs but there are 3 attributes"),
+    (["metrics", "--run", "no-such-run"], "no run 'no-such-run'"),
+    (["embed", "--run", "../escape"], "invalid run id"),
+])
+def test_bad_input_to_model_commands_exits_2_and_names_the_problem(toy, tmp_path, capsys, argv,
+                                                                   message):
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    from pipeline.model import build_model, save_checkpoint
+
+    save_checkpoint(tmp_path / "wide.pt", build_model("resnet18", 17), arch="resnet18",
+                    attributes=[f"a{i}" for i in range(17)], input_size=32, normalisation={})
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, out, err = _cli(capsys, *argv, "--data-dir", tmp_path / "data")
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+
+
+def test_nan_labels_on_disk_and_absent_cuda_exit_2(toy, tmp_path, capsys):
+    act = np.load(toy.path / "act.npy").astype(float)
+    act[0, 0] = np.nan
+    np.save(toy.path / "act.npy", act)
+    code, _, err = _cli(capsys, "train", "--dataset", "toy", "--data-dir", tmp_path / "data",
+                        "--out", tmp_path / "m.pt")
+    assert code == 2 and "NaN" in err
+    if not torch.cuda.is_available():
+        code, _, err = _cli(capsys, "infer", "--dataset", "toy", "--checkpoint", tmp_path / "m.pt",
+                            "--device", "cuda", "--data-dir", tmp_path / "data")
+        assert code == 2
+
+
+def test_metrics_command_refuses_a_bad_threshold_and_an_empty_split(synthetic_run, capsys):
+    data = synthetic_run.data_dir
+    code, _, err = _cli(capsys, "metrics", "--run", synthetic_run.id, "--data-dir", data,
+                        "--threshold", 2)
+    assert code == 2 and "threshold" in err
+    code, _, err = _cli(capsys, "metrics", "--run", synthetic_run.id, "--data-dir", data,
+                        "--split", "validation")
+    assert code == 2 and "no images in split 'validation'" in err
