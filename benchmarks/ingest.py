@@ -96,13 +96,19 @@ def main(argv=None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     read_mb = args.n * args.size**2 * 2 / MB
-    print(f"ingested {result.n_images} TIFFs of {args.size}×{args.size} uint16 "
-          f"({len(result.problems)} problems) in {seconds:.1f} s")
+    print(
+        f"ingested {result.n_images} TIFFs of {args.size}×{args.size} uint16 "
+        f"({len(result.problems)} problems) in {seconds:.1f} s"
+    )
     print(f"  speed:        {args.n / seconds:8.1f} images/s   {read_mb / seconds:8.1f} MB/s read")
-    print(f"  peak RSS:     {rss.peak / MB:8.1f} MB (sampled every 10 ms); "
-          f"ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB")
-    print(f"  RSS growth:   {(rss.peak - before) / MB:8.1f} MB over the {before / MB:.1f} MB "
-          "before the ingest")
+    print(
+        f"  peak RSS:     {rss.peak / MB:8.1f} MB (sampled every 10 ms); "
+        f"ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB"
+    )
+    print(
+        f"  RSS growth:   {(rss.peak - before) / MB:8.1f} MB over the {before / MB:.1f} MB "
+        "before the ingest"
+    )
     print(f"  all images held as float32 would need {args.n * args.size**2 * 4 / MB:,.0f} MB")
     return 0
 

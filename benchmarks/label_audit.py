@@ -106,6 +106,13 @@ def report(run: store.Run, ds: store.Dataset, build_s: float) -> None:
                          ("PRD disagreement only", 1.0), ("neighbour vote only", 0.0)):
         precision, seconds = score(run, wrong, k, weight)
         print(f"{name:34s} {precision:11.3f} {precision / rate:9.1f} {seconds:8.2f}")
+    print("(the first audit includes the FEA neighbour search; later ones reuse it)")
+    ranking = audit.audit_run(run, top=None)
+    flagged = ranking[ranking["confident"].to_numpy()]
+    hits = wrong[flagged["index"].to_numpy(),
+                 flagged["attribute"].map(run.attributes.index).to_numpy()].sum()
+    print(f"flagged ● confident (per-attribute thresholds): {len(flagged)} labels, "
+          f"{hits / max(len(flagged), 1):.3f} of them wrong, {hits / k:.3f} of all errors")
     splits = run.images["split"].to_numpy()
     for split in ("train", "test"):
         rows = splits == split

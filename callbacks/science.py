@@ -26,8 +26,10 @@ from pipeline.store import Run, get_run
 CACHE_VERSION = 1  # bump when the computation changes, so stale results are not reused
 MAX_POLAR_RADII = 512
 NO_IMAGE = "Open an image to see its beam centre, radial profile I(q) and polar view."
-NO_FILES = ("This run carries no image files (its vectors were imported without --images), "
-            "so there is no beam centre, I(q) or polar view to show.")
+NO_FILES = (
+    "This run carries no image files (its vectors were imported without --images), "
+    "so there is no beam centre, I(q) or polar view to show."
+)
 
 
 @lru_cache(maxsize=8)
@@ -43,12 +45,18 @@ def compute_geometry(pixels) -> dict:
     radius, intensity, _ = radial_profile(pixels, at)
     h, w = np.shape(pixels)
     r_max = max(np.hypot(centre.x - x, centre.y - y) for x in (0, w - 1) for y in (0, h - 1))
-    radii, angles, polar = polar_unwrap(pixels, at, n_radii=min(MAX_POLAR_RADII,
-                                                                 max(2, int(np.ceil(r_max)))))
-    return {"centre": centre.as_dict(), "radius": radius.astype(np.float32),
-            "intensity": intensity.astype(np.float32), "rings": ring_radii(radius, intensity),
-            "radii": radii.astype(np.float32), "angles": angles.astype(np.float32),
-            "polar": polar.astype(np.float32)}
+    radii, angles, polar = polar_unwrap(
+        pixels, at, n_radii=min(MAX_POLAR_RADII, max(2, int(np.ceil(r_max))))
+    )
+    return {
+        "centre": centre.as_dict(),
+        "radius": radius.astype(np.float32),
+        "intensity": intensity.astype(np.float32),
+        "rings": ring_radii(radius, intensity),
+        "radii": radii.astype(np.float32),
+        "angles": angles.astype(np.float32),
+        "polar": polar.astype(np.float32),
+    }
 
 
 def geometry(run: Run, index: int, pixels=None) -> dict:
@@ -73,16 +81,20 @@ def science_for(run: Run, index: int):
     except PipelineError as err:
         return science_message(f"The image cannot be shown: {err}")
     found = geometry(run, index, pixels)
-    return science_view(found["centre"], [
-        detector_figure(pixels, found["centre"], found["rings"]),
-        profile_figure(found["radius"], found["intensity"], found["rings"]),
-        polar_figure(found["radii"], found["angles"], found["polar"]),
-    ])
+    return science_view(
+        found["centre"],
+        [
+            detector_figure(pixels, found["centre"], found["rings"]),
+            profile_figure(found["radius"], found["intensity"], found["rings"]),
+            polar_figure(found["radii"], found["angles"], found["polar"]),
+        ],
+    )
 
 
 @dash.callback(
     Output(ids.DETAIL_SCIENCE, "children"),
-    Input(ids.STORE_DETAIL_INDEX, "data"), Input(ids.RUN_PICKER, "value"),
+    Input(ids.STORE_DETAIL_INDEX, "data"),
+    Input(ids.RUN_PICKER, "value"),
 )
 def show_science(index, run_id):
     """Beam centre, I(q) and polar view of the image shown large."""

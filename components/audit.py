@@ -13,6 +13,8 @@ from components import ids
 from pipeline.retrain import FINE_TUNE_EPOCHS
 
 MARK = "✎"  # marks a corrected label wherever labels are listed
+CONFIDENT_TIP = ("confident: the model is at least as sure of the other label as it typically is "
+                 "of that label's own images (confident learning)")
 
 
 def audit_panel() -> html.Div:
@@ -23,9 +25,10 @@ def audit_panel() -> html.Div:
                    color="secondary", outline=True),
         dcc.Download(id=ids.DOWNLOAD_CORRECTIONS),
     ], className="d-flex align-items-center flex-wrap gap-1 mb-1")
-    hint = html.Div("Most suspicious labels first: the model (PRD) and the image's neighbours in "
-                    "FEA space both disagree with the label. Click a row to open the image.",
-                    className="small text-muted mb-1")
+    hint = html.Div("Most suspicious labels first: score = mean of the model's probability of "
+                    "the other label (PRD) and the share of the 10 nearest images in FEA space "
+                    "carrying it (vote); ● = confident by the attribute's own threshold. Click a "
+                    "row to open the image.", className="small text-muted mb-1")
     return html.Div([summary, hint,
                      html.Div(id=ids.AUDIT_TABLE, className="table-scroll",
                               style={"maxHeight": "260px"}),
@@ -36,7 +39,7 @@ def audit_panel() -> html.Div:
 
 def retrain_box() -> html.Div:
     buttons = html.Div([
-        dbc.Button("Retrain on corrected labels", id=ids.RETRAIN, size="sm", color="primary",
+        dbc.Button("Retrain on corrections", id=ids.RETRAIN, size="sm", color="primary",
                    n_clicks=0),
         dbc.InputGroup([dbc.Input(id=ids.RETRAIN_EPOCHS, type="number", min=1, max=200, step=1,
                                   value=FINE_TUNE_EPOCHS),
@@ -68,7 +71,7 @@ def _num(value, digits: int = 2) -> str:
 def audit_table(rows: list[dict], colours: dict[str, str] | None = None) -> html.Div | dbc.Table:
     """The ranked suspicious labels; each row is a button that opens its image.
 
-    rows: dicts with index, column, image_id, attribute, label, prd, vote, score.
+    rows: dicts with index, column, image_id, attribute, label, prd, vote, score, confident.
     """
     if not rows:
         return html.Div("No label to audit.", className="summary-note")
@@ -89,7 +92,9 @@ def audit_table(rows: list[dict], colours: dict[str, str] | None = None) -> html
             html.Td(str(r["label"]), className="num"),
             html.Td(_num(r["prd"]), className="num"),
             html.Td(_num(r["vote"]), className="num"),
-            html.Td(_num(r["score"]), className="num fw-bold"),
+            html.Td([_num(r["score"]), html.Span(" ●" if r.get("confident") else "",
+                                                 title=CONFIDENT_TIP, className="text-danger")],
+                    className="num fw-bold"),
         ]))
     return dbc.Table([head, html.Tbody(body)], size="sm", hover=True,
                      className="metric-table audit-table")

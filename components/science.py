@@ -52,24 +52,51 @@ def detector_figure(pixels, centre: dict, rings=(), max_side: int = 256) -> dict
     z = downsample(log_intensity(pixels), max_side)
     step = max(pixels.shape) / max(z.shape)
     xs, ys = circle_xy(centre["x"], centre["y"], guide_radii(pixels.shape, centre, rings))
-    heatmap = {"type": "heatmap", "z": typed(z.astype(np.float32)), "colorscale": "Inferno",
-               "dx": step, "dy": step, "x0": (step - 1) / 2, "y0": (step - 1) / 2,
-               "showscale": False,
-               "hovertemplate": "x %{x:.0f}, y %{y:.0f}<br>log₁₀(1+I) %{z:.2f}<extra></extra>"}
-    circles = {"type": "scatter", "mode": "lines", "x": xs, "y": ys, "hoverinfo": "skip",
-               "line": {"color": CENTRE_COLOUR, "width": 1, "dash": "dot"}}
-    cross = {"type": "scatter", "mode": "markers", "x": [centre["x"]], "y": [centre["y"]],
-             "marker": {"symbol": "x-thin", "size": 14, "line": {"width": 2,
-                                                                  "color": CENTRE_COLOUR}},
-             "hovertemplate": "beam centre<br>x %{x:.1f}, y %{y:.1f}<extra></extra>"}
+    heatmap = {
+        "type": "heatmap",
+        "z": typed(z.astype(np.float32)),
+        "colorscale": "Inferno",
+        "dx": step,
+        "dy": step,
+        "x0": (step - 1) / 2,
+        "y0": (step - 1) / 2,
+        "showscale": False,
+        "hovertemplate": "x %{x:.0f}, y %{y:.0f}<br>log₁₀(1+I) %{z:.2f}<extra></extra>",
+    }
+    circles = {
+        "type": "scatter",
+        "mode": "lines",
+        "x": xs,
+        "y": ys,
+        "hoverinfo": "skip",
+        "line": {"color": CENTRE_COLOUR, "width": 1, "dash": "dot"},
+    }
+    cross = {
+        "type": "scatter",
+        "mode": "markers",
+        "x": [centre["x"]],
+        "y": [centre["y"]],
+        "marker": {"symbol": "x-thin", "size": 14, "line": {"width": 2, "color": CENTRE_COLOUR}},
+        "hovertemplate": "beam centre<br>x %{x:.1f}, y %{y:.1f}<extra></extra>",
+    }
     h, w = pixels.shape
-    return {"data": [heatmap, circles, cross], "layout": {
-        "height": GRAPH_HEIGHT, "margin": {"l": 0, "r": 0, "t": 24, "b": 0},
-        "title": {"text": "Detector, beam centre", "font": {"size": 12}, "x": 0.02},
-        "showlegend": False, "plot_bgcolor": "white",
-        "xaxis": {"visible": False, "range": [-0.5, w - 0.5], "constrain": "domain"},
-        "yaxis": {"visible": False, "range": [h - 0.5, -0.5], "scaleanchor": "x",
-                  "constrain": "domain"}}}
+    return {
+        "data": [heatmap, circles, cross],
+        "layout": {
+            "height": GRAPH_HEIGHT,
+            "margin": {"l": 0, "r": 0, "t": 24, "b": 0},
+            "title": {"text": "Detector, beam centre", "font": {"size": 12}, "x": 0.02},
+            "showlegend": False,
+            "plot_bgcolor": "white",
+            "xaxis": {"visible": False, "range": [-0.5, w - 0.5], "constrain": "domain"},
+            "yaxis": {
+                "visible": False,
+                "range": [h - 0.5, -0.5],
+                "scaleanchor": "x",
+                "constrain": "domain",
+            },
+        },
+    }
 
 
 def profile_figure(radius, intensity, rings=(), unit: str = "px") -> dict:
@@ -77,20 +104,36 @@ def profile_figure(radius, intensity, rings=(), unit: str = "px") -> dict:
     radius = np.asarray(radius, dtype=float)
     intensity = np.asarray(intensity, dtype=float)
     keep = np.isfinite(intensity) & (intensity > 0)  # log axis: empty or zero rings drop out
-    line = {"type": "scatter", "mode": "lines", "x": typed(radius[keep]),
-            "y": typed(intensity[keep]), "line": {"color": "#1f77b4", "width": 1.5},
-            "hovertemplate": f"q %{{x:.1f}} {unit}<br>I %{{y:.3g}}<extra></extra>"}
-    marks = {"type": "scatter", "mode": "markers", "x": list(rings),
-             "y": [float(np.interp(r, radius[keep], intensity[keep])) for r in rings]
-             if keep.any() else [],
-             "marker": {"color": "#d62728", "size": 7, "symbol": "triangle-down"},
-             "hovertemplate": f"ring at q %{{x:.1f}} {unit}<extra></extra>"}
-    return {"data": [line, marks], "layout": {
-        "height": GRAPH_HEIGHT, "margin": {"l": 50, "r": 8, "t": 24, "b": 36},
-        "title": {"text": "Radial profile I(q)", "font": {"size": 12}, "x": 0.02},
-        "showlegend": False, "plot_bgcolor": "white",
-        "xaxis": {"title": {"text": f"q ({unit} from the beam centre)"}, "gridcolor": "#eee"},
-        "yaxis": {"title": {"text": "I (mean counts)"}, "type": "log", "gridcolor": "#eee"}}}
+    line = {
+        "type": "scatter",
+        "mode": "lines",
+        "x": typed(radius[keep]),
+        "y": typed(intensity[keep]),
+        "line": {"color": "#1f77b4", "width": 1.5},
+        "hovertemplate": f"q %{{x:.1f}} {unit}<br>I %{{y:.3g}}<extra></extra>",
+    }
+    marks = {
+        "type": "scatter",
+        "mode": "markers",
+        "x": list(rings),
+        "y": [float(np.interp(r, radius[keep], intensity[keep])) for r in rings]
+        if keep.any()
+        else [],
+        "marker": {"color": "#d62728", "size": 7, "symbol": "triangle-down"},
+        "hovertemplate": f"ring at q %{{x:.1f}} {unit}<extra></extra>",
+    }
+    return {
+        "data": [line, marks],
+        "layout": {
+            "height": GRAPH_HEIGHT,
+            "margin": {"l": 50, "r": 8, "t": 24, "b": 36},
+            "title": {"text": "Radial profile I(q)", "font": {"size": 12}, "x": 0.02},
+            "showlegend": False,
+            "plot_bgcolor": "white",
+            "xaxis": {"title": {"text": f"q ({unit} from the beam centre)"}, "gridcolor": "#eee"},
+            "yaxis": {"title": {"text": "I (mean counts)"}, "type": "log", "gridcolor": "#eee"},
+        },
+    }
 
 
 def polar_figure(radii, angles, polar) -> dict:
@@ -100,27 +143,49 @@ def polar_figure(radii, angles, polar) -> dict:
     radii, angles = np.asarray(radii, dtype=float), np.asarray(angles, dtype=float)
     dr = radii[1] - radii[0] if len(radii) > 1 else 1.0
     da = angles[1] - angles[0] if len(angles) > 1 else 1.0
-    heatmap = {"type": "heatmap", "z": typed(z), "colorscale": "Inferno", "x0": angles[0],
-               "dx": da, "y0": radii[0], "dy": dr, "showscale": False,
-               "hovertemplate": "azimuth %{x:.0f}°, q %{y:.0f} px<br>"
-                                "log₁₀(1+I) %{z:.2f}<extra></extra>"}
-    return {"data": [heatmap], "layout": {
-        "height": GRAPH_HEIGHT, "margin": {"l": 50, "r": 8, "t": 24, "b": 36},
-        "title": {"text": "Polar view", "font": {"size": 12}, "x": 0.02},
-        "plot_bgcolor": "white",
-        "xaxis": {"title": {"text": "azimuth (°, 0 = +x, 90 = down)"}, "range": [0, 360],
-                  "tickvals": [0, 90, 180, 270, 360]},
-        "yaxis": {"title": {"text": "q (px)"}, "autorange": "reversed"}}}
+    heatmap = {
+        "type": "heatmap",
+        "z": typed(z),
+        "colorscale": "Inferno",
+        "x0": angles[0],
+        "dx": da,
+        "y0": radii[0],
+        "dy": dr,
+        "showscale": False,
+        "hovertemplate": "azimuth %{x:.0f}°, q %{y:.0f} px<br>log₁₀(1+I) %{z:.2f}<extra></extra>",
+    }
+    return {
+        "data": [heatmap],
+        "layout": {
+            "height": GRAPH_HEIGHT,
+            "margin": {"l": 50, "r": 8, "t": 24, "b": 36},
+            "title": {"text": "Polar view", "font": {"size": 12}, "x": 0.02},
+            "plot_bgcolor": "white",
+            "xaxis": {
+                "title": {"text": "azimuth (°, 0 = +x, 90 = down)"},
+                "range": [0, 360],
+                "tickvals": [0, 90, 180, 270, 360],
+            },
+            "yaxis": {"title": {"text": "q (px)"}, "autorange": "reversed"},
+        },
+    }
 
 
 def science_view(centre: dict, figures: list[dict]) -> html.Div:
     """The centre estimate as text above the three figures side by side."""
-    graphs = [html.Div(dcc.Graph(figure=fig, config={"displaylogo": False}),
-                       style={"flex": "1 1 260px", "minWidth": "240px"}) for fig in figures]
-    return html.Div([
-        html.Div(centre_summary(centre), className="beam-centre small text-muted mb-1"),
-        html.Div(graphs, style={"display": "flex", "flexWrap": "wrap", "gap": "8px"}),
-    ])
+    graphs = [
+        html.Div(
+            dcc.Graph(figure=fig, config={"displaylogo": False}),
+            style={"flex": "1 1 260px", "minWidth": "240px"},
+        )
+        for fig in figures
+    ]
+    return html.Div(
+        [
+            html.Div(centre_summary(centre), className="beam-centre small text-muted mb-1"),
+            html.Div(graphs, style={"display": "flex", "flexWrap": "wrap", "gap": "8px"}),
+        ]
+    )
 
 
 def science_message(text: str) -> html.Div:

@@ -99,8 +99,8 @@ def embed(x: np.ndarray, *, space: str, seed: int = 0, perplexity: float = 30,
 
 
 def _jobs(n: int) -> int:
-    """Threads for openTSNE: one below 10k points, where a second thread measured slower
-    (up to 16× on a busy 2-core machine), every core above."""
+    """Threads for openTSNE: one below 10k points, where a second one measured no faster (and
+    16× slower on a busy 2-core machine when OpenMP spins), every core above."""
     return max(1, min(8, os.cpu_count() or 1)) if n >= FFT_MIN_POINTS else 1
 
 

@@ -3,9 +3,13 @@
 Reads TIFF, EDF, CBF, HDF5/NeXus, PNG and JPEG one image at a time; every bad row or file is a
 reported problem (or, with --strict, a failure with nothing written).
 
-Conventions (documented in --help too):
+Conventions:
 - the labels CSV's image column is the one named file/filename/image/path (any case), else the
   first column; every other column is a 0/1 attribute, under any name;
+- rows are matched to files by relative path, else by unique file name or stem anywhere under
+  the folder; paths leading outside it (../, absolute) are refused as problems;
+- HDF5/NeXus: --h5-path names the dataset; without it the NeXus default plottable signal, else
+  /entry/data/data; a file without it is a problem that lists the image-like datasets found;
 - a multi-frame TIFF, EDF or HDF5 stack contributes its first frame;
 - colour images (PNG, JPEG, RGB TIFF) become luminance 0.299 R + 0.587 G + 0.114 B;
 - --inverted turns exported images with dark = intense back into counts: full scale − value,

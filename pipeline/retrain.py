@@ -34,7 +34,7 @@ EXIT_CANCELLED = 3  # the command line's exit status for a cancelled job
 STAGES = {"load": (0.0, 0.05), "train": (0.05, 0.65), "infer": (0.65, 0.8),
           "embed": (0.8, 0.99)}
 STAGE_NAMES = {"load": "loading images", "train": "fine-tuning", "infer": "re-inferring",
-               "embed": "re-embedding", "write": "writing the run", "done": "done"}
+               "embed": "re-embedding", "done": "done"}
 
 
 # ---------------------------------------------------------------- one job per run

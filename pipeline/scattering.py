@@ -59,8 +59,9 @@ def shadow_mask(image) -> np.ndarray:
     image = np.asarray(image, dtype=float)
     good = np.isfinite(image) & (image >= 0)
     values = np.where(good, image, 0.0)
-    local = ndimage.uniform_filter(values, 5) / np.maximum(ndimage.uniform_filter(
-        good.astype(float), 5), 1e-9)
+    local = ndimage.uniform_filter(values, 5) / np.maximum(
+        ndimage.uniform_filter(good.astype(float), 5), 1e-9
+    )
     typical = local[good & (local > 0)]
     floor = 0.1 * float(np.median(typical)) if typical.size else 0.0
     dark = good & (values <= floor)
@@ -124,7 +125,7 @@ class _Level:
         cols = [values - values.mean(), self.xs - self.xs.mean(), self.ys - self.ys.mean()]
         self.cols = np.stack(cols)  # v, x, y, each centred
         self.moments = self.cols @ self.cols.T  # 3 × 3 sums of products
-        self.total = self._unexplained(self.moments[None]) [0] / max(self.n - 3, 1)
+        self.total = self._unexplained(self.moments[None])[0] / max(self.n - 3, 1)
 
     @staticmethod
     def _unexplained(m: np.ndarray) -> np.ndarray:
@@ -155,9 +156,14 @@ class _Level:
             keys = (bins + n_bins * np.arange(len(block))[:, None]).ravel()
             size = n_bins * len(block)
             count = np.bincount(keys, minlength=size).reshape(len(block), n_bins)
-            sums = np.stack([
-                np.bincount(keys, np.broadcast_to(col, bins.shape).ravel(), minlength=size)
-                .reshape(len(block), n_bins) for col in self.cols])  # 3 × M × bins
+            sums = np.stack(
+                [
+                    np.bincount(
+                        keys, np.broadcast_to(col, bins.shape).ravel(), minlength=size
+                    ).reshape(len(block), n_bins)
+                    for col in self.cols
+                ]
+            )  # 3 × M × bins
             weighted = sums / np.maximum(count, 1)
             between = np.einsum("amk,bmk->mab", sums, weighted)
             left = self._unexplained(self.moments[None] - between)
@@ -383,12 +389,11 @@ def _read_shadow(blob: np.ndarray, gaps: np.ndarray):
 def beam_centre(image, mask=None) -> BeamCentre:
     """Estimate the beam centre from ring symmetry and the beamstop shadow together.
 
-    When the best rings lie elsewhere than the beamstop says, the rings are searched again from
-    the beamstop; if they fit nearly as well there (within 15 % of the variance they explain),
-    that basin is taken. Ring and beamstop estimates that agree within 3 combined σ are then
-    averaged with weights 1/σ²; otherwise the rings win only with a much smaller σ, since a
-    beamstop sits on the beam. With neither rings nor beamstop the image middle is returned
-    with confidence 0.
+    Seed 004 scores candidate centres by the beamstop shadow alone; here the shadow is one of
+    two witnesses. When the best rings lie elsewhere than the beamstop says, the rings are
+    searched again from the beamstop, and that basin is taken if it fits nearly as well
+    (NEAR_AS_GOOD). Then `_combine` weighs the two. With neither rings nor beamstop the image
+    middle is returned with confidence 0.
     """
     image = np.asarray(image, dtype=float)
     if image.ndim != 2:
@@ -399,23 +404,29 @@ def beam_centre(image, mask=None) -> BeamCentre:
     stop = beamstop_estimate(image)
     if ring is not None and stop is not None:
         ring = _ring_near_beamstop(levels, ring, stop)
-    x, y, sigma = (ring.x, ring.y, ring.sigma) if ring else ((w - 1) / 2, (h - 1) / 2, np.inf)
-    method = "ring symmetry"
-    if stop is not None:
-        if np.isfinite(sigma) and np.hypot(stop.x - x, stop.y - y) <= 3 * np.hypot(
-                sigma, stop.sigma):
-            wr, ws = 1 / sigma**2, 1 / stop.sigma**2
-            x, y = (wr * x + ws * stop.x) / (wr + ws), (wr * y + ws * stop.y) / (wr + ws)
-            sigma, method = (wr + ws) ** -0.5, f"ring symmetry + {stop.kind} beamstop"
-        elif not sigma < TRUST_RINGS_SHARPER * stop.sigma:
-            x, y, sigma, method = stop.x, stop.y, stop.sigma, f"{stop.kind} beamstop shadow"
+    x, y, sigma, method = _combine(ring, stop)
     symmetry = round(ring.symmetry, 4) if ring else 0.0
     if not sigma <= GUESS_BEYOND * max(h, w):
-        return BeamCentre((w - 1) / 2, (h - 1) / 2, 0.0, float("inf"), symmetry,
-                          "image middle (no rings, no beamstop)")
-    confidence = 1 / (1 + (sigma / CONFIDENT_WITHIN) ** 2)
-    return BeamCentre(float(x), float(y), round(float(confidence), 4), round(float(sigma), 3),
-                      symmetry, method)
+        middle = "image middle (no rings, no beamstop)"
+        return BeamCentre((w - 1) / 2, (h - 1) / 2, 0.0, float("inf"), symmetry, middle)
+    confidence = round(1 / (1 + (sigma / CONFIDENT_WITHIN) ** 2), 4)
+    return BeamCentre(float(x), float(y), confidence, round(float(sigma), 3), symmetry, method)
+
+
+def _combine(ring: RingFit | None, stop: Beamstop | None):
+    """(x, y, sigma, method): estimates that agree within 3 combined σ are averaged with
+    weights 1/σ²; otherwise the rings win only with a much smaller σ (TRUST_RINGS_SHARPER),
+    since a beamstop is put on the beam."""
+    x, y, sigma = (ring.x, ring.y, ring.sigma) if ring else (0.0, 0.0, np.inf)
+    if stop is None:
+        return x, y, sigma, "ring symmetry"
+    if np.isfinite(sigma) and np.hypot(stop.x - x, stop.y - y) <= 3 * np.hypot(sigma, stop.sigma):
+        wr, ws = 1 / sigma**2, 1 / stop.sigma**2
+        x, y = (wr * x + ws * stop.x) / (wr + ws), (wr * y + ws * stop.y) / (wr + ws)
+        return x, y, (wr + ws) ** -0.5, f"ring symmetry + {stop.kind} beamstop"
+    if sigma < TRUST_RINGS_SHARPER * stop.sigma:
+        return x, y, sigma, "ring symmetry"
+    return stop.x, stop.y, stop.sigma, f"{stop.kind} beamstop shadow"
 
 
 def _ring_near_beamstop(levels, ring: RingFit, stop: Beamstop) -> RingFit:

@@ -293,7 +293,11 @@ class Run:
 
     def image_path(self, index: int) -> Path:
         """The stored image of row `index`; relative paths are relative to the data directory."""
-        path = Path(self.images["path"].iloc[int(index)])
+        stored = str(self.images["path"].iloc[int(index)] or "")
+        if not stored:
+            raise PipelineError(f"run {self.path.name} holds no image for row {index} "
+                                "(its vectors were imported without --images)")
+        path = Path(stored)
         return path if path.is_absolute() else self.data_dir / path
 
     def load_image(self, index: int) -> np.ndarray:

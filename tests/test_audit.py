@@ -1,4 +1,4 @@
-"""Audit: wrong labels rank first, scores are calibrated per attribute, corrected ones leave."""
+"""Label audit: wrong labels rank first, confidence is judged per attribute, fixed ones leave."""
 
 from __future__ import annotations
 
@@ -50,11 +50,25 @@ def test_a_shy_model_is_judged_against_its_own_typical_confidence():
     act = np.array([[1, 1]] * 10 + [[0, 0]] * 10, dtype=np.uint8)
     prd = np.array([[0.3, 0.9]] * 10 + [[0.05, 0.05]] * 10)
     prd[10] = [0.35, 0.35]  # a negative at 0.35 is confident for the shy attribute only
-    score = audit.calibrated_disagreement(act, prd)
-    assert score[10, 0] > 0.5 > score[10, 1]
+    confident = audit.confidently_other(act, prd)
+    assert confident[10].tolist() == [True, False]
+    assert confident.sum() == 1
     t_pos, t_neg = audit.confident_thresholds(act, prd)
-    assert t_pos[0] == pytest.approx((0.3 * 10) / 10)
+    assert t_pos.tolist() == pytest.approx([0.3, 0.9])
     assert t_neg[1] == pytest.approx((0.95 * 9 + 0.65) / 10)
+
+
+def test_score_is_the_weighted_doubt_of_model_and_neighbours():
+    act = np.array([[1], [1], [1], [0]], dtype=np.uint8)
+    prd = np.array([[0.9], [0.8], [0.7], [0.6]])
+    fea = np.eye(4)
+    nbr = np.array([[1, 2], [0, 2], [0, 1], [0, 1]])  # image 3's neighbours are all labelled 1
+    s = audit.audit_scores(act, prd, fea, nbr=nbr, weight=0.75)
+    assert s["vote"][:, 0].tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert s["score"][3, 0] == pytest.approx(0.75 * 0.6 + 0.25 * 1.0)
+    assert s["score"][0, 0] == pytest.approx(0.75 * 0.1)
+    with pytest.raises(PipelineError, match="weight must lie in"):
+        audit.audit_scores(act, prd, fea, nbr=nbr, weight=1.5)
 
 
 def test_corrected_labels_leave_the_audit_and_count_as_reviewed(synthetic_run):

@@ -87,12 +87,28 @@ def test_real_inverted_pngs_through_a_torchvision_state_dict_open_in_the_dashboa
     names = [REAL_IMAGE.name, *(f"export_{k}.png" for k in range(3))]
     csv = labels_csv(tmp_path / "labels.csv", names)
     data = tmp_path / "data"
-    assert main(["ingest", "--images", str(folder), "--labels", str(csv), "--data-dir",
-                 str(data), "--inverted", "--id", "pngs"]) == 0
+    assert (
+        main(
+            [
+                "ingest",
+                "--images",
+                str(folder),
+                "--labels",
+                str(csv),
+                "--data-dir",
+                str(data),
+                "--inverted",
+                "--id",
+                "pngs",
+            ]
+        )
+        == 0
+    )
 
     plain = tmp_path / "resnet18_plain.pt"  # what torchvision users save: weights only
-    torch.save(torchvision.models.resnet18(weights=None, num_classes=len(ATTRS)).state_dict(),
-               plain)
+    torch.save(
+        torchvision.models.resnet18(weights=None, num_classes=len(ATTRS)).state_dict(), plain
+    )
     make_run(data, "pngs", plain, device="cpu", run_id="real", progress=False)
     run = get_run("real")
     assert run.attributes == ATTRS and run.prd.shape == (4, 3) and run.fea.shape == (4, 512)
@@ -103,7 +119,10 @@ def test_real_inverted_pngs_through_a_torchvision_state_dict_open_in_the_dashboa
     assert np.hypot(found["x"] - REAL_CENTRE[0], found["y"] - REAL_CENTRE[1]) < 3
     assert centre_summary(found) in text and "disc beamstop" in text
     assert [f["layout"]["title"]["text"] for f in figures] == [
-        "Detector, beam centre", "Radial profile I(q)", "Polar view"]
+        "Detector, beam centre",
+        "Radial profile I(q)",
+        "Polar view",
+    ]
     assert figures[1]["layout"]["yaxis"]["type"] == "log"
 
     image = detail.draw_detail_image(real, "Viridis", "real")
@@ -115,8 +134,12 @@ def test_real_inverted_pngs_through_a_torchvision_state_dict_open_in_the_dashboa
 def test_tiff_edf_cbf_hdf5_through_our_checkpoint_get_centres_within_two_pixels(tmp_path):
     folder = tmp_path / "beamline"
     folder.mkdir()
-    truth = {"a.tif": (101.3, 60.7, (120, 160)), "b.edf": (40.0, 88.5, (130, 110)),
-             "c.cbf": (70.6, 70.2, (140, 140)), "d.h5": (85.0, 45.0, (100, 150))}
+    truth = {
+        "a.tif": (101.3, 60.7, (120, 160)),
+        "b.edf": (40.0, 88.5, (130, 110)),
+        "c.cbf": (70.6, 70.2, (140, 140)),
+        "d.h5": (85.0, 45.0, (100, 150)),
+    }
     for k, (name, (cx, cy, shape)) in enumerate(truth.items()):
         counts = rings(*shape, cx, cy, seed=10 + k)
         if name.endswith(".tif"):
@@ -132,12 +155,32 @@ def test_tiff_edf_cbf_hdf5_through_our_checkpoint_get_centres_within_two_pixels(
                 f.create_dataset("/entry/data/data", data=counts[None])
     csv = labels_csv(tmp_path / "labels.csv", truth)
     data = tmp_path / "data"
-    assert main(["ingest", "--images", str(folder), "--labels", str(csv), "--data-dir",
-                 str(data), "--id", "beamline"]) == 0
+    assert (
+        main(
+            [
+                "ingest",
+                "--images",
+                str(folder),
+                "--labels",
+                str(csv),
+                "--data-dir",
+                str(data),
+                "--id",
+                "beamline",
+            ]
+        )
+        == 0
+    )
 
     ours = tmp_path / "model.pt"
-    save_checkpoint(ours, build_model("resnet18", len(ATTRS)), arch="resnet18",
-                    attributes=ATTRS, input_size=64, normalisation=per_image_normalisation())
+    save_checkpoint(
+        ours,
+        build_model("resnet18", len(ATTRS)),
+        arch="resnet18",
+        attributes=ATTRS,
+        input_size=64,
+        normalisation=per_image_normalisation(),
+    )
     make_run(data, "beamline", ours, device="cpu", run_id="beamline-run", progress=False)
     run = get_run("beamline-run")
     assert run.meta["model"]["arch"] == "resnet18"
@@ -158,14 +201,31 @@ def test_tiff_edf_cbf_hdf5_through_our_checkpoint_get_centres_within_two_pixels(
 
 def test_a_run_without_image_files_shows_a_message_in_the_science_slot(tmp_path):
     ids = ["a", "b", "c", "d"]
-    (tmp_path / "act.csv").write_text("id,Ring,Halo\n" + "\n".join(
-        f"{k},{i % 2},{(i + 1) % 2}" for i, k in enumerate(ids)) + "\n")
-    (tmp_path / "prd.csv").write_text("id,Ring,Halo\n" + "\n".join(
-        f"{k},0.{i + 2},0.{7 - i}" for i, k in enumerate(ids)) + "\n")
+    (tmp_path / "act.csv").write_text(
+        "id,Ring,Halo\n" + "\n".join(f"{k},{i % 2},{(i + 1) % 2}" for i, k in enumerate(ids)) + "\n"
+    )
+    (tmp_path / "prd.csv").write_text(
+        "id,Ring,Halo\n" + "\n".join(f"{k},0.{i + 2},0.{7 - i}" for i, k in enumerate(ids)) + "\n"
+    )
     np.save(tmp_path / "fea.npy", np.random.default_rng(0).normal(size=(4, 6)))
-    assert main(["import-vectors", "--labels", str(tmp_path / "act.csv"), "--predictions",
-                 str(tmp_path / "prd.csv"), "--features", str(tmp_path / "fea.npy"),
-                 "--data-dir", str(tmp_path / "data"), "--id", "vectors-only"]) == 0
+    assert (
+        main(
+            [
+                "import-vectors",
+                "--labels",
+                str(tmp_path / "act.csv"),
+                "--predictions",
+                str(tmp_path / "prd.csv"),
+                "--features",
+                str(tmp_path / "fea.npy"),
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--id",
+                "vectors-only",
+            ]
+        )
+        == 0
+    )
     text, figures = science_of("vectors-only", 2)
     assert "carries no image files" in text and figures == []
     assert science_of("vectors-only", None)[0] == science.NO_IMAGE
@@ -180,6 +240,7 @@ def test_profile_and_polar_figures_keep_gaps_out_of_the_log_axis():
     assert line["x"]["dtype"] == "f4"
     assert len(np.frombuffer(__import__("base64").b64decode(line["x"]["bdata"]), "f4")) == 3
     assert marks["x"] == [2.5] and marks["y"] == [10.0]
-    polar = polar_figure(np.arange(3.0), np.array([0.0, 90, 180, 270]),
-                         np.array([[1.0, np.nan, 3, 4]] * 3))
+    polar = polar_figure(
+        np.arange(3.0), np.array([0.0, 90, 180, 270]), np.array([[1.0, np.nan, 3, 4]] * 3)
+    )
     assert polar["data"][0]["x0"] == 0 and polar["data"][0]["dx"] == 90

@@ -116,8 +116,19 @@ def test_every_format_is_ingested_pixel_for_pixel_with_its_labels(tmp_path, caps
     csv = write_labels(tmp_path / "labels.csv", [(n, *labels[n]) for n in expect])
     data = tmp_path / "data"
 
-    assert run_cli("--images", tmp_path / "imgs", "--labels", csv, "--data-dir", data,
-                   "--id", "every-format") == 0
+    assert (
+        run_cli(
+            "--images",
+            tmp_path / "imgs",
+            "--labels",
+            csv,
+            "--data-dir",
+            data,
+            "--id",
+            "every-format",
+        )
+        == 0
+    )
     lines, _ = output_lines(capsys)
     assert lines[-1] == f"ingested {len(expect)} images, 0 problems"
 
@@ -139,8 +150,9 @@ def test_every_format_is_ingested_pixel_for_pixel_with_its_labels(tmp_path, caps
 def test_test_fraction_puts_that_share_of_images_in_the_test_split(tmp_path):
     expect = make_images(tmp_path / "imgs")
     csv = write_labels(tmp_path / "l.csv", [(n, 0, 1, 0) for n in expect])
-    result = ingest_module.ingest(tmp_path / "imgs", csv, tmp_path / "data",
-                                  test_fraction=0.25, progress=False)
+    result = ingest_module.ingest(
+        tmp_path / "imgs", csv, tmp_path / "data", test_fraction=0.25, progress=False
+    )
     splits = open_dataset(result.path).images["split"]
     assert (splits == "test").sum() == round(len(expect) * 0.25)
     assert set(splits) == {"train", "test"}
@@ -150,10 +162,15 @@ def test_inverted_real_png_becomes_counts_with_the_beamstop_dark(tmp_path, capsy
     folder = tmp_path / "real"
     folder.mkdir()
     (folder / REAL_IMAGE.name).write_bytes(REAL_IMAGE.read_bytes())
-    csv = write_labels(tmp_path / "labels.csv", [(REAL_IMAGE.name, 0, 1, 0)],
-                       header=("image", "Linear beamstop", "Diffuse", "Ice ring"))
-    assert run_cli("--images", folder, "--labels", csv, "--data-dir", tmp_path / "data",
-                   "--inverted") == 0
+    csv = write_labels(
+        tmp_path / "labels.csv",
+        [(REAL_IMAGE.name, 0, 1, 0)],
+        header=("image", "Linear beamstop", "Diffuse", "Ice ring"),
+    )
+    assert (
+        run_cli("--images", folder, "--labels", csv, "--data-dir", tmp_path / "data", "--inverted")
+        == 0
+    )
     ds = open_dataset("real", tmp_path / "data")
     counts = ds.load_image(0)
     png = np.asarray(Image.open(REAL_IMAGE), dtype=np.float32)
@@ -169,8 +186,9 @@ def test_name_only_entries_find_files_in_subfolders(tmp_path):
     (folder / "a" / "b").mkdir(parents=True)
     tifffile.imwrite(folder / "a" / "b" / "deep.tif", np.ones((8, 8), np.uint16))
     tifffile.imwrite(folder / "top.tif", np.ones((8, 9), np.uint16))
-    csv = write_labels(tmp_path / "l.csv", [("deep.tif", 1, 0, 0), ("top", 0, 1, 0)],
-                       header=("Path", *ATTRS))
+    csv = write_labels(
+        tmp_path / "l.csv", [("deep.tif", 1, 0, 0), ("top", 0, 1, 0)], header=("Path", *ATTRS)
+    )
     result = ingest_module.ingest(folder, csv, tmp_path / "data", progress=False)
     assert result.problems == []
     assert list(open_dataset(result.path).images["image_id"]) == ["a/b/deep.tif", "top.tif"]
@@ -193,10 +211,12 @@ def test_hdf5_path_option_reads_another_dataset(tmp_path):
     with h5py.File(folder / "raw.h5", "w") as f:
         f.create_dataset("/detector/frames", data=np.arange(2 * 10 * 12).reshape(2, 10, 12))
     csv = write_labels(tmp_path / "l.csv", [("raw.h5", 1, 1, 0)])
-    result = ingest_module.ingest(folder, csv, tmp_path / "data", h5_path="/detector/frames",
-                                  progress=False)
-    np.testing.assert_array_equal(open_dataset(result.path).load_image(0),
-                                  np.arange(120).reshape(10, 12))
+    result = ingest_module.ingest(
+        folder, csv, tmp_path / "data", h5_path="/detector/frames", progress=False
+    )
+    np.testing.assert_array_equal(
+        open_dataset(result.path).load_image(0), np.arange(120).reshape(10, 12)
+    )
 
 
 # ---------------------------------------------------------------- problems, reported not fatal
@@ -216,24 +236,27 @@ def bad_folder(tmp_path: Path) -> Path:
         f.create_dataset("/somewhere/else", data=np.ones((5, 5)))
     (folder / "notes.txt").write_text("not an image")
     (tmp_path / "secret.tif").write_bytes(whole)  # exists, but outside the images folder
-    write_labels(tmp_path / "labels.csv", [
-        ("good1.tif", 1, 0, 1),
-        ("good2.tif", 0, 1, 0),
-        ("missing.tif", 1, 0, 0),
-        ("", 1, 1, 1),
-        ("dup.tif", 1, 0, 0),
-        ("dup.tif", 1, 0, 0),
-        ("clash.tif", 1, 0, 0),
-        ("clash.tif", 0, 1, 0),
-        ("odd.tif", 1, "yes", 0.5),
-        ("corrupt.png", 1, 0, 0),
-        ("cut.tif", 0, 0, 1),
-        ("nodefault.h5", 0, 0, 1),
-        ("../secret.tif", 1, 0, 0),
-        ("../../../../etc/passwd", 1, 0, 0),
-        (str(tmp_path / "secret.tif"), 1, 0, 0),
-        ("notes.txt", 1, 0, 0),
-    ])
+    write_labels(
+        tmp_path / "labels.csv",
+        [
+            ("good1.tif", 1, 0, 1),
+            ("good2.tif", 0, 1, 0),
+            ("missing.tif", 1, 0, 0),
+            ("", 1, 1, 1),
+            ("dup.tif", 1, 0, 0),
+            ("dup.tif", 1, 0, 0),
+            ("clash.tif", 1, 0, 0),
+            ("clash.tif", 0, 1, 0),
+            ("odd.tif", 1, "yes", 0.5),
+            ("corrupt.png", 1, 0, 0),
+            ("cut.tif", 0, 0, 1),
+            ("nodefault.h5", 0, 0, 1),
+            ("../secret.tif", 1, 0, 0),
+            ("../../../../etc/passwd", 1, 0, 0),
+            (str(tmp_path / "secret.tif"), 1, 0, 0),
+            ("notes.txt", 1, 0, 0),
+        ],
+    )
     return folder
 
 
@@ -246,7 +269,7 @@ EXPECTED_PROBLEMS = {
     "corrupt.png": "cannot read the image",
     "cut.tif": "cannot read the image",
     "nodefault.h5": "no dataset /entry/data/data; name the dataset with --h5-path "
-                    "(image-like datasets here: /somewhere/else)",
+    "(image-like datasets here: /somewhere/else)",
     "../secret.tif": "row 14: refused: the path leads outside the images folder",
     "../../../../etc/passwd": "row 15: refused: the path leads outside the images folder",
     "secret.tif": "row 16: refused: the path leads outside the images folder",
@@ -258,8 +281,19 @@ EXPECTED_PROBLEMS = {
 def test_every_bad_row_and_file_is_reported_by_name_and_the_rest_is_ingested(tmp_path, capsys):
     folder = bad_folder(tmp_path)
     data = tmp_path / "data"
-    assert run_cli("--images", folder, "--labels", tmp_path / "labels.csv",
-                   "--data-dir", data, "--id", "partly") == 0
+    assert (
+        run_cli(
+            "--images",
+            folder,
+            "--labels",
+            tmp_path / "labels.csv",
+            "--data-dir",
+            data,
+            "--id",
+            "partly",
+        )
+        == 0
+    )
     lines, _ = output_lines(capsys)
     assert lines[-1] == f"ingested 3 images, {len(EXPECTED_PROBLEMS)} problems"
     problems = [line.strip() for line in lines if line.startswith("  ")]
@@ -275,8 +309,12 @@ def test_every_bad_row_and_file_is_reported_by_name_and_the_rest_is_ingested(tmp
 def test_strict_stops_on_the_first_problems_and_writes_nothing(tmp_path, capsys):
     folder = bad_folder(tmp_path)
     data = tmp_path / "data"
-    assert run_cli("--images", folder, "--labels", tmp_path / "labels.csv",
-                   "--data-dir", data, "--strict") == 2
+    assert (
+        run_cli(
+            "--images", folder, "--labels", tmp_path / "labels.csv", "--data-dir", data, "--strict"
+        )
+        == 2
+    )
     lines, err = output_lines(capsys)
     assert "--strict" in err and "nothing written" in err
     assert lines[-1].startswith("ingested 0 images,")
@@ -290,8 +328,10 @@ def test_strict_also_fails_on_an_unreadable_image_found_while_reading(tmp_path, 
     tifffile.imwrite(folder / "fine.tif", np.ones((8, 8), np.uint8))
     (folder / "broken.edf").write_bytes(b"{\nDim_1 = 100 ;\n}\n" + b"x" * 10)
     csv = write_labels(tmp_path / "l.csv", [("fine.tif", 1, 0, 0), ("broken.edf", 0, 1, 0)])
-    assert run_cli("--images", folder, "--labels", csv, "--data-dir", tmp_path / "data",
-                   "--strict") == 2
+    assert (
+        run_cli("--images", folder, "--labels", csv, "--data-dir", tmp_path / "data", "--strict")
+        == 2
+    )
     lines, _ = output_lines(capsys)
     assert any(line.strip().startswith("broken.edf: cannot read") for line in lines)
     assert leftovers(tmp_path / "data") == []
@@ -307,7 +347,8 @@ def test_a_truncated_edf_is_a_problem_not_zeros(tmp_path):
     csv = write_labels(tmp_path / "l.csv", [("t.edf", 1, 0, 0), ("ok.tif", 1, 0, 0)])
     result = ingest_module.ingest(folder, csv, tmp_path / "data", progress=False)
     assert [str(p) for p in result.problems] == [
-        "t.edf: file is truncated (data shorter than its header says)"]
+        "t.edf: file is truncated (data shorter than its header says)"
+    ]
 
 
 def test_no_good_image_is_an_error_and_writes_nothing(tmp_path, capsys):
@@ -340,8 +381,16 @@ def test_a_crash_midway_leaves_no_dataset_and_no_temporary_files(tmp_path, monke
 def test_an_existing_dataset_id_is_refused_before_any_image_is_read(tmp_path, capsys):
     make_images(tmp_path / "imgs")
     csv = write_labels(tmp_path / "l.csv", [("u8.tif", 1, 0, 0)])
-    args = ("--images", tmp_path / "imgs", "--labels", csv, "--data-dir", tmp_path / "data",
-            "--id", "same")
+    args = (
+        "--images",
+        tmp_path / "imgs",
+        "--labels",
+        csv,
+        "--data-dir",
+        tmp_path / "data",
+        "--id",
+        "same",
+    )
     assert run_cli(*args) == 0
     assert run_cli(*args) == 2
     assert "already exists" in capsys.readouterr().err
@@ -351,23 +400,37 @@ def test_an_existing_dataset_id_is_refused_before_any_image_is_read(tmp_path, ca
 # ---------------------------------------------------------------- malformed labels files
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty"),
-    (b"   \n\n", "is empty"),
-    (b"file\n a.tif\n", "has no attribute columns"),
-    (b"file,Ring,Halo\n", "has a header but no rows"),
-    (b"file,Ring,Ring\na.tif,1,0\n", "column names repeat: ['Ring']"),
-    (b"file,,Halo\na.tif,1,0\n", "column 2 of the header has no name"),
-    (b"a.tif,1,0\nb.tif,0,1\n", "the first row looks like data, not a header"),
-    (b"file,Ring\n\xff\xfe\x00garbage\x81\n", "is not UTF-8 text"),
-], ids=["empty", "blank", "no-attributes", "header-only", "repeated", "unnamed", "headerless",
-        "binary"])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"   \n\n", "is empty"),
+        (b"file\n a.tif\n", "has no attribute columns"),
+        (b"file,Ring,Halo\n", "has a header but no rows"),
+        (b"file,Ring,Ring\na.tif,1,0\n", "column names repeat: ['Ring']"),
+        (b"file,,Halo\na.tif,1,0\n", "column 2 of the header has no name"),
+        (b"a.tif,1,0\nb.tif,0,1\n", "the first row looks like data, not a header"),
+        (b"file,Ring\n\xff\xfe\x00garbage\x81\n", "is not UTF-8 text"),
+    ],
+    ids=[
+        "empty",
+        "blank",
+        "no-attributes",
+        "header-only",
+        "repeated",
+        "unnamed",
+        "headerless",
+        "binary",
+    ],
+)
 def test_malformed_labels_file_is_an_error_naming_it(tmp_path, capsys, content, message):
     make_images(tmp_path / "imgs")
     csv = tmp_path / "bad-labels.csv"
     csv.write_bytes(content)
-    assert run_cli("--images", tmp_path / "imgs", "--labels", csv,
-                   "--data-dir", tmp_path / "data") == 2
+    assert (
+        run_cli("--images", tmp_path / "imgs", "--labels", csv, "--data-dir", tmp_path / "data")
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(csv) in err and message in err
     assert leftovers(tmp_path / "data") == []
@@ -375,12 +438,23 @@ def test_malformed_labels_file_is_an_error_naming_it(tmp_path, capsys, content, 
 
 def test_missing_labels_file_and_missing_images_folder_are_errors(tmp_path, capsys):
     make_images(tmp_path / "imgs")
-    assert run_cli("--images", tmp_path / "imgs", "--labels", tmp_path / "nope.csv",
-                   "--data-dir", tmp_path / "data") == 2
+    assert (
+        run_cli(
+            "--images",
+            tmp_path / "imgs",
+            "--labels",
+            tmp_path / "nope.csv",
+            "--data-dir",
+            tmp_path / "data",
+        )
+        == 2
+    )
     assert f"labels file {tmp_path / 'nope.csv'} not found" in capsys.readouterr().err
     csv = write_labels(tmp_path / "l.csv", [("u8.tif", 1, 0, 0)])
-    assert run_cli("--images", tmp_path / "nowhere", "--labels", csv,
-                   "--data-dir", tmp_path / "data") == 2
+    assert (
+        run_cli("--images", tmp_path / "nowhere", "--labels", csv, "--data-dir", tmp_path / "data")
+        == 2
+    )
     assert f"images folder {tmp_path / 'nowhere'} not found" in capsys.readouterr().err
     assert leftovers(tmp_path / "data") == []
 

@@ -331,3 +331,19 @@ def test_a_job_uses_the_corrections_snapshot_it_is_handed(tiny, tmp_path):
     snapshot.write_text("{not json")
     with pytest.raises(PipelineError, match="snapshot.json is unreadable"):
         retrain.read_snapshot(snapshot)
+
+
+@pytest.mark.browser
+def test_a_failing_job_shows_its_error_and_keeps_every_run(dashboard, tiny):
+    dash_duo = dashboard
+    before = fingerprint(tiny)
+    (tiny / "datasets" / "tiny-data" / "images" / "000005.npy").unlink()  # a lost image file
+    click(dash_duo, "#button-retrain")
+    dash_duo.wait_for_contains_text("#text-retrain-status", "Retraining failed: image file",
+                                    timeout=120)
+    dash_duo.wait_for_contains_text("#text-retrain-status", "000005.npy is missing")
+    assert [r.id for r in list_runs(tiny)] == [TINY_RUN]
+    assert fingerprint(tiny) == before
+    assert leftovers(tiny) == []
+    assert dash_duo.find_element("#button-retrain").is_enabled()
+    assert dash_duo.get_logs() == []

@@ -36,8 +36,12 @@ def saxs_image(h, w, cx, cy, *, seed=0, rings=(40, 75, 115), beamstop=True, gap=
 
 @pytest.mark.parametrize(
     "shape, centre",
-    [((256, 256), (128.0, 128.0)), ((256, 256), (81.3, 170.6)), ((200, 300), (240.7, 52.2)),
-     ((256, 256), (22.0, 30.5))],
+    [
+        ((256, 256), (128.0, 128.0)),
+        ((256, 256), (81.3, 170.6)),
+        ((200, 300), (240.7, 52.2)),
+        ((256, 256), (22.0, 30.5)),
+    ],
     ids=["centred", "off-centre", "wide-near-corner", "close-to-corner"],
 )
 def test_beam_centre_is_found_within_a_pixel_despite_beamstop_and_gap(shape, centre):
@@ -111,6 +115,13 @@ def test_simulated_images_with_visible_scattering_get_their_centre_within_two_pi
     errors = np.array(errors)
     assert len(errors) == 16 and off_centre >= 2
     assert np.median(errors) < 1.0 and (errors <= 2).mean() >= 0.75, errors.round(1)
+
+
+def test_real_protein_image_centre_lands_on_the_beamstop_disc():
+    counts = 255.0 - np.asarray(Image.open(REAL_IMAGE), dtype=float)  # inverted contrast
+    found = beam_centre(counts)
+    assert np.hypot(found.x - REAL_CENTRE[0], found.y - REAL_CENTRE[1]) < 3, found
+    assert found.confidence > 0.3 and "disc beamstop" in found.method
 
 
 def test_radial_profile_recovers_rings_and_ignores_masked_pixels():

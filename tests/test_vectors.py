@@ -49,16 +49,27 @@ def inputs(tmp_path, seed=0, n=N):
 
 
 def cli(tmp_path, *extra, labels="act.csv", predictions="prd.csv", features="fea.npy"):
-    return main(["import-vectors", "--labels", str(tmp_path / labels),
-                 "--predictions", str(tmp_path / predictions),
-                 "--features", str(tmp_path / features),
-                 "--data-dir", str(tmp_path / "data"), *map(str, extra)])
+    return main(
+        [
+            "import-vectors",
+            "--labels",
+            str(tmp_path / labels),
+            "--predictions",
+            str(tmp_path / predictions),
+            "--features",
+            str(tmp_path / features),
+            "--data-dir",
+            str(tmp_path / "data"),
+            *map(str, extra),
+        ]
+    )
 
 
 def nothing_written(tmp_path) -> bool:
     data = tmp_path / "data"
-    return not any(p for sub in ("runs", "datasets") if (data / sub).exists()
-                   for p in (data / sub).iterdir())
+    return not any(
+        p for sub in ("runs", "datasets") if (data / sub).exists() for p in (data / sub).iterdir()
+    )
 
 
 def test_vectors_become_a_run_matched_by_id_with_metrics_and_maps(tmp_path, capsys):
@@ -147,8 +158,10 @@ def broken(tmp_path, what):
         bad = prd[order].copy()
         bad[2, 2] = 1.7
         write_csv(prd_csv, pids, bad)
-        return f"{prd_csv}: predictions must be probabilities in [0, 1]; image '{pids[2]}', " \
-               "column 'Linear beamstop' holds 1.7"
+        return (
+            f"{prd_csv}: predictions must be probabilities in [0, 1]; image '{pids[2]}', "
+            "column 'Linear beamstop' holds 1.7"
+        )
     if what == "label-not-binary":
         bad = act.copy()
         bad[5, 0] = 2
@@ -174,14 +187,28 @@ def broken(tmp_path, what):
     raise AssertionError(what)
 
 
-CASES = ["missing-id", "extra-id", "duplicate-id", "renamed-attribute", "reordered-attributes",
-         "nan", "not-a-number", "probability-out-of-range", "label-not-binary", "features-short",
-         "features-1d", "features-nan", "features-corrupt", "empty-labels"]
+CASES = [
+    "missing-id",
+    "extra-id",
+    "duplicate-id",
+    "renamed-attribute",
+    "reordered-attributes",
+    "nan",
+    "not-a-number",
+    "probability-out-of-range",
+    "label-not-binary",
+    "features-short",
+    "features-1d",
+    "features-nan",
+    "features-corrupt",
+    "empty-labels",
+]
 
 
 @pytest.mark.parametrize("what", CASES)
-def test_inconsistent_inputs_are_errors_that_name_the_file_and_write_nothing(tmp_path, capsys,
-                                                                              what):
+def test_inconsistent_inputs_are_errors_that_name_the_file_and_write_nothing(
+    tmp_path, capsys, what
+):
     expected = broken(tmp_path, what)
     assert cli(tmp_path) == 2
     err = capsys.readouterr().err
