@@ -11,9 +11,14 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUME
     os.environ[_var] = "1"  # before numpy is imported: one core, as the target says
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+# The repo root first: run as a script, this folder (with its pipeline.py) would come first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.simulate import SATURATION, draw_scene  # noqa: E402
 

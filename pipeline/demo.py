@@ -31,7 +31,7 @@ class DemoConfig:
     device: str = "auto"
 
 
-DEFAULT = DemoConfig(n=1600, size=256, arch="resnet18", input_size=96, epochs=8, batch_size=32,
+DEFAULT = DemoConfig(n=1600, size=256, arch="resnet18", input_size=96, epochs=6, batch_size=32,
                      lr=3e-3)
 FAST = DemoConfig(n=120, size=64, arch="resnet18", input_size=64, epochs=1, batch_size=32,
                   lr=3e-3)

@@ -86,7 +86,7 @@ def embed(x: np.ndarray, *, space: str, seed: int = 0, perplexity: float = 30,
 
     tsne = TSNE(n_components=2, perplexity=perplexity, metric="euclidean",
                 negative_gradient_method=gradient_method(len(z), method), random_state=seed,
-                n_jobs=_jobs(len(z)),
+                n_jobs=_jobs(),
                 early_exaggeration_iter=EARLY_ITER, n_iter=MAIN_ITER, callbacks=tick,
                 callbacks_every_iters=CALLBACK_EVERY, verbose=False)
     try:
@@ -98,10 +98,10 @@ def embed(x: np.ndarray, *, space: str, seed: int = 0, perplexity: float = 30,
     return coords
 
 
-def _jobs(n: int) -> int:
-    """Threads for openTSNE: one below 10k points, where a second one measured no faster (and
-    16× slower on a busy 2-core machine when OpenMP spins), every core above."""
-    return max(1, min(8, os.cpu_count() or 1)) if n >= FFT_MIN_POINTS else 1
+def _jobs() -> int:
+    """Every core (up to 8); openTSNE's OpenMP threads wait passively (pipeline/__init__.py),
+    without which a second thread measured 16× slower on a busy 2-core machine."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _pca_layout(z: np.ndarray) -> np.ndarray:

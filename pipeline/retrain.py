@@ -65,18 +65,8 @@ def lock_is_stale(path: Path, holder: dict, stale_after: float = LOCK_STALE_S) -
     if age > stale_after:
         return True
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-        return not pid_running(holder["pid"])
+        return not store.pid_running(holder["pid"])
     return not holder and age > 5.0  # empty file: its writer died before filling it
-
-
-def pid_running(pid: int) -> bool:
-    """Whether a process runs; a killed job not yet reaped by its parent (a zombie) does not."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @contextlib.contextmanager
@@ -330,21 +320,9 @@ def wait_until_stopped(data_dir, run_id: str, timeout: float = 30.0,
         if time.monotonic() > deadline:
             return False
         time.sleep(poll)
-    sweep_dead(store.resolve_data_dir(data_dir) / store.RUNS)
+    store.sweep_stale(store.resolve_data_dir(data_dir) / store.RUNS)
     cancel_path(data_dir, run_id).unlink(missing_ok=True)
     return True
-
-
-def sweep_dead(root: Path) -> list[Path]:
-    """Remove temporary directories of processes that are gone, zombies included (a job killed
-    by Dash's cancel may wait unreaped, and store.sweep_stale counts such a pid as alive)."""
-    removed = []
-    for tmp in Path(root).glob(f"{store.TMP_PREFIX}*"):
-        pid = tmp.name[len(store.TMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not pid_running(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-    return removed
 
 
 # ---------------------------------------------------------------- before / after

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 
 from pipeline import __version__
 from pipeline.attributes import colours_for
@@ -92,20 +93,18 @@ def sweep_stale(parent: Path) -> list[Path]:
     removed = []
     for tmp in Path(parent).glob(f"{TMP_PREFIX}*"):
         pid = tmp.name[len(TMP_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_running(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether a process runs; a killed one not yet reaped by its parent (a zombie) does not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_json(path: Path, obj) -> None:

@@ -198,9 +198,8 @@ class _Loop:
         self.batch_size, self.epochs = batch_size, epochs
         self.progress, self.should_stop, self.on_progress = progress, should_stop, on_progress
         self.cuda = dev.type == "cuda"
-        self.model = model.to(dev)
-        if self.cuda:  # tensor cores like NHWC; on CPU it measured no faster (benchmarks/)
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # NHWC suits tensor cores and measured 10 % faster on CPU too (benchmarks/RESULTS.md)
+        self.model = model.to(dev).to(memory_format=torch.channels_last)
         self.steps = len(_batches(len(x_all), batch_size, torch.Generator().manual_seed(0)))
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-4)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -237,9 +236,7 @@ class _Loop:
                        f"{seen / seconds:.0f} images/s")
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        x = x.to(self.dev, torch.float32, non_blocking=True)
-        if self.cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(self.dev, torch.float32).contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cuda):
             loss = bce_loss(self.model(x), y.to(self.dev))
         if not torch.isfinite(loss):
