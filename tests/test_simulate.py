@@ -301,41 +301,14 @@ def test_simulate_killed_midway_leaves_no_dataset_directory(tmp_path, monkeypatc
 
 
 def test_command_line_prints_where_it_wrote_and_prevalence(tmp_path, capsys):
-    code = main(
-        [
-            "simulate",
-            "--n",
-            "3",
-            "--size",
-            "32",
-            "--id",
-            "tiny",
-            "--quiet",
-            "--data-dir",
-            str(tmp_path),
-        ]
-    )
+    args = ["simulate", "--n", "3", "--size", "32", "--id", "tiny", "--quiet",
+            "--data-dir", str(tmp_path)]
+    code = main(args)
     out = capsys.readouterr().out
     assert code == 0
     assert str(tmp_path / "datasets" / "tiny") in out
     assert all(name in out for name in ATTRIBUTES)
-    assert (
-        main(
-            [
-                "simulate",
-                "--n",
-                "3",
-                "--size",
-                "32",
-                "--id",
-                "tiny",
-                "--quiet",
-                "--data-dir",
-                str(tmp_path),
-            ]
-        )
-        == 2
-    )  # an existing id is not overwritten
+    assert main(args) == 2  # an existing id is not overwritten
     assert "already exists" in capsys.readouterr().err
 
 
