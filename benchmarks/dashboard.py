@@ -6,7 +6,8 @@ bytes a linked-selection update sends against the bytes of the three full figure
 Runs are synthetic arrays written with the run store into a temporary directory (no images
 are needed: none of the timed callbacks opens one). Each callback is called directly, inside a
 Dash callback context, and its output is JSON-encoded as Dash would send it; the time covers
-both. Targets (p95): 100 ms at 10k and 300 ms at 100k in dots mode; flowers at the cap 300 ms.
+both. One image in a hundred carries a label correction (SQLite, as in use). Targets (p95):
+100 ms at 10k and 300 ms at 100k in dots mode; flowers at the cap 300 ms.
 """
 
 from __future__ import annotations
@@ -73,11 +74,28 @@ def timed(fn, repeat: int) -> tuple[float, float, object]:
     return float(np.median(times)), float(np.percentile(times, 95)), out
 
 
+def correct_labels(run, share: float = 0.01) -> int:
+    """Label corrections on a share of the run's images, as analysts would have made them."""
+    from pipeline import corrections
+
+    rng = np.random.default_rng(2)
+    rows = rng.choice(len(run), int(share * len(run)), replace=False)
+    data_dir, dataset = os.environ["XRAE_DATA_DIR"], run.meta["dataset"]
+    event = 0
+    for i in rows:
+        j = int(rng.integers(len(run.attributes)))
+        event = corrections.set_label(data_dir, dataset, run.images["image_id"].iloc[i],
+                                      run.attributes[j], 1 - int(run.act[i, j]), author="bench")
+    return event
+
+
 def measure(run_id: str, n: int, repeat: int) -> list[tuple[str, float, float, float]]:
+    from callbacks import corrections as correction_callbacks
     from callbacks import selection, views
     from pipeline.store import get_run
 
     run = get_run(run_id)
+    latest = correct_labels(run)
     every = list(range(len(run.attributes)))
     rng = np.random.default_rng(1)
     picked = np.sort(rng.choice(n, n // 10, replace=False))
@@ -107,6 +125,11 @@ def measure(run_id: str, n: int, repeat: int) -> list[tuple[str, float, float, f
         "zoom → joint flowers (cap 500)": lambda: call(
             views.draw_flowers, ids_viewport("fea"), None, zoom, None, 0.5, [], "any", "act",
             run_id, "joint", every, 500),
+        "corrections poll, nothing new": lambda: call(
+            correction_callbacks.notice_other_corrections, "interval-corrections-poll.n_intervals",
+            1, latest, run_id),
+        "new correction → diamonds (1 % corrected)": lambda: call(
+            views.mark_corrected, "store-corrections-version.data", latest, run_id, "drawn"),
     }
     rows = []
     for name, fn in cases.items():

@@ -13,8 +13,10 @@ from sklearn.neighbors import NearestNeighbors
 
 from components.encoding import error_distance, full_extent
 from components.figures import thumbnail_uri
+from pipeline import corrections
+from pipeline.audit import corrected_run_labels
 from pipeline.errors import PipelineError
-from pipeline.store import Run, get_run, open_run
+from pipeline.store import Run, get_run, open_run, resolve_data_dir
 
 THUMB_SIZE = 72
 MISSING_THUMB = ("data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='8' "
@@ -97,6 +99,25 @@ def _error(run_path: str, metric: str) -> np.ndarray:
 def run_error(run: Run, metric: str) -> np.ndarray:
     """ACT–PRD error distance per image (computed once per run and metric)."""
     return _error(str(run.path), metric or "cosine")
+
+
+def corrected_rows(run: Run) -> np.ndarray:
+    """Rows of the run with at least one label corrected (in force) in its dataset."""
+    _, corrected = corrected_run_labels(run, resolve_data_dir())
+    return np.flatnonzero(corrected.any(axis=1))
+
+
+def image_labels(run: Run, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image's labels with the corrections in force applied, and which of them are corrected."""
+    act = np.asarray(run.act[[int(index)]], dtype=np.uint8)
+    dataset = str(run.meta.get("dataset", ""))
+    if not dataset:
+        return act[0], np.zeros(act.shape[1], dtype=bool)
+    image_id = str(run.images["image_id"].iloc[int(index)])
+    now = corrections.active(resolve_data_dir(), dataset)
+    act, corrected = corrections.apply(act, [image_id], run.attributes,
+                                       now[now["image_id"] == image_id])
+    return act[0], corrected[0]
 
 
 def selected_rows(selected_data: dict | None) -> list[int]:

@@ -1,5 +1,6 @@
 """Behaviour of the label-correction form in the detail view: flip or undo one label of the open
-image (stored durably in <data_dir>/corrections.sqlite), remember the analyst's name locally.
+image (stored durably in <data_dir>/corrections.sqlite), remember the analyst's name locally,
+and poll for corrections other analysts make meanwhile.
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import dash
 from dash import Input, Output, State, ctx, html, no_update
 
-from callbacks.common import try_run
+from callbacks.common import image_labels, try_run
 from components import ids
 from components.audit import MARK, attribute_options, correction_form, image_corrections
 from components.detail import act_prd_table
@@ -58,8 +59,8 @@ def describe_labels(index, _version, run_id):
     dataset, image_id = key
     now = corrections.active(resolve_data_dir(), dataset)
     mine = now[now["image_id"] == image_id]
-    act, mask = corrections.apply(run.act[[int(index)]], [image_id], run.attributes, mine)
-    options = attribute_options(run.attributes, act[0], run.prd[int(index)], mask[0])
+    act, corrected = image_labels(run, int(index))
+    options = attribute_options(run.attributes, act, run.prd[int(index)], corrected)
     return options, image_corrections(mine.to_dict("records")), False, mine.empty
 
 
@@ -97,6 +98,26 @@ def write_correction(flips, undos, column, note, author, index, run_id):
     except PipelineError as err:
         return no_update, _alert(str(err)), no_update
     return event, html.Span(message, className="text-success"), ""
+
+
+@dash.callback(
+    Output(ids.STORE_CORRECTIONS, "data", allow_duplicate=True),
+    Input(ids.CORRECTIONS_POLL, "n_intervals"),
+    State(ids.STORE_CORRECTIONS, "data"), State(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,
+)
+def notice_other_corrections(_ticks, seen, run_id):
+    """Corrections made elsewhere (another analyst, the command line) reach this page at the
+    next poll: a new newest event id refreshes everything that shows corrections."""
+    run = try_run(run_id)
+    dataset = str(run.meta.get("dataset", "")) if run is not None else ""
+    if not dataset:
+        return no_update
+    try:
+        latest = corrections.latest_event(resolve_data_dir(), dataset)
+    except PipelineError:
+        return no_update  # an unreadable database is named where corrections are written
+    return latest if latest != seen else no_update
 
 
 @dash.callback(

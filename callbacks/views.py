@@ -11,7 +11,16 @@ import dash
 import numpy as np
 from dash import ALL, Input, Output, Patch, State, ctx, html, no_update
 
-from callbacks.common import chosen_run, extent, run_error, selected_rows, thumbnail, try_run
+from callbacks.common import (
+    chosen_run,
+    corrected_rows,
+    extent,
+    image_labels,
+    run_error,
+    selected_rows,
+    thumbnail,
+    try_run,
+)
 from components import ids
 from components.encoding import (
     DEFAULT_CAP,
@@ -24,11 +33,13 @@ from components.encoding import (
     viewport_from_relayout,
 )
 from components.figures import (
+    CORRECTED,
     FIRST_FLOWER,
     GROUPS,
     POINTS,
     SELECTED,
     centre_sizes,
+    corrected_trace,
     flower_geometry,
     flower_templates,
     groups_trace,
@@ -38,7 +49,7 @@ from components.figures import (
     typed,
     view_figure,
 )
-from components.views import colour_legend
+from components.views import colour_legend, correction_key
 
 SPACES = tuple(ids.VIEWS)
 MATCH_OPACITY, FADED_OPACITY = 0.85, 0.07
@@ -104,6 +115,7 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
     size = point_size(run, mode, metric)
     size = size if np.isscalar(size) else typed(size)
     mine = [g for g in groups or [] if g.get("run") == run.id]
+    corrected = corrected_rows(run)
     figures, headers = [], []
     for space in SPACES:
         xy = run.emb(space)
@@ -118,7 +130,8 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
                 trace["x"], trace["y"] = typed(x), typed(y)
         rings = selected_trace(xy, selection if mode != "dots" else None)
         figures.append(view_figure(points, groups_trace(xy, mine, dot_size(len(run))), rings,
-                                   flowers, uirevision=run.id))
+                                   corrected_trace(xy, corrected, dot_size(len(run))), flowers,
+                                   uirevision=run.id))
         headers.append(header)
     return figures, headers
 
@@ -320,6 +333,28 @@ def outline_groups(groups, run_id):
     return patches
 
 
+@dash.callback(
+    _outputs(ids.VIEWS, "figure"), Output(ids.CORRECTION_KEY, "children"),
+    Input(ids.STORE_CORRECTIONS, "data"), Input(ids.RUN_PICKER, "value"),
+    State(ids.VIEW_HEADERS["act"], "children"),
+    prevent_initial_call=True,
+)
+def mark_corrected(_version, run_id, drawn):
+    """Images with a corrected label wear a black diamond in all three views, whoever made the
+    correction; the key above the views counts them."""
+    run = chosen_run(run_id)
+    rows = corrected_rows(run)
+    if ctx.triggered_id == ids.RUN_PICKER or not drawn:
+        # The full draw of a new run (or the first draw, still on its way) brings the diamonds.
+        return (*[no_update] * len(SPACES), correction_key(len(rows)))
+    patches = []
+    for space in SPACES:
+        patch = Patch()
+        patch["data"][CORRECTED] = corrected_trace(run.emb(space), rows, dot_size(len(run)))
+        patches.append(patch)
+    return (*patches, correction_key(len(rows)))
+
+
 # ---------------------------------------------------------------- legends and hover
 
 
@@ -345,19 +380,25 @@ def draw_colour_legend(colour_by, colour_attribute, run_id):
 
 
 def hover_card(run, index: int) -> list:
-    """The tooltip body: thumbnail, image id, and the strongest predicted attributes."""
-    prd, act = np.asarray(run.prd[index]), np.asarray(run.act[index])
+    """The tooltip body: thumbnail, image id, the strongest predicted attributes and any
+    corrected label (labels shown as corrected, marked ✎)."""
+    prd = np.asarray(run.prd[index])
+    act, corrected = image_labels(run, index)
     top = [j for j in np.argsort(-prd)[:4] if prd[j] >= 0.05 or act[j]]
+    top += [j for j in np.flatnonzero(corrected) if j not in top]
     lines = [html.Div([html.Span(className="swatch", style={"background": run.colours[j]}),
                        html.Span(run.attributes[j], className="hover-name"),
                        html.Span(f"{prd[j]:.2f}", className="hover-p"),
-                       html.Span("✓" if act[j] else "", className="hover-act")],
+                       html.Span(f"{act[j]} ✎" if corrected[j] else "✓" if act[j] else "",
+                                 className="hover-act")],
                       className="hover-line") for j in top]
+    note = "PRD probability; ✓ = labelled (ACT)"
+    if corrected.any():
+        note += "; 0 ✎ / 1 ✎ = corrected label"
     image_id = str(run.images["image_id"].iloc[index])
     return [html.Img(src=thumbnail(run, index, HOVER_THUMB), className="hover-thumb"),
             html.Div([html.B(f"#{index} · {image_id}"), *lines,
-                      html.Div("PRD probability; ✓ = labelled (ACT)", className="hover-note")],
-                     className="hover-text")]
+                      html.Div(note, className="hover-note")], className="hover-text")]
 
 
 VIEW_HOVERS = {}  # space -> its hover callback (tests call them directly)

@@ -146,7 +146,6 @@ def correction_form() -> html.Div:
         html.Div(id=ids.CORRECTION_STATUS, className="small my-1"),
         html.Div(id=ids.CORRECTION_LIST, className="small"),
         dcc.Store(id=ids.STORE_AUTHOR, storage_type="local"),
-        dcc.Store(id=ids.STORE_CORRECTIONS, data=0),
     ])
 
 

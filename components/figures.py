@@ -13,7 +13,7 @@ import numpy as np
 import plotly.colors
 from PIL import Image
 
-POINTS, GROUPS, SELECTED, FIRST_FLOWER = 0, 1, 2, 3  # trace positions in every view figure
+POINTS, GROUPS, SELECTED, CORRECTED, FIRST_FLOWER = 0, 1, 2, 3, 4  # trace positions in a view
 PETAL_STEPS = 11  # outline vertices per petal
 FN_LENGTH = 0.5  # joint mode: a missed label (FN) draws a short, hatched petal
 COLOUR_MAPS = ("Inferno", "Viridis", "Magma", "Cividis", "Greys_r", "Jet", "Hot")  # _r: reversed
@@ -84,6 +84,20 @@ def selected_trace(xy, rows) -> dict:
             "y": typed(np.asarray(xy[rows, 1], np.float32)),
             "marker": {"symbol": "circle-open", "size": 17, "color": "#0d6efd",
                        "line": {"width": 2.5, "color": "#0d6efd"}}}
+
+
+CORRECTED_COLOUR = "#111111"
+
+
+def corrected_trace(xy, rows, size: float) -> dict:
+    """Images with a corrected label: a black open diamond round each (drawn above the rings)."""
+    rows = np.asarray(rows if rows is not None else [], dtype=np.int64)
+    xy = np.asarray(xy)
+    return {"type": "scattergl", "mode": "markers", "name": "corrected", "hoverinfo": "skip",
+            "x": typed(np.asarray(xy[rows, 0], np.float32)),
+            "y": typed(np.asarray(xy[rows, 1], np.float32)),
+            "marker": {"symbol": "diamond-open", "size": size + 9, "color": CORRECTED_COLOUR,
+                       "line": {"width": 1.8, "color": CORRECTED_COLOUR}}}
 
 
 def flower_styles(mode: str) -> tuple[str, ...]:
@@ -189,9 +203,10 @@ def flower_geometry(mode: str, centres, act, prd, threshold: float, shown, radiu
     return out
 
 
-def view_figure(points: dict, groups: dict, selected: dict, flowers: list[dict],
+def view_figure(points: dict, groups: dict, selected: dict, corrected: dict, flowers: list[dict],
                 uirevision) -> dict:
-    """One embedded view: points, group rings, selection rings, then the petal traces.
+    """One embedded view: points, group rings, selection rings, corrected-label diamonds, then
+    the petal traces.
 
     Axes are not locked to equal scale, so elongated maps use the whole plot; petals are sized
     per axis (petal_radius) and so stay round.
@@ -199,7 +214,7 @@ def view_figure(points: dict, groups: dict, selected: dict, flowers: list[dict],
     axis = {"showticklabels": False, "showgrid": False, "zeroline": False, "showline": True,
             "mirror": True, "linecolor": "#d0d4da", "ticks": ""}
     return {
-        "data": [points, groups, selected, *flowers],
+        "data": [points, groups, selected, corrected, *flowers],
         "layout": {
             "margin": {"l": 2, "r": 2, "t": 2, "b": 2}, "dragmode": "select",
             "hovermode": "closest", "showlegend": False, "uirevision": uirevision,

@@ -88,6 +88,8 @@ CORRECTION_STATUS = "text-correction-status"
 CORRECTION_LIST = "correction-list"  # the open image's corrections in force
 STORE_AUTHOR = "store-author"  # data: analyst name, kept in the browser (storage_type="local")
 STORE_CORRECTIONS = "store-corrections-version"  # data: latest correction event id seen
+CORRECTIONS_POLL = "interval-corrections-poll"  # asks for other analysts' corrections
+CORRECTION_KEY = "text-correction-key"  # above the views: what the diamond marks, how many
 RETRAIN = "button-retrain"
 RETRAIN_EPOCHS = "input-retrain-epochs"
 CANCEL_RETRAIN = "button-cancel-retrain"

@@ -7,9 +7,11 @@ from dash import dcc
 
 from components import ids
 
+CORRECTIONS_POLL_MS = 5000  # how soon another analyst's correction shows on this page
+
 
 def stores() -> list:
-    """The stores, the page-location trigger and the CSV download target."""
+    """The stores, the page-location trigger, the corrections poll and the CSV download target."""
     return [
         dcc.Location(id=ids.URL),
         dcc.Store(id=ids.STORE_SELECTION, data=[]),  # run row indices currently selected
@@ -18,5 +20,7 @@ def stores() -> list:
         dcc.Store(id=ids.STORE_SELECTION_SOURCE, data=None),  # view the selection came from
         # One viewport store per view, so a zoom redraws the flowers of that view only.
         *[dcc.Store(id=store, data=None) for store in ids.STORE_VIEWPORTS.values()],
+        dcc.Store(id=ids.STORE_CORRECTIONS, data=0),  # newest correction event seen
+        dcc.Interval(id=ids.CORRECTIONS_POLL, interval=CORRECTIONS_POLL_MS),
         dcc.Download(id=ids.DOWNLOAD),
     ]

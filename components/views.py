@@ -36,7 +36,9 @@ def view_card(space: str) -> dbc.Card:
 
 def views_row() -> html.Div:
     return html.Div([
-        html.Div(id=ids.COLOUR_LEGEND, className="colour-legend"),
+        html.Div([html.Div(id=ids.COLOUR_LEGEND, className="colour-legend"),
+                  html.Div(id=ids.CORRECTION_KEY, className="colour-legend")],
+                 className="legend-row"),
         dbc.Row([dbc.Col(view_card(s), width=4, className="view-col") for s in ids.VIEWS],
                 className="g-2"),
     ])
@@ -72,3 +74,12 @@ def colour_legend(colour_by: str, attribute: str, colour: str) -> list:
             html.Span(className="gradient",
                       style={"background": f"linear-gradient(90deg, #d9d9d9, {colour})"}),
             html.Span(high, className="legend-end")]
+
+
+def correction_key(n_images: int) -> list:
+    """What the black diamonds in the views mean, and on how many images (nothing when none)."""
+    if n_images == 0:
+        return []
+    noun = "image has" if n_images == 1 else "images have"
+    return [html.Span(className="diamond"),
+            html.Span(f"{n_images:,} {noun} a corrected label (✎)", className="legend-item")]

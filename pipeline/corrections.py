@@ -156,6 +156,17 @@ def history(data_dir, dataset: str | None = None) -> pd.DataFrame:
     return frame.astype({"value": "Int64", "undoes": "Int64"})
 
 
+def latest_event(data_dir, dataset: str) -> int:
+    """Id of the newest event of a dataset (0 when it has none): a cheap version number that
+    dashboards poll to learn of other analysts' corrections."""
+    if not db_path(data_dir).is_file():
+        return 0
+    with connect(data_dir) as conn:
+        row = conn.execute("SELECT MAX(event) FROM events WHERE dataset = ?",
+                           (str(dataset),)).fetchone()
+    return int(row[0] or 0)
+
+
 def active(data_dir, dataset: str) -> pd.DataFrame:
     """The corrections in force for a dataset: one row per key, its latest active 'set' event."""
     events = history(data_dir, dataset)

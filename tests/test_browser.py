@@ -4,6 +4,7 @@ written to tmp_path. Each waits for conditions (never sleeps) and ends with no b
 
 from __future__ import annotations
 
+import itertools
 import socket
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from selenium.webdriver.common.action_chains import ActionChains
 
 from app import create_app
+from components.figures import FIRST_FLOWER
 from pipeline.metrics import group_summary
 from tests.conftest import write_synthetic_run
 
@@ -54,23 +56,40 @@ def figure_data(dash_duo, graph_id: str, expression: str):
         f"const gd = document.querySelector('#{graph_id} .js-plotly-plot'); return {expression};")
 
 
-def box_select(dash_duo, graph_id: str, x0, x1, y0, y1) -> None:
-    """Drag a selection box from data point (x0, y0) to (x1, y1), as a user would."""
-    corners = figure_data(dash_duo, graph_id, f"""(() => {{
+def to_pixels(dash_duo, graph_id: str, points) -> list[list[float]]:
+    """Window pixel positions of data points (x, y) in a view."""
+    return figure_data(dash_duo, graph_id, f"""(() => {{
         const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
         const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
-        return [[box.left + xa.d2p({x0}), box.top + ya.d2p({y0})],
-                [box.left + xa.d2p({x1}), box.top + ya.d2p({y1})]];
+        return {[list(map(float, p)) for p in points]}.map(
+            ([x, y]) => [box.left + xa.d2p(x), box.top + ya.d2p(y)]);
     }})()""")
-    (ax, ay), (bx, by) = corners
+
+
+def drag(dash_duo, path, steps: int = 3) -> None:
+    """Press the mouse at path[0], move through every later pixel point, release there."""
     actions = ActionChains(dash_duo.driver)
-    actions.w3c_actions.pointer_action.move_to_location(round(ax), round(ay))
-    actions.w3c_actions.pointer_action.pointer_down()
-    for t in (0.3, 0.6, 1.0):
-        actions.w3c_actions.pointer_action.move_to_location(round(ax + t * (bx - ax)),
-                                                            round(ay + t * (by - ay)))
-    actions.w3c_actions.pointer_action.pointer_up()
+    pointer = actions.w3c_actions.pointer_action
+    pointer.move_to_location(round(path[0][0]), round(path[0][1]))
+    pointer.pointer_down()
+    for (ax, ay), (bx, by) in itertools.pairwise(path):
+        for t in np.linspace(0, 1, steps + 1)[1:]:
+            pointer.move_to_location(round(ax + t * (bx - ax)), round(ay + t * (by - ay)))
+    pointer.pointer_up()
     actions.perform()
+
+
+def box_select(dash_duo, graph_id: str, x0, x1, y0, y1) -> None:
+    """Drag a selection box from data point (x0, y0) to (x1, y1), as a user would."""
+    drag(dash_duo, to_pixels(dash_duo, graph_id, [(x0, y0), (x1, y1)]))
+
+
+def lasso_select(dash_duo, graph_id: str, x0, x1, y0, y1) -> None:
+    """Pick the lasso in the view's mode bar and draw round the box, corner by corner."""
+    button = dash_duo.find_element(f"#{graph_id} .modebar-btn[data-val='lasso']")
+    dash_duo.driver.execute_script("arguments[0].click()", button)
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+    drag(dash_duo, to_pixels(dash_duo, graph_id, corners), steps=6)
 
 
 def gap_box(xy, lo: float, hi: float):
@@ -98,14 +117,18 @@ def test_page_loads_with_three_views_holding_every_image(dashboard):
     assert dash_duo.get_logs() == []
 
 
-def test_box_select_in_fea_highlights_act_and_prd_and_counts_outcomes(dashboard):
+@pytest.mark.parametrize(("tool", "space"), [("box", "fea"), ("lasso", "prd")])
+def test_box_or_lasso_in_one_view_highlights_all_three_and_counts_outcomes(dashboard, tool, space):
     dash_duo, run = dashboard
-    (x0, x1, y0, y1), expected = gap_box(np.asarray(run.emb("fea")), 0.2, 0.8)
+    (x0, x1, y0, y1), expected = gap_box(np.asarray(run.emb(space)), 0.2, 0.8)
     assert 3 < len(expected) < N
-    box_select(dash_duo, "view-fea", x0, x1, y0, y1)
+    select = box_select if tool == "box" else lasso_select
+    select(dash_duo, f"view-{space}", x0, x1, y0, y1)
     dash_duo.wait_for_text_to_equal("#text-selection-title",
                                     f"Selection: {len(expected)} images")
-    for view in ("view-act", "view-prd"):
+    assert figure_data(dash_duo, f"view-{space}", "gd._fullLayout.dragmode") == (
+        "select" if tool == "box" else "lasso")
+    for view in ("view-act", "view-fea", "view-prd"):
         dash_duo.wait_for_element(f"#{view}")
         assert sorted(figure_data(dash_duo, view, "gd.data[0].selectedpoints")) == list(expected)
     want = group_summary(run.act[expected], run.prd[expected], 0.5)["overall"]
@@ -124,14 +147,16 @@ def test_joint_flowers_draw_petals_per_outcome_and_a_key(dashboard):
     said = np.asarray(run.prd) >= 0.5
     act = np.asarray(run.act).astype(bool)
     a = len(run.attributes)
-    # Joint traces after points, group and selection rings: FP, TP, FN, one per attribute.
-    petals = figure_data(dash_duo, "view-fea", """gd._fullData.slice(3).map(
+    # Joint traces after points, group and selection rings and corrected-label diamonds: FP,
+    # TP, FN, one per attribute.
+    petals = figure_data(dash_duo, "view-fea", f"""gd._fullData.slice({FIRST_FLOWER}).map(
         t => Array.from(t.x).filter(Number.isNaN).length)""")
     assert len(petals) == 3 * a
     assert petals[:a] == (~act & said).sum(axis=0).tolist()  # FP
     assert petals[a:2 * a] == (act & said).sum(axis=0).tolist()  # TP
     assert petals[2 * a:] == (act & ~said).sum(axis=0).tolist()  # FN
-    assert figure_data(dash_duo, "view-fea", "gd._fullData[3].line.color") == "#111111"
+    first_fp = f"gd._fullData[{FIRST_FLOWER}]"
+    assert figure_data(dash_duo, "view-fea", f"{first_fp}.line.color") == "#111111"
     dash_duo.wait_for_contains_text("#graph-flower-legend", "FN: labelled but missed")
     dash_duo.wait_for_contains_text("#graph-flower-legend", "FP: predicted, not labelled")
     assert dash_duo.get_logs() == []

@@ -15,8 +15,10 @@ from dash._callback_context import context_value
 from dash._utils import AttributeDict
 
 from callbacks import control, detail, selection, views
+from callbacks import corrections as correction_callbacks
 from components import ids
-from components.figures import FIRST_FLOWER, POINTS, SELECTED
+from components.figures import CORRECTED, FIRST_FLOWER, POINTS, SELECTED
+from pipeline import corrections
 from pipeline.metrics import OUTCOMES, group_summary, outcomes
 from tests.conftest import write_synthetic_run
 
@@ -265,6 +267,18 @@ def test_hovering_a_point_shows_its_thumbnail_and_strongest_attributes(run):
     assert hidden[0] is False
 
 
+def test_hovering_an_image_with_a_corrected_label_shows_the_label_in_force(run, tmp_path):
+    weakest = int(np.argmin(np.asarray(run.prd[12])))  # never among the strongest four
+    old = int(run.act[12, weakest])
+    corrections.set_label(tmp_path / "data", run.meta["dataset"], run.images["image_id"][12],
+                          run.attributes[weakest], 1 - old, author="ana")
+    hover = {"points": [{"curveNumber": 0, "pointIndex": 12}]}
+    words = texts(call(views.VIEW_HOVERS["act"], "view-act.hoverData", hover, run.id)[2])
+    at = words.index(run.attributes[weakest])
+    assert words[at + 2] == f"{1 - old} ✎"
+    assert words[-1].endswith("0 ✎ / 1 ✎ = corrected label")
+
+
 def test_a_missing_image_file_is_named_not_crashed_on(run):
     run.image_path(5).unlink()
     figure = call(detail.draw_detail_image, "store-detail-index.data", 5, "Inferno", run.id)
@@ -273,3 +287,44 @@ def test_a_missing_image_file_is_named_not_crashed_on(run):
     strip = call(detail.show_thumbnails, "store-selection.data", [4, 5], run.id)
     sources = [t.children[0].src for t in strip[1:]]
     assert sources[0].startswith("data:image/png") and sources[1].startswith("data:image/svg")
+
+
+def test_corrected_images_wear_a_diamond_in_all_three_views(run, tmp_path):
+    dataset, image_ids = run.meta["dataset"], run.images["image_id"]
+    corrections.set_label(tmp_path / "data", dataset, image_ids[4], "Ring", 1, author="ana")
+    corrections.set_label(tmp_path / "data", dataset, image_ids[11], "Halo", 0, author="ben")
+    corrections.set_label(tmp_path / "data", dataset, image_ids[11], "Ring", 1, author="ben")
+    corrections.set_label(tmp_path / "data", "another-dataset", image_ids[20], "Ring", 1)
+
+    out = call(views.draw_views, "run-picker.value", run.id, "joint", EVERY, "error", 0,
+               "cosine", 500, 0.5, [], "any", "act", [], [], None, None, None)
+    for space, figure in zip(("act", "fea", "prd"), out[:3], strict=True):
+        diamonds = figure["data"][CORRECTED]
+        assert diamonds["marker"]["symbol"] == "diamond-open"
+        np.testing.assert_allclose(decode(diamonds["x"]), np.asarray(run.emb(space))[[4, 11], 0])
+
+    *patches, key = call(views.mark_corrected, "store-corrections-version.data", 3, run.id,
+                         "60 images")
+    assert " ".join(texts(key)) == "2 images have a corrected label (✎)"
+    corrections.undo(tmp_path / "data", dataset, image_ids[4], "Ring", author="ana")
+    *patches, key = call(views.mark_corrected, "store-corrections-version.data", 5, run.id,
+                         "60 images")
+    assert " ".join(texts(key)) == "1 image has a corrected label (✎)"
+    for space, patch in zip(("act", "fea", "prd"), patches, strict=True):
+        [(where, trace)] = operations(patch)
+        assert where == ["data", CORRECTED]
+        np.testing.assert_allclose(decode(trace["y"]), np.asarray(run.emb(space))[[11], 1])
+    # Before the views are first drawn, or on a new run, only the key changes.
+    out = call(views.mark_corrected, "run-picker.value", 5, run.id, "60 images")
+    assert out[:3] == (no_update,) * 3 and texts(out[3])
+
+
+def test_a_correction_made_elsewhere_reaches_the_page_at_the_next_poll(run, tmp_path):
+    poll = correction_callbacks.notice_other_corrections
+    assert call(poll, "interval-corrections-poll.n_intervals", 1, 0, run.id) is no_update
+    event = corrections.set_label(tmp_path / "data", run.meta["dataset"],
+                                  run.images["image_id"][7], "Ring", 1, author="ben")
+    assert call(poll, "interval-corrections-poll.n_intervals", 2, 0, run.id) == event
+    assert call(poll, "interval-corrections-poll.n_intervals", 3, event, run.id) is no_update
+    corrections.set_label(tmp_path / "data", "another-dataset", "img1", "Ring", 1)
+    assert call(poll, "interval-corrections-poll.n_intervals", 4, event, run.id) is no_update

@@ -236,3 +236,40 @@ def test_analyst_flips_and_undoes_a_label_in_the_detail_view(dash_duo, tmp_path,
     assert dash_duo.find_element("#input-correction-author").get_attribute("value") == "ana"
     assert corrections.history(data_dir)["action"].tolist() == ["set", "undo", "set"]
     assert dash_duo.get_logs() == []
+
+
+@pytest.mark.browser
+def test_another_analysts_correction_appears_in_the_views_without_a_reload(dash_duo, tmp_path,
+                                                                          monkeypatch):
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    from app import create_app
+    from components.figures import CORRECTED
+    from tests.conftest import write_synthetic_run
+    from tests.test_browser import figure_data
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    data_dir = tmp_path / "data"
+    run = write_synthetic_run(data_dir, n=60)
+    dash_duo.start_server(create_app(data_dir))
+    dash_duo.wait_for_contains_text("#header-fea", "60 images")
+    assert figure_data(dash_duo, "view-fea", f"gd._fullData[{CORRECTED}].x.length") == 0
+    assert dash_duo.find_element("#text-correction-key").text == ""
+
+    image_id = run.images["image_id"].iloc[42]
+    code = ("from pipeline import corrections; "
+            f"corrections.set_label({str(data_dir)!r}, {run.meta['dataset']!r}, {image_id!r}, "
+            "'Halo', 1, author='ben')")
+    subprocess.run([sys.executable, "-c", code], check=True)  # another analyst, another process
+
+    dash_duo.wait_for_text_to_equal("#text-correction-key", "1 image has a corrected label (✎)",
+                                    timeout=20)
+    diamonds = f"gd._fullData[{CORRECTED}]"
+    for view in ("view-act", "view-fea", "view-prd"):
+        WebDriverWait(dash_duo.driver, 10).until(
+            lambda _, v=view: figure_data(dash_duo, v, f"{diamonds}.x.length") == 1)
+        x, y = figure_data(dash_duo, view, f"[{diamonds}.x[0], {diamonds}.y[0]]")
+        space = view.removeprefix("view-")
+        np.testing.assert_allclose([x, y], np.asarray(run.emb(space))[42], rtol=1e-5)
+    assert dash_duo.get_logs() == []
