@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import random
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -62,13 +64,27 @@ def connect(data_dir=None) -> Iterator[sqlite3.Connection]:
         raise PipelineError(f"cannot open corrections database {path}: {err}") from err
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(SCHEMA)
+        _prepare(conn)
         yield conn
     except sqlite3.DatabaseError as err:
         raise PipelineError(f"corrections database {path}: {err}") from err
     finally:
         conn.close()
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """WAL mode and the schema. Writers racing to set up a new file can be told 'locked' at once
+    (SQLite skips the busy handler where waiting could deadlock), so setting up is retried."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(SCHEMA)
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.01, 0.05))
 
 
 def _now() -> str:
@@ -187,15 +203,15 @@ def apply(act, image_ids: Sequence[str], attributes: Sequence[str], corrections:
     mask = np.zeros(corrected.shape, dtype=bool)
     if corrections is None or corrections.empty:
         return corrected, mask
-    row_of = {str(image_id): i for i, image_id in enumerate(image_ids)}
-    col_of = {str(name): j for j, name in enumerate(attributes)}
-    for image_id, attribute, value in corrections[["image_id", "attribute", "value"]].itertuples(
-        index=False
-    ):
-        i, j = row_of.get(image_id), col_of.get(attribute)
-        if i is not None and j is not None:
-            corrected[i, j] = int(value)
-            mask[i, j] = True
+    # One correction per key (as `active` gives), so assignment order does not matter; image ids
+    # are unique within a run (the store refuses duplicates), so a hash lookup finds each row.
+    rows = pd.Index(np.asarray(image_ids).astype(str)).get_indexer(
+        corrections["image_id"].astype(str))
+    cols = pd.Index([str(a) for a in attributes]).get_indexer(corrections["attribute"].astype(str))
+    known = (rows >= 0) & (cols >= 0)
+    rows, cols = rows[known], cols[known]
+    corrected[rows, cols] = corrections["value"].to_numpy(dtype=np.uint8)[known]
+    mask[rows, cols] = True
     return corrected, mask
 
 
