@@ -114,9 +114,8 @@ def image_labels(run: Run, index: int) -> tuple[np.ndarray, np.ndarray]:
     if not dataset:
         return act[0], np.zeros(act.shape[1], dtype=bool)
     image_id = str(run.images["image_id"].iloc[int(index)])
-    now = corrections.active(resolve_data_dir(), dataset)
-    act, corrected = corrections.apply(act, [image_id], run.attributes,
-                                       now[now["image_id"] == image_id])
+    now = corrections.active(resolve_data_dir(), dataset, image_id)  # an indexed lookup
+    act, corrected = corrections.apply(act, [image_id], run.attributes, now)
     return act[0], corrected[0]
 
 

@@ -57,8 +57,7 @@ def describe_labels(index, _version, run_id):
         return [], html.Div("Open an image to correct its labels.", className="text-muted"), \
             True, True
     dataset, image_id = key
-    now = corrections.active(resolve_data_dir(), dataset)
-    mine = now[now["image_id"] == image_id]
+    mine = corrections.active(resolve_data_dir(), dataset, image_id)
     act, corrected = image_labels(run, int(index))
     options = attribute_options(run.attributes, act, run.prd[int(index)], corrected)
     return options, image_corrections(mine.to_dict("records")), False, mine.empty
@@ -90,7 +89,7 @@ def write_correction(flips, undos, column, note, author, index, run_id):
                                      note=note)
             message = f"Undone: {attribute} of {image_id} is back to its previous label."
         else:
-            now = corrections.active(data_dir, dataset)
+            now = corrections.active(data_dir, dataset, image_id)
             current = _current_label(run, int(index), int(column), now, image_id, attribute)
             event = corrections.set_label(data_dir, dataset, image_id, attribute, 1 - current,
                                           author=author, note=note)

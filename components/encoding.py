@@ -145,5 +145,5 @@ def petal_radius(viewport, n_flowers: int) -> tuple[float, float]:
     """Flower radius (x, y) in data units: a share of each visible span, so flowers are round on
     a square plot whatever the axes' scales; the share grows as fewer flowers are in view, so
     glyphs stay legible zoomed out and do not balloon zoomed in."""
-    share = float(np.clip(0.32 / np.sqrt(max(n_flowers, 1)), 0.012, 0.05))
+    share = float(np.clip(0.45 / np.sqrt(max(n_flowers, 1)), 0.015, 0.07))
     return share * (viewport[1] - viewport[0]), share * (viewport[3] - viewport[2])

@@ -158,14 +158,16 @@ def undo(data_dir, dataset: str, image_id: str, attribute: str, *,
         return int(cur.lastrowid)
 
 
-def history(data_dir, dataset: str | None = None) -> pd.DataFrame:
-    """Every event, oldest first (optionally of one dataset)."""
+def history(data_dir, dataset: str | None = None, image_id: str | None = None) -> pd.DataFrame:
+    """Every event, oldest first (optionally of one dataset, and of one image in it)."""
     if not db_path(data_dir).is_file():
         return pd.DataFrame(columns=list(COLUMNS))
     query = f"SELECT {', '.join(COLUMNS)} FROM events"
     params: tuple = ()
     if dataset is not None:
         query, params = query + " WHERE dataset = ?", (str(dataset),)
+        if image_id is not None:  # an undo names a set of its own key, so one image is whole
+            query, params = query + " AND image_id = ?", (*params, str(image_id))
     with connect(data_dir) as conn:
         rows = conn.execute(query + " ORDER BY event", params).fetchall()
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -183,9 +185,10 @@ def latest_event(data_dir, dataset: str) -> int:
     return int(row[0] or 0)
 
 
-def active(data_dir, dataset: str) -> pd.DataFrame:
-    """The corrections in force for a dataset: one row per key, its latest active 'set' event."""
-    events = history(data_dir, dataset)
+def active(data_dir, dataset: str, image_id: str | None = None) -> pd.DataFrame:
+    """The corrections in force for a dataset (or one image of it): one row per key, its latest
+    active 'set' event."""
+    events = history(data_dir, dataset, image_id)
     undone = set(events["undoes"].dropna().astype(int))
     sets = events[(events["action"] == "set") & ~events["event"].isin(undone)]
     latest = sets.sort_values("event").groupby(["image_id", "attribute"], sort=False).tail(1)

@@ -104,9 +104,12 @@ def test_undo_restores_the_previous_correction_and_keeps_history(tmp_path):
 
     now = corrections.active(tmp_path, "demo")
     assert now[["value", "author"]].values.tolist() == [[1, "ana"]]
+    corrections.set_label(tmp_path, "demo", "img84", "Circ. Beamstop", 1, author="ana")
+    assert corrections.active(tmp_path, "demo", image_id="img83")["value"].tolist() == [1]
     corrections.undo(tmp_path, "demo", "img83", "Circ. Beamstop", author="ana")
-    assert corrections.active(tmp_path, "demo").empty
-    assert corrections.history(tmp_path)["action"].tolist() == ["set", "set", "undo", "undo"]
+    assert corrections.active(tmp_path, "demo", image_id="img83").empty
+    assert corrections.history(tmp_path, "demo", "img83")["action"].tolist() == [
+        "set", "set", "undo", "undo"]
     with pytest.raises(PipelineError, match="no correction of 'Circ. Beamstop'.*to undo"):
         corrections.undo(tmp_path, "demo", "img83", "Circ. Beamstop")
 
@@ -123,6 +126,8 @@ def test_corrections_change_only_their_own_labels_of_their_own_dataset(tmp_path)
     assert fixed.tolist() == [[0, 0], [1, 0], [0, 0]]
     assert mask.tolist() == [[False, False], [True, False], [False, True]]
     assert act.sum() == 0  # the caller's array is not touched
+    one = corrections.active(tmp_path, "demo", image_id="b")
+    assert one[["image_id", "attribute", "value"]].values.tolist() == [["b", "Ring", 1]]
 
 
 def test_export_csv_holds_the_whole_history_with_time_and_author(tmp_path):
