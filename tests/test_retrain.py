@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -190,8 +191,9 @@ def test_lock_of_a_live_job_on_another_machine_is_respected_until_it_goes_silent
             pass
     old = lock.stat().st_mtime - retrain.LOCK_STALE_S - 60
     os.utime(lock, (old, old))  # no heartbeat for longer than the stale limit
-    with retrain.run_lock(tmp_path, "some-run"):
-        pass
+    with retrain.run_lock(tmp_path, "some-run") as held:  # taken over: the lock is now ours
+        holder = retrain.read_lock(held)
+        assert (holder["pid"], holder["host"]) == (os.getpid(), socket.gethostname())
 
 
 def test_retraining_a_run_without_a_model_is_a_clear_error(synthetic_run, capsys):
