@@ -8,6 +8,7 @@ from functools import lru_cache
 
 import diskcache
 import numpy as np
+import pandas as pd
 from dash.exceptions import PreventUpdate
 from sklearn.neighbors import NearestNeighbors
 
@@ -107,16 +108,17 @@ def corrected_rows(run: Run) -> np.ndarray:
     return np.flatnonzero(corrected.any(axis=1))
 
 
-def image_labels(run: Run, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """One image's labels with the corrections in force applied, and which of them are corrected."""
+def image_labels(run: Run, index: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """One image's labels with the corrections in force applied, which of them are corrected,
+    and those corrections (who, when, why; empty without a dataset)."""
     act = np.asarray(run.act[[int(index)]], dtype=np.uint8)
     dataset = str(run.meta.get("dataset", ""))
     if not dataset:
-        return act[0], np.zeros(act.shape[1], dtype=bool)
+        return act[0], np.zeros(act.shape[1], dtype=bool), pd.DataFrame()
     image_id = str(run.images["image_id"].iloc[int(index)])
     now = corrections.active(resolve_data_dir(), dataset, image_id)  # an indexed lookup
     act, corrected = corrections.apply(act, [image_id], run.attributes, now)
-    return act[0], corrected[0]
+    return act[0], corrected[0], now
 
 
 def selected_rows(selected_data: dict | None) -> list[int]:

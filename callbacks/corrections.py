@@ -56,9 +56,7 @@ def describe_labels(index, _version, run_id):
     if key is None:
         return [], html.Div("Open an image to correct its labels.", className="text-muted"), \
             True, True
-    dataset, image_id = key
-    mine = corrections.active(resolve_data_dir(), dataset, image_id)
-    act, corrected = image_labels(run, int(index))
+    act, corrected, mine = image_labels(run, int(index))
     options = attribute_options(run.attributes, act, run.prd[int(index)], corrected)
     return options, image_corrections(mine.to_dict("records")), False, mine.empty
 

@@ -383,7 +383,7 @@ def hover_card(run, index: int) -> list:
     """The tooltip body: thumbnail, image id, the strongest predicted attributes and any
     corrected label (labels shown as corrected, marked ✎)."""
     prd = np.asarray(run.prd[index])
-    act, corrected = image_labels(run, index)
+    act, corrected, _ = image_labels(run, index)
     top = [j for j in np.argsort(-prd)[:4] if prd[j] >= 0.05 or act[j]]
     top += [j for j in np.flatnonzero(corrected) if j not in top]
     lines = [html.Div([html.Span(className="swatch", style={"background": run.colours[j]}),
