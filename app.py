@@ -14,6 +14,7 @@ import dash
 
 from callbacks.background import make_background_manager
 from components.layout import create_layout
+from pipeline.cli import first_paragraph
 from pipeline.errors import PipelineError
 from pipeline.store import DATA_DIR_ENV, list_runs, resolve_data_dir
 
@@ -93,7 +94,7 @@ def ensure_demo(data_dir) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python app.py", description=first_paragraph(__doc__))
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=8050)
     parser.add_argument("--data-dir", default=None,

@@ -27,6 +27,11 @@ COMMAND_MODULES = (
 )
 
 
+def first_paragraph(text: str) -> str:
+    """A docstring's first paragraph on one line (its sentence may wrap over source lines)."""
+    return " ".join(text.strip().split("\n\n")[0].split())
+
+
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", default=None,
@@ -55,7 +60,9 @@ def cmd_runs(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline", description=first_paragraph(__doc__)
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

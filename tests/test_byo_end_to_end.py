@@ -23,7 +23,7 @@ from pipeline.infer import make_run
 from pipeline.model import build_model, per_image_normalisation, save_checkpoint
 from pipeline.store import get_run
 
-REAL_IMAGE = Path("/work/shared/real-images/protein_diffraction_263060g10.png")
+REAL_IMAGE = Path(__file__).parent / "data" / "protein_diffraction_263060g10.png"
 REAL_CENTRE = (205.0, 254.5)  # the beamstop disc's middle, read off the PNG
 ATTRS = ["Linear beamstop", "Diffuse (low q)", "Ice ring?"]
 

@@ -17,7 +17,7 @@ from pipeline import ingest as ingest_module
 from pipeline.cli import main
 from pipeline.store import open_dataset
 
-REAL_IMAGE = Path("/work/shared/real-images/protein_diffraction_263060g10.png")
+REAL_IMAGE = Path(__file__).parent / "data" / "protein_diffraction_263060g10.png"
 ATTRS = ["Ring", "Halo (q > 0.1 nm⁻¹)", "odd, name; with 'quotes'"]
 LUMA = np.array([0.299, 0.587, 0.114])
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipeline.scattering import beam_centre, polar_unwrap, radial_profile, ring_radii
 
-REAL_IMAGE = Path("/work/shared/real-images/protein_diffraction_263060g10.png")
+REAL_IMAGE = Path(__file__).parent / "data" / "protein_diffraction_263060g10.png"
 # The beamstop disc of the real image spans rows 246–262 and columns 197–213 (read off the PNG).
 REAL_CENTRE = (205.0, 254.5)
 
