@@ -8,7 +8,6 @@ from functools import lru_cache
 
 import dash
 import diskcache
-import numpy as np
 from dash import Input, Output
 
 from components import ids
@@ -20,11 +19,10 @@ from components.science import (
     science_view,
 )
 from pipeline.errors import PipelineError
-from pipeline.scattering import beam_centre, polar_unwrap, radial_profile, ring_radii
+from pipeline.integrate import image_geometry
 from pipeline.store import Run, get_run
 
-CACHE_VERSION = 1  # bump when the computation changes, so stale results are not reused
-MAX_POLAR_RADII = 512
+CACHE_VERSION = 2  # bump when the computation changes, so stale results are not reused
 NO_IMAGE = "Open an image to see its beam centre, radial profile I(q) and polar view."
 NO_FILES = (
     "This run carries no image files (its vectors were imported without --images), "
@@ -38,34 +36,13 @@ def _cache(folder: str) -> diskcache.Cache:
     return diskcache.Cache(folder, size_limit=2**29)
 
 
-def compute_geometry(pixels) -> dict:
-    """Beam centre, I(q), the rings in it and the polar view of one image (plain arrays)."""
-    centre = beam_centre(pixels)
-    at = (centre.x, centre.y)
-    radius, intensity, _ = radial_profile(pixels, at)
-    h, w = np.shape(pixels)
-    r_max = max(np.hypot(centre.x - x, centre.y - y) for x in (0, w - 1) for y in (0, h - 1))
-    radii, angles, polar = polar_unwrap(
-        pixels, at, n_radii=min(MAX_POLAR_RADII, max(2, int(np.ceil(r_max))))
-    )
-    return {
-        "centre": centre.as_dict(),
-        "radius": radius.astype(np.float32),
-        "intensity": intensity.astype(np.float32),
-        "rings": ring_radii(radius, intensity),
-        "radii": radii.astype(np.float32),
-        "angles": angles.astype(np.float32),
-        "polar": polar.astype(np.float32),
-    }
-
-
 def geometry(run: Run, index: int, pixels=None) -> dict:
-    """compute_geometry of run row `index`, memoised on disk by run id and row."""
+    """image_geometry of run row `index`, memoised on disk by run id and row."""
     cache = _cache(str(run.data_dir / "cache" / "science"))
     key = f"{run.id}/{int(index)}/v{CACHE_VERSION}"
     found = cache.get(key)
     if found is None:
-        found = compute_geometry(run.load_image(index) if pixels is None else pixels)
+        found = image_geometry(run.load_image(index) if pixels is None else pixels)
         cache.set(key, found)
     return found
 
@@ -82,7 +59,7 @@ def science_for(run: Run, index: int):
         return science_message(f"The image cannot be shown: {err}")
     found = geometry(run, index, pixels)
     return science_view(
-        found["centre"],
+        found["centre"], found["integrator"],
         [
             detector_figure(pixels, found["centre"], found["rings"]),
             profile_figure(found["radius"], found["intensity"], found["rings"]),

@@ -171,8 +171,8 @@ def polar_figure(radii, angles, polar) -> dict:
     }
 
 
-def science_view(centre: dict, figures: list[dict]) -> html.Div:
-    """The centre estimate as text above the three figures side by side."""
+def science_view(centre: dict, integrator: str, figures: list[dict]) -> html.Div:
+    """The centre estimate and the integrating library as text above the three figures."""
     graphs = [
         html.Div(
             dcc.Graph(figure=fig, config={"displaylogo": False}),
@@ -182,7 +182,10 @@ def science_view(centre: dict, figures: list[dict]) -> html.Div:
     ]
     return html.Div(
         [
-            html.Div(centre_summary(centre), className="beam-centre small text-muted mb-1"),
+            html.Div(centre_summary(centre), className="beam-centre small text-muted"),
+            html.Div(f"I(q) and polar view integrated about this centre by {integrator}, "
+                     "q in pixels (no detector geometry calibrated)",
+                     className="integrator small text-muted mb-1"),
             html.Div(graphs, style={"display": "flex", "flexWrap": "wrap", "gap": "8px"}),
         ]
     )

@@ -1,4 +1,5 @@
-"""Scattering geometry of one detector image: beam centre, radial profile I(q), polar unwrap.
+"""The beam centre of one detector image, from its rings and its beamstop shadow (our own
+estimate; pipeline.integrate hands the integration about that centre to pyFAI).
 
 Pure numpy/scipy on 2-D arrays; pixel (row y, column x) has its centre at integer (x, y).
 """
@@ -439,71 +440,3 @@ def _ring_near_beamstop(levels, ring: RingFit, stop: Beamstop) -> RingFit:
     if stays and explained > 0 and (near.residual - ring.residual) < NEAR_AS_GOOD * explained:
         return near
     return ring
-
-
-# ---------------------------------------------------------------- profile and polar views
-
-
-def radial_profile(image, centre, mask=None, bin_width: float = 1.0):
-    """Mean intensity in rings of `bin_width` px about centre (x, y): (radius, I, n_pixels).
-
-    Rings without a valid pixel hold NaN. Radii are ring midpoints in pixels (the q unit until
-    the geometry is calibrated).
-    """
-    image = np.asarray(image, dtype=float)
-    good = valid_pixels(image, mask)
-    ys, xs = np.nonzero(good)
-    r = np.hypot(xs - centre[0], ys - centre[1])
-    bins = (r / bin_width).astype(np.int64)
-    n_bins = int(bins.max()) + 1 if bins.size else 0
-    count = np.bincount(bins, minlength=n_bins)
-    total = np.bincount(bins, image[good], minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        intensity = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    radius = (np.arange(n_bins) + 0.5) * bin_width
-    return radius, intensity, count
-
-
-def polar_unwrap(
-    image,
-    centre,
-    mask=None,
-    n_angles: int = 360,
-    n_radii: int | None = None,
-    r_max: float | None = None,
-):
-    """The image resampled on (radius, azimuth) about centre: (radii, angles_deg, polar).
-
-    polar[i, j] is the intensity at radii[i] px and angles_deg[j] (0° along +x, 90° along +y,
-    i.e. down the image rows), NaN outside the detector or in masked pixels. The default r_max
-    reaches the farthest corner so no part of the image is lost (seed 004's "max" variant).
-    """
-    image = np.asarray(image, dtype=float)
-    h, w = image.shape
-    cx, cy = centre
-    if r_max is None:
-        r_max = max(np.hypot(cx - x, cy - y) for x in (0, w - 1) for y in (0, h - 1))
-    n_radii = n_radii or max(2, int(np.ceil(r_max)))
-    radii = np.linspace(0, r_max, n_radii)
-    angles = np.linspace(0, 360, n_angles, endpoint=False)
-    phi = np.deg2rad(angles)
-    rows = cy + radii[:, None] * np.sin(phi)[None, :]
-    cols = cx + radii[:, None] * np.cos(phi)[None, :]
-    filled = np.where(valid_pixels(image, mask), image, np.nan)
-    polar = ndimage.map_coordinates(filled, [rows, cols], order=1, mode="constant", cval=np.nan)
-    return radii, angles, polar
-
-
-def ring_radii(radius, intensity, n: int = 3, min_radius: float = 3.0) -> list[float]:
-    """Radii of the n most prominent peaks of log I(r): where rings are, to draw over the image."""
-    from scipy.signal import find_peaks
-
-    radius = np.asarray(radius, dtype=float)
-    logi = np.log(np.clip(np.asarray(intensity, dtype=float), 1e-12, None))
-    ok = np.isfinite(np.asarray(intensity, dtype=float)) & (radius >= min_radius)
-    if ok.sum() < 5:
-        return []
-    trend = ndimage.median_filter(logi[ok], size=15, mode="nearest")  # the smooth fall-off
-    peaks, props = find_peaks(logi[ok] - trend, prominence=0.1)
-    strongest = peaks[np.argsort(props["prominences"])[::-1][:n]]
-    return sorted(float(r) for r in radius[ok][strongest])

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.scattering import beam_centre, polar_unwrap, radial_profile, ring_radii
+from pipeline.integrate import polar_unwrap, radial_profile, ring_radii
+from pipeline.scattering import beam_centre
 
 REAL_IMAGE = Path(__file__).parent / "data" / "protein_diffraction_263060g10.png"
 # The beamstop disc of the real image spans rows 246–262 and columns 197–213 (read off the PNG).
@@ -137,13 +138,14 @@ def test_radial_profile_recovers_rings_and_ignores_masked_pixels():
 def test_radial_profile_of_a_flat_image_is_flat():
     radius, intensity, count = radial_profile(np.full((50, 60), 7.0), (10.0, 20.0), bin_width=2)
     assert np.allclose(intensity[count > 0], 7.0)
-    assert radius[0] == 1.0 and count.sum() == 50 * 60
+    # Pixels are split between rings, so counts are fractional, but every pixel is counted once.
+    assert radius[0] == pytest.approx(1.0) and count.sum() == pytest.approx(50 * 60)
 
 
 def test_polar_unwrap_turns_a_ring_into_a_straight_band():
     image = saxs_image(200, 200, 90.0, 110.0, rings=(50,), beamstop=False, gap=False, seed=4)
     radii, angles, polar = polar_unwrap(image, (90.0, 110.0), n_angles=180)
-    assert polar.shape == (len(radii), 180) and angles[1] - angles[0] == 2
+    assert polar.shape == (len(radii), 180) and angles[1] - angles[0] == pytest.approx(2)
     around = (radii > 42) & (radii < 80)  # past the bright halo
     peak_radius = radii[around][np.nanargmax(polar[around], axis=0)]
     assert np.all(np.abs(peak_radius - 50) <= 2)  # the ring is at r = 50 at every azimuth
@@ -152,9 +154,24 @@ def test_polar_unwrap_turns_a_ring_into_a_straight_band():
 def test_polar_unwrap_marks_outside_the_detector_and_masked_pixels_as_missing():
     image = np.ones((100, 100))
     image[:, 60:70] = -1  # a gap to the right of the centre
-    radii, angles, polar = polar_unwrap(image, (50.0, 50.0), n_angles=4)
-    right = polar[:, 0]  # 0° points along +x
+    radii, angles, polar = polar_unwrap(image, (50.0, 50.0), n_angles=36)
+    assert angles[0] == pytest.approx(5) and angles[18] == pytest.approx(185)  # bin centres
+    right = polar[:, 0]  # 0°–10°: along +x
     assert np.isnan(right[(radii > 11) & (radii < 19)]).all()
-    assert np.isnan(right[radii > 50]).all()
-    assert np.allclose(polar[(radii > 1) & (radii < 40), 2], 1.0)  # 180°: untouched detector
-    assert radii[-1] == pytest.approx(np.hypot(50, 50))  # reaches the farthest corner
+    assert np.isnan(right[radii > 51]).all()  # past the detector's right edge
+    assert np.allclose(polar[(radii > 1) & (radii < 40), 18], 1.0)  # 180°: untouched detector
+    assert radii[-1] + (radii[1] - radii[0]) / 2 == pytest.approx(np.hypot(50, 50))  # corner
+
+
+def test_the_detail_view_names_the_library_that_integrated_the_profile(synthetic_run):
+    from callbacks.science import science_for
+
+    def texts(node):
+        if isinstance(node, str):
+            return [node]
+        if isinstance(node, (list, tuple)):
+            return [t for child in node for t in texts(child)]
+        return texts(getattr(node, "children", None) or [])
+
+    shown = " ".join(texts(science_for(synthetic_run, 0)))
+    assert "integrated about this centre by pyFAI" in shown
