@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import pickle
+import re
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -198,19 +198,24 @@ def read_checkpoint(path) -> dict:
         raise PipelineError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch's message advises weights_only=False, i.e. running code from the file: never
-        # repeat that; such a file is simply not one we load.
-        raise PipelineError(f"checkpoint {path} is not a checkpoint this tool wrote or a plain "
-                            "state dict (it holds Python objects beyond tensors)") from err
-    except Exception as err:  # zip and torch errors all mean "not a checkpoint we can read"
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        if "weights_only" in first:
-            first = type(err).__name__
-        raise PipelineError(f"checkpoint {path} is not a readable PyTorch file ({first})") from err
+    except Exception as err:  # pickle, zip and torch errors all mean "not a checkpoint we can read"
+        raise PipelineError(_unreadable(path, err)) from err
     if not isinstance(payload, dict):
         raise PipelineError(f"checkpoint {path} holds a {type(payload).__name__}, not a state dict")
     return payload
+
+
+def _unreadable(path, err: Exception) -> str:
+    text = str(err).strip()
+    if "weights_only" in text or "Weights only" in text:
+        # torch advises loading with weights_only=False, which runs code stored in the file:
+        # never repeat that advice; such a file is simply not one this tool loads.
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f"it stores a Python object, {found.group(1)}" if found else "it is not tensors"
+        return (f"checkpoint {path} is not a checkpoint this tool wrote or a plain state dict "
+                f"({what})")
+    first = text.splitlines()[0][:200] if text else type(err).__name__
+    return f"checkpoint {path} is not a readable PyTorch file ({first})"
 
 
 def load_checkpoint(path, attributes: list[str] | None = None, arch: str | None = None

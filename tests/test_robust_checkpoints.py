@@ -87,18 +87,26 @@ def test_infer_refuses_a_bad_checkpoint_with_exit_2_and_writes_no_run(dataset, t
     assert len(err.splitlines()) == 1 and not (data / "runs").exists()
 
 
-def test_a_pickle_of_python_objects_is_refused_without_advice_to_load_it_unsafely(dataset,
-                                                                                  tmp_path,
-                                                                                  capsys):
-    path = tmp_path / "foreign.pt"
+def _pickled_date(path):
     torch.save({"model": {}, "saved": dt.datetime(2024, 1, 1)}, path)  # not weights alone
+
+
+@pytest.mark.parametrize(("write", "detail"), [
+    (_pickled_date, "it stores a Python object, datetime.datetime"),
+    (lambda path: path.write_bytes(b"\x00garbage"), "it is not tensors"),
+])
+def test_a_file_torch_cannot_load_safely_is_refused_without_advice_to_load_it_unsafely(
+        dataset, tmp_path, capsys, write, detail):
+    path = tmp_path / "foreign.pt"
+    write(path)
     with pytest.raises(PipelineError) as err:
         load_checkpoint(path)
     text = str(err.value)
-    assert "foreign.pt is not a checkpoint this tool wrote or a plain state dict" in text
-    for advice in ("weights_only", "trust", "can still be loaded", "safe_globals"):
-        assert advice not in text
+    assert text == (f"checkpoint {path} is not a checkpoint this tool wrote or a plain state dict "
+                    f"({detail})")
     assert main(["infer", "--dataset", "small", "--checkpoint", str(path),
                  "--data-dir", str(tmp_path / "data")]) == 2
     said = capsys.readouterr().err
-    assert "not a checkpoint this tool wrote" in said and "weights_only" not in said
+    assert said == f"error: {text}\n"
+    for advice in ("weights_only", "trust", "arbitrary code", "safe_globals"):
+        assert advice not in said
