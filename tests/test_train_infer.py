@@ -181,6 +181,8 @@ def test_train_then_infer_on_the_command_line_prints_the_ap_table_and_the_run(to
      "unknown architecture 'resnet99'"),
     (["train", "--dataset", "toy", "--input-size", "8", "--out", "{tmp}/m.pt"],
      "below the ResNet minimum"),
+    (["train", "--dataset", "toy", "--input-size", "100000", "--out", "{tmp}/m.pt"],
+     "input size 100000 is above the maximum 1024"),
     (["train", "--dataset", "toy", "--lr", "nan", "--out", "{tmp}/m.pt"], "learning rate"),
     (["train", "--dataset", "../../etc", "--out", "{tmp}/m.pt"], "invalid dataset id"),
     (["infer", "--dataset", "toy", "--checkpoint", "{tmp}/absent.pt"], "absent.pt does not exist"),
