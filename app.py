@@ -16,7 +16,7 @@ from callbacks.background import make_background_manager
 from components.layout import create_layout
 from pipeline.cli import first_paragraph
 from pipeline.errors import PipelineError
-from pipeline.store import DATA_DIR_ENV, list_runs, resolve_data_dir
+from pipeline.store import DATA_DIR_ENV, resolve_data_dir, scan_runs
 
 log = logging.getLogger("xrae.app")
 
@@ -80,8 +80,15 @@ def __getattr__(name: str):
 
 
 def ensure_demo(data_dir) -> None:
-    """Build the demo run, with progress in the terminal, when the data directory has no run."""
-    if list_runs(data_dir):
+    """Build the demo run, with progress in the terminal, when the data directory has no run.
+
+    Broken runs are named here (the dashboard shows them disabled); they count as runs, so a
+    data directory of the user's own is never filled with a demo because one run broke.
+    """
+    runs, broken = scan_runs(data_dir)
+    for path, reason in broken:
+        print(f"warning: broken run {path.name}: {reason}", file=sys.stderr)
+    if runs or broken:
         return
     try:
         from pipeline.demo import run_demo
@@ -101,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where datasets and runs live (default: $XRAE_DATA_DIR or ./data)")
     parser.add_argument("--debug", action="store_true", help="Dash dev tools and reloading")
     args = parser.parse_args(argv)
-    data_dir = resolve_data_dir(args.data_dir)
-    os.environ[DATA_DIR_ENV] = str(data_dir)
     try:
+        data_dir = resolve_data_dir(args.data_dir)
+        os.environ[DATA_DIR_ENV] = str(data_dir)
         ensure_demo(data_dir)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -9,14 +9,26 @@ from dash import Input, Output, State, html
 
 from callbacks.common import try_run
 from components import ids
-from pipeline.store import list_runs, resolve_data_dir
+from pipeline.store import resolve_data_dir, scan_runs
 
 
 def run_label(run) -> str:
     """'dataset · mAP 0.78' for the run picker (the run id and date are in the summary)."""
-    m_ap = run.meta.get("metrics", {}).get("mAP")
-    score = f"mAP {m_ap:.2f}" if isinstance(m_ap, (int, float)) else "mAP –"
+    score = "mAP –" if run.m_ap is None else f"mAP {run.m_ap:.2f}"
     return f"{run.meta.get('dataset', run.id)} · {score}"
+
+
+def run_options() -> tuple[list[dict], list[str]]:
+    """The picker's options, newest first, and the ids that can be chosen.
+
+    A broken run is listed disabled, its reason in the option's title, so it is seen but
+    cannot stop the others from opening.
+    """
+    runs, broken = scan_runs()
+    options = [{"label": run_label(r), "value": r.id, "title": r.id} for r in runs[::-1]]
+    options += [{"label": f"{path.name} (broken)", "value": path.name, "title": reason,
+                 "disabled": True} for path, reason in broken]
+    return options, [r.id for r in runs[::-1]]
 
 
 @dash.callback(
@@ -25,16 +37,23 @@ def run_label(run) -> str:
     Input(ids.URL, "pathname"), State(ids.RUN_PICKER, "value"),
 )
 def list_run_options(_pathname, current):
-    runs = list_runs()[::-1]
-    if not runs:
-        message = [html.B("No run to show yet. "),
-                   f"The data directory {resolve_data_dir()} holds no run. Build the demo with "
-                   "`python app.py` (it builds one on first start) or `python -m pipeline demo`, "
-                   "then reload this page."]
-        return [], None, message, True
-    options = [{"label": run_label(r), "value": r.id, "title": r.id} for r in runs]
-    value = current if current in {r.id for r in runs} else runs[0].id
+    options, good = run_options()
+    if not good:
+        return options, None, _no_run_message(len(options)), True
+    value = current if current in good else good[0]
     return options, value, None, False
+
+
+def _no_run_message(n_broken: int) -> list:
+    where = resolve_data_dir()
+    if n_broken:
+        return [html.B("No run can be opened. "),
+                f"The data directory {where} holds {n_broken} broken run(s); the run list "
+                "names each problem (hover over it), and `python -m pipeline runs` prints them."]
+    return [html.B("No run to show yet. "),
+            f"The data directory {where} holds no run. Build the demo with "
+            "`python app.py` (it builds one on first start) or `python -m pipeline demo`, "
+            "then reload this page."]
 
 
 @dash.callback(

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from pipeline.errors import PipelineError
-from pipeline.store import list_runs, resolve_data_dir
+from pipeline.store import resolve_data_dir, scan_runs
 
 # Modules that define `register(subparsers)`; each sets `func` on the parsers it adds.
 COMMAND_MODULES = (
@@ -32,6 +32,17 @@ def first_paragraph(text: str) -> str:
     return " ".join(text.strip().split("\n\n")[0].split())
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type for seeds and counts: a whole number ≥ 0, else argparse's one-line error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", default=None,
@@ -47,15 +58,17 @@ def register(subparsers) -> None:
 
 def cmd_runs(args) -> int:
     data_dir = resolve_data_dir(args.data_dir)
-    runs = list_runs(data_dir)
-    if not runs:
+    runs, broken = scan_runs(data_dir)
+    if not runs and not broken:
         print(f"no runs in {data_dir}")
         return 0
-    print(f"{'run':48s} {'images':>7s} {'mAP':>6s}  dataset")
+    if runs:
+        print(f"{'run':48s} {'images':>7s} {'mAP':>6s}  dataset")
     for run in runs:
-        m_ap = run.meta.get("metrics", {}).get("mAP")
-        m_ap = f"{m_ap:6.3f}" if isinstance(m_ap, (int, float)) else "     -"
+        m_ap = "     -" if run.m_ap is None else f"{run.m_ap:6.3f}"
         print(f"{run.id:48s} {len(run):7d} {m_ap}  {run.meta.get('dataset', '')}")
+    for path, reason in broken:  # listed, so the user sees why a run is missing from the table
+        print(f"broken run {path.name}: {reason}")
     return 0
 
 
@@ -72,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "data_dir"):
+            resolve_data_dir(args.data_dir)  # every command refuses a file as its data directory
         return int(args.func(args) or 0)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -5,7 +5,6 @@ in a run the dashboard opens (`python -m pipeline demo`).
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -108,12 +107,14 @@ def run_demo(data_dir=None, *, n: int | None = None, fast: bool = False, seed: i
     timings["simulate_s"] = round(time.perf_counter() - started, 2)
     bar = _Bar(progress)
     try:
-        with tempfile.TemporaryDirectory(prefix="xrae-demo-") as scratch:
+        # In the data directory, named for sweep_stale: a killed demo's 40 MB checkpoint goes
+        # at the next start instead of piling up in the system's temporary folder.
+        with store.scratch_dir(data_dir / store.RUNS, "demo") as scratch:
             t0 = time.perf_counter()
             checkpoint = train(ds, arch=config.arch, epochs=config.epochs,
                                input_size=config.input_size, batch_size=config.batch_size,
                                lr=config.lr, device=config.device, seed=seed,
-                               checkpoint_out=Path(scratch) / "model.pt", progress=False,
+                               checkpoint_out=scratch / "model.pt", progress=False,
                                on_progress=bar)
             timings["train_s"] = round(time.perf_counter() - t0, 2)
             meta = {"demo": {**asdict(config), "seed": seed, "fast": fast}, "timings": timings}
@@ -150,21 +151,24 @@ def register(subparsers) -> None:
 
 
 def _register_demo(subparsers) -> None:
-    from pipeline.cli import add_data_dir
+    from pipeline.cli import add_data_dir, non_negative_int
 
     p = subparsers.add_parser("demo", help="simulate, train, infer and embed: a complete demo run")
-    p.add_argument("--n", type=int, default=None, help=f"images to simulate (default {DEFAULT.n})")
+    p.add_argument("--n", type=non_negative_int, default=None,
+                   help=f"images to simulate (default {DEFAULT.n})")
     p.add_argument("--fast", action="store_true",
                    help=f"tiny config ({FAST.n} images at {FAST.input_size}², {FAST.epochs} "
                         "epoch) for a quick check")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--arch", default=None,
                    help=f"resnet18, resnet34 or resnet50 (default {DEFAULT.arch}; seed 001 used "
                         "resnet50)")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--input-size", type=non_negative_int, default=None,
                    help=f"model input side (default {DEFAULT.input_size}; seed 001 used 224)")
-    p.add_argument("--epochs", type=int, default=None, help=f"default {DEFAULT.epochs}")
-    p.add_argument("--batch-size", type=int, default=None, help=f"default {DEFAULT.batch_size}")
+    p.add_argument("--epochs", type=non_negative_int, default=None,
+                   help=f"default {DEFAULT.epochs}")
+    p.add_argument("--batch-size", type=non_negative_int, default=None,
+                   help=f"default {DEFAULT.batch_size}")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     add_data_dir(p)
     p.set_defaults(func=cmd_demo)
@@ -178,19 +182,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _register_train(subparsers) -> None:
-    from pipeline.cli import add_data_dir
+    from pipeline.cli import add_data_dir, non_negative_int
 
     p = subparsers.add_parser("train", help="train a ResNet on a dataset's train split")
     p.add_argument("--dataset", required=True, help="dataset id (or directory)")
     p.add_argument("--arch", default="resnet18", help="resnet18 (default), resnet34, resnet50")
-    p.add_argument("--epochs", type=int, default=DEFAULT.epochs)
-    p.add_argument("--input-size", type=int, default=DEFAULT.input_size,
+    p.add_argument("--epochs", type=non_negative_int, default=DEFAULT.epochs)
+    p.add_argument("--input-size", type=non_negative_int, default=DEFAULT.input_size,
                    help="side of the square model input")
-    p.add_argument("--batch-size", type=int, default=DEFAULT.batch_size)
+    p.add_argument("--batch-size", type=non_negative_int, default=DEFAULT.batch_size)
     p.add_argument("--lr", type=float, default=DEFAULT.lr,
                    help="peak learning rate (one-cycle AdamW)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--init", type=Path, default=None, help="fine-tune from this checkpoint")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from --out")
     p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
@@ -268,11 +272,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _register_embed(subparsers) -> None:
-    from pipeline.cli import add_data_dir
+    from pipeline.cli import add_data_dir, non_negative_int
 
     p = subparsers.add_parser("embed", help="recompute a run's three maps into a new run")
     p.add_argument("--run", required=True, help="run id")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--perplexity", type=float, default=30.0)
     p.add_argument("--run-id", default=None, help="id of the new run (default: generated)")
     add_data_dir(p)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,6 +32,7 @@ NORMALISATION_METHOD = "log1p-robust"
 # rings and peaks apart from background yet ignores hot pixels and detector gaps.
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.0
 MIN_INPUT_SIZE = 32  # a ResNet halves the image five times
+MAX_INPUT_SIZE = 1024  # the largest simulated detector; beyond it a batch alone needs gigabytes
 
 
 class Stopped(PipelineError):
@@ -197,11 +199,23 @@ def read_checkpoint(path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch errors all mean "not a checkpoint we can read"
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise PipelineError(f"checkpoint {path} is not a readable PyTorch file ({first})") from err
+        raise PipelineError(_unreadable(path, err)) from err
     if not isinstance(payload, dict):
         raise PipelineError(f"checkpoint {path} holds a {type(payload).__name__}, not a state dict")
     return payload
+
+
+def _unreadable(path, err: Exception) -> str:
+    text = str(err).strip()
+    if "weights_only" in text or "Weights only" in text:
+        # torch advises loading with weights_only=False, which runs code stored in the file:
+        # never repeat that advice; such a file is simply not one this tool loads.
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f"it stores a Python object, {found.group(1)}" if found else "it is not tensors"
+        return (f"checkpoint {path} is not a checkpoint this tool wrote or a plain state dict "
+                f"({what})")
+    first = text.splitlines()[0][:200] if text else type(err).__name__
+    return f"checkpoint {path} is not a readable PyTorch file ({first})"
 
 
 def load_checkpoint(path, attributes: list[str] | None = None, arch: str | None = None
@@ -213,6 +227,7 @@ def load_checkpoint(path, attributes: list[str] | None = None, arch: str | None 
     """
     payload = read_checkpoint(path)
     if payload.get("format") == CHECKPOINT_FORMAT:
+        check_checkpoint_meta(path, payload)
         info = {k: v for k, v in payload.items() if k not in ("model", "training")}
         info["training"] = _public_training(payload.get("training"))
         state = payload["model"]
@@ -240,6 +255,37 @@ def load_checkpoint(path, attributes: list[str] | None = None, arch: str | None 
                             f"{' '.join(detail[1:3])[:300]}") from err
     info["feature_dim"] = model.feature_dim
     return model.eval(), info
+
+
+def check_checkpoint_meta(path, payload: dict) -> None:
+    """Refuse our-format checkpoints whose description is absent or absurd, before anything is
+    built from it (an input size of 10⁵ would try to allocate tens of gigabytes)."""
+    if payload.get("arch") not in ARCHS:
+        raise PipelineError(f"checkpoint {path} names no known architecture "
+                            f"({payload.get('arch')!r}; expected one of {', '.join(ARCHS)})")
+    names = payload.get("attributes")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise PipelineError(f"checkpoint {path} lacks its list of attribute names")
+    size = payload.get("input_size")
+    if not (type(size) is int and MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE):
+        raise PipelineError(f"checkpoint {path} has input size {size!r}; expected a whole number "
+                            f"from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}")
+    if not isinstance(payload.get("model"), dict):
+        raise PipelineError(f"checkpoint {path} holds no model weights")
+    _check_normalisation(path, payload.get("normalisation"))
+
+
+def _check_normalisation(path, stats) -> None:
+    """Present; centre and scale both absent (each image scaled by itself) or both finite."""
+    if not isinstance(stats, dict):
+        raise PipelineError(f"checkpoint {path} lacks its input normalisation")
+    centre, scale = stats.get("centre"), stats.get("scale")
+    if centre is None and scale is None:
+        return
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (centre, scale))
+    if not (numbers and math.isfinite(centre) and math.isfinite(scale) and scale > 0):
+        raise PipelineError(f"checkpoint {path} has an unusable normalisation (centre {centre!r}, "
+                            f"scale {scale!r}); both must be finite numbers, scale above 0")
 
 
 def _check_attributes(path, stored: list[str], wanted: list[str] | None) -> None:

@@ -1175,12 +1175,12 @@ def visibility_rule() -> dict:
 
 
 def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir
+    from pipeline.cli import add_data_dir, non_negative_int
 
     p = subparsers.add_parser("simulate", help="write a synthetic SAXS/WAXS dataset with true tags")
     p.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
     p.add_argument("--size", type=int, default=256, help="image side in pixels, 32..1024")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument(
         "--label-noise",
         type=float,

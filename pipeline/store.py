@@ -43,8 +43,13 @@ IMAGE_COLUMNS = ("image_id", "path", "split", "source")
 
 
 def resolve_data_dir(path: str | os.PathLike | None = None) -> Path:
-    """The data directory: the argument, else $XRAE_DATA_DIR, else ./data."""
-    return Path(path or os.environ.get(DATA_DIR_ENV) or "data").expanduser().resolve()
+    """The data directory: the argument, else $XRAE_DATA_DIR, else ./data; never a file."""
+    given, source = (path, "--data-dir") if path else (os.environ.get(DATA_DIR_ENV), None)
+    source = source or (f"${DATA_DIR_ENV}" if given else "the data directory")
+    resolved = Path(given or "data").expanduser().resolve()
+    if resolved.is_file():
+        raise PipelineError(f"{source} {resolved} is a file, not a directory")
+    return resolved
 
 
 def new_id(label: str) -> str:
@@ -97,6 +102,21 @@ def sweep_stale(parent: Path) -> list[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
     return removed
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path, label: str) -> Iterator[Path]:
+    """A private working directory in `parent`, removed on exit; named like atomic_dir's, so
+    the leftovers of a killed process are swept (here, at the next start, and by write_run)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(parent)
+    path = parent / f"{TMP_PREFIX}{os.getpid()}-{label}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def pid_running(pid: int) -> bool:
@@ -227,28 +247,40 @@ def write_run(
 
 
 class Run:
-    """A run on disk; arrays are memory-mapped on first use and shared by every request."""
+    """A run on disk; arrays are memory-mapped on first use and shared by every request.
+
+    Opening checks run.json, attributes.json, images.parquet and the arrays' shapes, so a run
+    that opens can be shown; a broken one is a PipelineError naming the file at fault.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         if not (self.path / "run.json").is_file():
             raise PipelineError(f"{self.path} is not a run (no run.json)")
-
-    @cached_property
-    def meta(self) -> dict:
-        return json.loads((self.path / "run.json").read_text())
+        self.meta = _check_run_json(self.path / "run.json", self.path.name)
+        self._attributes = _check_attributes_json(self.path / "attributes.json")
+        n, a = int(self.meta["n_images"]), len(self._attributes["names"])
+        _check_images_file(self.path / "images.parquet", n)
+        for name in ("act", "prd", "fea", *(f"emb_{s}" for s in SPACES)):
+            want = {"act": (n, a), "prd": (n, a), "fea": (n, None)}.get(name, (n, 2))
+            _check_npy(self.path / f"{name}.npy", want)
 
     @property
     def id(self) -> str:
         return self.meta["id"]
 
     @property
+    def m_ap(self) -> float | None:
+        """The run's mAP on its evaluation split, None when it was not scored."""
+        scores = self.meta.get("metrics")
+        m_ap = scores.get("mAP") if isinstance(scores, dict) else None
+        if isinstance(m_ap, bool) or not isinstance(m_ap, (int, float)):
+            return None
+        return float(m_ap)
+
+    @property
     def data_dir(self) -> Path:
         return self.path.parent.parent
-
-    @cached_property
-    def _attributes(self) -> dict:
-        return json.loads((self.path / "attributes.json").read_text())
 
     @property
     def attributes(self) -> list[str]:
@@ -309,6 +341,82 @@ class Run:
         return f"Run({self.path.name!r})"
 
 
+def _read_json_object(file: Path) -> dict:
+    try:
+        obj = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{file} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise PipelineError(f"{file} is not readable JSON ({_first_line(err)})") from err
+    if not isinstance(obj, dict):
+        raise PipelineError(f"{file} holds a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def _check_run_json(file: Path, folder: str) -> dict:
+    check_id(folder)  # the picker and the command line name a run by its folder
+    meta = _read_json_object(file)
+    if meta.get("id") != folder:
+        raise PipelineError(f"{file} names the run {meta.get('id')!r}, not its folder {folder!r}")
+    n = meta.get("n_images")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise PipelineError(f"{file} lacks a whole number n_images (found {n!r})")
+    return meta
+
+
+def _check_attributes_json(file: Path) -> dict:
+    attrs = _read_json_object(file)
+    names, colours = attrs.get("names"), attrs.get("colours")
+    if not (isinstance(names, list) and names and all(isinstance(x, str) for x in names)):
+        raise PipelineError(f"{file} lacks a list of attribute names")
+    if not (isinstance(colours, list) and len(colours) == len(names)
+            and all(isinstance(x, str) for x in colours)):
+        raise PipelineError(f"{file} lacks one colour per attribute")
+    return attrs
+
+
+def _check_images_file(file: Path, n: int) -> None:
+    """The image table's schema and row count, read from the parquet footer alone (cheap)."""
+    import pyarrow.parquet as pq
+
+    if not file.is_file():
+        raise PipelineError(f"{file} is missing")
+    try:
+        table = pq.ParquetFile(file)
+        rows, columns = table.metadata.num_rows, table.schema_arrow.names
+    except Exception as err:  # arrow, OS and format errors all mean "not a table we can read"
+        raise PipelineError(f"{file} is unreadable ({_first_line(err)})") from err
+    missing = [c for c in IMAGE_COLUMNS if c not in columns]
+    if missing:
+        raise PipelineError(f"{file} lacks columns {missing}")
+    if rows != n:
+        raise PipelineError(f"{file} has {rows} rows but run.json says {n} images")
+
+
+def _check_npy(file: Path, shape: tuple) -> None:
+    """An array file's shape, read from its header alone; None in `shape` means any size."""
+    if not file.is_file():
+        raise PipelineError(f"{file} is missing")
+    try:
+        with open(file, "rb") as fh:
+            major, _ = np.lib.format.read_magic(fh)
+            read = (np.lib.format.read_array_header_1_0 if major == 1
+                    else np.lib.format.read_array_header_2_0)
+            found = read(fh)[0]
+    except (OSError, ValueError, EOFError) as err:
+        raise PipelineError(f"{file} is not a readable array ({_first_line(err)})") from err
+    fits = len(found) == len(shape) and all(s in (None, f) for s, f in zip(shape, found,
+                                                                           strict=True))
+    if not fits:
+        want = "×".join("?" if s is None else str(s) for s in shape)
+        raise PipelineError(f"{file} has shape {found}, expected {want}")
+
+
 def load_pixels(path: Path) -> np.ndarray:
     """A stored detector image as float32; a missing file is a clear error."""
     if not Path(path).is_file():
@@ -330,17 +438,29 @@ def get_run(run_id: str, data_dir: str | os.PathLike | None = None) -> Run:
     return open_run(str(path))
 
 
-def list_runs(data_dir: str | os.PathLike | None = None) -> list[Run]:
-    """Complete runs in the data directory, oldest first (temporary directories are skipped)."""
+def scan_runs(data_dir: str | os.PathLike | None = None
+              ) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """The runs that open, oldest first, and the broken ones as (folder, reason); never raises
+    for a bad run, so one broken folder cannot hide the others. Temporary directories are
+    skipped."""
     root = resolve_data_dir(data_dir) / RUNS
     if not root.is_dir():
-        return []
-    runs = [
-        open_run(str(p))
-        for p in root.iterdir()
-        if not p.name.startswith(".") and (p / "run.json").is_file()
-    ]
-    return sorted(runs, key=lambda r: (r.meta.get("created", ""), r.id))
+        return [], []
+    runs, broken = [], []
+    for path in sorted(root.iterdir()):
+        if path.name.startswith(".") or not path.is_dir():
+            continue
+        try:
+            runs.append(open_run(str(path)))
+        except PipelineError as err:
+            broken.append((path, str(err)))
+    runs.sort(key=lambda r: (str(r.meta.get("created", "")), r.id))
+    return runs, broken
+
+
+def list_runs(data_dir: str | os.PathLike | None = None) -> list[Run]:
+    """The runs in the data directory that open, oldest first (broken ones: see scan_runs)."""
+    return scan_runs(data_dir)[0]
 
 
 # ---------------------------------------------------------------- datasets

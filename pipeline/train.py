@@ -21,6 +21,7 @@ from pipeline import store
 from pipeline.errors import PipelineError
 from pipeline.model import (
     ARCHS,
+    MAX_INPUT_SIZE,
     MIN_INPUT_SIZE,
     Stopped,
     build_model,
@@ -57,6 +58,8 @@ def _check_settings(arch, epochs, input_size, batch_size, lr) -> None:
     if int(input_size) < MIN_INPUT_SIZE:
         raise PipelineError(f"input size {input_size} is below the ResNet minimum "
                             f"{MIN_INPUT_SIZE}")
+    if int(input_size) > MAX_INPUT_SIZE:  # inference would refuse the checkpoint
+        raise PipelineError(f"input size {input_size} is above the maximum {MAX_INPUT_SIZE}")
     if not (math.isfinite(lr) and lr > 0):
         raise PipelineError(f"learning rate must be a positive number, got {lr}")
 

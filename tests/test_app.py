@@ -133,3 +133,16 @@ def test_python_app_py_builds_the_demo_with_progress_when_there_is_no_run(tmp_pa
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the group this test started, nothing else
         server.wait(timeout=30)
+
+
+def test_python_app_py_help_prints_its_whole_first_sentence(tmp_path):
+    import app
+    from pipeline.cli import first_paragraph
+
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "60"})
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())  # argparse wraps the sentence to the terminal's width
+    assert first_paragraph(app.__doc__) in said
+    assert "`gunicorn -w 2 app:server` serves the runs." in said
