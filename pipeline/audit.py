@@ -182,12 +182,13 @@ def precision_at_k(ranking: pd.DataFrame, wrong, attributes, k: int) -> float:
 
 
 def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir
+    from pipeline.cli import add_data_dir, positive_int
 
     parser = subparsers.add_parser("audit", help="rank the labels of a run most likely wrong")
     parser.add_argument("--run", required=True, help="run id (see `python -m pipeline runs`)")
-    parser.add_argument("--top", type=int, default=20, help="how many rows to print (20)")
-    parser.add_argument("--k", type=int, default=DEFAULT_K, help="neighbours in FEA space (10)")
+    parser.add_argument("--top", type=positive_int, default=20, help="how many rows to print (20)")
+    parser.add_argument("--k", type=positive_int, default=DEFAULT_K,
+                        help="neighbours in FEA space (10)")
     parser.add_argument("--weight", type=float, default=DEFAULT_WEIGHT,
                         help="share of the PRD signal in the score, 0..1 (0.5)")
     parser.add_argument("--csv", default=None, metavar="FILE", help="also write all rows to FILE")

@@ -34,12 +34,21 @@ def first_paragraph(text: str) -> str:
 
 def non_negative_int(text: str) -> int:
     """argparse type for seeds and counts: a whole number ≥ 0, else argparse's one-line error."""
+    return _whole_number(text, minimum=0)
+
+
+def positive_int(text: str) -> int:
+    """argparse type for sizes and counts that cannot be zero (tiles, neighbours, rows shown)."""
+    return _whole_number(text, minimum=1)
+
+
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
     return value
 
 

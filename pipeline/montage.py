@@ -151,13 +151,13 @@ def write_montage(
 
 
 def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir
+    from pipeline.cli import add_data_dir, positive_int
 
     p = subparsers.add_parser("montage", help="PNG grid of example images for every attribute")
     p.add_argument("--dataset", required=True, help="dataset id (or path to its directory)")
     p.add_argument("--out", default="montage.png", help="PNG file to write (default montage.png)")
-    p.add_argument("--per-attribute", type=int, default=4, help="examples per attribute")
-    p.add_argument("--tile", type=int, default=TILE, help="tile side in pixels")
+    p.add_argument("--per-attribute", type=positive_int, default=4, help="examples per attribute")
+    p.add_argument("--tile", type=positive_int, default=TILE, help="tile side in pixels")
     p.add_argument(
         "--true", action="store_true", help="pick examples by true tags, not annotations"
     )
