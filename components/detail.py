@@ -7,7 +7,7 @@ from dash import dcc, html
 
 from components import ids
 from components.encoding import OUTCOME_COLOURS
-from components.figures import COLOUR_MAPS
+from pipeline.imaging import COLOUR_MAPS
 from pipeline.metrics import OUTCOMES
 
 

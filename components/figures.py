@@ -13,10 +13,18 @@ import numpy as np
 import plotly.colors
 from PIL import Image
 
+from pipeline.imaging import (
+    DEFAULT_COLOUR_MAP,
+    LOG_UNIT,
+    downsample,
+    false_colour,
+    log_intensity,
+    window,
+)
+
 POINTS, GROUPS, SELECTED, CORRECTED, FIRST_FLOWER = 0, 1, 2, 3, 4  # trace positions in a view
 PETAL_STEPS = 11  # outline vertices per petal
 FN_LENGTH = 0.5  # joint mode: a missed label (FN) draws a short, hatched petal
-COLOUR_MAPS = ("Inferno", "Viridis", "Magma", "Cividis", "Greys_r", "Jet", "Hot")  # _r: reversed
 
 _DTYPES = {"float32": "f4", "float64": "f8", "uint8": "u1", "int8": "i1", "int32": "i4",
            "uint32": "u4", "int16": "i2", "uint16": "u2"}
@@ -337,33 +345,30 @@ def f1_figure(group_f1, all_f1, attributes, colours, group_name: str = "selectio
 # ---------------------------------------------------------------- images
 
 
-def log_intensity(pixels) -> np.ndarray:
-    """log10(1 + I) with negative (masked) pixels at 0: how scattering images are looked at."""
-    return np.log10(1 + np.clip(np.nan_to_num(np.asarray(pixels, np.float32)), 0, None))
-
-
-def downsample(image, max_side: int) -> np.ndarray:
-    """Block-average an image so neither side exceeds max_side (keeps weak rings visible)."""
-    step = int(np.ceil(max(image.shape) / max_side))
-    if step <= 1:
-        return image
-    h, w = (image.shape[0] // step) * step, (image.shape[1] // step) * step
-    return image[:h, :w].reshape(h // step, step, w // step, step).mean(axis=(1, 3))
-
-
-def image_figure(pixels, colour_map: str = "Inferno", max_side: int = 512) -> dict:
-    """The large detail image: log intensity, zoomable, the chosen false-colour map."""
-    z = downsample(log_intensity(pixels), max_side)
+def detector_heatmap(pixels, colour_map: str = DEFAULT_COLOUR_MAP, max_side: int = 512) -> dict:
+    """A detector image as a heatmap trace: log intensity in its percentile window, drawn as the
+    thumbnails and the montage draw it (pipeline.imaging). Pixel (x, y) is centred on integer
+    (x, y), the coordinates of the beam centre."""
+    pixels = np.asarray(pixels)
+    logged = log_intensity(pixels)
+    zmin, zmax = window(logged)
+    z = downsample(logged, max_side)
     step = max(pixels.shape) / max(z.shape)
-    return {"data": [{
+    return {
+        "type": "heatmap", "z": typed(z.astype(np.float32)), "zmin": zmin, "zmax": zmax,
         # Spelled out: plotly.js itself knows only some scale names (not Inferno or Magma).
-        "type": "heatmap", "z": typed(z.astype(np.float32)),
         "colorscale": plotly.colors.get_colorscale(colour_map),
-        "dx": step, "dy": step, "x0": step / 2, "y0": step / 2,
-        "hovertemplate": "x %{x:.0f}, y %{y:.0f}<br>log₁₀(1+I) %{z:.2f}<extra></extra>",
-        "colorbar": {"thickness": 10, "len": 0.9, "title": {"text": "log₁₀(1+I)",
-                                                              "side": "right"}},
-    }], "layout": {
+        "dx": step, "dy": step, "x0": (step - 1) / 2, "y0": (step - 1) / 2,
+        "hovertemplate": f"x %{{x:.0f}}, y %{{y:.0f}}<br>{LOG_UNIT} %{{z:.2f}}<extra></extra>",
+    }
+
+
+def image_figure(pixels, colour_map: str = DEFAULT_COLOUR_MAP, max_side: int = 512) -> dict:
+    """The large detail image: zoomable, the chosen false-colour map, a colour bar."""
+    heatmap = detector_heatmap(pixels, colour_map, max_side)
+    heatmap["colorbar"] = {"thickness": 10, "len": 0.9,
+                           "title": {"text": LOG_UNIT, "side": "right"}}
+    return {"data": [heatmap], "layout": {
         "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "dragmode": "zoom",
         "xaxis": {"visible": False, "constrain": "domain"},
         "yaxis": {"visible": False, "autorange": "reversed", "scaleanchor": "x",
@@ -371,23 +376,9 @@ def image_figure(pixels, colour_map: str = "Inferno", max_side: int = 512) -> di
         "plot_bgcolor": "white"}}
 
 
-def colour_lut(name: str = "Inferno", n: int = 256) -> np.ndarray:
-    """n × 3 uint8 colours sampled from a plotly colour scale."""
-    scale = plotly.colors.get_colorscale(name)
-    stops = np.array([s for s, _ in scale])
-    rgb = np.array([plotly.colors.unlabel_rgb(plotly.colors.convert_colors_to_same_type(c)[0][0])
-                    for _, c in scale], dtype=float)
-    t = np.linspace(0, 1, n)
-    return np.stack([np.interp(t, stops, rgb[:, k]) for k in range(3)], axis=1).astype(np.uint8)
-
-
-def thumbnail_uri(pixels, size: int = 72, colour_map: str = "Inferno") -> str:
-    """A small PNG data URI of an image in log intensity, contrast set by its own percentiles."""
-    img = downsample(log_intensity(pixels), size * 2)
-    lo, hi = np.percentile(img, [1, 99.7])
-    norm = np.clip((img - lo) / max(hi - lo, 1e-9), 0, 1)
-    rgb = colour_lut(colour_map)[(norm * 255).astype(np.uint8)]
-    pil = Image.fromarray(rgb, "RGB").resize((size, size), Image.BILINEAR)
+def thumbnail_uri(pixels, size: int = 72, colour_map: str = DEFAULT_COLOUR_MAP) -> str:
+    """A small PNG data URI of an image, drawn as everywhere else (pipeline.imaging)."""
+    pil = Image.fromarray(false_colour(pixels, size, colour_map), "RGB")
     buffer = io.BytesIO()
     pil.save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -6,9 +6,11 @@ Pure functions: arrays and the beam-centre estimate in, plotly figure dicts and 
 from __future__ import annotations
 
 import numpy as np
+import plotly.colors
 from dash import dcc, html
 
-from components.figures import downsample, log_intensity, typed
+from components.figures import detector_heatmap, typed
+from pipeline.imaging import DEFAULT_COLOUR_MAP, LOG_UNIT, log_intensity, window
 
 GRAPH_HEIGHT = 260
 LOW_CONFIDENCE = 0.2  # below this the centre is shown as a guess (see scattering.BeamCentre)
@@ -49,20 +51,8 @@ def guide_radii(shape, centre: dict, rings) -> list[float]:
 def detector_figure(pixels, centre: dict, rings=(), max_side: int = 256) -> dict:
     """The image in log intensity with the beam centre (cross) and guide circles about it."""
     pixels = np.asarray(pixels)
-    z = downsample(log_intensity(pixels), max_side)
-    step = max(pixels.shape) / max(z.shape)
     xs, ys = circle_xy(centre["x"], centre["y"], guide_radii(pixels.shape, centre, rings))
-    heatmap = {
-        "type": "heatmap",
-        "z": typed(z.astype(np.float32)),
-        "colorscale": "Inferno",
-        "dx": step,
-        "dy": step,
-        "x0": (step - 1) / 2,
-        "y0": (step - 1) / 2,
-        "showscale": False,
-        "hovertemplate": "x %{x:.0f}, y %{y:.0f}<br>log₁₀(1+I) %{z:.2f}<extra></extra>",
-    }
+    heatmap = {**detector_heatmap(pixels, max_side=max_side), "showscale": False}
     circles = {
         "type": "scatter",
         "mode": "lines",
@@ -138,21 +128,25 @@ def profile_figure(radius, intensity, rings=(), unit: str = "px") -> dict:
 
 def polar_figure(radii, angles, polar) -> dict:
     """The image unwrapped about the beam centre: azimuth across, radius down, log intensity."""
-    z = log_intensity(np.where(np.isfinite(polar), polar, 0))
-    z = np.where(np.isfinite(polar), z, np.nan).astype(np.float32)
+    seen = np.isfinite(polar)
+    z = np.where(seen, log_intensity(np.where(seen, polar, 0)), np.nan).astype(np.float32)
+    zmin, zmax = window(z[seen]) if seen.any() else (0.0, 1.0)
     radii, angles = np.asarray(radii, dtype=float), np.asarray(angles, dtype=float)
     dr = radii[1] - radii[0] if len(radii) > 1 else 1.0
     da = angles[1] - angles[0] if len(angles) > 1 else 1.0
     heatmap = {
         "type": "heatmap",
         "z": typed(z),
-        "colorscale": "Inferno",
+        "zmin": zmin,
+        "zmax": zmax,
+        "colorscale": plotly.colors.get_colorscale(DEFAULT_COLOUR_MAP),
         "x0": angles[0],
         "dx": da,
         "y0": radii[0],
         "dy": dr,
         "showscale": False,
-        "hovertemplate": "azimuth %{x:.0f}°, q %{y:.0f} px<br>log₁₀(1+I) %{z:.2f}<extra></extra>",
+        "hovertemplate": f"azimuth %{{x:.0f}}°, q %{{y:.0f}} px<br>{LOG_UNIT} %{{z:.2f}}"
+        "<extra></extra>",
     }
     return {
         "data": [heatmap],

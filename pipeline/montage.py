@@ -1,58 +1,23 @@
 """Contact sheets of a dataset: one row per attribute, with example images tagged with it.
 
-`python -m pipeline montage` writes the PNG; `false_colour` maps detector counts to log-intensity
-RGB, the way scattering images are looked at.
+`python -m pipeline montage` writes the PNG; each tile is drawn by pipeline.imaging, as the
+dashboard draws the same image.
 """
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.errors import PipelineError
+from pipeline.imaging import DEFAULT_COLOUR_MAP, colour_lut, false_colour
 from pipeline.store import Dataset, open_dataset
 
 TILE, PAD, LABEL_WIDTH, HEADER = 128, 4, 190, 28
 BACKGROUND, EMPTY, TEXT = (24, 24, 28), (48, 48, 54), (235, 235, 235)
-
-
-@lru_cache(maxsize=8)
-def colour_lut(name: str = "Viridis") -> np.ndarray:
-    """A 256 × 3 uint8 colour map interpolated from one of plotly's sequential scales."""
-    from plotly.colors import hex_to_rgb, sequential
-
-    stops = getattr(sequential, name, None)
-    if not stops:
-        raise PipelineError(f"unknown colour map {name!r}; try Viridis, Inferno, Magma, Plasma")
-    rgb = np.array([hex_to_rgb(c) if c.startswith("#") else _parse_rgb(c) for c in stops], float)
-    x = np.linspace(0, 1, len(rgb))
-    t = np.linspace(0, 1, 256)
-    return np.stack([np.interp(t, x, rgb[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
-
-
-def _parse_rgb(text: str) -> tuple[int, int, int]:
-    return tuple(int(float(v)) for v in text[text.index("(") + 1 : text.index(")")].split(",")[:3])
-
-
-def log_scaled(image: np.ndarray) -> np.ndarray:
-    """log(1 + counts) scaled to [0, 1] between zero and the 99.9th percentile."""
-    logged = np.log1p(np.clip(np.nan_to_num(image.astype(np.float32)), 0, None))
-    top = float(np.percentile(logged, 99.9)) or 1.0
-    return np.clip(logged / top, 0, 1)
-
-
-def false_colour(image: np.ndarray, size: int | None = None, lut: np.ndarray | None = None):
-    """RGB uint8 of an image in log intensity, optionally resampled to size × size."""
-    scaled = log_scaled(image)
-    if size and scaled.shape != (size, size):
-        method = Image.Resampling.BOX if size < max(scaled.shape) else Image.Resampling.BILINEAR
-        scaled = np.asarray(Image.fromarray(scaled, mode="F").resize((size, size), method))
-    lut = colour_lut() if lut is None else lut
-    return lut[np.clip((scaled * 255).round(), 0, 255).astype(np.uint8)]
 
 
 def montage_size(n_rows: int, per_attribute: int, tile: int = TILE) -> tuple[int, int]:
@@ -84,7 +49,7 @@ def montage(
     tile: int = TILE,
     *,
     true_labels=False,
-    colour_map: str = "Viridis",
+    colour_map: str = DEFAULT_COLOUR_MAP,
     seed: int = 0,
 ) -> Image.Image:
     """The contact sheet as a PIL image: a row per attribute, its name and count on the left."""
@@ -99,7 +64,8 @@ def montage(
         fill=TEXT,
         font=_font(14),
     )
-    lut, small = colour_lut(colour_map), _font(11)
+    colour_lut(colour_map)  # an unknown name fails here, before any image is read
+    small = _font(11)
     for row, (name, indices) in enumerate(zip(dataset.attributes, picks, strict=True)):
         top = HEADER + row * (tile + PAD)
         draw.text((PAD, top + tile // 2 - 16), name, fill=TEXT, font=_font(15))
@@ -114,7 +80,7 @@ def montage(
             if col >= len(indices):
                 draw.rectangle([left, top, left + tile - 1, top + tile - 1], fill=EMPTY)
                 continue
-            rgb = false_colour(dataset.load_image(indices[col]), tile, lut)
+            rgb = false_colour(dataset.load_image(indices[col]), tile, colour_map)
             sheet.paste(Image.fromarray(rgb), (left, top))
             draw.text((left + 3, top + 2), str(int(indices[col])), fill=(255, 255, 255), font=small)
     return sheet
@@ -128,7 +94,7 @@ def write_montage(
     tile: int = TILE,
     data_dir=None,
     true_labels: bool = False,
-    colour_map: str = "Viridis",
+    colour_map: str = DEFAULT_COLOUR_MAP,
 ) -> Path:
     """Write the montage PNG whole (temporary file, then rename); return its path."""
     if not 1 <= per_attribute <= 50:
@@ -151,17 +117,18 @@ def write_montage(
 
 
 def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir, positive_int
+    from pipeline.cli import add_data_dir
 
     p = subparsers.add_parser("montage", help="PNG grid of example images for every attribute")
     p.add_argument("--dataset", required=True, help="dataset id (or path to its directory)")
     p.add_argument("--out", default="montage.png", help="PNG file to write (default montage.png)")
-    p.add_argument("--per-attribute", type=positive_int, default=4, help="examples per attribute")
-    p.add_argument("--tile", type=positive_int, default=TILE, help="tile side in pixels")
+    p.add_argument("--per-attribute", type=int, default=4, help="examples per attribute")
+    p.add_argument("--tile", type=int, default=TILE, help="tile side in pixels")
     p.add_argument(
         "--true", action="store_true", help="pick examples by true tags, not annotations"
     )
-    p.add_argument("--colour-map", default="Viridis", help="plotly sequential scale name")
+    p.add_argument("--colour-map", default=DEFAULT_COLOUR_MAP,
+                   help=f"plotly colour scale name (default {DEFAULT_COLOUR_MAP})")
     add_data_dir(p)
     p.set_defaults(func=cmd_montage)
 

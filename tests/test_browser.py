@@ -188,7 +188,7 @@ def write_demo_like_run(data_dir, n: int = 240, size: int = 128, seed: int = 7):
     spaces: the demo run in miniature, quick enough for a test."""
     from openTSNE import TSNE
 
-    from components.figures import downsample, log_intensity
+    from pipeline.imaging import downsample, log_intensity
     from pipeline.metrics import evaluate
     from pipeline.simulate import simulate_dataset
     from pipeline.store import get_run, open_dataset, write_run

@@ -8,7 +8,8 @@ from PIL import Image
 
 from pipeline.attributes import ATTRIBUTES
 from pipeline.cli import main
-from pipeline.montage import EMPTY, HEADER, LABEL_WIDTH, PAD, colour_lut, false_colour, montage_size
+from pipeline.imaging import colour_lut, false_colour
+from pipeline.montage import EMPTY, HEADER, LABEL_WIDTH, PAD, montage_size
 from pipeline.simulate import simulate_dataset
 from pipeline.store import DatasetWriter
 

@@ -1,4 +1,4 @@
-"""Counts and sizes that cannot be zero are refused by the command line before any work."""
+"""Counts that cannot be zero are refused by the command line before any work."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pipeline.cli import main
 @pytest.mark.parametrize(
     "argv",
     [
-        ["montage", "--dataset", "d", "--tile", "0"],
-        ["montage", "--dataset", "d", "--per-attribute", "-3"],
         ["audit", "--run", "r", "--k", "0"],
         ["audit", "--run", "r", "--top", "-1"],
     ],
