@@ -6,17 +6,16 @@ The model (PRD) and the image's neighbours in FEA space each vote; see `audit_sc
 from __future__ import annotations
 
 import argparse
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
-from pipeline.store import Run, check_array, get_run, open_run
+from pipeline.neighbours import neighbour_graph, run_neighbour_graph
+from pipeline.store import Run, check_array, get_run
 
 DEFAULT_K = 10
 DEFAULT_WEIGHT = 0.5  # share of the PRD signal in the score; the rest is the neighbour vote
-PCA_DIMS = 64
 AUDIT_COLUMNS = ("index", "image_id", "attribute", "label", "prd", "vote", "prd_score",
                  "vote_score", "score", "confident")
 
@@ -52,30 +51,6 @@ def confidently_other(act, prob) -> np.ndarray:
     return other >= np.where(act, t_neg, t_pos)
 
 
-def neighbours(fea, k: int = DEFAULT_K) -> np.ndarray:
-    """Indices (N × k) of each image's k nearest other images in FEA space, by cosine distance.
-
-    Features are reduced by PCA to at most PCA_DIMS dimensions first: ResNet features have
-    2048 dimensions, most of them noise for this purpose, and brute-force search is N².
-    """
-    from sklearn.decomposition import PCA
-    from sklearn.neighbors import NearestNeighbors
-
-    fea = np.asarray(fea, dtype=np.float32)
-    n = len(fea)
-    if n < 2:
-        raise PipelineError(f"the label audit needs at least 2 images, the run has {n}")
-    k = int(min(max(k, 1), n - 1))
-    if fea.shape[1] > PCA_DIMS and n > PCA_DIMS:
-        fea = PCA(PCA_DIMS, random_state=0, svd_solver="randomized").fit_transform(fea)
-    fea = fea - fea.mean(axis=0)
-    index = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(fea)
-    _, idx = index.kneighbors(fea)
-    # Drop each image itself (usually column 0, but duplicates can tie with it).
-    rows = [row[row != i][:k] for i, row in enumerate(idx)]
-    return np.stack(rows)
-
-
 def neighbour_vote(act, nbr) -> np.ndarray:
     """Per image and attribute, the share of its neighbours labelled 1 (N × A in [0, 1])."""
     return np.asarray(act, dtype=np.float64)[nbr].mean(axis=1)
@@ -87,7 +62,7 @@ def audit_scores(act, prd, fea, *, k: int = DEFAULT_K, weight: float = DEFAULT_W
 
     prd_score  = |prd − act|: the model's probability of the other label;
     vote_score = |vote − act|: the share of the image's k nearest neighbours in FEA space
-                 (cosine) that carry the other label;
+                 (pipeline.neighbours) that carry the other label;
     score      = weight · prd_score + (1 − weight) · vote_score, in [0, 1]: a label that the
                  model and the neighbours both doubt ranks first. As in confident learning's
                  own ranking (by self-confidence), raw probabilities order the rows;
@@ -100,7 +75,7 @@ def audit_scores(act, prd, fea, *, k: int = DEFAULT_K, weight: float = DEFAULT_W
     fea = check_array("fea", fea, (act.shape[0], None))
     if not 0.0 <= weight <= 1.0:
         raise PipelineError(f"the audit weight must lie in [0, 1], not {weight}")
-    nbr = neighbours(fea, k) if nbr is None else nbr
+    nbr = neighbour_graph(fea, k) if nbr is None else nbr
     vote = neighbour_vote(act, nbr)
     prd_score = np.abs(prd.astype(np.float64) - act)
     vote_score = np.abs(vote - act)
@@ -141,17 +116,11 @@ def rank_labels(act, prd, fea, image_ids, attributes, *, k: int = DEFAULT_K,
     }, columns=list(AUDIT_COLUMNS))
 
 
-@lru_cache(maxsize=8)
-def _run_neighbours(path: str, k: int) -> np.ndarray:
-    # Runs never change once written, so the neighbour graph is computed once per run.
-    return neighbours(open_run(path).fea, k)
-
-
 def audit_run(run: Run, *, act=None, skip=None, k: int = DEFAULT_K,
               weight: float = DEFAULT_WEIGHT, top: int | None = 50) -> pd.DataFrame:
     """`rank_labels` for a run; `act` replaces the run's labels (e.g. with corrections applied)."""
     act = run.act if act is None else act
-    nbr = _run_neighbours(str(run.path), int(k))
+    nbr = run_neighbour_graph(run, k)
     return rank_labels(act, run.prd, run.fea, run.images["image_id"], run.attributes,
                        k=k, weight=weight, top=top, skip=skip, nbr=nbr)
 

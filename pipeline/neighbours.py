@@ -1,0 +1,83 @@
+"""Which images are "nearest" in FEA space: one definition for the whole tool (the detail view's
+neighbours and the label audit's neighbour vote), one index per run, built once and cached.
+
+Nearest means smallest cosine distance between feature vectors reduced by PCA to at most
+PCA_DIMS dimensions and centred: ResNet features have 2048 dimensions, most of them noise for
+this purpose, and cosine ignores the overall activation strength that differs between images
+of one kind taken at different exposures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.store import Run, open_run
+
+PCA_DIMS = 64
+DEFINITION = f"cosine distance of features (first {PCA_DIMS} principal components)"
+
+
+@dataclass(frozen=True)
+class FeatureIndex:
+    """A fitted neighbour search over a run's features, reduced as DEFINITION says."""
+
+    reduced: np.ndarray  # N × d, the searched points
+    search: object  # sklearn NearestNeighbors fitted on `reduced`
+
+    def nearest(self, rows, k: int) -> np.ndarray:
+        """For each of `rows`, its k nearest other images, nearest first (len(rows) × k)."""
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        n = len(self.reduced)
+        k = int(min(max(k, 1), n - 1))
+        _, found = self.search.kneighbors(self.reduced[rows], n_neighbors=k + 1)
+        # Drop each image itself (usually column 0, but exact duplicates can tie with it).
+        return np.stack([row[row != i][:k] for i, row in zip(rows, found, strict=True)])
+
+
+def build_index(fea) -> FeatureIndex:
+    """The neighbour index of an N × D feature array (N ≥ 2)."""
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    fea = np.asarray(fea, dtype=np.float32)
+    n = len(fea)
+    if n < 2:
+        raise PipelineError(f"nearest neighbours need at least 2 images, the run has {n}")
+    if fea.shape[1] > PCA_DIMS and n > PCA_DIMS:
+        fea = PCA(PCA_DIMS, random_state=0, svd_solver="randomized").fit_transform(fea)
+    reduced = np.ascontiguousarray(fea - fea.mean(axis=0), dtype=np.float32)
+    return FeatureIndex(reduced, NearestNeighbors(metric="cosine", algorithm="brute").fit(reduced))
+
+
+def neighbour_graph(fea, k: int) -> np.ndarray:
+    """Indices (N × k) of every image's k nearest other images, nearest first."""
+    index = build_index(fea)
+    return index.nearest(np.arange(len(index.reduced)), k)
+
+
+@lru_cache(maxsize=4)
+def _run_index(run_path: str) -> FeatureIndex:
+    # Runs never change once written, so the index is valid for the process lifetime.
+    return build_index(open_run(run_path).fea)
+
+
+@lru_cache(maxsize=8)
+def _run_graph(run_path: str, k: int) -> np.ndarray:
+    index = _run_index(run_path)
+    graph = index.nearest(np.arange(len(index.reduced)), k)
+    graph.flags.writeable = False
+    return graph
+
+
+def run_neighbour_graph(run: Run, k: int) -> np.ndarray:
+    """neighbour_graph of a run's features, computed once per run and k."""
+    return _run_graph(str(run.path), int(k))
+
+
+def nearest_images(run: Run, index: int, k: int = 8) -> list[int]:
+    """The k images of the run nearest to row `index`, nearest first (one query, cached index)."""
+    return [int(i) for i in _run_index(str(run.path)).nearest([int(index)], k)[0]]
