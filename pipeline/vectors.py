@@ -311,6 +311,19 @@ def reusable_images(data_dir: Path, dataset_id: str, names, index, files, ids, a
     return _images_table(path)
 
 
+def _images_dataset(data_dir, run_id, names, found, ids, act, splits, max_pixels, progress, say):
+    """The run's images table from its images dataset: reused if complete, else written now."""
+    index, files = found
+    images = reusable_images(data_dir, run_id, names, index, files, ids, act)
+    if images is not None:
+        say(f"reusing dataset {run_id}, written by an earlier import of these images")
+        return images
+    with writing(f"dataset {run_id}", data_dir / store.DATASETS):
+        return write_images(
+            data_dir, run_id, names, index, files, ids, act, splits, max_pixels, progress
+        )
+
+
 def read_inputs(labels, predictions, features, logits: bool):
     """(ids in the predictions' order, attribute names, act, prd, fea), all checked and matched."""
     act_ids, act_names, act = read_table(labels, "labels")
@@ -353,16 +366,11 @@ def import_vectors(
         {"image_id": ids, "path": "", "split": splits, "source": "import-vectors"}
     )
     if images_dir is not None:
-        index, files = locate_images(images_dir, ids, labels)
-        say(matched_line(Counter(f.rule for f in files)))
-        images = reusable_images(data_dir, run_id, names, index, files, ids, act)
-        if images is not None:
-            say(f"reusing dataset {run_id}, written by an earlier import of these images")
-        else:
-            with writing(f"dataset {run_id}", data_dir / store.DATASETS):
-                images = write_images(
-                    data_dir, run_id, names, index, files, ids, act, splits, max_pixels, progress
-                )
+        found = locate_images(images_dir, ids, labels)
+        say(matched_line(Counter(f.rule for f in found[1])))
+        images = _images_dataset(
+            data_dir, run_id, names, found, ids, act, splits, max_pixels, progress, say
+        )
     meta = {
         "dataset": run_id if images_dir is not None else "",
         "source": "import-vectors",
