@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 
 from pipeline import store
 from pipeline.cli import main
@@ -152,13 +153,12 @@ def test_max_pixels_lowers_and_raises_the_limit(tmp_path, capsys, name):
     if name.endswith(".tif"):
         tifffile.imwrite(folder / name, image)
     elif name.endswith(".png"):
-        from PIL import Image
-
         Image.fromarray(image.astype(np.uint8)).save(folder / name)
     else:
         with h5py.File(folder / name, "w") as f:
             f.create_dataset("/entry/data/data", data=image)
     csv = labels_csv(tmp_path / "l.csv", [name])
+    pillow_limit = Image.MAX_IMAGE_PIXELS
 
     # 4,000 is under half the image, where Pillow's own bomb check fires: our message all the same
     for limit in ("4000", "10000"):
@@ -166,6 +166,7 @@ def test_max_pixels_lowers_and_raises_the_limit(tmp_path, capsys, name):
         expected = f"image is 100×120 = 12,000 pixels, over the limit of {int(limit):,}"
         assert expected in capsys.readouterr().out
     assert written(tmp_path / "data") == []
+    assert Image.MAX_IMAGE_PIXELS == pillow_limit  # Pillow's limit is ours only while opening
     assert ingest_cli(folder, csv, tmp_path / "data", "--max-pixels", "12000", "--id", "ok") == 0
     np.testing.assert_array_equal(open_dataset("ok", tmp_path / "data").load_image(0),
                                   image if name != "small.png" else image.astype(np.uint8))
