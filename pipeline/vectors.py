@@ -8,9 +8,13 @@ Inputs (all matched by image id; the predictions file sets the run's order):
   --logits, turned into probabilities by the sigmoid);
 - --features: fea.npy (N × D, rows in the order of the predictions file), fea.npz (arrays
   `ids` and `fea`) or fea.csv (id column + D numeric columns), both matched by id;
-- --images DIR (optional): each id's image file (matched by relative path, file name or stem),
-  read like `ingest` reads them and stored as a dataset of the same id, so the detail view can
-  show them and retraining can use them. Without it the run's image paths are empty strings.
+- --images DIR (optional): each id's image file, found as `ingest` finds them (by path under DIR,
+  by path beside the labels CSV, by unique file name or stem) and read as it reads them (up to
+  --max-pixels), stored as a dataset of the same id, so the detail view can show them and
+  retraining can use them. Without it the run's image paths are empty strings.
+
+A retry with the same --id after a run that was killed between writing its images dataset and
+its run reuses that dataset when it holds exactly these images, and says so.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +32,18 @@ from tqdm import tqdm
 
 from pipeline import store
 from pipeline.errors import PipelineError
-from pipeline.ingest import ImageIndex, assign_splits, image_format, read_counts, read_labels
+from pipeline.ingest import (
+    MAX_PIXELS,
+    Found,
+    ImageIndex,
+    add_max_pixels,
+    assign_splits,
+    image_format,
+    matched_line,
+    read_counts,
+    read_labels,
+    writing,
+)
 from pipeline.metrics import evaluate
 
 ID_COLUMNS = ("id", "imageid", "image", "file", "filename", "name", "path")
@@ -118,21 +135,18 @@ def read_features(path, ids: list[str], prd_path) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         fea_ids, _, fea = read_table(path, "features")
-        fea = fea[match_ids(ids, fea_ids, str(prd_path), str(path))]
     elif suffix in (".npy", ".npz"):
         fea, fea_ids = _load_numpy(path)
-        if fea_ids is not None:
-            fea = fea[match_ids(ids, fea_ids, str(prd_path), str(path))]
     else:
         raise PipelineError(f"features file {path}: expected .npy, .npz or .csv")
-    if fea.ndim != 2 or fea.shape[1] == 0:
-        raise PipelineError(f"features file {path} has shape {fea.shape}, expected N × D")
+    _check_matrix(path, fea)
+    if fea_ids is not None:
+        _check_feature_ids(path, fea_ids, len(fea))
+        fea = fea[match_ids(ids, fea_ids, str(prd_path), str(path))]
     if len(fea) != len(ids):
         raise PipelineError(
             f"features file {path} has {len(fea)} rows but {prd_path} has {len(ids)} images"
         )
-    if not np.issubdtype(fea.dtype, np.number):
-        raise PipelineError(f"features file {path} is not numeric (dtype {fea.dtype})")
     bad = ~np.isfinite(fea)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
@@ -141,6 +155,28 @@ def read_features(path, ids: list[str], prd_path) -> np.ndarray:
             f"values (images {_listed(ids[r] for r in rows)})"
         )
     return fea.astype(np.float32)
+
+
+def _check_matrix(path: Path, fea: np.ndarray) -> None:
+    if fea.ndim != 2 or fea.shape[1] == 0:
+        raise PipelineError(f"features file {path} has shape {fea.shape}, expected N × D")
+    if np.iscomplexobj(fea):  # casting would keep the real part and drop the rest silently
+        raise PipelineError(
+            f"features file {path} holds complex numbers ({fea.dtype}); expected real features"
+        )
+    if not np.issubdtype(fea.dtype, np.number):
+        raise PipelineError(f"features file {path} is not numeric (dtype {fea.dtype})")
+
+
+def _check_feature_ids(path: Path, fea_ids: list[str], n_rows: int) -> None:
+    """One id per row, each once: a repeated id would silently take the later row."""
+    if len(fea_ids) != n_rows:
+        raise PipelineError(
+            f"features file {path} holds {len(fea_ids)} ids but {n_rows} rows of features"
+        )
+    repeated = sorted(key for key, n in Counter(fea_ids).items() if n > 1)
+    if repeated:
+        raise PipelineError(f"features file {path}: ids appear more than once: {_listed(repeated)}")
 
 
 def _load_numpy(path: Path) -> tuple[np.ndarray, list[str] | None]:
@@ -157,7 +193,13 @@ def _load_numpy(path: Path) -> tuple[np.ndarray, list[str] | None]:
             raise PipelineError(
                 f"features file {path} must hold arrays 'ids' and 'fea' (it holds {sorted(names)})"
             )
-        return loaded[key], [str(i) for i in loaded["ids"]]
+        try:
+            fea, ids = loaded[key], loaded["ids"]
+        except (OSError, ValueError, EOFError) as err:  # object arrays, a damaged member
+            raise PipelineError(f"features file {path} cannot be read: {err}") from None
+    if ids.ndim != 1:
+        raise PipelineError(f"features file {path}: 'ids' has shape {ids.shape}, expected N")
+    return fea, [str(i) for i in ids]
 
 
 def check_labels(path, ids, names, act: np.ndarray) -> np.ndarray:
@@ -188,15 +230,15 @@ def check_probabilities(path, ids, names, prd: np.ndarray, logits: bool) -> np.n
 # ---------------------------------------------------------------- building the run
 
 
-def locate_images(images_dir, ids: list[str]) -> tuple[ImageIndex, list[str]]:
-    """Each id's image file under images_dir; ids without exactly one file are an error."""
-    index = ImageIndex(Path(images_dir))
+def locate_images(images_dir, ids: list[str], labels) -> tuple[ImageIndex, list[Found]]:
+    """Each id's image file, found as `ingest` finds them; ids without exactly one are an error."""
+    index = ImageIndex(Path(images_dir), beside=Path(labels).parent)
     found, problems = [], []
     for key in ids:
-        rel, reason = index.locate(key)
+        image, reason = index.locate(key)
         if reason:
             problems.append(f"{key!r} ({reason})")
-        found.append(rel)
+        found.append(image)
     if problems:
         raise PipelineError(
             f"{len(problems)} ids have no usable image in {images_dir}: "
@@ -210,33 +252,89 @@ def write_images(
     dataset_id,
     attributes,
     index: ImageIndex,
-    files,
+    files: list[Found],
     ids,
     act,
     splits,
+    max_pixels: int = MAX_PIXELS,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Stream the matched images into dataset `dataset_id`; return the run's images table."""
     meta = {"source": "import-vectors", "images_dir": str(index.root)}
     with store.DatasetWriter(data_dir, dataset_id, attributes, meta) as ds:
-        for i, rel in enumerate(tqdm(files, desc="images", unit="img", disable=not progress)):
+        for i, image in enumerate(tqdm(files, desc="images", unit="img", disable=not progress)):
             try:
-                pixels, flagged = read_counts(index.root / rel, inverted=False, h5_path=None)
+                pixels, flagged = read_counts(
+                    image.path, inverted=False, h5_path=None, max_pixels=max_pixels
+                )
             except PipelineError as err:
-                raise PipelineError(f"{index.root / rel}: {err}") from None
+                raise PipelineError(f"{image.path}: {err}") from None
             except Exception as err:  # each reader library has its own errors
-                raise PipelineError(f"{index.root / rel}: cannot read the image ({err})") from None
+                raise PipelineError(f"{image.path}: cannot read the image ({err})") from None
             ds.add(
                 pixels,
                 act[i],
                 image_id=ids[i],
                 split=splits[i],
                 source="import-vectors",
-                file=rel,
-                format=image_format(Path(rel)),
+                file=image.rel,
+                format=image_format(image.path),
                 flagged_pixels=flagged,
             )
-    return pd.read_parquet(ds.final / "images.parquet").drop(columns=["index"])
+    return _images_table(ds.final)
+
+
+def _images_table(dataset_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(dataset_dir / "images.parquet").drop(columns=["index"])
+
+
+def reusable_images(data_dir: Path, dataset_id: str, names, index, files, ids, act):
+    """The images table of an existing dataset `dataset_id` if an earlier import of exactly these
+    images wrote it (then killed before its run); None if there is none; else an error."""
+    path = data_dir / store.DATASETS / dataset_id
+    if not path.exists():
+        return None
+    ds = store.open_dataset(path)
+    same = (
+        ds.meta.get("source") == "import-vectors"
+        and ds.meta.get("images_dir") == str(index.root)
+        and ds.attributes == list(names)
+        and ds.images["image_id"].tolist() == list(ids)
+        and ds.images.get("file", pd.Series(dtype=str)).tolist() == [f.rel for f in files]
+        and np.array_equal(ds.act, act)
+    )
+    if not same:
+        raise PipelineError(
+            f"dataset {dataset_id} already exists in {path.parent} and holds other images; "
+            "choose another --id"
+        )
+    return _images_table(path)
+
+
+def _images_dataset(data_dir, run_id, names, found, ids, act, splits, max_pixels, progress, say):
+    """The run's images table from its images dataset: reused if complete, else written now."""
+    index, files = found
+    images = reusable_images(data_dir, run_id, names, index, files, ids, act)
+    if images is not None:
+        say(f"reusing dataset {run_id}, written by an earlier import of these images")
+        return images
+    with writing(f"dataset {run_id}", data_dir / store.DATASETS):
+        return write_images(
+            data_dir, run_id, names, index, files, ids, act, splits, max_pixels, progress
+        )
+
+
+def read_inputs(labels, predictions, features, logits: bool):
+    """(ids in the predictions' order, attribute names, act, prd, fea), all checked and matched."""
+    act_ids, act_names, act = read_table(labels, "labels")
+    prd_ids, prd_names, prd = read_table(predictions, "predictions")
+    check_same_attributes(labels, act_names, predictions, prd_names)
+    act = check_labels(labels, act_ids, act_names, act)[
+        match_ids(prd_ids, act_ids, str(predictions), str(labels))
+    ]
+    prd = check_probabilities(predictions, prd_ids, prd_names, prd, logits)
+    fea = read_features(features, prd_ids, predictions)
+    return prd_ids, prd_names, act, prd, fea
 
 
 def import_vectors(
@@ -249,36 +347,32 @@ def import_vectors(
     run_id: str | None = None,
     logits: bool = False,
     seed: int = 0,
+    max_pixels: int = MAX_PIXELS,
     progress: bool = True,
+    say: Callable[[str], None] = lambda line: None,
 ) -> Path:
-    """Check, match, embed and write one run (and its images dataset); return the run dir."""
-    started = time.perf_counter()
-    act_ids, act_names, act = read_table(labels, "labels")
-    prd_ids, prd_names, prd = read_table(predictions, "predictions")
-    check_same_attributes(labels, act_names, predictions, prd_names)
-    act = check_labels(labels, act_ids, act_names, act)[
-        match_ids(prd_ids, act_ids, str(predictions), str(labels))
-    ]
-    prd = check_probabilities(predictions, prd_ids, prd_names, prd, logits)
-    fea = read_features(features, prd_ids, predictions)
+    """Check, match, embed and write one run (and its images dataset); return the run dir.
 
+    `say` receives lines worth telling the user (how images were matched, a reused dataset).
+    """
+    started = time.perf_counter()
+    ids, names, act, prd, fea = read_inputs(labels, predictions, features, logits)
     data_dir = store.resolve_data_dir(data_dir)
     run_id = store.check_id(run_id or store.new_id(Path(predictions).stem))
     if (data_dir / store.RUNS / run_id).exists():
         raise PipelineError(f"run {run_id} already exists in {data_dir}; choose another --id")
-    splits = assign_splits(len(prd_ids), 0.2, seed)
+    splits = assign_splits(len(ids), 0.2, seed)
     images = pd.DataFrame(
-        {"image_id": prd_ids, "path": "", "split": splits, "source": "import-vectors"}
+        {"image_id": ids, "path": "", "split": splits, "source": "import-vectors"}
     )
-    dataset_dir = None
     if images_dir is not None:
-        index, files = locate_images(images_dir, prd_ids)
-        images = write_images(
-            data_dir, run_id, prd_names, index, files, prd_ids, act, splits, progress
+        found = locate_images(images_dir, ids, labels)
+        say(matched_line(Counter(f.rule for f in found[1])))
+        images = _images_dataset(
+            data_dir, run_id, names, found, ids, act, splits, max_pixels, progress, say
         )
-        dataset_dir = data_dir / store.DATASETS / run_id
     meta = {
-        "dataset": run_id if dataset_dir else "",
+        "dataset": run_id if images_dir is not None else "",
         "source": "import-vectors",
         "device": "external",
         "model": {
@@ -291,30 +385,20 @@ def import_vectors(
         },
     }
     try:
-        return _embed_and_write(
-            data_dir,
-            run_id,
-            prd_names,
-            images,
-            act,
-            prd,
-            fea,
-            meta,
-            seed=seed,
-            started=started,
-            progress=progress,
-        )
+        with writing(f"run {run_id}", data_dir / store.RUNS):
+            return _embed_and_write(
+                data_dir, run_id, names, images, (act, prd, fea), meta, seed, started, progress
+            )
     except BaseException:
-        if dataset_dir is not None:  # the run failed: its images dataset must not linger alone
-            shutil.rmtree(dataset_dir, ignore_errors=True)
+        if images_dir is not None:  # the run failed: its images dataset must not linger alone
+            shutil.rmtree(data_dir / store.DATASETS / run_id, ignore_errors=True)
         raise
 
 
-def _embed_and_write(
-    data_dir, run_id, names, images, act, prd, fea, meta, *, seed, started, progress
-) -> Path:
+def _embed_and_write(data_dir, run_id, names, images, arrays, meta, seed, started, progress):
     from pipeline.embed import embed_all  # openTSNE is slow to import; only this path needs it
 
+    act, prd, fea = arrays
     t0 = time.perf_counter()
     emb = embed_all(act, fea, prd, seed=seed, progress=progress)
     timings = {
@@ -358,6 +442,7 @@ def register(subparsers) -> None:
         "--logits", action="store_true", help="predictions are logits; apply the sigmoid"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the t-SNE maps and the split")
+    add_max_pixels(p)
     add_data_dir(p)
     p.set_defaults(func=cmd_import_vectors)
 
@@ -372,6 +457,8 @@ def cmd_import_vectors(args) -> int:
         run_id=args.id,
         logits=args.logits,
         seed=args.seed,
+        max_pixels=args.max_pixels,
+        say=print,
     )
     run = store.open_run(str(path))
     print(

@@ -235,9 +235,10 @@ def bad_folder(tmp_path: Path) -> Path:
     with h5py.File(folder / "nodefault.h5", "w") as f:
         f.create_dataset("/somewhere/else", data=np.ones((5, 5)))
     (folder / "notes.txt").write_text("not an image")
-    (tmp_path / "secret.tif").write_bytes(whole)  # exists, but outside the images folder
+    (tmp_path / "secret.tif").write_bytes(whole)  # exists, outside the images and labels folders
+    (tmp_path / "meta").mkdir()
     write_labels(
-        tmp_path / "labels.csv",
+        tmp_path / "meta" / "labels.csv",
         [
             ("good1.tif", 1, 0, 1),
             ("good2.tif", 0, 1, 0),
@@ -286,7 +287,7 @@ def test_every_bad_row_and_file_is_reported_by_name_and_the_rest_is_ingested(tmp
             "--images",
             folder,
             "--labels",
-            tmp_path / "labels.csv",
+            tmp_path / "meta" / "labels.csv",
             "--data-dir",
             data,
             "--id",
@@ -311,7 +312,13 @@ def test_strict_stops_on_the_first_problems_and_writes_nothing(tmp_path, capsys)
     data = tmp_path / "data"
     assert (
         run_cli(
-            "--images", folder, "--labels", tmp_path / "labels.csv", "--data-dir", data, "--strict"
+            "--images",
+            folder,
+            "--labels",
+            tmp_path / "meta" / "labels.csv",
+            "--data-dir",
+            data,
+            "--strict",
         )
         == 2
     )
@@ -368,8 +375,8 @@ def test_a_crash_midway_leaves_no_dataset_and_no_temporary_files(tmp_path, monke
     csv = write_labels(tmp_path / "l.csv", [(n, 1, 0, 0) for n in expect])
     read_png = ingest_module.READERS["png"]
 
-    def crash_on_png(path, h5_path):  # the process is interrupted while reading the 3rd format
-        read_png(path, h5_path)
+    def crash_on_png(path, h5_path, max_pixels):  # interrupted while reading the 3rd format
+        read_png(path, h5_path, max_pixels)
         raise KeyboardInterrupt
 
     monkeypatch.setitem(ingest_module.READERS, "png", crash_on_png)
@@ -410,6 +417,9 @@ def test_an_existing_dataset_id_is_refused_before_any_image_is_read(tmp_path, ca
         (b"file,Ring,Ring\na.tif,1,0\n", "column names repeat: ['Ring']"),
         (b"file,,Halo\na.tif,1,0\n", "column 2 of the header has no name"),
         (b"a.tif,1,0\nb.tif,0,1\n", "the first row looks like data, not a header"),
+        (b"img_001.tif,0,0,1\nimg_002.tif,1,0,0\n", "the first row looks like data, not a"),
+        (b"./data/img_001.tif,0.0,0.0\n", "the first row looks like data, not a header"),
+        (b"0,0,1,0\n1,0,0,1\n", "the first row looks like data, not a header"),
         (b"file,Ring\n\xff\xfe\x00garbage\x81\n", "is not UTF-8 text"),
     ],
     ids=[
@@ -420,6 +430,9 @@ def test_an_existing_dataset_id_is_refused_before_any_image_is_read(tmp_path, ca
         "repeated",
         "unnamed",
         "headerless",
+        "headerless-repeating-zeros",
+        "headerless-relative-path",
+        "headerless-all-numbers",
         "binary",
     ],
 )

@@ -4,15 +4,20 @@ every inconsistency a clear error that names the file and leaves nothing written
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
+from pipeline import store
 from pipeline.cli import main
 from pipeline.metrics import evaluate
-from pipeline.store import get_run, list_runs, open_dataset
+from pipeline.store import DatasetWriter, get_run, list_runs, open_dataset
 from pipeline.vectors import check_probabilities, read_table
 
 NAMES = ["Ring", "Halo, isotropic", "Linear beamstop", "Ice ring (hexagonal)"]
@@ -20,6 +25,7 @@ N, D = 24, 10
 # Runs that are really written use 4 images: the maps are then PCA layouts (pipeline.embed), so
 # these tests stay fast; t-SNE itself is the embedding's own tests' business.
 SMALL = 4
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def arrays(seed=0, n=N):
@@ -238,3 +244,135 @@ def test_a_corrupt_image_is_an_error_naming_it_and_no_dataset_is_left(tmp_path, 
     err = capsys.readouterr().err
     assert f"error: {folder / ids[7]}.tif: TIFF holds no image" in err
     assert nothing_written(tmp_path) and list_runs(tmp_path / "data") == []
+
+
+# ---------------------------------------------------------------- silently wrong features
+
+
+def features_npz(tmp_path, what) -> str:
+    """fea.npz with ids (in the labels' order) and features, broken as `what` says; the message."""
+    ids, _, _, fea, _ = inputs(tmp_path)
+    path = tmp_path / "fea.npz"
+    if what == "duplicate-id":
+        ids = [*ids[:-2], ids[3], ids[5]]  # the last two rows claim ids already given
+        np.savez(path, ids=np.array(ids), fea=fea)
+        return f"features file {path}: ids appear more than once: '{ids[3]}', '{ids[5]}'"
+    if what == "ids-rows-differ":
+        np.savez(path, ids=np.array(ids), fea=fea[:-3])
+        return f"features file {path} holds {N} ids but {N - 3} rows of features"
+    if what == "complex":
+        np.savez(path, ids=np.array(ids), fea=fea + 1j)
+        return f"features file {path} holds complex numbers (complex128); expected real features"
+    raise AssertionError(what)
+
+
+@pytest.mark.parametrize("what", ["duplicate-id", "ids-rows-differ", "complex"])
+def test_features_that_would_be_silently_wrong_are_refused_naming_the_file(tmp_path, capsys, what):
+    expected = features_npz(tmp_path, what)
+    assert cli(tmp_path, features="fea.npz") == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {expected}\n"
+    assert nothing_written(tmp_path)
+
+
+def test_complex_features_in_a_npy_are_refused(tmp_path, capsys):
+    *_, fea, order = inputs(tmp_path)
+    np.save(tmp_path / "fea.npy", fea[order].astype(np.complex64))
+    assert cli(tmp_path) == 2
+    assert "holds complex numbers (complex64)" in capsys.readouterr().err
+    assert nothing_written(tmp_path)
+
+
+# ---------------------------------------------------------------- images: limits, paths, retries
+
+
+def test_max_pixels_applies_to_the_images_of_import_vectors(tmp_path, capsys):
+    ids, *_ = inputs(tmp_path, n=SMALL)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for key in ids:
+        tifffile.imwrite(folder / f"{key}.tif", np.ones((8, 9), np.uint16))
+    assert cli(tmp_path, "--images", folder, "--max-pixels", 50) == 2
+    err = capsys.readouterr().err
+    assert "image is 8×9 = 72 pixels, over the limit of 50 (raise it with --max-pixels)" in err
+    assert nothing_written(tmp_path)
+    assert cli(tmp_path, "--images", folder, "--max-pixels", 72, "--id", "fits") == 0
+
+
+def test_ids_that_are_paths_beside_the_labels_csv_find_their_images(tmp_path, capsys):
+    ids, act, prd, fea = arrays(n=SMALL)
+    (tmp_path / "scans").mkdir()
+    for k, key in enumerate(ids):
+        tifffile.imwrite(tmp_path / "scans" / f"{key}.tif", np.full((6, 7), k, np.uint16))
+    paths = [f"./scans/{key}.tif" for key in ids]
+    write_csv(tmp_path / "act.csv", paths, act)
+    write_csv(tmp_path / "prd.csv", paths, prd)
+    np.save(tmp_path / "fea.npy", fea)
+    assert cli(tmp_path, "--images", tmp_path / "scans", "--id", "lab") == 0
+    assert f"matched {SMALL} rows by path beside the labels CSV" in capsys.readouterr().out
+    run = get_run("lab", tmp_path / "data")
+    assert [int(run.load_image(i)[0, 0]) for i in range(SMALL)] == list(range(SMALL))
+
+
+KILLED_AFTER_THE_DATASET = """
+import os, sys
+from pipeline import vectors
+from pipeline.cli import main
+vectors._embed_and_write = lambda *args, **kwargs: os._exit(137)  # no except or finally runs
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_retry_after_a_kill_between_dataset_and_run_reuses_the_dataset(tmp_path, capsys):
+    ids, *_ = inputs(tmp_path, n=SMALL)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k, key in enumerate(ids):
+        tifffile.imwrite(folder / f"{key}.tif", np.full((8, 8), k, np.uint16))
+    args = ["import-vectors", "--labels", tmp_path / "act.csv", "--predictions",
+            tmp_path / "prd.csv", "--features", tmp_path / "fea.npy", "--images", folder,
+            "--data-dir", tmp_path / "data", "--id", "again"]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_THE_DATASET, *map(str, args)],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 137, killed.stderr
+    assert (tmp_path / "data" / "datasets" / "again" / "dataset.json").is_file()
+    assert list_runs(tmp_path / "data") == []  # the state a kill leaves behind
+
+    assert main([str(a) for a in args]) == 0
+    out = capsys.readouterr().out
+    assert "reusing dataset again, written by an earlier import of these images" in out
+    run = get_run("again", tmp_path / "data")
+    assert run.meta["dataset"] == "again" and len(run) == SMALL
+    assert sorted(int(run.load_image(i)[0, 0]) for i in range(SMALL)) == list(range(SMALL))
+
+
+def test_a_dataset_of_that_id_holding_other_images_is_refused(tmp_path, capsys):
+    ids, *_ = inputs(tmp_path, n=SMALL)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for key in ids:
+        tifffile.imwrite(folder / f"{key}.tif", np.ones((8, 8), np.uint16))
+    with DatasetWriter(tmp_path / "data", "taken", NAMES, {"source": "ingest"}) as ds:
+        ds.add(np.ones((4, 4)), np.zeros(len(NAMES)), image_id="other.tif")
+    assert cli(tmp_path, "--images", folder, "--id", "taken") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: dataset taken already exists in ")
+    assert "holds other images; choose another --id" in err
+    assert list_runs(tmp_path / "data") == []
+    assert list(open_dataset("taken", tmp_path / "data").images["image_id"]) == ["other.tif"]
+
+
+def test_a_full_disk_while_writing_the_run_is_one_line_and_nothing_is_left(
+    tmp_path, capsys, monkeypatch
+):
+    inputs(tmp_path, n=SMALL)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.np, "save", full)
+    assert cli(tmp_path, "--id", "full") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write run full in {tmp_path / 'data' / 'runs'}: the disk")
+    assert "Traceback" not in err and nothing_written(tmp_path)
