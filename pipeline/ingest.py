@@ -725,7 +725,7 @@ def add_max_pixels(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir
+    from pipeline.cli import add_data_dir, non_negative_int
 
     p = subparsers.add_parser(
         "ingest",
@@ -759,7 +759,7 @@ def register(subparsers) -> None:
         default=0.2,
         help="share of images put in the test split (default 0.2)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the train/test split")
     add_max_pixels(p)
     add_data_dir(p)
     p.set_defaults(func=cmd_ingest)

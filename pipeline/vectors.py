@@ -423,7 +423,7 @@ def _embed_and_write(data_dir, run_id, names, images, arrays, meta, seed, starte
 
 
 def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir
+    from pipeline.cli import add_data_dir, non_negative_int
 
     p = subparsers.add_parser(
         "import-vectors",
@@ -441,7 +441,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--logits", action="store_true", help="predictions are logits; apply the sigmoid"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the t-SNE maps and the split")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the t-SNE maps and the split")
     add_max_pixels(p)
     add_data_dir(p)
     p.set_defaults(func=cmd_import_vectors)
