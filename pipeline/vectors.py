@@ -441,7 +441,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--logits", action="store_true", help="predictions are logits; apply the sigmoid"
     )
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the t-SNE maps and the split")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the t-SNE maps and the split")
     add_max_pixels(p)
     add_data_dir(p)
     p.set_defaults(func=cmd_import_vectors)
