@@ -33,18 +33,16 @@ from tqdm import tqdm
 from pipeline import store
 from pipeline.errors import PipelineError
 from pipeline.ingest import (
-    MAX_PIXELS,
     Found,
     ImageIndex,
     add_max_pixels,
     assign_splits,
-    image_format,
     matched_line,
-    read_counts,
-    read_labels,
     writing,
 )
+from pipeline.labels import read_labels
 from pipeline.metrics import evaluate
+from pipeline.readers import MAX_PIXELS, image_format, read_counts
 
 ID_COLUMNS = ("id", "imageid", "image", "file", "filename", "name", "path")
 SHOWN = 5  # how many offending ids a message lists

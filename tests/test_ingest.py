@@ -14,6 +14,7 @@ import tifffile
 from PIL import Image
 
 from pipeline import ingest as ingest_module
+from pipeline import readers
 from pipeline.cli import main
 from pipeline.store import open_dataset
 
@@ -373,13 +374,13 @@ def test_no_good_image_is_an_error_and_writes_nothing(tmp_path, capsys):
 def test_a_crash_midway_leaves_no_dataset_and_no_temporary_files(tmp_path, monkeypatch):
     expect = make_images(tmp_path / "imgs")
     csv = write_labels(tmp_path / "l.csv", [(n, 1, 0, 0) for n in expect])
-    read_png = ingest_module.READERS["png"]
+    read_png = readers.READERS["png"]
 
     def crash_on_png(path, h5_path, max_pixels):  # interrupted while reading the 3rd format
         read_png(path, h5_path, max_pixels)
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(ingest_module.READERS, "png", crash_on_png)
+    monkeypatch.setitem(readers.READERS, "png", crash_on_png)
     with pytest.raises(KeyboardInterrupt):
         ingest_module.ingest(tmp_path / "imgs", csv, tmp_path / "data", progress=False)
     assert leftovers(tmp_path / "data") == []
@@ -475,7 +476,7 @@ def test_missing_labels_file_and_missing_images_folder_are_errors(tmp_path, caps
 def test_read_image_names_the_file_and_the_problem(tmp_path):
     bad = tmp_path / "scan.cbf"
     bad.write_bytes(b"###CBF: VERSION 1.5\n garbage")
-    with pytest.raises(ingest_module.PipelineError, match=r"scan\.cbf: cannot read the image"):
-        ingest_module.read_image(bad)
-    with pytest.raises(ingest_module.PipelineError, match=r"x\.bmp: unsupported format '\.bmp'"):
-        ingest_module.read_image(tmp_path / "x.bmp")
+    with pytest.raises(readers.PipelineError, match=r"scan\.cbf: cannot read the image"):
+        readers.read_image(bad)
+    with pytest.raises(readers.PipelineError, match=r"x\.bmp: unsupported format '\.bmp'"):
+        readers.read_image(tmp_path / "x.bmp")
