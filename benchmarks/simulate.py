@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 # The repo root first: run as a script, this folder (with its pipeline.py) would come first.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.simulate import SATURATION, draw_scene  # noqa: E402
+from pipeline.sim.rules import SATURATION  # noqa: E402
+from pipeline.simulate import draw_scene  # noqa: E402
 
 
 def pin_to_one_core() -> str:

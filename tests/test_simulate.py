@@ -15,17 +15,10 @@ import pytest
 from pipeline import physics, simulate
 from pipeline.attributes import ATTRIBUTES
 from pipeline.cli import main
-from pipeline.simulate import (
-    CONTRAST,
-    K_SIGMA,
-    MIN_AREA,
-    REF,
-    Scene,
-    draw_scene,
-    simulate_dataset,
-    simulate_image,
-    transmission,
-)
+from pipeline.sim.geometry import Geometry, transmission
+from pipeline.sim.rules import CONTRAST, K_SIGMA, MIN_AREA, MIN_SHADOW, Q_PER_WIDTH, REF
+from pipeline.sim.scene import Scene
+from pipeline.simulate import draw_scene, simulate_dataset, simulate_image
 from pipeline.store import open_dataset
 
 TAG = {name: i for i, name in enumerate(ATTRIBUTES)}
@@ -160,12 +153,12 @@ def test_linear_beamstop_shadow_runs_from_the_edge_to_the_beam_centre():
 def test_circular_and_wedge_beamstops_cover_the_beam_centre():
     for tag in ("Circ. Beamstop", "Wedge beamstop"):
         for scene, _ in scenes_with(tag, 2):
-            geom = simulate.Geometry(REF, scene.params["beam"])
+            geom = Geometry(REF, scene.params["beam"])
             shadow = transmission(geom, scene.params["beamstop"]) < 0.5
             row = int(scene.params["beam"]["y"] * REF)
             col = int(scene.params["beam"]["x"] * REF)
             assert shadow[row, col], f"{tag}: the beam centre is not in the shadow"
-            assert shadow.mean() >= simulate.MIN_SHADOW
+            assert shadow.mean() >= MIN_SHADOW
 
 
 def test_beam_off_image_tag_means_the_centre_is_outside_the_detector():
@@ -195,7 +188,7 @@ def test_faint_ring_is_untagged_and_below_the_rule_bright_ring_is_tagged_and_see
     rho = np.hypot(
         *np.meshgrid((np.arange(REF) + 0.5) / REF - 0.5, (np.arange(REF) + 0.5) / REF - 0.5)
     )
-    ring = 0.5 / simulate.Q_PER_WIDTH
+    ring = 0.5 / Q_PER_WIDTH
     band, beside = (
         np.abs(rho - ring) < 1.0 / REF,
         np.abs(np.abs(rho - ring) - 8.0 / REF) < 1.0 / REF,

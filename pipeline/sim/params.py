@@ -1,0 +1,254 @@
+"""Drawing one image's parameters: beam, beamstop, gaps, background and the scattering modules
+(the only random step of the simulator besides the final Poisson noise)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from pipeline import physics
+from pipeline.sim.rules import GENERATOR_VERSION, Q_PER_WIDTH, REF
+
+
+def _log_uniform(rng, low, high) -> float:
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def _direction(rng) -> float:
+    """Beamstop arms come mostly along the detector axes, sometimes at any angle."""
+    if rng.random() < 0.6:
+        return float(rng.integers(4) * math.pi / 2 + rng.normal(0, 0.03))
+    return float(rng.uniform(-math.pi, math.pi))
+
+
+def _draw_beam(rng) -> dict:
+    u, side = rng.random(), int(rng.integers(4))
+    along = float(rng.uniform(0.2, 0.8))
+    if u < 0.13:  # off the detector: only arcs of the pattern are seen
+        inner = -float(rng.uniform(0.04, 0.35))
+    elif u < 0.38:  # near an edge, as for a long q range
+        inner = float(rng.uniform(0.06, 0.25))
+    else:
+        x, y = rng.uniform(0.38, 0.62, 2)
+        return {"x": float(x), "y": float(y)}
+    x, y = [(inner, along), (1 - inner, along), (along, inner), (along, 1 - inner)][side]
+    return {"x": x, "y": y}
+
+
+def _draw_beamstop(rng, beam) -> dict | None:
+    if not (0 <= beam["x"] < 1 and 0 <= beam["y"] < 1):
+        return None
+    u = rng.random()
+    if u < 0.36:
+        return {
+            "kind": "circular",
+            "radius": float(rng.uniform(0.025, 0.07)),
+            "offset": [float(v) for v in rng.normal(0, 0.004, 2)],
+            "arm_angle": _direction(rng),
+            "arm_width": float(rng.uniform(0.008, 0.018)),
+        }
+    if u < 0.66:
+        width = float(rng.uniform(0.03, 0.07))
+        return {
+            "kind": "linear",
+            "width": width,
+            "angle": _direction(rng),
+            "overhang": float(width * rng.uniform(0.3, 1.0)),
+        }
+    if u < 0.88:
+        return {
+            "kind": "wedge",
+            "half_angle": float(math.radians(rng.uniform(3, 9))),
+            "angle": _direction(rng),
+            "apex": float(rng.uniform(0.03, 0.08)),
+        }
+    return None
+
+
+def _draw_gaps(rng) -> list[dict]:
+    if rng.random() > 0.3:
+        return []
+    axes = [["h"], ["v"], ["h", "v"]][int(rng.integers(3))]
+    return [
+        {"axis": a, "pos": float(rng.uniform(0.2, 0.8)), "width": float(rng.uniform(0.012, 0.03))}
+        for a in axes
+    ]
+
+
+def _draw_background(rng) -> dict:
+    grid = np.zeros((4, 4))
+    if rng.random() < 0.5:  # air scatter and fluorescence vary slowly across the detector
+        grid = rng.normal(0, 0.35, (4, 4))
+    if rng.random() < 0.3:
+        g = np.linspace(-0.5, 0.5, 4)
+        grid += rng.normal(0, 0.8) * g[None, :] + rng.normal(0, 0.8) * g[:, None]
+    noisy = rng.random() < 0.2
+    return {
+        "level": _log_uniform(rng, 0.2, 50),
+        "structure": grid.round(4).tolist(),
+        "gain_noise": float(rng.uniform(0.05, 0.2)) if noisy else 0.0,
+        "gain_seed": int(rng.integers(2**31)),
+    }
+
+
+def _draw_texture(rng, n_rings: int, p_arcs: float, p_spots: float) -> dict:
+    u = rng.random()
+    if u < p_arcs:  # an oriented sample: every order in the same arcs
+        return {
+            "kind": "arcs",
+            "eta": float(rng.uniform(0.4, 0.85)),
+            "chi0": float(rng.uniform(0, math.pi)),
+        }
+    if u < p_arcs + p_spots:  # a few grains: spots along each ring
+        spots = []
+        for _ in range(n_rings):
+            k = int(rng.integers(3, 13))
+            spots.append(
+                {
+                    "chi": rng.uniform(-math.pi, math.pi, k).round(4).tolist(),
+                    "weight": rng.exponential(1.0, k).round(4).tolist(),
+                }
+            )
+        return {"kind": "spots", "rings": spots}
+    return {"kind": "powder"}
+
+
+def _draw_lowq(rng) -> dict:
+    form = str(
+        rng.choice(
+            ["power", "guinier", "oz", "debye_bueche", "spheres"], p=[0.35, 0.2, 0.2, 0.1, 0.15]
+        )
+    )
+    m = {"kind": "lowq", "form": form}
+    if form == "power":
+        m |= {
+            "exponent": float(rng.uniform(2.0, 4.0)),
+            "q_cut": float(rng.uniform(0.008, 0.025) * Q_PER_WIDTH),
+        }
+    elif form == "guinier":
+        m["rg"] = float(math.sqrt(3) / (rng.uniform(0.04, 0.2) * Q_PER_WIDTH))
+    elif form == "oz":
+        m["xi"] = float(1 / (rng.uniform(0.01, 0.08) * Q_PER_WIDTH))
+    elif form == "debye_bueche":
+        m["a"] = float(1 / (rng.uniform(0.02, 0.1) * Q_PER_WIDTH))
+    else:  # the first minimum of a sphere's form factor sits at qR = 4.49
+        m |= {
+            "radius": float(4.49 / (rng.uniform(0.08, 0.35) * Q_PER_WIDTH)),
+            "polydispersity": float(rng.uniform(0.08, 0.3)),
+        }
+    if rng.random() < 0.35:
+        m["aniso"] = {
+            "epsilon": float(rng.uniform(1.6, 3.0)),
+            "chi0": float(rng.uniform(0, math.pi)),
+        }
+    return m
+
+
+def _draw_suspension(rng) -> dict:
+    """Concentrated spheres: P(q)S(q), with the hard-sphere peak near qσ ≈ 6.5."""
+    diameter = 6.5 / (rng.uniform(0.05, 0.18) * Q_PER_WIDTH)
+    return {
+        "kind": "suspension",
+        "diameter": float(diameter),
+        "radius": float(diameter / 2 / rng.uniform(1.0, 1.5)),
+        "phi": float(rng.uniform(0.25, 0.48)),
+        "polydispersity": float(rng.uniform(0.05, 0.15)),
+    }
+
+
+def _draw_lattice(rng) -> dict:
+    lattice = "bcc" if rng.random() < 0.5 else "fcc"
+    m1 = physics.cubic_reflections(lattice)[0][0]
+    q1 = rng.uniform(0.04, 0.13) * Q_PER_WIDTH
+    a = 2 * math.pi * math.sqrt(m1) / q1
+    nearest = a * math.sqrt(3) / 2 if lattice == "bcc" else a / math.sqrt(2)
+    n = len(physics.cubic_reflections(lattice))
+    return {
+        "kind": "lattice",
+        "lattice": lattice,
+        "a": float(a),
+        "radius": float(nearest / 2 * rng.uniform(0.55, 0.85)),
+        "width": float(rng.uniform(1.0, 2.2) / REF * Q_PER_WIDTH),
+        "sigma_dw": float(a * rng.uniform(0.01, 0.06)),
+        "disorder": float(rng.uniform(0.0, 0.2)),
+        "texture": _draw_texture(rng, n, 0.0, 0.35),
+    }
+
+
+def _draw_rings(rng) -> dict:
+    kind = str(rng.choice(["lamellar", "hexagonal", "single"], p=[0.3, 0.25, 0.45]))
+    width = float(rng.uniform(1.0, 2.5) / REF * Q_PER_WIDTH)
+    if kind == "single":  # unrelated rings (an unindexed powder): no sequence, no orders
+        k = int(rng.integers(1, 8))
+        q0 = np.sort(rng.uniform(0.08, 0.6, k)) * Q_PER_WIDTH
+        heights = [_log_uniform(rng, 0.1, 1.0) for _ in range(k)]
+    else:
+        q1 = rng.uniform(0.05, 0.16) * Q_PER_WIDTH
+        q0 = q1 * physics.sequence_ratios(kind, 8)
+        damping = rng.uniform(0.15, 1.2) / q1  # Debye–Waller σ: how fast the orders fade
+        heights = np.exp(-(damping**2) * (q0**2 - q1**2)).tolist()
+    return {
+        "kind": "rings",
+        "sequence": kind,
+        "q": np.round(q0, 5).tolist(),
+        "height": np.round(heights, 5).tolist(),
+        "width": width,
+        "texture": _draw_texture(rng, len(q0), 0.25, 0.25),
+    }
+
+
+def _draw_halo(rng) -> dict:
+    m = {
+        "kind": "halo",
+        "q0": float(rng.uniform(0.2, 0.5) * Q_PER_WIDTH),
+        "width": float(rng.uniform(0.04, 0.1) * Q_PER_WIDTH),
+    }
+    if rng.random() < 0.35:
+        m["aniso"] = {"eta": float(rng.uniform(0.2, 0.6)), "chi0": float(rng.uniform(0, math.pi))}
+    return m
+
+
+def _draw_highq(rng) -> dict:
+    m = {"kind": "highq", "sigma": float(1 / (rng.uniform(0.12, 0.35) * Q_PER_WIDTH))}
+    if rng.random() < 0.3:
+        m["aniso"] = {"eta": float(rng.uniform(0.2, 0.5)), "chi0": float(rng.uniform(0, math.pi))}
+    return m
+
+
+# Each module appears independently with its probability (seed 001: "a random set of modules").
+MODULE_DRAWS: tuple[tuple[float, Callable], ...] = (
+    (0.15, _draw_lowq),
+    (0.28, _draw_suspension),
+    (0.32, _draw_lattice),
+    (0.32, _draw_rings),
+    (0.30, _draw_halo),
+    (0.25, _draw_highq),
+)
+
+
+def draw_params(rng: np.random.Generator) -> dict:
+    """All random choices of one image (JSON-able); `Scene(params)` is then deterministic."""
+    beam = _draw_beam(rng)
+    modules = []
+    for probability, draw in MODULE_DRAWS:
+        if rng.random() < probability:
+            modules.append(draw(rng) | {"weight": _log_uniform(rng, 0.05, 1.0)})
+    zingers = [
+        [float(v) for v in rng.random(2)] + [_log_uniform(rng, 1e3, 1e5)]
+        for _ in range(int(rng.integers(1, 6)) if rng.random() < 0.15 else 0)
+    ]
+    return {
+        "version": GENERATOR_VERSION,
+        "beam": beam,
+        "signal": _log_uniform(rng, 0.3, 800),
+        "background": _draw_background(rng),
+        "modules": modules,
+        "beamstop": _draw_beamstop(rng, beam),
+        "gaps": _draw_gaps(rng),
+        "zingers": zingers,
+    }
+
+
+# ================================================================ components of a scene

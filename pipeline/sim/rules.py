@@ -1,0 +1,34 @@
+"""The constants of the simulator: its geometry, the visibility rule that makes the tags
+honest (see pipeline.simulate), and the detector's response."""
+
+from __future__ import annotations
+
+from pipeline.attributes import ATTRIBUTES
+
+GENERATOR_VERSION = 1
+REF = 256  # tags are judged on this reference grid, so they do not depend on the image size
+Q_PER_WIDTH = 2.0  # nm⁻¹ across one detector width: a small-angle geometry
+MIN_SIZE, MAX_SIZE = 32, 1024
+NORM_RADIUS = 0.6  # module brightness is set over this disc around the beam (detector widths)
+
+CONTRAST = 0.5
+K_SIGMA = 5.0
+MIN_AREA = 0.001  # of the detector area: ≈ 65 pixels at 256², 16 at 128²
+MIN_SHADOW = 0.004
+MANY_RINGS = 4
+HIGHER_ORDERS = 3
+LATTICE_PEAKS = 2
+RESOLVE = 2.5  # rings closer than this many widths blend into one seen ring
+STRONG_RATIO, STRONG_COUNTS = 3.0, 20.0
+WEAK_RATIO, WEAK_COUNTS = 0.5, 0.3
+HIGH_BG_COUNTS, HIGH_BG_SHARE = 8.0, 0.25
+
+LEAK = 1e-12  # beamstop transmission: opaque even under the strongest low-q scattering
+FLOOR = 0.02  # dark counts per pixel, not blocked by the beamstop
+SATURATION = 2.0**20 - 1  # a pixel counter's depth (20-bit, as on photon-counting detectors)
+EDGE = 1.0 / REF  # soft edge of shadows, one reference pixel
+J_CELLS = 36  # 10° azimuthal cells for the visibility rule
+J_FINE = 360  # 1° cells, for the spots of polycrystalline rings
+SPOT_ANGLES = 4 * J_FINE  # a spotty ring's angular factor is evaluated once on this grid
+NOISE_STREAM, SPLIT_STREAM = 2**40 + 1, 2**40 + 2  # seed keys apart from image indices
+TAG_INDEX = {name: i for i, name in enumerate(ATTRIBUTES)}
