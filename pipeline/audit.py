@@ -5,14 +5,12 @@ The model (PRD) and the image's neighbours in FEA space each vote; see `audit_sc
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.neighbours import neighbour_graph, run_neighbour_graph
-from pipeline.store import Run, check_array, get_run
+from pipeline.store import Run, check_array
 
 DEFAULT_K = 10
 DEFAULT_WEIGHT = 0.5  # share of the PRD signal in the score; the rest is the neighbour vote
@@ -145,38 +143,6 @@ def precision_at_k(ranking: pd.DataFrame, wrong, attributes, k: int) -> float:
     top = ranking.head(k)
     cols = top["attribute"].map(col_of).to_numpy()
     return float(wrong[top["index"].to_numpy(), cols].sum()) / k
-
-
-# ---------------------------------------------------------------- command line
-
-
-def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir, positive_int
-
-    parser = subparsers.add_parser("audit", help="rank the labels of a run most likely wrong")
-    parser.add_argument("--run", required=True, help="run id (see `python -m pipeline runs`)")
-    parser.add_argument("--top", type=positive_int, default=20, help="how many rows to print (20)")
-    parser.add_argument("--k", type=positive_int, default=DEFAULT_K,
-                        help="neighbours in FEA space (10)")
-    parser.add_argument("--weight", type=float, default=DEFAULT_WEIGHT,
-                        help="share of the PRD signal in the score, 0..1 (0.5)")
-    parser.add_argument("--csv", default=None, metavar="FILE", help="also write all rows to FILE")
-    add_data_dir(parser)
-    parser.set_defaults(func=cmd_audit)
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    run = get_run(args.run, args.data_dir)
-    act, corrected = corrected_run_labels(run, args.data_dir)
-    ranking = audit_run(run, act=act, skip=corrected, k=args.k, weight=args.weight,
-                        top=None if args.csv else args.top)
-    if args.csv:
-        ranking.to_csv(args.csv, index=False)
-        print(f"wrote {len(ranking)} rows to {args.csv}")
-    print(f"run {run.id}: {len(run)} images, {int(corrected.sum())} labels corrected "
-          f"(not ranked); most suspicious labels first")
-    print(format_ranking(ranking.head(args.top)))
-    return 0
 
 
 def format_ranking(ranking: pd.DataFrame) -> str:

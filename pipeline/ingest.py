@@ -17,7 +17,6 @@ Conventions:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import re
@@ -32,7 +31,6 @@ from pipeline.errors import PipelineError
 from pipeline.labels import LabelTable, parse_row, read_labels
 from pipeline.readers import (
     MAX_PIXELS,
-    NEXUS_DEFAULT,
     describe_error,
     image_format,
     read_counts,
@@ -322,97 +320,9 @@ def _default_id(root: Path) -> str:
     return slug[:100]
 
 
-# ---------------------------------------------------------------- command line
-
-
 def summary_lines(n_images: int, problems: list[Problem], matched: Counter | None = None):
     """The report printed after an ingest; its last line counts images and problems."""
     lines = [f"problems ({len(problems)}):"] if problems else []
     lines += [f"  {p}" for p in problems]
     lines += [matched_line(matched)] if matched else []
     return [*lines, f"ingested {n_images} images, {len(problems)} problems"]
-
-
-def pixel_limit(text: str) -> int:
-    """--max-pixels: a whole number above 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number of pixels above 0, got {text!r}"
-        )
-    return value
-
-
-def add_max_pixels(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--max-pixels",
-        type=pixel_limit,
-        default=MAX_PIXELS,
-        help=f"refuse images declaring more pixels than this (default {MAX_PIXELS:,})",
-    )
-
-
-def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir, non_negative_int
-
-    p = subparsers.add_parser(
-        "ingest",
-        help="turn a folder of detector images and a labels CSV into a dataset",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--images", required=True, help="folder holding the image files")
-    p.add_argument(
-        "--labels", required=True, help="CSV: image file column + one 0/1 column per attribute"
-    )
-    p.add_argument("--id", default=None, help="dataset id (default: the images folder's name)")
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="fail, writing nothing, if any row or file has a problem",
-    )
-    p.add_argument(
-        "--inverted",
-        action="store_true",
-        help="images were exported with inverted contrast (dark = intense)",
-    )
-    p.add_argument(
-        "--h5-path",
-        default=None,
-        help=f"dataset inside HDF5/NeXus files (default: NeXus signal or {NEXUS_DEFAULT})",
-    )
-    p.add_argument(
-        "--test-fraction",
-        type=float,
-        default=0.2,
-        help="share of images put in the test split (default 0.2)",
-    )
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the train/test split")
-    add_max_pixels(p)
-    add_data_dir(p)
-    p.set_defaults(func=cmd_ingest)
-
-
-def cmd_ingest(args) -> int:
-    try:
-        result = ingest(
-            args.images,
-            args.labels,
-            args.data_dir,
-            dataset_id=args.id,
-            strict=args.strict,
-            inverted=args.inverted,
-            h5_path=args.h5_path,
-            test_fraction=args.test_fraction,
-            seed=args.seed,
-            max_pixels=args.max_pixels,
-        )
-    except IngestProblems as err:
-        print("\n".join(summary_lines(0, err.problems)))
-        raise
-    print(f"dataset {result.path.name} written to {result.path}")
-    print("\n".join(summary_lines(result.n_images, result.problems, result.matched)))
-    return 0

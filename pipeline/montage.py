@@ -114,34 +114,3 @@ def write_montage(
     finally:
         tmp.unlink(missing_ok=True)
     return out
-
-
-def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir
-
-    p = subparsers.add_parser("montage", help="PNG grid of example images for every attribute")
-    p.add_argument("--dataset", required=True, help="dataset id (or path to its directory)")
-    p.add_argument("--out", default="montage.png", help="PNG file to write (default montage.png)")
-    p.add_argument("--per-attribute", type=int, default=4, help="examples per attribute")
-    p.add_argument("--tile", type=int, default=TILE, help="tile side in pixels")
-    p.add_argument(
-        "--true", action="store_true", help="pick examples by true tags, not annotations"
-    )
-    p.add_argument("--colour-map", default=DEFAULT_COLOUR_MAP,
-                   help=f"plotly colour scale name (default {DEFAULT_COLOUR_MAP})")
-    add_data_dir(p)
-    p.set_defaults(func=cmd_montage)
-
-
-def cmd_montage(args) -> int:
-    path = write_montage(
-        args.dataset,
-        args.out,
-        per_attribute=args.per_attribute,
-        tile=args.tile,
-        data_dir=args.data_dir,
-        true_labels=args.true,
-        colour_map=args.colour_map,
-    )
-    print(f"wrote {path}")
-    return 0

@@ -197,51 +197,6 @@ def visibility_rule() -> dict:
     }
 
 
-# ================================================================ command line
-
-
-def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir, non_negative_int
-
-    p = subparsers.add_parser("simulate", help="write a synthetic SAXS/WAXS dataset with true tags")
-    p.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels, 32..1024")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument(
-        "--label-noise",
-        type=float,
-        default=0.0,
-        help="fraction of (image, attribute) annotations flipped on purpose, 0..0.5",
-    )
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--id", default=None, help="dataset id (default: a new timestamped id)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_data_dir(p)
-    p.set_defaults(func=cmd_simulate)
-
-
-def cmd_simulate(args) -> int:
-    path = simulate_dataset(
-        args.data_dir,
-        args.n,
-        size=args.size,
-        seed=args.seed,
-        label_noise=args.label_noise,
-        dataset_id=args.id,
-        test_fraction=args.test_fraction,
-        progress=not args.quiet,
-    )
-    print(f"wrote {args.n} images of {args.size}×{args.size} to {path}")
-    print(prevalence_table(np.load(path / "true_act.npy")))
-    meta = json.loads((path / "dataset.json").read_text())
-    if meta["n_flipped"]:
-        print(
-            f"label noise {meta['label_noise']}: {meta['n_flipped']} annotations flipped "
-            f"(true tags in true_act.npy)"
-        )
-    return 0
-
-
 def prevalence_table(tags: np.ndarray) -> str:
     """Per attribute: how many images carry it and what fraction that is."""
     lines = [f"{'attribute':20s} {'images':>7s} {'share':>6s}"]

@@ -19,7 +19,6 @@ its run reuses that dataset when it holds exactly these images, and says so.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 from collections import Counter
@@ -35,7 +34,6 @@ from pipeline.errors import PipelineError
 from pipeline.ingest import (
     Found,
     ImageIndex,
-    add_max_pixels,
     assign_splits,
     matched_line,
     writing,
@@ -415,53 +413,3 @@ def _embed_and_write(data_dir, run_id, names, images, arrays, meta, seed, starte
         meta={**meta, "metrics": metrics, "timings": timings},
         run_id=run_id,
     )
-
-
-# ---------------------------------------------------------------- command line
-
-
-def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir, non_negative_int
-
-    p = subparsers.add_parser(
-        "import-vectors",
-        help="build a run from labels, predictions and features made elsewhere",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--labels", required=True, help="CSV: id column + one 0/1 column per attribute")
-    p.add_argument(
-        "--predictions", required=True, help="CSV: id column + one probability column per attribute"
-    )
-    p.add_argument("--features", required=True, help="fea.npy (N × D), fea.npz or fea.csv")
-    p.add_argument("--images", default=None, help="folder with each id's image (optional)")
-    p.add_argument("--id", default=None, help="run id (default: made from the predictions name)")
-    p.add_argument(
-        "--logits", action="store_true", help="predictions are logits; apply the sigmoid"
-    )
-    p.add_argument("--seed", type=non_negative_int, default=0,
-                   help="seed of the t-SNE maps and the split")
-    add_max_pixels(p)
-    add_data_dir(p)
-    p.set_defaults(func=cmd_import_vectors)
-
-
-def cmd_import_vectors(args) -> int:
-    path = import_vectors(
-        args.labels,
-        args.predictions,
-        args.features,
-        args.data_dir,
-        images_dir=args.images,
-        run_id=args.id,
-        logits=args.logits,
-        seed=args.seed,
-        max_pixels=args.max_pixels,
-        say=print,
-    )
-    run = store.open_run(str(path))
-    print(
-        f"run {path.name} written to {path}: {len(run)} images, "
-        f"{len(run.attributes)} attributes, mAP {run.meta['metrics']['mAP']:.3f}"
-    )
-    return 0

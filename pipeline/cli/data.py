@@ -1,0 +1,201 @@
+"""Commands that make datasets: simulate, montage, ingest and import-vectors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from pipeline import store
+from pipeline.cli.args import add_data_dir, add_max_pixels, non_negative_int
+from pipeline.imaging import DEFAULT_COLOUR_MAP
+from pipeline.ingest import IngestProblems, ingest, summary_lines
+from pipeline.ingest import __doc__ as INGEST_HELP
+from pipeline.montage import TILE, write_montage
+from pipeline.readers import NEXUS_DEFAULT
+from pipeline.simulate import prevalence_table, simulate_dataset
+from pipeline.vectors import __doc__ as IMPORT_VECTORS_HELP
+from pipeline.vectors import import_vectors
+
+
+def register(subparsers) -> None:
+    _register_simulate(subparsers)
+    _register_montage(subparsers)
+    _register_ingest(subparsers)
+    _register_import_vectors(subparsers)
+
+
+def _register_simulate(subparsers) -> None:
+    p = subparsers.add_parser("simulate", help="write a synthetic SAXS/WAXS dataset with true tags")
+    p.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels, 32..1024")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument(
+        "--label-noise",
+        type=float,
+        default=0.0,
+        help="fraction of (image, attribute) annotations flipped on purpose, 0..0.5",
+    )
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--id", default=None, help="dataset id (default: a new timestamped id)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args) -> int:
+    path = simulate_dataset(
+        args.data_dir,
+        args.n,
+        size=args.size,
+        seed=args.seed,
+        label_noise=args.label_noise,
+        dataset_id=args.id,
+        test_fraction=args.test_fraction,
+        progress=not args.quiet,
+    )
+    print(f"wrote {args.n} images of {args.size}×{args.size} to {path}")
+    print(prevalence_table(np.load(path / "true_act.npy")))
+    meta = json.loads((path / "dataset.json").read_text())
+    if meta["n_flipped"]:
+        print(
+            f"label noise {meta['label_noise']}: {meta['n_flipped']} annotations flipped "
+            f"(true tags in true_act.npy)"
+        )
+    return 0
+
+
+def _register_montage(subparsers) -> None:
+    p = subparsers.add_parser("montage", help="PNG grid of example images for every attribute")
+    p.add_argument("--dataset", required=True, help="dataset id (or path to its directory)")
+    p.add_argument("--out", default="montage.png", help="PNG file to write (default montage.png)")
+    p.add_argument("--per-attribute", type=int, default=4, help="examples per attribute")
+    p.add_argument("--tile", type=int, default=TILE, help="tile side in pixels")
+    p.add_argument(
+        "--true", action="store_true", help="pick examples by true tags, not annotations"
+    )
+    p.add_argument("--colour-map", default=DEFAULT_COLOUR_MAP,
+                   help=f"plotly colour scale name (default {DEFAULT_COLOUR_MAP})")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_montage)
+
+
+def cmd_montage(args) -> int:
+    path = write_montage(
+        args.dataset,
+        args.out,
+        per_attribute=args.per_attribute,
+        tile=args.tile,
+        data_dir=args.data_dir,
+        true_labels=args.true,
+        colour_map=args.colour_map,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _register_ingest(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ingest",
+        help="turn a folder of detector images and a labels CSV into a dataset",
+        description=INGEST_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--images", required=True, help="folder holding the image files")
+    p.add_argument(
+        "--labels", required=True, help="CSV: image file column + one 0/1 column per attribute"
+    )
+    p.add_argument("--id", default=None, help="dataset id (default: the images folder's name)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail, writing nothing, if any row or file has a problem",
+    )
+    p.add_argument(
+        "--inverted",
+        action="store_true",
+        help="images were exported with inverted contrast (dark = intense)",
+    )
+    p.add_argument(
+        "--h5-path",
+        default=None,
+        help=f"dataset inside HDF5/NeXus files (default: NeXus signal or {NEXUS_DEFAULT})",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="share of images put in the test split (default 0.2)",
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the train/test split")
+    add_max_pixels(p)
+    add_data_dir(p)
+    p.set_defaults(func=cmd_ingest)
+
+
+def cmd_ingest(args) -> int:
+    try:
+        result = ingest(
+            args.images,
+            args.labels,
+            args.data_dir,
+            dataset_id=args.id,
+            strict=args.strict,
+            inverted=args.inverted,
+            h5_path=args.h5_path,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            max_pixels=args.max_pixels,
+        )
+    except IngestProblems as err:
+        print("\n".join(summary_lines(0, err.problems)))
+        raise
+    print(f"dataset {result.path.name} written to {result.path}")
+    print("\n".join(summary_lines(result.n_images, result.problems, result.matched)))
+    return 0
+
+
+def _register_import_vectors(subparsers) -> None:
+    p = subparsers.add_parser(
+        "import-vectors",
+        help="build a run from labels, predictions and features made elsewhere",
+        description=IMPORT_VECTORS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--labels", required=True, help="CSV: id column + one 0/1 column per attribute")
+    p.add_argument(
+        "--predictions", required=True, help="CSV: id column + one probability column per attribute"
+    )
+    p.add_argument("--features", required=True, help="fea.npy (N × D), fea.npz or fea.csv")
+    p.add_argument("--images", default=None, help="folder with each id's image (optional)")
+    p.add_argument("--id", default=None, help="run id (default: made from the predictions name)")
+    p.add_argument(
+        "--logits", action="store_true", help="predictions are logits; apply the sigmoid"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the t-SNE maps and the split")
+    add_max_pixels(p)
+    add_data_dir(p)
+    p.set_defaults(func=cmd_import_vectors)
+
+
+def cmd_import_vectors(args) -> int:
+    path = import_vectors(
+        args.labels,
+        args.predictions,
+        args.features,
+        args.data_dir,
+        images_dir=args.images,
+        run_id=args.id,
+        logits=args.logits,
+        seed=args.seed,
+        max_pixels=args.max_pixels,
+        say=print,
+    )
+    run = store.open_run(str(path))
+    print(
+        f"run {path.name} written to {path}: {len(run)} images, "
+        f"{len(run.attributes)} attributes, mAP {run.meta['metrics']['mAP']:.3f}"
+    )
+    return 0
