@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-
-import numpy as np
 
 from pipeline import store
 from pipeline.cli.args import add_data_dir, add_max_pixels, non_negative_int
@@ -56,8 +53,9 @@ def cmd_simulate(args) -> int:
         progress=not args.quiet,
     )
     print(f"wrote {args.n} images of {args.size}×{args.size} to {path}")
-    print(prevalence_table(np.load(path / "true_act.npy")))
-    meta = json.loads((path / "dataset.json").read_text())
+    dataset = store.open_dataset(path)  # read back through the store, as every reader does
+    print(prevalence_table(dataset.true_act))
+    meta = dataset.meta
     if meta["n_flipped"]:
         print(
             f"label noise {meta['label_noise']}: {meta['n_flipped']} annotations flipped "
