@@ -16,7 +16,7 @@ from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
 from pipeline import store
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, Stopped
 
 SPACES = ("act", "fea", "prd")
 PCA_DIMS = 50  # FEA is reduced first, as is usual before t-SNE of CNN features
@@ -127,7 +127,6 @@ def embed_all(act, fea, prd, *, seed: int = 0, progress: bool = False,
     for k, space in enumerate(SPACES):
         def heard(done, k=k):
             if should_stop and should_stop():
-                from pipeline.model import Stopped  # torch loads only when a stop is asked for
 
                 raise Stopped("embedding stopped; no run was written")
             if on_progress:

@@ -6,3 +6,7 @@ Raise PipelineError with a message that names the file (or array) and the proble
 
 class PipelineError(Exception):
     """Bad input or data the user can fix; shown to them as one clear line, not a traceback."""
+
+
+class Stopped(PipelineError):
+    """Work stopped because should_stop() said so; what was written before it is kept whole."""

@@ -16,9 +16,8 @@ from tqdm.auto import tqdm
 
 from pipeline import metrics, store
 from pipeline.embed import embed_all, embedding_meta
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, Stopped
 from pipeline.model import (
-    Stopped,
     file_digest,
     five_crops,
     load_checkpoint,

@@ -35,10 +35,6 @@ MIN_INPUT_SIZE = 32  # a ResNet halves the image five times
 MAX_INPUT_SIZE = 1024  # the largest simulated detector; beyond it a batch alone needs gigabytes
 
 
-class Stopped(PipelineError):
-    """Work stopped because should_stop() said so; what was written before it is kept whole."""
-
-
 # ---------------------------------------------------------------- architecture
 
 

@@ -18,12 +18,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pipeline import store
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, Stopped
 from pipeline.model import (
     ARCHS,
     MAX_INPUT_SIZE,
     MIN_INPUT_SIZE,
-    Stopped,
     build_model,
     fit_normalisation,
     load_checkpoint,

@@ -8,9 +8,9 @@ import torch
 
 from pipeline import store
 from pipeline.cli import main
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, Stopped
 from pipeline.infer import infer, make_run
-from pipeline.model import Stopped, load_checkpoint, read_checkpoint
+from pipeline.model import load_checkpoint, read_checkpoint
 from pipeline.train import train
 
 torch.set_num_threads(1)
