@@ -105,6 +105,12 @@ def corrections_summary(n_active: int, n_events: int, dataset: str) -> str:
             f"{dataset} ({n_events} edits in the history)")
 
 
+def corrections_banner(problem: str) -> str:
+    """The page-wide notice while the corrections database cannot be read."""
+    return (f"Label corrections unavailable: {problem}. Exploring works; corrections are off "
+            "until it is repaired or moved aside.")
+
+
 def compare_table(frame) -> dbc.Table:
     """Before/after per-attribute AP, precision, recall and F1 (rows of compare_runs)."""
     metrics = ("AP", "P", "R", "F1")

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,8 @@ from pipeline import corrections, metrics, store
 from pipeline.errors import PipelineError
 
 FINE_TUNE_EPOCHS = 3
+MAX_EPOCHS = 200  # the most a dashboard user may ask for (the form's limit, checked by the server)
+TICKET_TTL_S = 60 * 60  # a retraining request not started within this is dropped
 FINE_TUNE_LR_FACTOR = 0.25  # fine-tuning starts from trained weights: a gentler peak rate
 LOCK_STALE_S = 15 * 60  # a lock untouched this long is abandoned (the job touches it as it goes)
 HEARTBEAT_S = 5.0
@@ -142,6 +145,44 @@ def cancel_requested(data_dir, run_id: str, since: float) -> bool:
         return cancel_path(data_dir, run_id).stat().st_mtime >= since - 1.0
     except FileNotFoundError:
         return False
+
+
+# ---------------------------------------------------------------- requests from the dashboard
+
+
+def _ticket_path(data_dir, ticket) -> Path:
+    if not isinstance(ticket, str) or not re.fullmatch(r"[0-9a-f]{32}", ticket):
+        raise PipelineError(f"{ticket!r:.40} is not a retraining request this server made")
+    return store.resolve_data_dir(data_dir) / store.RUNS / f".ticket-{ticket}.json"
+
+
+def issue_ticket(data_dir, request: dict) -> str:
+    """Keep a checked job request on the data directory (shared with Celery workers) and return
+    its ticket: the browser holds only the ticket, so it cannot change what the job does."""
+    root = store.resolve_data_dir(data_dir) / store.RUNS
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(".ticket-*.json"):  # requests whose page went away before the job
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - old.stat().st_mtime > TICKET_TTL_S:
+                old.unlink()
+    ticket = uuid.uuid4().hex
+    path = _ticket_path(data_dir, ticket)
+    tmp = path.with_name(f"{path.name}.part")
+    tmp.write_text(json.dumps(request))
+    os.replace(tmp, path)
+    return ticket
+
+
+def redeem_ticket(data_dir, ticket) -> dict:
+    """The request a ticket stands for, once: a ticket replayed or made up is a PipelineError."""
+    path = _ticket_path(data_dir, ticket)
+    try:
+        request = json.loads(path.read_text())
+        path.unlink()  # of two redeemers that both read it, only one can delete it
+    except FileNotFoundError:
+        raise PipelineError("this retraining request was already started or has expired; "
+                            "press Retrain again") from None
+    return request
 
 
 # ---------------------------------------------------------------- the job
