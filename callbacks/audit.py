@@ -7,7 +7,7 @@ from __future__ import annotations
 import dash
 from dash import ALL, Input, Output, State, ctx, dcc, no_update
 
-from callbacks.common import Refused, column_index, row_index, run_labels, try_run
+from callbacks.common import Refused, column_index, refusal, row_index, run_labels, try_run
 from components import ids
 from components.audit import audit_panel, audit_table, corrections_summary
 from pipeline import audit, corrections
@@ -20,7 +20,10 @@ TOP_ROWS = 30
 
 @dash.callback(Output(ids.AUDIT_PANEL, "children"), Input(ids.URL, "pathname"))
 def fill_audit_panel(_pathname):
-    return audit_panel()
+    """The tab, its retraining button off (with the reason as tooltip) for who may not use it."""
+    from callbacks.retrain import JOBS
+
+    return audit_panel(refusal(JOBS))
 
 
 @dash.callback(

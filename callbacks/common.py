@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import diskcache
+import flask
 import numpy as np
 import pandas as pd
 from dash.exceptions import PreventUpdate
@@ -15,7 +16,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from components.encoding import error_distance, full_extent
 from components.figures import thumbnail_uri
-from pipeline import corrections
+from pipeline import access, corrections
 from pipeline.audit import corrected_run_labels
 from pipeline.errors import PipelineError
 from pipeline.store import Run, get_run, open_run, resolve_data_dir
@@ -47,6 +48,38 @@ def try_run(run_id: str | None) -> Run | None:
         return get_run(run_id)
     except PipelineError:
         return None
+
+
+def access_settings() -> access.Settings:
+    """This server's access settings (app.server.config), else those of the environment."""
+    if flask.has_app_context():
+        found = flask.current_app.config.get(access.CONFIG_KEY)
+        if found is not None:
+            return found
+    return access.settings_from_env()
+
+
+def current_user() -> access.User | None:
+    """Who sent the request being answered, as the server's sign-in check found them."""
+    return flask.g.get("xrae_user") if flask.has_app_context() else None
+
+
+def refusal(action: str) -> str | None:
+    """Why the person asking may not `action` ('correct labels'), or None when they may.
+
+    The check that matters: a disabled button is only a courtesy to the honest browser."""
+    return access.refusal(access_settings(), current_user(), action)
+
+
+def author_of(typed) -> str:
+    """Who a correction is recorded under: the signed-in user when the server knows them,
+    else the name typed in the form (checked as text)."""
+    user = current_user()
+    if access_settings().authenticates:
+        if user is None:
+            raise Refused("sign in to correct labels")
+        return user.name
+    return text_value(typed, "name", corrections.MAX_AUTHOR)
 
 
 def whole_number(value, low: int, high: int, what: str) -> int:

@@ -11,8 +11,12 @@ from dash.exceptions import PreventUpdate
 
 from callbacks.common import (
     Refused,
+    access_settings,
+    author_of,
     column_index,
+    current_user,
     image_labels,
+    refusal,
     row_index,
     run_labels,
     text_value,
@@ -32,10 +36,22 @@ from pipeline import corrections
 from pipeline.errors import PipelineError
 from pipeline.store import resolve_data_dir
 
+EDIT = "correct labels"
+
 
 @dash.callback(Output(ids.DETAIL_CORRECTIONS, "children"), Input(ids.URL, "pathname"))
 def fill_correction_form(_pathname):
-    return correction_form()
+    """The form, with the signed-in user as the (fixed) author, and its buttons off for those
+    who may not correct labels."""
+    return correction_form(_signed_in_name(), refusal(EDIT))
+
+
+def _signed_in_name() -> str | None:
+    """The signed-in user's name; None when the server does not sign people in (typed names)."""
+    if not access_settings().authenticates:
+        return None
+    user = current_user()
+    return user.name if user else ""
 
 
 @dash.callback(
@@ -44,7 +60,11 @@ def fill_correction_form(_pathname):
     State(ids.STORE_AUTHOR, "data"),
 )
 def remember_author(_stored_at, typed, stored):
-    """The name field and the browser's local store follow each other (one callback, no loop)."""
+    """The name field and the browser's local store follow each other (one callback, no loop);
+    a signed-in user's name is their sign-in, whatever the store or the field say."""
+    signed_in = _signed_in_name()
+    if signed_in is not None:
+        return signed_in, no_update
     try:
         if ctx.triggered_id == ids.CORRECTION_AUTHOR:
             return no_update, text_value(typed, "name", corrections.MAX_AUTHOR)
@@ -79,10 +99,12 @@ def describe_labels(index, _version, run_id):
             True, True
     act, corrected, mine = image_labels(run, int(index))
     options = attribute_options(run.attributes, act, run.prd[int(index)], corrected)
-    problem = corrections.unavailable(resolve_data_dir())
-    if problem:  # the banner at the top says the rest
+    listing = image_corrections(mine.to_dict("records"))
+    if corrections.unavailable(resolve_data_dir()):  # the banner at the top says the rest
         return options, _alert("Corrections are off: the database cannot be read."), True, True
-    return options, image_corrections(mine.to_dict("records")), False, mine.empty
+    if refusal(EDIT):
+        return options, listing, True, True
+    return options, listing, False, mine.empty
 
 
 @dash.callback(
@@ -98,6 +120,9 @@ def write_correction(flips, undos, column, note, author, index, run_id):
     """Flip the chosen label (to the opposite of what it is now) or undo its last correction."""
     if not (flips or undos):
         return no_update, no_update, no_update
+    refused = refusal(EDIT)  # the server's check; the disabled buttons are only a courtesy
+    if refused:
+        return no_update, _alert(refused), no_update
     run = try_run(run_id)
     key = _open_image(run, index)
     if key is None or column is None:
@@ -107,7 +132,7 @@ def write_correction(flips, undos, column, note, author, index, run_id):
     try:
         column = column_index(run, column)
         note = text_value(note, "note", corrections.MAX_NOTE)
-        author = text_value(author, "name", corrections.MAX_AUTHOR)
+        author = author_of(author)
         attribute = run.attributes[column]
         if ctx.triggered_id == ids.UNDO_CORRECTION:
             event = corrections.undo(data_dir, dataset, image_id, attribute, author=author,

@@ -9,7 +9,7 @@ import logging
 import dash
 from dash import Input, Output, State, html, no_update
 
-from callbacks.common import try_run, whole_number
+from callbacks.common import access_settings, refusal, try_run, whole_number
 from components import ids
 from components.audit import compare_table
 from pipeline import retrain
@@ -18,6 +18,7 @@ from pipeline.store import list_runs, resolve_data_dir
 
 log = logging.getLogger("xrae.retrain")
 SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
+JOBS = "start or cancel retraining"
 
 
 @dash.callback(
@@ -33,14 +34,18 @@ def request_retraining(n_clicks, run_id, epochs):
     run = try_run(run_id)
     if not n_clicks or run is None:
         return no_update, no_update
-    data_dir = resolve_data_dir()
+    refused = refusal(JOBS)  # the server's check; the disabled button is only a courtesy
+    if refused:
+        return no_update, _alert(refused)
+    data_dir, max_jobs = resolve_data_dir(), access_settings().max_jobs
     dataset = str(run.meta.get("dataset", ""))
     try:
+        retrain.check_job_room(data_dir, max_jobs)
         epochs = whole_number(retrain.FINE_TUNE_EPOCHS if epochs is None else epochs, 1,
                               retrain.MAX_EPOCHS, "the number of epochs")
         snapshot = retrain.snapshot_records(data_dir, dataset) if dataset else []
         ticket = retrain.issue_ticket(data_dir, {"run": run.id, "epochs": epochs,
-                                                 "corrections": snapshot})
+                                                 "corrections": snapshot, "max_jobs": max_jobs})
     except PipelineError as err:  # Refused, or an unreadable corrections database
         return no_update, _alert(f"Not started: {err}")
     return {"ticket": ticket}, ""
@@ -79,7 +84,8 @@ def run_retraining(set_progress, request):
         path = retrain.retrain_in_subprocess(resolve_data_dir(), run_id,
                                              epochs=request.get("epochs"),
                                              snapshot=request.get("corrections"),
-                                             on_progress=report)
+                                             on_progress=report,
+                                             max_jobs=request.get("max_jobs"))
     except retrain.Cancelled:
         return no_update, _alert("Cancelled: no run was written; every existing run is "
                                  "unchanged.", "warning")
@@ -103,6 +109,9 @@ def cancel_retraining(n_clicks, run_id):
     run = try_run(run_id)
     if not n_clicks or run is None:
         return no_update
+    refused = refusal(JOBS)
+    if refused:
+        return _alert(refused)
     retrain.request_cancel(resolve_data_dir(), run.id)
     if retrain.wait_until_stopped(resolve_data_dir(), run.id, timeout=30):
         return _alert("Cancelled: no run was written; every existing run is unchanged.",

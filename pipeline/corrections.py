@@ -253,8 +253,12 @@ def unavailable(data_dir=None) -> str | None:
 
 
 def register(subparsers) -> None:
+    from pipeline import access
     from pipeline.cli import add_data_dir
 
+    # `users add`: who may write corrections from the dashboard (registered here, next to the
+    # corrections it guards, while pipeline.cli's list of command modules does not name it)
+    access.register(subparsers)
     parser = subparsers.add_parser(
         "corrections", help="list label corrections or export their full history as CSV"
     )
