@@ -140,7 +140,8 @@ def test_crafted_audit_rows_and_groups_open_and_export_nothing(run):
 # ---------------------------------------------------------------- through the real server
 
 
-def post(client, outputs: list[tuple[str, str]], inputs: list[dict], state=()) -> object:
+def post(client, outputs: list[tuple[str, str]], inputs: list[dict], state=(),
+         headers=None) -> object:
     """POST one callback request as the page would, with whatever values we like."""
     body = {
         "output": f"..{'...'.join(f'{i}.{p}' for i, p in outputs)}.."
@@ -150,7 +151,7 @@ def post(client, outputs: list[tuple[str, str]], inputs: list[dict], state=()) -
         "inputs": inputs, "state": list(state),
         "changedPropIds": [f"{inputs[0]['id']}.{inputs[0]['property']}"],
     }
-    return client.post("/_dash-update-component", json=body)
+    return client.post("/_dash-update-component", json=body, headers=headers or {})
 
 
 @pytest.fixture
