@@ -153,8 +153,7 @@ def correction_form(author: str | None = None, locked: str | None = None) -> htm
         html.Div([
             dbc.Input(id=ids.CORRECTION_AUTHOR, placeholder="your name", size="sm",
                       maxLength=100, debounce=True, style={"maxWidth": "140px"},
-                      value=author, disabled=author is not None,
-                      title="corrections are recorded under your sign-in" if author else ""),
+                      value=author, disabled=author is not None),  # signed in: fixed
             # A disabled button shows no tooltip of its own: the span around it does.
             html.Span(buttons, title=locked or "", id=ids.CORRECTION_WHY,
                       className="d-flex gap-1"),
