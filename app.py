@@ -11,9 +11,11 @@ import os
 import sys
 
 import dash
+import flask
 
 from callbacks.background import make_background_manager
 from components.layout import create_layout
+from pipeline import access
 from pipeline.cli import first_paragraph
 from pipeline.errors import PipelineError
 from pipeline.store import DATA_DIR_ENV, resolve_data_dir, scan_runs
@@ -53,8 +55,15 @@ def register_callbacks() -> list[str]:
     return skipped
 
 
-def create_app(data_dir=None) -> dash.Dash:
-    """The dashboard on the runs in data_dir (default: $XRAE_DATA_DIR, else ./data)."""
+def create_app(data_dir=None, *, auth_file=None, trust_user_header=None, read_only=None,
+               max_jobs=None) -> dash.Dash:
+    """The dashboard on the runs in data_dir (default: $XRAE_DATA_DIR, else ./data).
+
+    Who may change labels and start jobs: the arguments, else $XRAE_AUTH_FILE,
+    $XRAE_TRUST_USER_HEADER, $XRAE_READ_ONLY and $XRAE_MAX_JOBS (so gunicorn workers agree).
+    """
+    settings = access.settings_from_env(auth_file=auth_file, trust_user_header=trust_user_header,
+                                        read_only=read_only, max_jobs=max_jobs)
     if data_dir is not None:
         os.environ[DATA_DIR_ENV] = str(resolve_data_dir(data_dir))  # workers and callbacks agree
     manager, celery_app = make_background_manager(resolve_data_dir() / "cache")
@@ -66,7 +75,32 @@ def create_app(data_dir=None) -> dash.Dash:
     )
     app.layout = create_layout
     app.celery_app = celery_app
+    app.server.config[access.CONFIG_KEY] = settings
+    if settings.authenticates:
+        app.server.before_request(lambda: sign_in(settings))
     return app
+
+
+def sign_in(settings: access.Settings) -> flask.Response | None:
+    """Before every request: find who sends it (basic auth checked against the users file, or
+    the name a trusted proxy put in its header); nobody proven gets 401 and nothing else."""
+    header = settings.trust_user_header
+    auth = flask.request.authorization
+    try:
+        user = access.identify(settings, auth.username if auth else None,
+                               auth.password if auth else None,
+                               flask.request.headers.get(header) if header else None)
+    except PipelineError as err:  # the users file went missing or bad while serving
+        log.error("%s", err)
+        return flask.Response(f"Sign-in is unavailable: {err}\n", 503)
+    if user is None:
+        if header:
+            return flask.Response(f"This dashboard is reached through its proxy, which names "
+                                  f"the user in the {header} header.\n", 401)
+        return flask.Response("Sign in to use the X-ray Attribute Explorer.\n", 401,
+                              {"WWW-Authenticate": 'Basic realm="X-ray Attribute Explorer"'})
+    flask.g.xrae_user = user
+    return None
 
 
 def __getattr__(name: str):
@@ -107,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None,
                         help="where datasets and runs live (default: $XRAE_DATA_DIR or ./data)")
     parser.add_argument("--debug", action="store_true", help="Dash dev tools and reloading")
+    add_access_options(parser)
     args = parser.parse_args(argv)
     try:
         data_dir = resolve_data_dir(args.data_dir)
@@ -116,8 +151,47 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    create_app(data_dir).run(host=args.host, port=args.port, debug=args.debug)
+    create_app(data_dir, **access_options(args)).run(host=args.host, port=args.port,
+                                                      debug=args.debug)
     return 0
+
+
+def _checked(check):
+    """An argparse type from a check that raises PipelineError: its message, exit status 2."""
+    def parse(text: str):
+        try:
+            return check(text)
+        except PipelineError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parse
+
+
+def _users_file(text: str) -> str:
+    access.load_users(text)
+    return text
+
+
+def add_access_options(parser: argparse.ArgumentParser) -> None:
+    """Who may change labels and start jobs (read by create_app; see README, lab intranet)."""
+    parser.add_argument("--auth", metavar="FILE", default=None, type=_checked(_users_file),
+                        help="sign in with the users and password hashes in FILE (made by "
+                             "`python -m pipeline users add NAME --role editor --file FILE`); "
+                             f"default ${access.AUTH_FILE_ENV}")
+    parser.add_argument("--trust-user-header", metavar="HEADER", default=None,
+                        help="take the user name a reverse proxy puts in HEADER (e.g. "
+                             f"X-Forwarded-User); default ${access.USER_HEADER_ENV}")
+    parser.add_argument("--read-only", action="store_true",
+                        help=f"nobody can change labels or start jobs (or ${access.READ_ONLY_ENV}"
+                             "=1)")
+    parser.add_argument("--max-jobs", type=_checked(access.check_max_jobs), default=None,
+                        metavar="N",
+                        help="retraining jobs at once on this server (default "
+                             f"${access.MAX_JOBS_ENV}, else {access.DEFAULT_MAX_JOBS})")
+
+
+def access_options(args: argparse.Namespace) -> dict:
+    return {"auth_file": args.auth, "trust_user_header": args.trust_user_header,
+            "read_only": args.read_only or None, "max_jobs": args.max_jobs}
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ from __future__ import annotations
 import dash
 from dash import ALL, Input, Output, State, ctx, dcc, no_update
 
-from callbacks.common import try_run
+from callbacks.common import Refused, column_index, refusal, row_index, run_labels, try_run
 from components import ids
 from components.audit import audit_panel, audit_table, corrections_summary
 from pipeline import audit, corrections
+from pipeline.errors import PipelineError
+from pipeline.spreadsheet import formula_safe
 from pipeline.store import resolve_data_dir
 
 TOP_ROWS = 30
@@ -18,7 +20,10 @@ TOP_ROWS = 30
 
 @dash.callback(Output(ids.AUDIT_PANEL, "children"), Input(ids.URL, "pathname"))
 def fill_audit_panel(_pathname):
-    return audit_panel()
+    """The tab, its retraining button off (with the reason as tooltip) for who may not use it."""
+    from callbacks.retrain import JOBS
+
+    return audit_panel(refusal(JOBS))
 
 
 @dash.callback(
@@ -31,30 +36,46 @@ def show_audit(run_id, _version, _panel):
     run = try_run(run_id)
     if run is None:
         return None, "No run chosen."
-    act, corrected = audit.corrected_run_labels(run, resolve_data_dir())
+    act, corrected = run_labels(run)  # the annotated labels while corrections are unreadable
     ranking = audit.audit_run(run, act=act, skip=corrected, top=TOP_ROWS)
     column = {name: j for j, name in enumerate(run.attributes)}
     rows = [{**r, "column": column[r["attribute"]]} for r in ranking.to_dict("records")]
+    table = audit_table(rows, dict(zip(run.attributes, run.colours, strict=True)))
     dataset = str(run.meta.get("dataset", ""))
-    n_events = len(corrections.history(resolve_data_dir(), dataset)) if dataset else 0
-    summary = corrections_summary(int(corrected.sum()), n_events, dataset or "–")
-    return audit_table(rows, dict(zip(run.attributes, run.colours, strict=True))), summary
+    try:
+        n_events = len(corrections.history(resolve_data_dir(), dataset)) if dataset else 0
+    except PipelineError:
+        return table, "Corrections unavailable: the corrections database cannot be read."
+    return table, corrections_summary(int(corrected.sum()), n_events, dataset or "–")
 
 
 @dash.callback(
     Output(ids.STORE_DETAIL_INDEX, "data", allow_duplicate=True),
     Output(ids.STORE_SELECTION, "data", allow_duplicate=True),
-    Input({"type": ids.AUDIT_ROW, "index": ALL}, "n_clicks"),
+    Input({"type": ids.AUDIT_ROW, "index": ALL}, "n_clicks"), State(ids.RUN_PICKER, "value"),
     prevent_initial_call=True,
 )
-def open_audit_row(clicks):
+def open_audit_row(clicks, run_id):
     """A row opens its image in the detail view and selects it, so the three views show it."""
     if not isinstance(ctx.triggered_id, dict) or not any(clicks or []):
         return no_update, no_update
     if not ctx.triggered[0]["value"]:
         return no_update, no_update  # the table was just redrawn, nothing was clicked
-    row = int(str(ctx.triggered_id["index"]).split("/")[0])
+    run = try_run(run_id)
+    try:
+        row = _audit_row(run, ctx.triggered_id.get("index"))
+    except Refused:
+        return no_update, no_update  # not a row this server drew
     return row, [row]
+
+
+def _audit_row(run, index) -> int:
+    """The image row of an audit row's id 'row/column', both checked against the run."""
+    parts = str(index).split("/")
+    if run is None or len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise Refused(f"not an audit row: {index!r:.40}")
+    column_index(run, int(parts[1]))
+    return row_index(run, int(parts[0]))
 
 
 @dash.callback(
@@ -68,5 +89,9 @@ def export_corrections(n_clicks, run_id):
     if not n_clicks or run is None:
         return no_update
     dataset = str(run.meta.get("dataset", ""))
-    frame = corrections.history(resolve_data_dir(), dataset)
-    return dcc.send_data_frame(frame.to_csv, f"corrections-{dataset or 'all'}.csv", index=False)
+    try:
+        frame = corrections.history(resolve_data_dir(), dataset)
+    except PipelineError:
+        return no_update  # unreadable database: the banner at the top names it
+    return dcc.send_data_frame(formula_safe(frame).to_csv, f"corrections-{dataset or 'all'}.csv",
+                               index=False)

@@ -1,5 +1,6 @@
-"""What the dashboard's callbacks share: opening the chosen run, cached thumbnails (diskcache
-under <data_dir>/cache, keyed by run id + row) and nearest neighbours in FEA space per run.
+"""What the dashboard's callbacks share: opening the chosen run, checking every value the browser
+sends, cached thumbnails (diskcache under <data_dir>/cache, keyed by run id + row), nearest
+neighbours in FEA space per run, and the labels in force (annotated plus corrections).
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import diskcache
+import flask
 import numpy as np
 import pandas as pd
 from dash.exceptions import PreventUpdate
@@ -14,7 +16,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from components.encoding import error_distance, full_extent
 from components.figures import thumbnail_uri
-from pipeline import corrections
+from pipeline import access, corrections
 from pipeline.audit import corrected_run_labels
 from pipeline.errors import PipelineError
 from pipeline.store import Run, get_run, open_run, resolve_data_dir
@@ -24,19 +26,112 @@ MISSING_THUMB = ("data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg
                  "height='8'><rect width='8' height='8' fill='%23c9ced6'/></svg>")
 
 
+class Refused(PipelineError):
+    """A value the browser sent that the server will not act on; its message says why."""
+
+
 def chosen_run(run_id: str | None) -> Run:
-    """The chosen run; no run chosen (empty data directory) leaves the outputs as they are."""
-    if not run_id:
+    """The chosen run; no run chosen (empty data directory), an id that is not a run's, or a
+    run gone from disk leaves the outputs as they are."""
+    run = try_run(run_id)
+    if run is None:
         raise PreventUpdate
-    return get_run(run_id)
+    return run
 
 
 def try_run(run_id: str | None) -> Run | None:
-    """The chosen run, or None when there is none or it has vanished from disk."""
+    """The chosen run, or None when there is none, the id is not a valid run id (checked by
+    store.check_id inside get_run) or the run has vanished from disk."""
+    if not run_id or not isinstance(run_id, str):
+        return None
     try:
-        return get_run(run_id) if run_id else None
+        return get_run(run_id)
     except PipelineError:
         return None
+
+
+def access_settings() -> access.Settings:
+    """This server's access settings (app.server.config), else those of the environment."""
+    if flask.has_app_context():
+        found = flask.current_app.config.get(access.CONFIG_KEY)
+        if found is not None:
+            return found
+    return access.settings_from_env()
+
+
+def current_user() -> access.User | None:
+    """Who sent the request being answered, as the server's sign-in check found them."""
+    return flask.g.get("xrae_user") if flask.has_app_context() else None
+
+
+def refusal(action: str) -> str | None:
+    """Why the person asking may not `action` ('correct labels'), or None when they may.
+
+    The check that matters: a disabled button is only a courtesy to the honest browser."""
+    return access.refusal(access_settings(), current_user(), action)
+
+
+def author_of(typed) -> str:
+    """Who a correction is recorded under: the signed-in user when the server knows them,
+    else the name typed in the form (checked as text)."""
+    user = current_user()
+    if access_settings().authenticates:
+        if user is None:
+            raise Refused("sign in to correct labels")
+        return user.name
+    return text_value(typed, "name", corrections.MAX_AUTHOR)
+
+
+def whole_number(value, low: int, high: int, what: str) -> int:
+    """`value` as an int in low..high, or Refused naming `what` and the allowed range.
+
+    The browser's own limits (an input's max, the rows it was shown) are a courtesy: a crafted
+    request can send anything JSON holds, so every number is checked here.
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise Refused(f"{what} must be a whole number from {low} to {high}, not {value!r:.40}")
+    return value
+
+
+def row_index(run: Run, value) -> int:
+    """An image row of the run sent by the browser: an int in 0..N-1 (no wrapping of -1)."""
+    return whole_number(value, 0, len(run) - 1, f"the image number in run {run.id}")
+
+
+def row_list(run: Run, values) -> list[int]:
+    """A selection sent by the browser: image rows of the run, each checked, sorted, once each."""
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise Refused(f"a selection must be a list of image numbers, not {values!r:.40}")
+    return sorted({row_index(run, v) for v in values})
+
+
+def column_index(run: Run, value) -> int:
+    """An attribute column of the run sent by the browser: an int in 0..A-1."""
+    return whole_number(value, 0, len(run.attributes) - 1, "the attribute number")
+
+
+def threshold_value(value) -> float:
+    """The decision threshold: a finite number in 0..1 (the slider's range); none means 0.5."""
+    if value is None:
+        return 0.5
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise Refused(f"the threshold must be a number from 0 to 1, not {value!r:.40}")
+    return float(value)
+
+
+def text_value(value, what: str, max_len: int) -> str:
+    """Free text sent by the browser (a note, a name): a string of at most max_len characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Refused(f"the {what} must be text, not {type(value).__name__}")
+    if len(value) > max_len:
+        raise Refused(f"the {what} is {len(value)} characters long; keep it under {max_len}")
+    return value.strip()
 
 
 @lru_cache(maxsize=8)
@@ -102,29 +197,41 @@ def run_error(run: Run, metric: str) -> np.ndarray:
     return _error(str(run.path), metric or "cosine")
 
 
+def run_labels(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """The run's labels in force and the mask of corrected ones; the annotated labels (nothing
+    corrected) while the corrections database is unreadable: the page's banner names it."""
+    try:
+        return corrected_run_labels(run, resolve_data_dir())
+    except PipelineError:
+        return np.array(run.act, dtype=np.uint8), np.zeros(run.act.shape, dtype=bool)
+
+
 def corrected_rows(run: Run) -> np.ndarray:
     """Rows of the run with at least one label corrected (in force) in its dataset."""
-    _, corrected = corrected_run_labels(run, resolve_data_dir())
+    _, corrected = run_labels(run)
     return np.flatnonzero(corrected.any(axis=1))
 
 
 def image_labels(run: Run, index: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """One image's labels with the corrections in force applied, which of them are corrected,
-    and those corrections (who, when, why; empty without a dataset)."""
+    and those corrections (who, when, why; empty without a dataset or a readable database)."""
     act = np.asarray(run.act[[int(index)]], dtype=np.uint8)
     dataset = str(run.meta.get("dataset", ""))
-    if not dataset:
-        return act[0], np.zeros(act.shape[1], dtype=bool), pd.DataFrame()
     image_id = str(run.images["image_id"].iloc[int(index)])
-    now = corrections.active(resolve_data_dir(), dataset, image_id)  # an indexed lookup
+    try:
+        now = corrections.active(resolve_data_dir(), dataset, image_id) if dataset else None
+    except PipelineError:
+        now = None  # unreadable database: the annotated labels, and the banner says why
+    if now is None:
+        return act[0], np.zeros(act.shape[1], dtype=bool), pd.DataFrame()
     act, corrected = corrections.apply(act, [image_id], run.attributes, now)
     return act[0], corrected[0], now
 
 
 def selected_rows(selected_data: dict | None) -> list[int]:
     """Run rows in a plotly selection event: points of the image trace (trace 0) only."""
-    if not selected_data:
+    if not isinstance(selected_data, dict) or not isinstance(selected_data.get("points"), list):
         return []
-    rows = {int(p["pointIndex"]) for p in selected_data.get("points", [])
-            if p.get("curveNumber") == 0 and "pointIndex" in p}
-    return sorted(rows)
+    rows = {p["pointIndex"] for p in selected_data["points"]
+            if isinstance(p, dict) and p.get("curveNumber") == 0}
+    return sorted(r for r in rows if isinstance(r, int) and not isinstance(r, bool) and r >= 0)

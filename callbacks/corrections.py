@@ -1,26 +1,57 @@
 """Behaviour of the label-correction form in the detail view: flip or undo one label of the open
 image (stored durably in <data_dir>/corrections.sqlite), remember the analyst's name locally,
-and poll for corrections other analysts make meanwhile.
+poll for corrections other analysts make meanwhile, and say so when the database is unreadable.
 """
 
 from __future__ import annotations
 
 import dash
 from dash import Input, Output, State, ctx, html, no_update
+from dash.exceptions import PreventUpdate
 
-from callbacks.common import image_labels, try_run
+from callbacks.common import (
+    Refused,
+    access_settings,
+    author_of,
+    column_index,
+    current_user,
+    image_labels,
+    refusal,
+    row_index,
+    run_labels,
+    text_value,
+    threshold_value,
+    try_run,
+)
 from components import ids
-from components.audit import MARK, attribute_options, correction_form, image_corrections
+from components.audit import (
+    MARK,
+    attribute_options,
+    correction_form,
+    corrections_banner,
+    image_corrections,
+)
 from components.detail import act_prd_table
 from pipeline import corrections
-from pipeline.audit import corrected_run_labels
 from pipeline.errors import PipelineError
 from pipeline.store import resolve_data_dir
+
+EDIT = "correct labels"
 
 
 @dash.callback(Output(ids.DETAIL_CORRECTIONS, "children"), Input(ids.URL, "pathname"))
 def fill_correction_form(_pathname):
-    return correction_form()
+    """The form, with the signed-in user as the (fixed) author, and its buttons off for those
+    who may not correct labels."""
+    return correction_form(_signed_in_name(), refusal(EDIT))
+
+
+def _signed_in_name() -> str | None:
+    """The signed-in user's name; None when the server does not sign people in (typed names)."""
+    if not access_settings().authenticates:
+        return None
+    user = current_user()
+    return user.name if user else ""
 
 
 @dash.callback(
@@ -29,18 +60,28 @@ def fill_correction_form(_pathname):
     State(ids.STORE_AUTHOR, "data"),
 )
 def remember_author(_stored_at, typed, stored):
-    """The name field and the browser's local store follow each other (one callback, no loop)."""
-    if ctx.triggered_id == ids.CORRECTION_AUTHOR:
-        return no_update, (typed or "").strip()
-    return stored or "", no_update
+    """The name field and the browser's local store follow each other (one callback, no loop);
+    a signed-in user's name is their sign-in, whatever the store or the field say."""
+    signed_in = _signed_in_name()
+    if signed_in is not None:
+        return signed_in, no_update
+    try:
+        if ctx.triggered_id == ids.CORRECTION_AUTHOR:
+            return no_update, text_value(typed, "name", corrections.MAX_AUTHOR)
+        return text_value(stored, "name", corrections.MAX_AUTHOR), no_update
+    except Refused:
+        raise PreventUpdate from None
 
 
 def _open_image(run, index):
     """(dataset id, image id) of the open image, or None when nothing can be corrected."""
     dataset = str(run.meta.get("dataset", "")) if run is not None else ""
-    if not dataset or index is None or not 0 <= int(index) < len(run):
+    if not dataset or index is None:
         return None
-    return dataset, str(run.images["image_id"].iloc[int(index)])
+    try:
+        return dataset, str(run.images["image_id"].iloc[row_index(run, index)])
+    except Refused:
+        return None
 
 
 @dash.callback(
@@ -58,7 +99,12 @@ def describe_labels(index, _version, run_id):
             True, True
     act, corrected, mine = image_labels(run, int(index))
     options = attribute_options(run.attributes, act, run.prd[int(index)], corrected)
-    return options, image_corrections(mine.to_dict("records")), False, mine.empty
+    listing = image_corrections(mine.to_dict("records"))
+    if corrections.unavailable(resolve_data_dir()):  # the banner at the top says the rest
+        return options, _alert("Corrections are off: the database cannot be read."), True, True
+    if refusal(EDIT):
+        return options, listing, True, True
+    return options, listing, False, mine.empty
 
 
 @dash.callback(
@@ -74,21 +120,27 @@ def write_correction(flips, undos, column, note, author, index, run_id):
     """Flip the chosen label (to the opposite of what it is now) or undo its last correction."""
     if not (flips or undos):
         return no_update, no_update, no_update
+    refused = refusal(EDIT)  # the server's check; the disabled buttons are only a courtesy
+    if refused:
+        return no_update, _alert(refused), no_update
     run = try_run(run_id)
     key = _open_image(run, index)
     if key is None or column is None:
         return no_update, _alert("Open an image and choose an attribute first."), no_update
     dataset, image_id = key
-    attribute = run.attributes[int(column)]
     data_dir = resolve_data_dir()
     try:
+        column = column_index(run, column)
+        note = text_value(note, "note", corrections.MAX_NOTE)
+        author = author_of(author)
+        attribute = run.attributes[column]
         if ctx.triggered_id == ids.UNDO_CORRECTION:
             event = corrections.undo(data_dir, dataset, image_id, attribute, author=author,
                                      note=note)
             message = f"Undone: {attribute} of {image_id} is back to its previous label."
         else:
             now = corrections.active(data_dir, dataset, image_id)
-            current = _current_label(run, int(index), int(column), now, image_id, attribute)
+            current = _current_label(run, int(index), column, now, image_id, attribute)
             event = corrections.set_label(data_dir, dataset, image_id, attribute, 1 - current,
                                           author=author, note=note)
             message = f"{MARK} {attribute} of {image_id}: {current} → {1 - current} (saved)."
@@ -128,10 +180,29 @@ def mark_detail_table(_version, index, threshold, run_id):
     run = try_run(run_id)
     if _open_image(run, index) is None:
         return no_update
-    act, corrected = corrected_run_labels(run, resolve_data_dir())
+    try:
+        threshold = threshold_value(threshold)
+    except Refused:
+        return no_update
+    act, corrected = run_labels(run)
     index = int(index)
-    return act_prd_table(run.attributes, run.colours, act[index], run.prd[index],
-                         0.5 if threshold is None else threshold, corrected[index])
+    return act_prd_table(run.attributes, run.colours, act[index], run.prd[index], threshold,
+                         corrected[index])
+
+
+@dash.callback(
+    Output(ids.CORRECTIONS_ALERT, "children"), Output(ids.CORRECTIONS_ALERT, "is_open"),
+    Input(ids.URL, "pathname"), Input(ids.CORRECTIONS_POLL, "n_intervals"),
+    State(ids.CORRECTIONS_ALERT, "children"),
+)
+def warn_corrections_unavailable(_pathname, _ticks, shown):
+    """One banner at the top of the page while corrections.sqlite cannot be read (and gone as
+    soon as it is repaired or moved aside); everything that needs no corrections keeps working."""
+    problem = corrections.unavailable(resolve_data_dir())
+    text = corrections_banner(problem) if problem else None
+    if text == shown:
+        raise PreventUpdate
+    return text, text is not None
 
 
 def _current_label(run, index: int, column: int, active, image_id: str, attribute: str) -> int:

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import dash
 from dash import ALL, Input, Output, State, ctx, html, no_update
+from dash.exceptions import PreventUpdate
 
-from callbacks.common import chosen_run, neighbours
+from callbacks.common import (
+    Refused,
+    chosen_run,
+    neighbours,
+    row_index,
+    row_list,
+    run_labels,
+    threshold_value,
+)
 from callbacks.common import thumbnail as thumbnail_of
 from components import ids
 from components.detail import act_prd_table, thumbnail
-from components.figures import POINTS, empty_figure, image_figure
-from pipeline.audit import corrected_run_labels
+from components.figures import COLOUR_MAPS, POINTS, empty_figure, image_figure
 from pipeline.errors import PipelineError
 
 MAX_THUMBS = 40
@@ -30,10 +38,14 @@ def image_caption(run, index: int) -> str:
 def show_thumbnails(selection, run_id):
     """Clickable thumbnails of the selected images (the first MAX_THUMBS of them)."""
     run = chosen_run(run_id)
+    try:
+        selection = row_list(run, selection)
+    except Refused as err:
+        return html.Div(f"Cannot show the selection: {err}", className="summary-note")
     if not selection:
         return html.Div("Select images in a view to see them here; click a point to open it.",
                         className="summary-note")
-    shown = sorted(selection)[:MAX_THUMBS]
+    shown = selection[:MAX_THUMBS]
     note = (f"showing {len(shown)} of {len(selection):,} selected"
             if len(selection) > len(shown) else f"{len(selection):,} selected")
     return [html.Div(note, className="strip-note"),
@@ -49,22 +61,35 @@ def show_thumbnails(selection, run_id):
     State(ids.STORE_DETAIL_INDEX, "data"),
     prevent_initial_call=True,
 )
-def open_detail(click_act, click_fea, click_prd, _thumbs, _neighbours, selection, _run, current):
-    """Which image is shown large: the one clicked, else the first of a new selection."""
+def open_detail(click_act, click_fea, click_prd, _thumbs, _neighbours, selection, run_id, current):
+    """Which image is shown large: the one clicked, else the first of a new selection.
+
+    Only an image of the run is opened: any other number the browser sends changes nothing."""
     trigger = ctx.triggered_id
     if trigger == ids.RUN_PICKER:
         return None
+    run = chosen_run(run_id)
+    try:
+        return _clicked_row(run, trigger, (click_act, click_fea, click_prd), selection, current)
+    except Refused:
+        raise PreventUpdate from None
+
+
+def _clicked_row(run, trigger, clicks, selection, current):
     if isinstance(trigger, dict):
         clicked = ctx.triggered[0]["value"]
-        return trigger["index"] if clicked else no_update  # 0/None: just drawn, not clicked
-    for space, click in zip(SPACES, (click_act, click_fea, click_prd), strict=True):
+        # 0/None: the thumbnail was just drawn, not clicked
+        return row_index(run, trigger.get("index")) if clicked else no_update
+    for space, click in zip(SPACES, clicks, strict=True):
         if trigger == ids.VIEWS[space]:
-            point = (click or {}).get("points", [{}])[0]
-            if point.get("curveNumber") == POINTS and "pointIndex" in point:
-                return int(point["pointIndex"])
+            points = (click or {}).get("points") if isinstance(click, dict) else None
+            point = points[0] if isinstance(points, list) and points else {}
+            if isinstance(point, dict) and point.get("curveNumber") == POINTS:
+                return row_index(run, point.get("pointIndex"))
             return no_update
+    selection = row_list(run, selection)
     if selection and current not in selection:
-        return int(min(selection))
+        return selection[0]
     return no_update
 
 
@@ -78,11 +103,15 @@ def draw_detail_image(index, colour_map, run_id):
     if index is None:
         return empty_figure("Click a point or a thumbnail to open an image")
     run = chosen_run(run_id)
+    if colour_map not in COLOUR_MAPS:
+        colour_map = "Inferno"  # only the maps the dropdown offers
     try:
-        pixels = run.load_image(int(index))
+        pixels = run.load_image(row_index(run, index))
+    except Refused as err:
+        return empty_figure(f"Cannot show that image: {err}")
     except (PipelineError, OSError, ValueError) as err:
         return empty_figure(f"Cannot show image #{index}: {err}")
-    return image_figure(pixels, colour_map or "Inferno")
+    return image_figure(pixels, colour_map)
 
 
 @dash.callback(
@@ -96,10 +125,13 @@ def describe_detail(index, threshold, run_id):
     if index is None:
         return "no image open", None, None
     run = chosen_run(run_id)
-    index = int(index)
+    try:
+        index, threshold = row_index(run, index), threshold_value(threshold)
+    except Refused as err:
+        return f"Cannot open that image: {err}", None, None
     row = run.images.iloc[index]
     title = f"#{index} · {row['image_id']} · {row['split']}"
-    act, corrected = corrected_run_labels(run)  # labels with the analysts' corrections (issue 4)
+    act, corrected = run_labels(run)  # labels in force: annotated plus analysts' corrections
     table = act_prd_table(run.attributes, run.colours, act[index], run.prd[index], threshold,
                           corrected[index])
     strip = [thumbnail(ids.NEIGHBOUR, i, thumbnail_of(run, i), image_caption(run, i))

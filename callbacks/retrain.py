@@ -9,7 +9,7 @@ import logging
 import dash
 from dash import Input, Output, State, html, no_update
 
-from callbacks.common import try_run
+from callbacks.common import access_settings, refusal, try_run, whole_number
 from components import ids
 from components.audit import compare_table
 from pipeline import retrain
@@ -18,6 +18,7 @@ from pipeline.store import list_runs, resolve_data_dir
 
 log = logging.getLogger("xrae.retrain")
 SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
+JOBS = "start or cancel retraining"
 
 
 @dash.callback(
@@ -28,13 +29,26 @@ SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
 )
 def request_retraining(n_clicks, run_id, epochs):
     """Read the corrections here, on the web machine that owns corrections.sqlite, and hand
-    them to the job with its settings: a Celery worker elsewhere must not open the database."""
+    them to the job with its checked settings: a Celery worker elsewhere must not open the
+    database. The browser gets only a ticket for the request, never the request itself."""
     run = try_run(run_id)
     if not n_clicks or run is None:
         return no_update, no_update
+    refused = refusal(JOBS)  # the server's check; the disabled button is only a courtesy
+    if refused:
+        return no_update, _alert(refused)
+    data_dir, max_jobs = resolve_data_dir(), access_settings().max_jobs
     dataset = str(run.meta.get("dataset", ""))
-    snapshot = retrain.snapshot_records(resolve_data_dir(), dataset) if dataset else []
-    return {"run": run.id, "epochs": epochs, "corrections": snapshot}, ""
+    try:
+        retrain.check_job_room(data_dir, max_jobs)
+        epochs = whole_number(retrain.FINE_TUNE_EPOCHS if epochs is None else epochs, 1,
+                              retrain.MAX_EPOCHS, "the number of epochs")
+        snapshot = retrain.snapshot_records(data_dir, dataset) if dataset else []
+        ticket = retrain.issue_ticket(data_dir, {"run": run.id, "epochs": epochs,
+                                                 "corrections": snapshot, "max_jobs": max_jobs})
+    except PipelineError as err:  # Refused, or an unreadable corrections database
+        return no_update, _alert(f"Not started: {err}")
+    return {"ticket": ticket}, ""
 
 
 @dash.callback(
@@ -54,8 +68,12 @@ def request_retraining(n_clicks, run_id, epochs):
 )
 def run_retraining(set_progress, request):
     """Fine-tune → re-infer → re-embed → new run, in a worker; the page polls its progress."""
-    if not request or not request.get("run"):
+    if not isinstance(request, dict) or not request.get("ticket"):
         return no_update, no_update
+    try:
+        request = retrain.redeem_ticket(resolve_data_dir(), request["ticket"])
+    except PipelineError as err:
+        return no_update, _alert(f"Not started: {err}")
     run_id = request["run"]
 
     def report(stage: str, fraction: float) -> None:
@@ -66,7 +84,8 @@ def run_retraining(set_progress, request):
         path = retrain.retrain_in_subprocess(resolve_data_dir(), run_id,
                                              epochs=request.get("epochs"),
                                              snapshot=request.get("corrections"),
-                                             on_progress=report)
+                                             on_progress=report,
+                                             max_jobs=request.get("max_jobs"))
     except retrain.Cancelled:
         return no_update, _alert("Cancelled: no run was written; every existing run is "
                                  "unchanged.", "warning")
@@ -87,10 +106,14 @@ def run_retraining(set_progress, request):
 )
 def cancel_retraining(n_clicks, run_id):
     """Stop the job wherever it runs (a flag it polls), then clear what a killed job left."""
-    if not n_clicks or not run_id:
+    run = try_run(run_id)
+    if not n_clicks or run is None:
         return no_update
-    retrain.request_cancel(resolve_data_dir(), run_id)
-    if retrain.wait_until_stopped(resolve_data_dir(), run_id, timeout=30):
+    refused = refusal(JOBS)
+    if refused:
+        return _alert(refused)
+    retrain.request_cancel(resolve_data_dir(), run.id)
+    if retrain.wait_until_stopped(resolve_data_dir(), run.id, timeout=30):
         return _alert("Cancelled: no run was written; every existing run is unchanged.",
                       "warning")
     return _alert("Cancel requested; the job stops at its next step.", "warning")
@@ -106,7 +129,8 @@ def offer_new_run(result):
     """The picker lists the new run; a table compares the two runs on the corrected labels."""
     from callbacks.control import run_label
 
-    before, after = try_run((result or {}).get("before")), try_run((result or {}).get("after"))
+    result = result if isinstance(result, dict) else {}
+    before, after = try_run(result.get("before")), try_run(result.get("after"))
     if before is None or after is None:
         return no_update, None, HIDDEN
     options = [{"label": run_label(r), "value": r.id, "title": r.id} for r in list_runs()[::-1]]
@@ -125,9 +149,10 @@ def offer_new_run(result):
     prevent_initial_call=True,
 )
 def show_new_run(n_clicks, result):
-    if not n_clicks or not (result or {}).get("after"):
+    after = try_run(result.get("after")) if isinstance(result, dict) else None
+    if not n_clicks or after is None:
         return no_update
-    return result["after"]
+    return after.id
 
 
 def _alert(text: str, colour: str = "danger") -> html.Span:

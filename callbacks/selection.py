@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
-from callbacks.common import chosen_run
+from callbacks.common import Refused, chosen_run, row_list, threshold_value
 from components import ids
 from components.selection import GROUP_COLOURS, compare_table, group_row, summary_block
 from pipeline.metrics import OUTCOMES, group_summary, outcomes
+from pipeline.spreadsheet import formula_safe
 
 SELECTION, EVERYTHING = "selection", "all"
 
@@ -148,13 +149,23 @@ def export_csv(_export, group_clicks, selection, groups, threshold, run_id):
     """A CSV of image ids with ACT, PRD and outcome per attribute for the selection or a group."""
     run = chosen_run(run_id)
     trigger = ctx.triggered_id
-    if isinstance(trigger, dict):
-        if not any(group_clicks):
-            return no_update
-        group = my_groups(groups, run_id)[trigger["index"]]
-        name, rows = group["name"], group["indices"]
-    else:
-        name, rows = "selection", selection or range(len(run))
+    if isinstance(trigger, dict) and not any(group_clicks or []):
+        return no_update  # the buttons were just drawn, not clicked
+    try:
+        name, rows = _export_rows(run, trigger, selection, groups)
+        frame = group_frame(run, rows or range(len(run)), threshold_value(threshold))
+    except Refused:
+        return no_update  # not a selection or group of this run: nothing to send
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "group"
-    frame = group_frame(run, rows, threshold)
-    return dcc.send_data_frame(frame.to_csv, f"{slug}-{run.id}.csv", index=False)
+    return dcc.send_data_frame(formula_safe(frame).to_csv, f"{slug}-{run.id}.csv", index=False)
+
+
+def _export_rows(run, trigger, selection, groups) -> tuple[str, list[int]]:
+    """(name, checked rows) of what to export: a saved group of the run, else the selection."""
+    if not isinstance(trigger, dict):
+        return "selection", row_list(run, selection)
+    groups = [g for g in groups if isinstance(g, dict)] if isinstance(groups, list) else []
+    mine, k = my_groups(groups, run.id), trigger.get("index")
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(mine):
+        raise Refused(f"no saved group {k!r:.20} to export")
+    return str(mine[k].get("name") or "group"), row_list(run, mine[k].get("indices"))

@@ -17,8 +17,9 @@ CONFIDENT_TIP = ("confident: the model is at least as sure of the other label as
                  "of that label's own images (confident learning)")
 
 
-def audit_panel() -> html.Div:
-    """The content of the `audit-panel` slot: summary, ranked table, retraining."""
+def audit_panel(locked: str | None = None) -> html.Div:
+    """The content of the `audit-panel` slot: summary, ranked table, retraining (its buttons
+    disabled, with `locked` as their tooltip, when the person may not start jobs)."""
     summary = html.Div([
         html.Span(id=ids.AUDIT_SUMMARY, className="me-2"),
         dbc.Button("Export corrections CSV", id=ids.EXPORT_CORRECTIONS, size="sm",
@@ -32,15 +33,16 @@ def audit_panel() -> html.Div:
     return html.Div([summary, hint,
                      html.Div(id=ids.AUDIT_TABLE, className="table-scroll",
                               style={"maxHeight": "260px"}),
-                     retrain_box(),
+                     retrain_box(locked),
                      dcc.Store(id=ids.STORE_RETRAIN, data=None),
                      dcc.Store(id=ids.STORE_RETRAIN_REQUEST, data=None)])
 
 
-def retrain_box() -> html.Div:
+def retrain_box(locked: str | None = None) -> html.Div:
     buttons = html.Div([
-        dbc.Button("Retrain on corrections", id=ids.RETRAIN, size="sm", color="primary",
-                   n_clicks=0),
+        html.Span(dbc.Button("Retrain on corrections", id=ids.RETRAIN, size="sm",
+                             color="primary", n_clicks=0, disabled=bool(locked)),
+                  title=locked or "", id=ids.RETRAIN_WHY),
         dbc.InputGroup([dbc.Input(id=ids.RETRAIN_EPOCHS, type="number", min=1, max=200, step=1,
                                   value=FINE_TUNE_EPOCHS),
                         dbc.InputGroupText("epochs")], size="sm", style={"width": "130px"}),
@@ -105,6 +107,12 @@ def corrections_summary(n_active: int, n_events: int, dataset: str) -> str:
             f"{dataset} ({n_events} edits in the history)")
 
 
+def corrections_banner(problem: str) -> str:
+    """The page-wide notice while the corrections database cannot be read."""
+    return (f"Label corrections unavailable: {problem}. Exploring works; corrections are off "
+            "until it is repaired or moved aside.")
+
+
 def compare_table(frame) -> dbc.Table:
     """Before/after per-attribute AP, precision, recall and F1 (rows of compare_runs)."""
     metrics = ("AP", "P", "R", "F1")
@@ -127,8 +135,15 @@ def compare_table(frame) -> dbc.Table:
     return dbc.Table([head, html.Tbody(body)], size="sm", className="metric-table compare-runs")
 
 
-def correction_form() -> html.Div:
-    """The content of the `detail-corrections` slot: flip one label of the open image."""
+def correction_form(author: str | None = None, locked: str | None = None) -> html.Div:
+    """The content of the `detail-corrections` slot: flip one label of the open image.
+
+    `author`: the signed-in user, shown in a disabled name field (corrections are recorded
+    under it). `locked`: why this person may not correct labels, the buttons' tooltip."""
+    buttons = [dbc.Button("Flip label", id=ids.FLIP_LABEL, size="sm", color="warning",
+                          n_clicks=0, disabled=True),
+               dbc.Button("Undo", id=ids.UNDO_CORRECTION, size="sm", color="secondary",
+                          outline=True, n_clicks=0, disabled=True)]
     return html.Div([
         html.Div("Correct a label", className="section-title mt-2"),
         dcc.Dropdown(id=ids.CORRECTION_ATTRIBUTE, placeholder="attribute…", clearable=False,
@@ -137,11 +152,11 @@ def correction_form() -> html.Div:
                   maxLength=500, className="mb-1"),
         html.Div([
             dbc.Input(id=ids.CORRECTION_AUTHOR, placeholder="your name", size="sm",
-                      maxLength=100, debounce=True, style={"maxWidth": "140px"}),
-            dbc.Button("Flip label", id=ids.FLIP_LABEL, size="sm", color="warning", n_clicks=0,
-                       disabled=True),
-            dbc.Button("Undo", id=ids.UNDO_CORRECTION, size="sm", color="secondary", outline=True,
-                       n_clicks=0, disabled=True),
+                      maxLength=100, debounce=True, style={"maxWidth": "140px"},
+                      value=author, disabled=author is not None),  # signed in: fixed
+            # A disabled button shows no tooltip of its own: the span around it does.
+            html.Span(buttons, title=locked or "", id=ids.CORRECTION_WHY,
+                      className="d-flex gap-1"),
         ], className="d-flex gap-1 align-items-center"),
         html.Div(id=ids.CORRECTION_STATUS, className="small my-1"),
         html.Div(id=ids.CORRECTION_LIST, className="small"),

@@ -100,3 +100,6 @@ RETRAIN_COMPARE = "retrain-compare-table"
 SHOW_NEW_RUN = "button-show-new-run"
 STORE_RETRAIN = "store-retrain-result"  # data: {"before": run id, "after": run id}
 STORE_RETRAIN_REQUEST = "store-retrain-request"  # data: {run, epochs, corrections snapshot}
+CORRECTIONS_ALERT = "alert-corrections-unavailable"  # names an unreadable corrections database
+CORRECTION_WHY = "correction-buttons"  # its title says why flip/undo are off (read-only, viewer)
+RETRAIN_WHY = "retrain-button"  # its title says why retraining is off

@@ -21,8 +21,10 @@ def create_layout() -> html.Div:
                   className="tagline"),
     ], className="top-bar")
     empty = dbc.Alert(id=ids.EMPTY_STATE, is_open=False, color="warning", className="m-2")
+    unreadable = dbc.Alert(id=ids.CORRECTIONS_ALERT, is_open=False, color="danger",
+                           className="m-2")
     return html.Div([
-        header, empty,
+        header, empty, unreadable,
         html.Div([
             html.Div([control_panel(), attribute_filters(), flower_key()], className="side"),
             html.Div([

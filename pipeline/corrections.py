@@ -19,11 +19,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
+from pipeline.spreadsheet import write_csv
 from pipeline.store import resolve_data_dir
 
 FILE_NAME = "corrections.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 MAX_NOTE = 2000
+MAX_AUTHOR = 100
 COLUMNS = ("event", "created", "dataset", "image_id", "attribute", "action", "value", "undoes",
            "author", "note")
 
@@ -104,7 +106,7 @@ def _clean_text(author: str | None, note: str | None) -> tuple[str, str]:
     note = (note or "").strip()
     if len(note) > MAX_NOTE:
         raise PipelineError(f"the note is {len(note)} characters long; keep it under {MAX_NOTE}")
-    return author[:100], note
+    return author[:MAX_AUTHOR], note
 
 
 def _active_set(conn: sqlite3.Connection, key: tuple[str, str, str]) -> int | None:
@@ -224,18 +226,39 @@ def corrected_labels(data_dir, dataset: str, act, image_ids, attributes):
 
 
 def export_csv(data_dir, out, dataset: str | None = None) -> int:
-    """Write the full history (every event, undo included) as CSV to a path or file; return rows."""
+    """Write the full history (every event, undo included) as CSV to a path or file; return rows.
+
+    Typed notes and names are escaped so that a spreadsheet shows them and never runs them."""
     events = history(data_dir, dataset)
-    events.to_csv(out, index=False)
+    write_csv(events, out)
     return len(events)
+
+
+def unavailable(data_dir=None) -> str | None:
+    """Why the corrections database cannot be used (a sentence naming the file), or None when it
+    can be, or does not exist yet (the first correction makes it)."""
+    path = db_path(data_dir)
+    if not path.exists():
+        return None
+    try:
+        with connect(data_dir) as conn:
+            conn.execute(f"SELECT {', '.join(COLUMNS)} FROM events LIMIT 1").fetchall()
+    except PipelineError as err:
+        cause = err.__cause__ if isinstance(err.__cause__, sqlite3.Error) else err
+        return f"{path} is not a corrections database ({cause})"
+    return None
 
 
 # ---------------------------------------------------------------- command line
 
 
 def register(subparsers) -> None:
+    from pipeline import access
     from pipeline.cli import add_data_dir
 
+    # `users add`: who may write corrections from the dashboard (registered here, next to the
+    # corrections it guards, while pipeline.cli's list of command modules does not name it)
+    access.register(subparsers)
     parser = subparsers.add_parser(
         "corrections", help="list label corrections or export their full history as CSV"
     )

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,8 @@ from pipeline import corrections, metrics, store
 from pipeline.errors import PipelineError
 
 FINE_TUNE_EPOCHS = 3
+MAX_EPOCHS = 200  # the most a dashboard user may ask for (the form's limit, checked by the server)
+TICKET_TTL_S = 60 * 60  # a retraining request not started within this is dropped
 FINE_TUNE_LR_FACTOR = 0.25  # fine-tuning starts from trained weights: a gentler peak rate
 LOCK_STALE_S = 15 * 60  # a lock untouched this long is abandoned (the job touches it as it goes)
 HEARTBEAT_S = 5.0
@@ -103,6 +106,33 @@ def run_lock(data_dir, run_id: str, stale_after: float = LOCK_STALE_S) -> Iterat
         _remove_if_unchanged(path, {"token": token}, key="token")
 
 
+def running_jobs(data_dir) -> list[str]:
+    """Runs being retrained now on this data directory: live lock files (stale ones skipped).
+
+    Counted on disk, not in memory, so every web worker and the command line agree."""
+    root = store.resolve_data_dir(data_dir) / store.RUNS
+    running = []
+    for path in sorted(root.glob(".lock-*")):
+        holder = read_lock(path)
+        if holder is not None and not lock_is_stale(path, holder):
+            running.append(path.name.removeprefix(".lock-"))
+    return running
+
+
+def check_job_room(data_dir, max_jobs: int | None, holding: bool = False) -> None:
+    """A PipelineError when `max_jobs` retraining jobs already run (counting ours if `holding`).
+
+    Checked again after a job takes its lock: two jobs starting at once then both see two
+    locks, and at most `max_jobs` go on."""
+    if max_jobs is None:
+        return
+    others = len(running_jobs(data_dir)) - int(holding)
+    if others >= max_jobs:
+        raise PipelineError(
+            f"the retraining queue is full: {others} running, at most {max_jobs} at once on "
+            "this server; try again when one finishes")
+
+
 def _remove_if_unchanged(path: Path, holder: dict, key: str | None = None) -> None:
     """Delete the lock only if it still belongs to `holder` (never someone else's fresh lock)."""
     now = read_lock(path)
@@ -142,6 +172,44 @@ def cancel_requested(data_dir, run_id: str, since: float) -> bool:
         return cancel_path(data_dir, run_id).stat().st_mtime >= since - 1.0
     except FileNotFoundError:
         return False
+
+
+# ---------------------------------------------------------------- requests from the dashboard
+
+
+def _ticket_path(data_dir, ticket) -> Path:
+    if not isinstance(ticket, str) or not re.fullmatch(r"[0-9a-f]{32}", ticket):
+        raise PipelineError(f"{ticket!r:.40} is not a retraining request this server made")
+    return store.resolve_data_dir(data_dir) / store.RUNS / f".ticket-{ticket}.json"
+
+
+def issue_ticket(data_dir, request: dict) -> str:
+    """Keep a checked job request on the data directory (shared with Celery workers) and return
+    its ticket: the browser holds only the ticket, so it cannot change what the job does."""
+    root = store.resolve_data_dir(data_dir) / store.RUNS
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(".ticket-*.json"):  # requests whose page went away before the job
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - old.stat().st_mtime > TICKET_TTL_S:
+                old.unlink()
+    ticket = uuid.uuid4().hex
+    path = _ticket_path(data_dir, ticket)
+    tmp = path.with_name(f"{path.name}.part")
+    tmp.write_text(json.dumps(request))
+    os.replace(tmp, path)
+    return ticket
+
+
+def redeem_ticket(data_dir, ticket) -> dict:
+    """The request a ticket stands for, once: a ticket replayed or made up is a PipelineError."""
+    path = _ticket_path(data_dir, ticket)
+    try:
+        request = json.loads(path.read_text())
+        path.unlink()  # of two redeemers that both read it, only one can delete it
+    except FileNotFoundError:
+        raise PipelineError("this retraining request was already started or has expired; "
+                            "press Retrain again") from None
+    return request
 
 
 # ---------------------------------------------------------------- the job
@@ -231,10 +299,12 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
                 new_run_id: str | None = None, progress: bool = True,
                 snapshot: pd.DataFrame | None = None,
                 should_stop: Callable[[], bool] | None = None,
-                on_progress: Callable[[str, float], None] | None = None) -> Path:
+                on_progress: Callable[[str, float], None] | None = None,
+                max_jobs: int | None = None) -> Path:
     """Fine-tune `run_id`'s model on the corrected labels and write the result as a new run.
 
     The corrections come from `snapshot` when given, else from the data directory's database.
+    With `max_jobs`, the job refuses to start while that many others run on the data directory.
 
     on_progress(stage name, fraction of the whole job in 0..1). should_stop() → True, or a
     request_cancel() for the run, stops the job with Cancelled (a PipelineError). A stopped or
@@ -255,6 +325,7 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
 
     try:
         with run_lock(data_dir, run.id) as lock, _scratch(data_dir) as scratch:
+            check_job_room(data_dir, max_jobs, holding=True)
             path = _fine_tune_and_write(
                 data_dir, run, settings, scratch, device=device, progress=progress,
                 new_run_id=new_run_id, snapshot=snapshot, should_stop=stopping,
@@ -369,6 +440,8 @@ def register(subparsers) -> None:
     p.add_argument("--corrections-json", default=None, metavar="FILE",
                    help="use these corrections ([{image_id, attribute, value}, …]) instead of "
                         "the data directory's corrections.sqlite")
+    p.add_argument("--max-jobs", type=int, default=None,
+                   help="refuse to start while this many retraining jobs run (default: no limit)")
     p.add_argument("--json-progress", action="store_true",
                    help="print progress and the new run id as JSON lines (for the dashboard)")
     add_data_dir(p)
@@ -386,7 +459,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         path = retrain_run(data_dir, args.run, epochs=args.epochs, lr=args.lr,
                            batch_size=args.batch_size, device=args.device,
                            new_run_id=args.run_id, progress=not args.json_progress,
-                           snapshot=snapshot, on_progress=report)
+                           snapshot=snapshot, on_progress=report, max_jobs=args.max_jobs)
     except Cancelled as err:
         print(f"cancelled: {err}", file=sys.stderr)
         return EXIT_CANCELLED
@@ -412,7 +485,8 @@ def _print_json(stage: str | None = None, fraction: float | None = None, **field
 
 def retrain_in_subprocess(data_dir, run_id: str, *, epochs: int | None = None,
                           device: str = "auto", snapshot: list[dict] | None = None,
-                          on_progress: Callable[[str, float], None] | None = None) -> Path:
+                          on_progress: Callable[[str, float], None] | None = None,
+                          max_jobs: int | None = None) -> Path:
     """`retrain_run` in a fresh Python process, relaying its progress; returns the new run.
 
     Dash's diskcache jobs are forked from the web server. A forked child that runs torch hangs
@@ -425,6 +499,8 @@ def retrain_in_subprocess(data_dir, run_id: str, *, epochs: int | None = None,
            "--data-dir", str(data_dir), "--device", device, "--json-progress"]
     if epochs:
         cmd += ["--epochs", str(int(epochs))]
+    if max_jobs:
+        cmd += ["--max-jobs", str(int(max_jobs))]
     with tempfile.TemporaryDirectory(prefix="xrae-retrain-") as scratch:
         if snapshot is not None:
             path = Path(scratch) / "corrections.json"

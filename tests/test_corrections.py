@@ -278,3 +278,37 @@ def test_another_analysts_correction_appears_in_the_views_without_a_reload(dash_
         space = view.removeprefix("view-")
         np.testing.assert_allclose([x, y], np.asarray(run.emb(space))[42], rtol=1e-5)
     assert dash_duo.get_logs() == []
+
+
+# ---------------------------------------------------------------- safe exports
+
+
+HOSTILE = ("=HYPERLINK(\"http://evil.example\",\"click\")", "+1+2", "-2+3", "@SUM(A1)")
+
+
+@pytest.mark.parametrize("typed", HOSTILE)
+def test_a_typed_formula_is_exported_as_text_not_run(tmp_path, typed):
+    corrections.set_label(tmp_path, "demo", "img1", "Ring", 1, author=typed, note=typed)
+    out = tmp_path / "corrections.csv"
+    assert main(["corrections", "--data-dir", str(tmp_path), "--csv", str(out)]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table["note"].iloc[0] == "'" + typed
+    assert table["author"].iloc[0] == "'" + typed
+    assert table["value"].iloc[0] == 1  # numbers stay numbers
+
+
+def test_corrections_csv_into_a_missing_folder_names_it_and_exits_2(tmp_path, capsys):
+    corrections.set_label(tmp_path, "demo", "img1", "Ring", 1, author="ana")
+    out = tmp_path / "no such folder" / "corrections.csv"
+    assert main(["corrections", "--data-dir", str(tmp_path), "--csv", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert f"the folder {out.parent} does not exist" in err
+    assert not out.parent.exists()
+
+
+def test_corrections_csv_onto_a_folder_is_refused_and_leaves_nothing(tmp_path, capsys):
+    corrections.set_label(tmp_path, "demo", "img1", "Ring", 1, author="ana")
+    assert main(["corrections", "--data-dir", str(tmp_path), "--csv", str(tmp_path)]) == 2
+    assert "it is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".csv", ".tmp")) == []
