@@ -20,8 +20,9 @@ from callbacks.common import (
 from callbacks.common import thumbnail as thumbnail_of
 from components import ids
 from components.detail import act_prd_table, thumbnail
-from components.figures import COLOUR_MAPS, POINTS, empty_figure, image_figure
+from components.figures import POINTS, empty_figure, image_figure
 from pipeline.errors import PipelineError
+from pipeline.imaging import COLOUR_MAPS
 
 MAX_THUMBS = 40
 SPACES = tuple(ids.VIEWS)

@@ -6,14 +6,11 @@ Viewers explore; editors also correct labels and start or cancel retraining. Pur
 
 from __future__ import annotations
 
-import argparse
-import getpass
 import hashlib
 import hmac
 import json
 import os
 import secrets
-import sys
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -196,37 +193,3 @@ def refusal(settings: Settings, user: User | None, action: str) -> str | None:
     if user.role != EDITOR:
         return f"{user.name} is a {user.role}: only editors can {action}."
     return None
-
-
-# ---------------------------------------------------------------- command line
-
-
-def register(subparsers) -> None:
-    if "users" in subparsers.choices:
-        return
-    parser = subparsers.add_parser("users", help="add a user (name, role, password) to the "
-                                                 "users file of `python app.py --auth FILE`")
-    actions = parser.add_subparsers(dest="users_command", required=True, metavar="ACTION")
-    add = actions.add_parser("add", help="add a user, or change their role and password; the "
-                                         "password is asked for (or read from standard input)")
-    add.add_argument("name")
-    add.add_argument("--role", choices=ROLES, default=VIEWER, help="default: viewer")
-    add.add_argument("--file", required=True, help="the users file (made when absent)")
-    add.set_defaults(func=cmd_users_add)
-
-
-def read_password(stdin=None) -> str:
-    """The new password: asked twice at a terminal, else the first line of standard input."""
-    stdin = stdin or sys.stdin
-    if not stdin.isatty():
-        return stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
-        raise PipelineError("the two passwords differ; nothing was changed")
-    return first
-
-
-def cmd_users_add(args: argparse.Namespace) -> int:
-    add_user(args.file, args.name, read_password(), args.role)
-    print(f"{args.name}: {args.role}, in {args.file}")
-    return 0

@@ -5,12 +5,10 @@ A correction sets one label (dataset id + image id + attribute) to 0 or 1; undo 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import random
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -247,43 +245,3 @@ def unavailable(data_dir=None) -> str | None:
         cause = err.__cause__ if isinstance(err.__cause__, sqlite3.Error) else err
         return f"{path} is not a corrections database ({cause})"
     return None
-
-
-# ---------------------------------------------------------------- command line
-
-
-def register(subparsers) -> None:
-    from pipeline import access
-    from pipeline.cli import add_data_dir
-
-    # `users add`: who may write corrections from the dashboard (registered here, next to the
-    # corrections it guards, while pipeline.cli's list of command modules does not name it)
-    access.register(subparsers)
-    parser = subparsers.add_parser(
-        "corrections", help="list label corrections or export their full history as CSV"
-    )
-    parser.add_argument("--dataset", default=None, help="only this dataset id")
-    parser.add_argument("--csv", default=None, metavar="FILE",
-                        help="write the full history to FILE ('-' for standard output)")
-    add_data_dir(parser)
-    parser.set_defaults(func=cmd_corrections)
-
-
-def cmd_corrections(args: argparse.Namespace) -> int:
-    if args.csv:
-        out = sys.stdout if args.csv == "-" else args.csv
-        n = export_csv(args.data_dir, out, args.dataset)
-        if args.csv != "-":
-            print(f"wrote {n} events to {args.csv}")
-        return 0
-    events = history(args.data_dir, args.dataset)
-    if events.empty:
-        print(f"no label corrections in {db_path(args.data_dir)}")
-        return 0
-    for dataset in events["dataset"].unique():
-        now = active(args.data_dir, dataset)
-        print(f"{dataset}: {len(now)} labels corrected ({(events['dataset'] == dataset).sum()} "
-              "events)")
-        print(now[["image_id", "attribute", "value", "author", "created", "note"]].to_string(
-            index=False))
-    return 0

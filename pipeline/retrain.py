@@ -5,7 +5,6 @@ One job per run at a time (a lock file); a cancelled or failed job leaves every 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import corrections, metrics, store
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, Stopped
 
 FINE_TUNE_EPOCHS = 3
 MAX_EPOCHS = 200  # the most a dashboard user may ask for (the form's limit, checked by the server)
@@ -310,8 +309,6 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
     request_cancel() for the run, stops the job with Cancelled (a PipelineError). A stopped or
     failed job leaves no new run, no temporary file and no lock; existing runs are only read.
     """
-    from pipeline.model import Stopped  # torch loads only when a job runs
-
     data_dir = store.resolve_data_dir(data_dir)
     run = store.get_run(run_id, data_dir)
     if run.checkpoint is None:
@@ -420,64 +417,6 @@ def compare_runs(before: store.Run, after: store.Run, act=None,
             values = list(per[key])
             table[f"{label} {name}"] = values + [metrics.nanmean(values)]
     return pd.DataFrame(table)
-
-
-# ---------------------------------------------------------------- command line
-
-
-def register(subparsers) -> None:
-    from pipeline.cli import add_data_dir
-
-    p = subparsers.add_parser(
-        "retrain", help="fine-tune a run's model on the corrected labels; write a new run")
-    p.add_argument("--run", required=True, help="run id whose model and dataset to start from")
-    p.add_argument("--epochs", type=int, default=None, help=f"default {FINE_TUNE_EPOCHS}")
-    p.add_argument("--lr", type=float, default=None,
-                   help=f"peak learning rate (default: the run's × {FINE_TUNE_LR_FACTOR})")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--run-id", default=None, help="id of the new run (default: generated)")
-    p.add_argument("--corrections-json", default=None, metavar="FILE",
-                   help="use these corrections ([{image_id, attribute, value}, …]) instead of "
-                        "the data directory's corrections.sqlite")
-    p.add_argument("--max-jobs", type=int, default=None,
-                   help="refuse to start while this many retraining jobs run (default: no limit)")
-    p.add_argument("--json-progress", action="store_true",
-                   help="print progress and the new run id as JSON lines (for the dashboard)")
-    add_data_dir(p)
-    p.set_defaults(func=cmd_retrain)
-
-
-def cmd_retrain(args: argparse.Namespace) -> int:
-    from pipeline.train import use_all_cores
-
-    use_all_cores()
-    data_dir = store.resolve_data_dir(args.data_dir)
-    report = _print_json if args.json_progress else None
-    snapshot = read_snapshot(args.corrections_json) if args.corrections_json else None
-    try:
-        path = retrain_run(data_dir, args.run, epochs=args.epochs, lr=args.lr,
-                           batch_size=args.batch_size, device=args.device,
-                           new_run_id=args.run_id, progress=not args.json_progress,
-                           snapshot=snapshot, on_progress=report, max_jobs=args.max_jobs)
-    except Cancelled as err:
-        print(f"cancelled: {err}", file=sys.stderr)
-        return EXIT_CANCELLED
-    if args.json_progress:
-        _print_json(run=path.name)
-        return 0
-    before, after = store.get_run(args.run, data_dir), store.get_run(path.name, data_dir)
-    table = compare_runs(before, after)
-    print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    print(f"{after.meta['retrained']['corrected_labels']} corrected labels; "
-          f"new run written to {path}")
-    return 0
-
-
-def _print_json(stage: str | None = None, fraction: float | None = None, **fields) -> None:
-    if stage is not None:
-        fields |= {"stage": stage, "fraction": round(float(fraction), 4)}
-    print(json.dumps(fields), flush=True)
 
 
 # ---------------------------------------------------------------- from a web worker

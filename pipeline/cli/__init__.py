@@ -25,8 +25,6 @@ COMMAND_MODULES = (
     "pipeline.cli.model",
     "pipeline.cli.data",
     "pipeline.cli.review",
-    "pipeline.corrections",
-    "pipeline.retrain",
 )
 
 
