@@ -10,11 +10,12 @@ import dash
 from dash import Input, Output, State, html, no_update
 
 from callbacks.common import access_settings, refusal, try_run, whole_number
+from callbacks.control import run_options
 from components import ids
 from components.audit import compare_table
 from pipeline import retrain
 from pipeline.errors import PipelineError
-from pipeline.store import list_runs, resolve_data_dir
+from pipeline.store import resolve_data_dir
 
 log = logging.getLogger("xrae.retrain")
 SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
@@ -127,13 +128,11 @@ def cancel_retraining(n_clicks, run_id):
 )
 def offer_new_run(result):
     """The picker lists the new run; a table compares the two runs on the corrected labels."""
-    from callbacks.control import run_label
-
     result = result if isinstance(result, dict) else {}
     before, after = try_run(result.get("before")), try_run(result.get("after"))
     if before is None or after is None:
         return no_update, None, HIDDEN
-    options = [{"label": run_label(r), "value": r.id, "title": r.id} for r in list_runs()[::-1]]
+    options, _ = run_options()
     try:
         table = compare_table(retrain.compare_runs(before, after))
     except PipelineError as err:

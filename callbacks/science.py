@@ -10,6 +10,7 @@ import dash
 import diskcache
 from dash import Input, Output
 
+from callbacks.common import row_index, try_run
 from components import ids
 from components.science import (
     detector_figure,
@@ -20,7 +21,7 @@ from components.science import (
 )
 from pipeline.errors import PipelineError
 from pipeline.integrate import image_geometry
-from pipeline.store import Run, get_run
+from pipeline.store import Run
 
 CACHE_VERSION = 2  # bump when the computation changes, so stale results are not reused
 NO_IMAGE = "Open an image to see its beam centre, radial profile I(q) and polar view."
@@ -77,8 +78,10 @@ def show_science(index, run_id):
     """Beam centre, I(q) and polar view of the image shown large."""
     if not run_id or index is None:
         return science_message(NO_IMAGE)
+    run = try_run(run_id)
+    if run is None:
+        return science_message(NO_IMAGE)
     try:
-        run = get_run(run_id)
-    except PipelineError as err:
+        return science_for(run, row_index(run, index))
+    except PipelineError as err:  # the browser sent a row the run does not have
         return science_message(str(err))
-    return science_for(run, int(index))

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -321,7 +320,8 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
         return stop() or cancel_requested(data_dir, run.id, started)
 
     try:
-        with run_lock(data_dir, run.id) as lock, _scratch(data_dir) as scratch:
+        with (run_lock(data_dir, run.id) as lock,
+              store.scratch_dir(data_dir / store.RUNS, "retrain") as scratch):
             check_job_room(data_dir, max_jobs, holding=True)
             path = _fine_tune_and_write(
                 data_dir, run, settings, scratch, device=device, progress=progress,
@@ -358,17 +358,6 @@ def _fine_tune_and_write(data_dir: Path, run: store.Run, settings: dict, scratch
     return make_run(data_dir, ds, checkpoint, act=act, device=device,
                     run_id=new_run_id or store.new_id(f"{ds.id} retrained"), meta_extra=meta,
                     progress=progress, should_stop=should_stop, on_progress=report)
-
-
-@contextlib.contextmanager
-def _scratch(data_dir: Path) -> Iterator[Path]:
-    """A private working directory under runs/, named so that sweep_stale clears it if we die."""
-    path = data_dir / store.RUNS / f"{store.TMP_PREFIX}{os.getpid()}-retrain-{uuid.uuid4().hex[:8]}"
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def wait_until_stopped(data_dir, run_id: str, timeout: float = 30.0,

@@ -175,3 +175,16 @@ def test_the_detail_view_names_the_library_that_integrated_the_profile(synthetic
 
     shown = " ".join(texts(science_for(synthetic_run, 0)))
     assert "integrated about this centre by pyFAI" in shown
+
+
+@pytest.mark.parametrize("index", [-1, 60, "3", 2.5, None])
+def test_the_science_slot_answers_a_crafted_image_number_with_a_message(synthetic_run, index,
+                                                                        monkeypatch):
+    from callbacks.science import show_science
+
+    monkeypatch.setenv("XRAE_DATA_DIR", str(synthetic_run.data_dir))
+
+    shown = show_science(index, synthetic_run.id)
+    assert shown.children  # a message, not a 500
+    if index is not None:
+        assert "image number" in str(shown.children)

@@ -101,16 +101,16 @@ def _register_retrain(subparsers) -> None:
     p = subparsers.add_parser(
         "retrain", help="fine-tune a run's model on the corrected labels; write a new run")
     p.add_argument("--run", required=True, help="run id whose model and dataset to start from")
-    p.add_argument("--epochs", type=int, default=None, help=f"default {FINE_TUNE_EPOCHS}")
+    p.add_argument("--epochs", type=positive_int, default=None, help=f"default {FINE_TUNE_EPOCHS}")
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate (default: the run's × {FINE_TUNE_LR_FACTOR})")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the run's")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--run-id", default=None, help="id of the new run (default: generated)")
     p.add_argument("--corrections-json", default=None, metavar="FILE",
                    help="use these corrections ([{image_id, attribute, value}, …]) instead of "
                         "the data directory's corrections.sqlite")
-    p.add_argument("--max-jobs", type=int, default=None,
+    p.add_argument("--max-jobs", type=positive_int, default=None,
                    help="refuse to start while this many retraining jobs run (default: no limit)")
     p.add_argument("--json-progress", action="store_true",
                    help="print progress and the new run id as JSON lines (for the dashboard)")
