@@ -17,7 +17,6 @@ from sklearn.neighbors import NearestNeighbors
 from components.encoding import error_distance, full_extent
 from components.figures import thumbnail_uri
 from pipeline import access, corrections
-from pipeline.audit import corrected_run_labels
 from pipeline.errors import PipelineError
 from pipeline.store import Run, get_run, open_run, resolve_data_dir
 
@@ -198,12 +197,10 @@ def run_error(run: Run, metric: str) -> np.ndarray:
 
 
 def run_labels(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """The run's labels in force and the mask of corrected ones; the annotated labels (nothing
-    corrected) while the corrections database is unreadable: the page's banner names it."""
-    try:
-        return corrected_run_labels(run, resolve_data_dir())
-    except PipelineError:
-        return np.array(run.act, dtype=np.uint8), np.zeros(run.act.shape, dtype=bool)
+    """The run's labels in force and the mask of corrected ones (pipeline.corrections'
+    one accessor); the annotated labels while the database is unreadable: the banner names it."""
+    labels = corrections.labels_in_force(run, resolve_data_dir())
+    return labels.act, labels.corrected
 
 
 def corrected_rows(run: Run) -> np.ndarray:
@@ -213,19 +210,16 @@ def corrected_rows(run: Run) -> np.ndarray:
 
 
 def image_labels(run: Run, index: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """One image's labels with the corrections in force applied, which of them are corrected,
-    and those corrections (who, when, why; empty without a dataset or a readable database)."""
-    act = np.asarray(run.act[[int(index)]], dtype=np.uint8)
+    """One image's labels in force, which of them are corrected, and those corrections (who,
+    when, why; empty without a dataset or a readable database)."""
+    act, corrected = run_labels(run)
     dataset = str(run.meta.get("dataset", ""))
     image_id = str(run.images["image_id"].iloc[int(index)])
     try:
         now = corrections.active(resolve_data_dir(), dataset, image_id) if dataset else None
     except PipelineError:
         now = None  # unreadable database: the annotated labels, and the banner says why
-    if now is None:
-        return act[0], np.zeros(act.shape[1], dtype=bool), pd.DataFrame()
-    act, corrected = corrections.apply(act, [image_id], run.attributes, now)
-    return act[0], corrected[0], now
+    return act[int(index)], corrected[int(index)], pd.DataFrame() if now is None else now
 
 
 def selected_rows(selected_data: dict | None) -> list[int]:

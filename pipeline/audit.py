@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.corrections import labels_in_force
 from pipeline.errors import PipelineError
 from pipeline.neighbours import neighbour_graph, run_neighbour_graph
 from pipeline.store import Run, check_array
@@ -116,22 +117,14 @@ def rank_labels(act, prd, fea, image_ids, attributes, *, k: int = DEFAULT_K,
 
 def audit_run(run: Run, *, act=None, skip=None, k: int = DEFAULT_K,
               weight: float = DEFAULT_WEIGHT, top: int | None = 50) -> pd.DataFrame:
-    """`rank_labels` for a run; `act` replaces the run's labels (e.g. with corrections applied)."""
-    act = run.act if act is None else act
+    """`rank_labels` for a run, on its labels in force; the corrected cells are not ranked (an
+    analyst reviewed them). `act` and `skip` replace those labels and that mask."""
+    if act is None:
+        labels = labels_in_force(run)
+        act, skip = labels.act, (labels.corrected if skip is None else skip)
     nbr = run_neighbour_graph(run, k)
     return rank_labels(act, run.prd, run.fea, run.images["image_id"], run.attributes,
                        k=k, weight=weight, top=top, skip=skip, nbr=nbr)
-
-
-def corrected_run_labels(run: Run, data_dir=None):
-    """The run's labels with the label corrections of its dataset applied, and their mask."""
-    from pipeline.corrections import corrected_labels
-
-    dataset = str(run.meta.get("dataset", ""))
-    if not dataset:
-        return np.array(run.act, dtype=np.uint8), np.zeros(run.act.shape, dtype=bool)
-    return corrected_labels(data_dir or run.data_dir, dataset, run.act, run.images["image_id"],
-                            run.attributes)
 
 
 def precision_at_k(ranking: pd.DataFrame, wrong, attributes, k: int) -> float:

@@ -1,4 +1,5 @@
-"""Durable label corrections: an append-only event log in SQLite at <data_dir>/corrections.sqlite.
+"""Durable label corrections: an append-only event log in SQLite at <data_dir>/corrections.sqlite,
+and the one accessor of the labels in force (annotated plus corrections) that every panel uses.
 
 A correction sets one label (dataset id + image id + attribute) to 0 or 1; undo appends an event.
 """
@@ -11,6 +12,8 @@ import random
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.spreadsheet import write_csv
-from pipeline.store import resolve_data_dir
+from pipeline.store import Run, open_run, resolve_data_dir
 
 FILE_NAME = "corrections.sqlite"
 BUSY_TIMEOUT_MS = 30_000
@@ -221,6 +224,45 @@ def apply(act, image_ids: Sequence[str], attributes: Sequence[str], corrections:
 def corrected_labels(data_dir, dataset: str, act, image_ids, attributes):
     """`apply` with the corrections in force for `dataset` read from the data directory."""
     return apply(act, image_ids, attributes, active(data_dir, dataset))
+
+
+@dataclass(frozen=True)
+class LabelsInForce:
+    """A run's labels as the analysts now hold them: annotated, with the corrections applied."""
+
+    act: np.ndarray  # N × A uint8, read-only
+    corrected: np.ndarray  # N × A bool: cells set by a correction in force
+    version: int  # the newest correction event they include (0: none)
+    problem: str | None = None  # why corrections could not be read (then: the annotated labels)
+
+
+def labels_in_force(run: Run, data_dir=None) -> LabelsInForce:
+    """The labels in force of a run: its dataset's corrections over the annotated labels.
+
+    Every panel and command that shows or scores labels takes them from here. They are memoised
+    per run and correction version, so a panel may ask on every request: asking costs one
+    indexed query for the newest event. An unreadable database gives the annotated labels, with
+    the reason in `problem` (the dashboard shows it in a banner).
+    """
+    data_dir = resolve_data_dir(data_dir or run.data_dir)
+    dataset = str(run.meta.get("dataset", ""))
+    try:
+        version = latest_event(data_dir, dataset) if dataset else 0
+        return _labels_at(str(run.path), str(data_dir), version)
+    except PipelineError as err:
+        return _labels_at(str(run.path), str(data_dir), 0, problem=str(err))
+
+
+@lru_cache(maxsize=16)
+def _labels_at(run_path: str, data_dir: str, version: int, problem: str | None = None):
+    run = open_run(run_path)
+    if version:
+        act, corrected = corrected_labels(data_dir, str(run.meta["dataset"]), run.act,
+                                          run.images["image_id"], run.attributes)
+    else:
+        act, corrected = np.array(run.act, dtype=np.uint8), np.zeros(run.act.shape, dtype=bool)
+    act.flags.writeable = corrected.flags.writeable = False  # shared by every request
+    return LabelsInForce(act, corrected, version, problem)
 
 
 def export_csv(data_dir, out, dataset: str | None = None) -> int:

@@ -78,7 +78,8 @@ def test_corrected_labels_leave_the_audit_and_count_as_reviewed(synthetic_run):
     corrections.set_label(data_dir, dataset, first["image_id"], first["attribute"],
                           1 - first["label"], author="ana")
 
-    act, mask = audit.corrected_run_labels(synthetic_run)
+    labels = corrections.labels_in_force(synthetic_run)
+    act, mask = labels.act, labels.corrected
     assert mask.sum() == 1
     assert act[first["index"], synthetic_run.attributes.index(first["attribute"])] != first["label"]
     after = audit.audit_run(synthetic_run, act=act, skip=mask, top=None)

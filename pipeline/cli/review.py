@@ -14,11 +14,10 @@ from pipeline.audit import (
     DEFAULT_K,
     DEFAULT_WEIGHT,
     audit_run,
-    corrected_run_labels,
     format_ranking,
 )
 from pipeline.cli.args import add_data_dir, positive_int
-from pipeline.corrections import active, db_path, export_csv, history
+from pipeline.corrections import active, db_path, export_csv, history, labels_in_force
 from pipeline.errors import PipelineError
 from pipeline.retrain import (
     EXIT_CANCELLED,
@@ -54,8 +53,8 @@ def _register_audit(subparsers) -> None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     run = get_run(args.run, args.data_dir)
-    act, corrected = corrected_run_labels(run, args.data_dir)
-    ranking = audit_run(run, act=act, skip=corrected, k=args.k, weight=args.weight,
+    corrected = labels_in_force(run).corrected
+    ranking = audit_run(run, k=args.k, weight=args.weight,
                         top=None if args.csv else args.top)
     if args.csv:
         ranking.to_csv(args.csv, index=False)
