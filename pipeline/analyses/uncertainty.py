@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.metrics import OUTCOMES, outcomes, scores
+from pipeline.metrics import OUTCOMES, counts, scores
 
 N_BOOT = 2000
 LEVEL = 0.95
@@ -39,10 +39,20 @@ def _score_samples(tallies: np.ndarray) -> dict[str, np.ndarray]:
     return scores(*(tallies[..., k] for k in range(len(OUTCOMES))))
 
 
-def per_image_tallies(act, prd, threshold=0.5) -> np.ndarray:
-    """N × A × 4 one-hot outcomes (TP, FP, FN, TN) of each image and attribute."""
-    found = outcomes(act, prd, threshold)
-    return np.eye(len(OUTCOMES), dtype=np.int64)[found]
+def _image_patterns(act, prd, threshold) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (TP, FP, FN, TN) count vectors of the images (K × 4) and how many have each.
+
+    An image's vector is coded as one integer (its TN follows from the others), so finding the
+    distinct ones is a sort of N integers."""
+    truth = np.asarray(act).astype(bool)
+    said = np.asarray(prd) >= np.asarray(threshold, dtype=np.float32)
+    base = truth.shape[1] + 1
+    tp, fp, fn = ((truth & said).sum(1), (~truth & said).sum(1), (truth & ~said).sum(1))
+    codes, counts = np.unique((tp * base + fp) * base + fn, return_counts=True)
+    tp, rest = np.divmod(codes, base * base)
+    fp, fn = np.divmod(rest, base)
+    patterns = np.stack([tp, fp, fn, truth.shape[1] - tp - fp - fn], axis=1)
+    return patterns, counts
 
 
 def bootstrap_intervals(act, prd, threshold=0.5, *, n_boot: int = N_BOOT, level: float = LEVEL,
@@ -56,13 +66,13 @@ def bootstrap_intervals(act, prd, threshold=0.5, *, n_boot: int = N_BOOT, level:
     if not 0 < level < 1:
         raise PipelineError(f"the interval level must lie in (0, 1), not {level}")
     rng = np.random.default_rng(seed)
-    tallies = per_image_tallies(act, prd, threshold)  # N × A × 4
-    per_attribute = tallies.sum(axis=0)  # A × 4
+    tally = counts(act, prd, threshold)
+    per_attribute = np.stack([tally[k] for k in OUTCOMES], axis=1)  # A × 4
     drawn = np.stack([rng.multinomial(n, row / n, size=n_boot) for row in per_attribute], axis=1)
     per = {m: _interval(v, level).T for m, v in _score_samples(drawn).items()}
 
-    patterns, counts = np.unique(tallies.sum(axis=1), axis=0, return_counts=True)  # K × 4, K
-    weights = rng.multinomial(n, counts / n, size=n_boot)  # n_boot × K
+    patterns, how_many = _image_patterns(act, prd, threshold)
+    weights = rng.multinomial(n, how_many / n, size=n_boot)  # n_boot × K
     overall_samples = _score_samples(weights @ patterns)
     overall = {m: tuple(float(x) for x in _interval(v, level)) for m, v in overall_samples.items()}
     return {"overall": overall, "per_attribute": per, "n_images": n, "level": level}

@@ -1,0 +1,73 @@
+"""Time of each analysis on runs of 10,000 and 100,000 images: the co-occurrence matrix and the
+bootstrap intervals (each answers a gesture: target ≤ 300 ms at 100k), and the cross-space
+disagreement (computed once per run, then read by every gesture).
+
+    python benchmarks/analyses.py [--sizes 10000 100000] [--repeat 5] [--disagreement-max 20000]
+
+Arrays are synthetic: 17 attributes in clusters, probabilities that agree with the labels most of
+the time, 512-dimensional features. Medians of --repeat runs, with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.analyses.cooccurrence import conditional_errors  # noqa: E402
+from pipeline.analyses.disagreement import disagreement  # noqa: E402
+from pipeline.analyses.uncertainty import bootstrap_intervals  # noqa: E402
+
+
+def arrays(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.random((40, 17)) < 0.3
+    which = rng.integers(0, 40, n)
+    act = (centres[which] ^ (rng.random((n, 17)) < 0.05)).astype(np.uint8)
+    prd = np.clip(0.15 + 0.7 * act + rng.normal(0, 0.2, act.shape), 0, 1).astype(np.float32)
+    fea = (rng.normal(size=(40, 512))[which] + rng.normal(0, 0.5, (n, 512))).astype(np.float32)
+    return act, prd, fea
+
+
+def median_ms(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - start))
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--disagreement-max", type=int, default=20_000,
+                        help="largest run the (once per run) disagreement is timed on")
+    args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.1f}; medians of {args.repeat}")
+    print(f"{'images':>8s} {'matrix ms':>10s} {'bootstrap ms':>13s} {'disagreement s':>15s}")
+    for n in args.sizes:
+        print(row(n, args))
+
+
+def row(n: int, args) -> str:
+    """One line of the table: the three analyses on a run of n images."""
+    act, prd, fea = arrays(n)
+    group = np.arange(0, n, 3)  # a third of the run, as a saved group might be
+    matrix = median_ms(lambda: conditional_errors(act, prd, 0.5, "fn"), args.repeat)
+    boot = median_ms(lambda: bootstrap_intervals(act[group], prd[group], 0.5), args.repeat)
+    if n <= args.disagreement_max:
+        dis_text = f"{median_ms(lambda: disagreement(act, fea, prd), 1) / 1000:15.1f}"
+    else:
+        dis_text = f"{'(not timed)':>15s}"
+    return f"{n:8d} {matrix:10.1f} {boot:13.1f} {dis_text}"
+
+if __name__ == "__main__":
+    main()
