@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from pipeline.attributes import ATTRIBUTES
 from pipeline.errors import PipelineError
+from pipeline.sim.detector import DEFAULT_DETECTOR, get_detector, record
 from pipeline.sim.params import draw_params
 from pipeline.sim.rules import (
     CONTRAST,
@@ -59,7 +60,6 @@ from pipeline.sim.rules import (
     NOISE_STREAM,
     REF,
     RESOLVE,
-    SATURATION,
     SPLIT_STREAM,
     STRONG_COUNTS,
     STRONG_RATIO,
@@ -78,23 +78,24 @@ def check_size(size: int) -> int:
     return int(size)
 
 
-def draw_scene(rng: np.random.Generator, tries: int = 50) -> Scene:
-    """Draw parameters until the scene carries at least one of the 17 tags (seed 001)."""
+def draw_scene(rng: np.random.Generator, detector: str = DEFAULT_DETECTOR, tries: int = 50) -> Scene:
+    """Draw parameters until the scene carries at least one of the 17 tags."""
     for _ in range(tries):
-        scene = Scene(draw_params(rng))
+        scene = Scene(draw_params(rng, detector))
         if scene.tags.any():
             return scene
     raise RuntimeError("no tagged scene drawn; the parameter ranges are broken")
 
 
 def simulate_image(
-    rng: np.random.Generator, size: int = 256
+    rng: np.random.Generator, size: int = 256, detector: str = DEFAULT_DETECTOR
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One detector image (size×size float32 counts), its 17 true tags (uint8, order of
     ATTRIBUTES), and the drawn parameters (JSON-able, with what was measured under "measured")."""
     size = check_size(size)
-    scene = draw_scene(rng)
-    image = np.minimum(rng.poisson(scene.expected(size)), SATURATION).astype(np.float32)
+    get_detector(detector)  # an unknown name fails before anything is drawn
+    scene = draw_scene(rng, detector)
+    image = record(scene.expected(size), rng, detector)
     return image, scene.tags.copy(), scene.params | {"measured": scene.measured}
 
 
@@ -139,15 +140,18 @@ def simulate_dataset(
     dataset_id: str | None = None,
     test_fraction: float = 0.2,
     progress: bool = True,
+    detector: str = DEFAULT_DETECTOR,
 ) -> Path:
     """Write a dataset through store.DatasetWriter; return its directory.
 
     Image i is drawn from np.random.default_rng([seed, i]), so any image can be regenerated
-    alone. With label noise P, act.npy holds annotations with exactly round(P·n·17) entries
+    alone. Every image is recorded by the same `detector` (its gaps and flat field are the
+    detector's own, the same in every frame). With label noise P, act.npy holds annotations with exactly round(P·n·17) entries
     flipped on purpose (own random stream) and true_act.npy the true tags (written always).
     """
     size = check_size(size)
     _check_dataset_args(n, label_noise, test_fraction)
+    model = get_detector(detector)
     dataset_id = dataset_id or new_id(f"sim-{n}x{size}-seed{seed}")
     flips = annotation_flips(n, seed, label_noise)
     split = split_of(n, seed, test_fraction)
@@ -156,6 +160,7 @@ def simulate_dataset(
         "generator_version": GENERATOR_VERSION,
         "size": size,
         "seed": seed,
+        "detector": {"name": model.name, "summary": model.summary},
         "label_noise": label_noise,
         "n_flipped": int(flips.sum()),
         "test_fraction": test_fraction,
@@ -163,7 +168,7 @@ def simulate_dataset(
     }
     with DatasetWriter(data_dir, dataset_id, ATTRIBUTES, meta=meta) as ds:
         for i in tqdm(range(n), desc="simulate", unit="img", disable=not progress):
-            image, tags, params = simulate_image(np.random.default_rng([seed, i]), size)
+            image, tags, params = simulate_image(np.random.default_rng([seed, i]), size, detector)
             bx, by = beam_pixel(params, size)
             ds.add(
                 image,

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline import physics
-from pipeline.sim.rules import GENERATOR_VERSION, Q_PER_WIDTH, REF
+from pipeline.sim.detector import get_detector
+from pipeline.sim.rules import GENERATOR_VERSION, LEAK, Q_PER_WIDTH, REF
 
 
 def _log_uniform(rng, low, high) -> float:
@@ -38,43 +39,78 @@ def _draw_beam(rng) -> dict:
 
 
 def _draw_beamstop(rng, beam) -> dict | None:
+    """A beamstop on the beam, as small as real ones: a rod (0.6–2 % of the width), a disc of
+    2–5 % on a thin arm, or a wedge; with a penumbra, and sometimes semi-transparent."""
     if not (0 <= beam["x"] < 1 and 0 <= beam["y"] < 1):
         return None
     u = rng.random()
+    penumbra = float(rng.uniform(1.0, 2.0) / REF)
+    # a stop must be at least two penumbrae wide, or its middle would not be dark
+    common = {
+        "penumbra": penumbra,
+        "transmission": LEAK if rng.random() < 0.7 else _log_uniform(rng, 3e-5, 1e-3),
+    }
     if u < 0.36:
-        return {
+        radius = float(rng.uniform(0.01, 0.025))
+        return common | {
             "kind": "circular",
-            "radius": float(rng.uniform(0.025, 0.07)),
-            "offset": [float(v) for v in rng.normal(0, 0.004, 2)],
+            "radius": radius,
+            "offset": [float(v) for v in rng.normal(0, 0.002, 2)],
             "arm_angle": _direction(rng),
-            "arm_width": float(rng.uniform(0.008, 0.018)),
+            "arm_width": min(max(float(rng.uniform(0.005, 0.012)), 2 * penumbra), radius),
         }
     if u < 0.66:
-        width = float(rng.uniform(0.03, 0.07))
-        return {
+        width = max(float(rng.uniform(0.006, 0.02)), 2 * penumbra)
+        return common | {
             "kind": "linear",
             "width": width,
             "angle": _direction(rng),
             "overhang": float(width * rng.uniform(0.3, 1.0)),
         }
     if u < 0.88:
-        return {
+        half = math.radians(rng.uniform(3, 9))
+        return common | {
             "kind": "wedge",
-            "half_angle": float(math.radians(rng.uniform(3, 9))),
+            "half_angle": float(half),
             "angle": _direction(rng),
-            "apex": float(rng.uniform(0.03, 0.08)),
+            "apex": max(float(rng.uniform(0.03, 0.08)), 1.5 * penumbra / math.tan(half)),
         }
     return None
 
 
-def _draw_gaps(rng) -> list[dict]:
+def _draw_parasitic(rng, flux: float, cap: float) -> dict:
+    """Slit and air scatter around the beam, 10²–10³·⁵ times the sample's mean counts at
+    PARASITIC_REF, falling as ρ^−(2.5…4); slit streaks along the detector axes half the time.
+
+    A detector that blooms is exposed so that no more than a small disc saturates (cap).
+    """
+    edge = min(flux * 10 ** float(rng.uniform(2.2, 3.5)), cap)
+    p = {
+        "edge": edge,
+        "exponent": float(rng.uniform(2.5, 4.0)),
+        "core": float(rng.uniform(0.004, 0.01)),
+        "streaks": [],
+    }
+    if rng.random() < 0.5:
+        first = int(rng.integers(2))
+        for k in range(int(rng.integers(1, 3))):
+            p["streaks"].append(
+                {
+                    "angle": float((first + k) * math.pi / 2 + rng.normal(0, 0.01)),
+                    "counts": edge * 10 ** float(rng.uniform(-0.7, 0.3)),
+                    "width": float(rng.uniform(0.6, 1.5) / REF),
+                    "exponent": float(rng.uniform(1.5, 2.5)),
+                }
+            )
+    return p
+
+
+def _draw_window(rng) -> dict | None:
+    """The flight tube's round exit window, shadowing the detector's corners (30 %)."""
     if rng.random() > 0.3:
-        return []
-    axes = [["h"], ["v"], ["h", "v"]][int(rng.integers(3))]
-    return [
-        {"axis": a, "pos": float(rng.uniform(0.2, 0.8)), "width": float(rng.uniform(0.012, 0.03))}
-        for a in axes
-    ]
+        return None
+    x, y = 0.5 + rng.normal(0, 0.04, 2)
+    return {"x": float(x), "y": float(y), "radius": float(rng.uniform(0.55, 0.68))}
 
 
 def _draw_background(rng) -> dict:
@@ -228,7 +264,12 @@ MODULE_DRAWS: tuple[tuple[float, Callable], ...] = (
 )
 
 
-def draw_params(rng: np.random.Generator) -> dict:
+def _exposure_cap(detector: str) -> float:
+    """Counts at PARASITIC_REF above which an exposure would bloom a CCD across the image."""
+    return get_detector(detector).full_well / 20
+
+
+def draw_params(rng: np.random.Generator, detector: str = "pilatus") -> dict:
     """All random choices of one image (JSON-able); `Scene(params)` is then deterministic."""
     beam = _draw_beam(rng)
     modules = []
@@ -239,16 +280,17 @@ def draw_params(rng: np.random.Generator) -> dict:
         [float(v) for v in rng.random(2)] + [_log_uniform(rng, 1e3, 1e5)]
         for _ in range(int(rng.integers(1, 6)) if rng.random() < 0.15 else 0)
     ]
+    signal, background = _log_uniform(rng, 0.3, 800), _draw_background(rng)
     return {
         "version": GENERATOR_VERSION,
+        "detector": detector,
         "beam": beam,
-        "signal": _log_uniform(rng, 0.3, 800),
-        "background": _draw_background(rng),
+        "signal": signal,
+        "background": background,
         "modules": modules,
         "beamstop": _draw_beamstop(rng, beam),
-        "gaps": _draw_gaps(rng),
+        "parasitic": _draw_parasitic(rng, signal + background["level"], _exposure_cap(detector)),
+        "direct_beam": _log_uniform(rng, 3e6, 1e8),
+        "window": _draw_window(rng),
         "zingers": zingers,
     }
-
-
-# ================================================================ components of a scene
