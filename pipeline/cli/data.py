@@ -83,6 +83,19 @@ def _register_montage(subparsers) -> None:
     )
     p.add_argument("--colour-map", default=DEFAULT_COLOUR_MAP,
                    help=f"plotly colour scale name (default {DEFAULT_COLOUR_MAP})")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="IMAGE",
+        default=(),
+        help="real detector images to draw beside simulated ones of the dataset (any format "
+        "pipeline ingest reads): a realism sheet instead of the attribute rows",
+    )
+    p.add_argument(
+        "--inverted",
+        action="store_true",
+        help="the --compare images were exported with inverted contrast (dark = intense)",
+    )
     add_data_dir(p)
     p.set_defaults(func=cmd_montage)
 
@@ -96,6 +109,8 @@ def cmd_montage(args) -> int:
         data_dir=args.data_dir,
         true_labels=args.true,
         colour_map=args.colour_map,
+        compare=args.compare,
+        inverted=args.inverted,
     )
     print(f"wrote {path}")
     return 0

@@ -1,5 +1,6 @@
-"""Drawing one image's parameters: beam, beamstop, gaps, background and the scattering modules
-(the only random step of the simulator besides the final Poisson noise)."""
+"""Drawing one image's parameters: beam, beamstop, background, parasitic scatter, flight-tube
+window and the scattering modules (the only random step of the simulator besides the detector's
+Poisson and read noise)."""
 
 from __future__ import annotations
 
@@ -79,15 +80,16 @@ def _draw_beamstop(rng, beam) -> dict | None:
 
 
 def _draw_parasitic(rng, flux: float, cap: float) -> dict:
-    """Slit and air scatter around the beam, 10²–10³·⁵ times the sample's mean counts at
-    PARASITIC_REF, falling as ρ^−(2.5…4); slit streaks along the detector axes half the time.
+    """Slit and air scatter around the beam, 10^1.8–10^3.2 times the sample's mean counts at
+    PARASITIC_REF, falling steeply as ρ^−(4…5.5) so that it dominates only beside the beamstop
+    (where real images are brightest); slit streaks along the detector axes half the time.
 
     A detector that blooms is exposed so that no more than a small disc saturates (cap).
     """
-    edge = min(flux * 10 ** float(rng.uniform(2.2, 3.5)), cap)
+    edge = min(flux * 10 ** float(rng.uniform(1.8, 3.2)), cap)
     p = {
         "edge": edge,
-        "exponent": float(rng.uniform(2.5, 4.0)),
+        "exponent": float(rng.uniform(4.0, 5.5)),
         "core": float(rng.uniform(0.004, 0.01)),
         "streaks": [],
     }
