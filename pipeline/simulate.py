@@ -89,7 +89,9 @@ def check_size(size: int) -> int:
     return int(size)
 
 
-def draw_scene(rng: np.random.Generator, detector: str = DEFAULT_DETECTOR, tries: int = 50) -> Scene:
+def draw_scene(
+    rng: np.random.Generator, detector: str = DEFAULT_DETECTOR, tries: int = 50
+) -> Scene:
     """Draw parameters until the scene carries at least one of the 17 tags."""
     for _ in range(tries):
         scene = Scene(draw_params(rng, detector))
@@ -157,8 +159,9 @@ def simulate_dataset(
 
     Image i is drawn from np.random.default_rng([seed, i]), so any image can be regenerated
     alone. Every image is recorded by the same `detector` (its gaps and flat field are the
-    detector's own, the same in every frame). With label noise P, act.npy holds annotations with exactly round(P·n·17) entries
-    flipped on purpose (own random stream) and true_act.npy the true tags (written always).
+    detector's own, the same in every frame). With label noise P, act.npy holds annotations
+    with exactly round(P·n·17) entries flipped on purpose (own random stream) and true_act.npy
+    the true tags (written always).
     """
     size = check_size(size)
     _check_dataset_args(n, label_noise, test_fraction)
@@ -179,7 +182,8 @@ def simulate_dataset(
     }
     with DatasetWriter(data_dir, dataset_id, ATTRIBUTES, meta=meta) as ds:
         for i in tqdm(range(n), desc="simulate", unit="img", disable=not progress):
-            image, tags, params = simulate_image(np.random.default_rng([seed, i]), size, detector)
+            rng = np.random.default_rng([seed, i])
+            image, tags, params = simulate_image(rng, size, detector)
             bx, by = beam_pixel(params, size)
             ds.add(
                 image,

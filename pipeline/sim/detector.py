@@ -88,7 +88,7 @@ def _module_edges(size: int, count: int, module: int, gap: int) -> list[tuple[in
 
 
 @lru_cache(maxsize=16)
-def gap_lines(name: str, size: int) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]:
+def gap_lines(name: str, size: int) -> tuple[tuple, tuple]:
     """(column ranges, row ranges) of dead pixels between modules at this image size."""
     det = get_detector(name)
     (cols, rows), (mw, mh), (gx, gy) = det.modules, det.module_px, det.gap_px

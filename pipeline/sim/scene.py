@@ -22,7 +22,6 @@ from pipeline.sim.geometry import (
 from pipeline.sim.rules import (
     BEAM_SIGMA,
     CONTRAST,
-    LEAK,
     FLOOR,
     HIGH_BG_COUNTS,
     HIGH_BG_SHARE,
@@ -31,6 +30,7 @@ from pipeline.sim.rules import (
     J_FINE,
     K_SIGMA,
     LATTICE_PEAKS,
+    LEAK,
     MANY_RINGS,
     MIN_AREA,
     MIN_SHADOW,
