@@ -170,3 +170,22 @@ def test_ccd_shows_read_noise_on_its_floor_and_blooms_along_columns():
     counter = Scene(scene.params | {"detector": "pilatus"})
     clipped = record(counter.expected(256), np.random.default_rng(0), "pilatus") >= 2.0**20 - 1
     assert clipped.sum() < saturated.sum()
+
+
+def test_oriented_rings_show_two_four_or_six_arcs():
+    from tests.test_simulate import ring_params
+
+    for lobes in (2, 4, 6):
+        params = ring_params(5.0)
+        params["beamstop"], params["detector"] = None, "ccd"  # no stop, no gaps cross it
+        params["modules"][0]["texture"] = {"kind": "arcs", "symmetry": lobes, "eta": 0.6,
+                                           "chi0": 0.3}
+        image = Scene(params).expected(REF)
+        chi = np.linspace(-np.pi, np.pi, 720, endpoint=False)
+        radius = 0.5 / 2.0 * REF  # the ring at q = 0.5 nm⁻¹, 2 nm⁻¹ across the detector
+        cols = (REF / 2 + radius * np.cos(chi)).astype(int)
+        rows = (REF / 2 + radius * np.sin(chi)).astype(int)
+        around = image[rows, cols]
+        bright = around > 2 * np.median(around)
+        starts = np.flatnonzero(bright & ~np.roll(bright, 1))  # runs of bright azimuths
+        assert len(starts) == lobes

@@ -131,14 +131,27 @@ def _draw_background(rng) -> dict:
     }
 
 
+# Orientation order: fibres and sheared samples give two arcs; square and hexagonal
+# mesophases aligned along the beam give four and six. Sharper arcs for fewer lobes, so every
+# lobe stays about as wide as the 10° cells that judge visibility.
+SYMMETRIES = ((2, 0.6, 0.85), (4, 0.25, 0.75), (6, 0.15, 0.65))  # lobes, share, largest η
+
+
+def _orientation(rng, low: float, scale: float = 1.0) -> dict:
+    """Lobes (2, 4 or 6), η from `low` to the symmetry's largest × scale, and the direction."""
+    k = int(rng.choice(len(SYMMETRIES), p=[share for _, share, _ in SYMMETRIES]))
+    lobes, _, top = SYMMETRIES[k]
+    return {
+        "symmetry": lobes,
+        "eta": float(rng.uniform(low, max(low, top * scale))),
+        "chi0": float(rng.uniform(0, math.pi)),
+    }
+
+
 def _draw_texture(rng, n_rings: int, p_arcs: float, p_spots: float) -> dict:
     u = rng.random()
     if u < p_arcs:  # an oriented sample: every order in the same arcs
-        return {
-            "kind": "arcs",
-            "eta": float(rng.uniform(0.4, 0.85)),
-            "chi0": float(rng.uniform(0, math.pi)),
-        }
+        return {"kind": "arcs"} | _orientation(rng, 0.4)
     if u < p_arcs + p_spots:  # a few grains: spots along each ring
         spots = []
         for _ in range(n_rings):
@@ -190,9 +203,9 @@ def _draw_suspension(rng) -> dict:
     return {
         "kind": "suspension",
         "diameter": float(diameter),
-        "radius": float(diameter / 2 / rng.uniform(1.0, 1.5)),
-        "phi": float(rng.uniform(0.25, 0.48)),
-        "polydispersity": float(rng.uniform(0.05, 0.15)),
+        "radius": float(diameter / 2 / rng.uniform(1.2, 1.7)),
+        "phi": float(rng.uniform(0.32, 0.49)),
+        "polydispersity": float(rng.uniform(0.03, 0.1)),
     }
 
 
@@ -244,14 +257,14 @@ def _draw_halo(rng) -> dict:
         "width": float(rng.uniform(0.04, 0.1) * Q_PER_WIDTH),
     }
     if rng.random() < 0.35:
-        m["aniso"] = {"eta": float(rng.uniform(0.2, 0.6)), "chi0": float(rng.uniform(0, math.pi))}
+        m["aniso"] = _orientation(rng, 0.2, 0.7)
     return m
 
 
 def _draw_highq(rng) -> dict:
     m = {"kind": "highq", "sigma": float(1 / (rng.uniform(0.12, 0.35) * Q_PER_WIDTH))}
     if rng.random() < 0.3:
-        m["aniso"] = {"eta": float(rng.uniform(0.2, 0.5)), "chi0": float(rng.uniform(0, math.pi))}
+        m["aniso"] = _orientation(rng, 0.2, 0.6)
     return m
 
 
