@@ -10,7 +10,7 @@ import json
 import numpy as np
 
 from pipeline.cli import main
-from pipeline.sim.detector import record
+from pipeline.sim.detector import gap_mask, record
 from pipeline.sim.rules import LEAK, REF
 from pipeline.sim.scene import Scene
 from pipeline.simulate import draw_scene, simulate_dataset
@@ -189,3 +189,48 @@ def test_oriented_rings_show_two_four_or_six_arcs():
         bright = around > 2 * np.median(around)
         starts = np.flatnonzero(bright & ~np.roll(bright, 1))  # runs of bright azimuths
         assert len(starts) == lobes
+
+
+def test_slit_streaks_run_along_the_detector_axes_through_the_beam():
+    size = 256
+
+    def streaked(scene) -> bool:  # a streak on the detector, the beam not inside a gap
+        if not beam_on(scene) or not scene.params["parasitic"]["streaks"]:
+            return False
+        row, col = (int(scene.params["beam"][k] * size) for k in ("y", "x"))
+        return not gap_mask("pilatus", size)[row, col]
+
+    for checked, (scene, image) in enumerate(recorded(27, size, want=streaked)):
+        streak, beam = scene.params["parasitic"]["streaks"][0], scene.params["beam"]
+        valid = scene.valid_mask(size)
+        ux, uy = np.cos(streak["angle"]), np.sin(streak["angle"])
+        on, beside = [], []
+        for t in np.arange(0.06, 0.3, 1 / size):  # outwards on both sides, past the stop
+            for sign in (1, -1):
+                x, y = beam["x"] + sign * t * ux, beam["y"] + sign * t * uy
+                dx, dy = -uy * 6 / size, ux * 6 / size  # 6 px across the streak
+                points = [(x, y, on), (x + dx, y + dy, beside), (x - dx, y - dy, beside)]
+                for px, py, into in points:
+                    col, row = int(px * size), int(py * size)
+                    if 0 <= col < size and 0 <= row < size and valid[row, col]:
+                        into.append(image[row, col])
+        assert np.mean(on) > 1.5 * np.mean(beside), (np.mean(on), np.mean(beside))
+        if checked == 2:
+            break
+
+
+def test_flight_tube_window_shadows_the_detector_corners():
+    def windowed(scene) -> bool:
+        return scene.params["window"] is not None
+
+    size = 128
+    for checked, (scene, image) in enumerate(recorded(28, size, want=windowed)):
+        w = scene.params["window"]
+        axis = (np.arange(size) + 0.5) / size
+        far = np.hypot(axis[None, :] - w["x"], axis[:, None] - w["y"]) - w["radius"]
+        outside, inside = far > 4 / size, (far < -4 / size) & (far > -0.1)
+        lit = scene.expected(size) > 0  # module gaps left out
+        assert outside.any(), "the window clears the whole detector"
+        assert image[outside & lit].mean() < 0.1 * image[inside & lit].mean()
+        if checked == 2:
+            break
