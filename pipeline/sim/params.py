@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline import physics
-from pipeline.sim.detector import get_detector
+from pipeline.sim.detector import gap_mask, get_detector
 from pipeline.sim.rules import GENERATOR_VERSION, LEAK, Q_PER_WIDTH, REF
 
 
@@ -37,6 +37,18 @@ def _draw_beam(rng) -> dict:
         return {"x": float(x), "y": float(y)}
     x, y = [(inner, along), (1 - inner, along), (along, inner), (along, 1 - inner)][side]
     return {"x": x, "y": y}
+
+
+def _draw_beam_on_a_module(rng, detector: str) -> dict:
+    """A beam position, never inside a gap between modules: users put the beam on a module,
+    or its low-q data would be lost in the gap."""
+    dead = gap_mask(detector, REF)
+    for _ in range(20):
+        beam = _draw_beam(rng)
+        col, row = int(beam["x"] * REF), int(beam["y"] * REF)
+        if not (0 <= col < REF and 0 <= row < REF) or not dead[row, col]:
+            return beam
+    raise RuntimeError(f"no beam position off the gaps of {detector}")
 
 
 def _draw_beamstop(rng, beam) -> dict | None:
@@ -262,7 +274,9 @@ def _draw_halo(rng) -> dict:
 
 
 def _draw_highq(rng) -> dict:
-    m = {"kind": "highq", "sigma": float(1 / (rng.uniform(0.12, 0.35) * Q_PER_WIDTH))}
+    # σq = 1 a third to a half of the width from the beam: the rise is seen on the detector,
+    # not only a plateau that would pass for a high background
+    m = {"kind": "highq", "sigma": float(1 / (rng.uniform(0.3, 0.6) * Q_PER_WIDTH))}
     if rng.random() < 0.3:
         m["aniso"] = _orientation(rng, 0.2, 0.6)
     return m
@@ -286,7 +300,7 @@ def _exposure_cap(detector: str) -> float:
 
 def draw_params(rng: np.random.Generator, detector: str = "pilatus") -> dict:
     """All random choices of one image (JSON-able); `Scene(params)` is then deterministic."""
-    beam = _draw_beam(rng)
+    beam = _draw_beam_on_a_module(rng, detector)
     modules = []
     for probability, draw in MODULE_DRAWS:
         if rng.random() < probability:
