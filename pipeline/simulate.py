@@ -4,20 +4,29 @@
 `python -m pipeline simulate` is the command line for both.
 
 How an image is made: parameters are drawn first (`draw_params`, the only random step besides
-the final Poisson noise); `Scene(params)` builds the scattering modules as functions of q and χ
+the detector's noise); `Scene(params)` builds the scattering modules as functions of q and χ
 around the beam centre on a size-independent q-map (the detector is Q_PER_WIDTH nm⁻¹ wide
-at any pixel count), decides the tags, and renders the expected counts at any size; Poisson
-noise is drawn once at the end.
+at any pixel count), decides the tags, and renders the expected counts at any size; the
+dataset's detector model (pipeline.sim.detector: a Pilatus-like photon counter with fixed
+module gaps, or a CCD with read noise and blooming) then records them.
+
+What a beamline adds, as real images show it: parasitic and air scatter brightest beside the
+beamstop and falling steeply with q, streaks from the slits, the flight tube's window shadowing
+the corners, a direct beam that saturates when unblocked (or shows dimly through a
+semi-transparent stop), beamstops of real size with a penumbra, and the detector's flat-field
+residue (pipeline.sim.beamline, geometry, detector).
 
 The visibility rule (the tags' honesty). Each feature f is judged on the expected (noise-free)
 image, on the 256×256 reference grid in polar cells of one pixel × 10° (1° for the spots of a
-polycrystalline ring), counting only pixels that are on the detector and neither shadowed nor
-in a gap; cell values average over each pixel's width as a detector pixel does. Let F be its
-expected counts and O those of everything else (background, dark counts, all other features).
-Its region R is where F ≥ CONTRAST·O. f is visible when R covers at least MIN_AREA of the
-detector and ΣR F ≥ K_SIGMA·√(ΣR O), i.e. its excess counts are significant against the
-Poisson noise of what lies under it. (Judged pixel by pixel on rendered images instead, the
-rule gives the same answer for 99.5 % of features; the rest sit at the MIN_AREA boundary.)
+polycrystalline ring), counting only pixels that are on the detector and neither shadowed
+(beamstop, flight tube) nor in a module gap; cell values average over each pixel's width as a
+detector pixel does. Let F be its expected counts and O those of everything else (background,
+parasitic scatter, dark counts, all other features). Its region R is where F ≥ CONTRAST·O.
+f is visible when R covers at least MIN_AREA of the detector and
+ΣR F ≥ K_SIGMA·√(ΣR O + n_R·σ²), i.e. its excess counts are significant against the Poisson
+noise of what lies under it and the read noise σ of the detector (0 for a photon counter) over
+its n_R pixels. (Judged pixel by pixel on rendered images instead, the rule gave the same
+answer for 99.5 % of features in generator version 1; the rest sat at the MIN_AREA boundary.)
 
 Counts: "Ring" = at least one visible sharp ring (lattice reflection, ring-sequence order, or
 single ring; spotty rings included); "Many rings" = MANY_RINGS or more;
@@ -28,7 +37,9 @@ without it no peak can be indexed. Visible rings closer than RESOLVE widths coun
 they blend into one broad ring; "Polycrystalline" = a visible spotty ring. Beamstop
 tags need MIN_SHADOW of the detector in shadow; the beamstop sits on the beam, so an image whose
 beam centre is off the detector ("Beam Off Image") has none. Scattering strength compares the
-mean sample signal S with the mean background B per valid pixel: "Strong scattering" when
+mean sample signal S (the direct beam left out) with the mean flat background B (air scatter
+and fluorescence; not the parasitic scatter beside the stop, which every image has) per valid
+pixel: "Strong scattering" when
 S ≥ STRONG_RATIO·B and S ≥ STRONG_COUNTS; "Weak scattering" when S < WEAK_RATIO·B or
 S < WEAK_COUNTS (in between: neither); "High background" when B ≥ HIGH_BG_COUNTS and
 B ≥ HIGH_BG_SHARE·S.
@@ -42,6 +53,7 @@ from tqdm import tqdm
 
 from pipeline.attributes import ATTRIBUTES
 from pipeline.errors import PipelineError
+from pipeline.sim.detector import DEFAULT_DETECTOR, get_detector, record
 from pipeline.sim.params import draw_params
 from pipeline.sim.rules import (
     CONTRAST,
@@ -59,7 +71,6 @@ from pipeline.sim.rules import (
     NOISE_STREAM,
     REF,
     RESOLVE,
-    SATURATION,
     SPLIT_STREAM,
     STRONG_COUNTS,
     STRONG_RATIO,
@@ -78,23 +89,26 @@ def check_size(size: int) -> int:
     return int(size)
 
 
-def draw_scene(rng: np.random.Generator, tries: int = 50) -> Scene:
-    """Draw parameters until the scene carries at least one of the 17 tags (seed 001)."""
+def draw_scene(
+    rng: np.random.Generator, detector: str = DEFAULT_DETECTOR, tries: int = 50
+) -> Scene:
+    """Draw parameters until the scene carries at least one of the 17 tags."""
     for _ in range(tries):
-        scene = Scene(draw_params(rng))
+        scene = Scene(draw_params(rng, detector))
         if scene.tags.any():
             return scene
     raise RuntimeError("no tagged scene drawn; the parameter ranges are broken")
 
 
 def simulate_image(
-    rng: np.random.Generator, size: int = 256
+    rng: np.random.Generator, size: int = 256, detector: str = DEFAULT_DETECTOR
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One detector image (size×size float32 counts), its 17 true tags (uint8, order of
     ATTRIBUTES), and the drawn parameters (JSON-able, with what was measured under "measured")."""
     size = check_size(size)
-    scene = draw_scene(rng)
-    image = np.minimum(rng.poisson(scene.expected(size)), SATURATION).astype(np.float32)
+    get_detector(detector)  # an unknown name fails before anything is drawn
+    scene = draw_scene(rng, detector)
+    image = record(scene.expected(size), rng, detector)
     return image, scene.tags.copy(), scene.params | {"measured": scene.measured}
 
 
@@ -139,15 +153,19 @@ def simulate_dataset(
     dataset_id: str | None = None,
     test_fraction: float = 0.2,
     progress: bool = True,
+    detector: str = DEFAULT_DETECTOR,
 ) -> Path:
     """Write a dataset through store.DatasetWriter; return its directory.
 
     Image i is drawn from np.random.default_rng([seed, i]), so any image can be regenerated
-    alone. With label noise P, act.npy holds annotations with exactly round(P·n·17) entries
-    flipped on purpose (own random stream) and true_act.npy the true tags (written always).
+    alone. Every image is recorded by the same `detector` (its gaps and flat field are the
+    detector's own, the same in every frame). With label noise P, act.npy holds annotations
+    with exactly round(P·n·17) entries flipped on purpose (own random stream) and true_act.npy
+    the true tags (written always).
     """
     size = check_size(size)
     _check_dataset_args(n, label_noise, test_fraction)
+    model = get_detector(detector)
     dataset_id = dataset_id or new_id(f"sim-{n}x{size}-seed{seed}")
     flips = annotation_flips(n, seed, label_noise)
     split = split_of(n, seed, test_fraction)
@@ -156,6 +174,7 @@ def simulate_dataset(
         "generator_version": GENERATOR_VERSION,
         "size": size,
         "seed": seed,
+        "detector": {"name": model.name, "summary": model.summary},
         "label_noise": label_noise,
         "n_flipped": int(flips.sum()),
         "test_fraction": test_fraction,
@@ -163,7 +182,8 @@ def simulate_dataset(
     }
     with DatasetWriter(data_dir, dataset_id, ATTRIBUTES, meta=meta) as ds:
         for i in tqdm(range(n), desc="simulate", unit="img", disable=not progress):
-            image, tags, params = simulate_image(np.random.default_rng([seed, i]), size)
+            rng = np.random.default_rng([seed, i])
+            image, tags, params = simulate_image(rng, size, detector)
             bx, by = beam_pixel(params, size)
             ds.add(
                 image,

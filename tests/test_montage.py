@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,7 +11,9 @@ from PIL import Image
 from pipeline.attributes import ATTRIBUTES
 from pipeline.cli import main
 from pipeline.imaging import colour_lut, false_colour
+from pipeline.montage import BACKGROUND as BACKGROUND_RGB
 from pipeline.montage import EMPTY, HEADER, LABEL_WIDTH, PAD, montage_size
+from pipeline.readers import read_image
 from pipeline.simulate import simulate_dataset
 from pipeline.store import DatasetWriter
 
@@ -101,3 +105,32 @@ def test_bad_montage_input_exits_2_naming_the_problem(data_dir, tmp_path, capsys
     assert main(["montage", *args, "--data-dir", str(data_dir)]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+REAL_IMAGE = Path(__file__).parent / "data" / "protein_diffraction_263060g10.png"
+
+
+def test_compare_sheet_puts_the_real_image_beside_simulated_ones_drawn_alike(data_dir, tmp_path):
+    out = tmp_path / "compare.png"
+    args = ["montage", "--dataset", "sim", "--out", str(out), "--tile", "48",
+            "--compare", str(REAL_IMAGE), "--inverted", "--data-dir", str(data_dir)]
+    assert main(args) == 0
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape[:2] == montage_size(3, 4, 48)[::-1]  # one real row, two simulated
+    real_tile = sheet[HEADER : HEADER + 48, LABEL_WIDTH : LABEL_WIDTH + 48]
+    counts = read_image(REAL_IMAGE, inverted=True)
+    drawn = false_colour(counts, 48)  # the same function draws every tile
+    # captions cover the tile's top and bottom rows: compare the middle band
+    np.testing.assert_array_equal(real_tile[16:32], drawn[16:32])
+    first_sim = HEADER + 48 + PAD
+    sim_tile = sheet[first_sim : first_sim + 48, LABEL_WIDTH : LABEL_WIDTH + 48]
+    assert (sim_tile != np.array(BACKGROUND_RGB)).any()
+
+
+def test_compare_with_a_missing_image_exits_2_naming_it(data_dir, tmp_path, capsys):
+    missing = tmp_path / "nowhere.tif"
+    args = ["montage", "--dataset", "sim", "--out", str(tmp_path / "c.png"),
+            "--compare", str(missing), "--data-dir", str(data_dir)]
+    assert main(args) == 2
+    assert "nowhere.tif" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists()

@@ -47,9 +47,11 @@ def pixel_rule(scene: Scene, index: int, size: int = REF) -> tuple[float, float]
 
 
 def ring_params(signal: float, background: float = 20.0) -> dict:
-    """A centred beam, a circular beamstop and one powder ring at q = 0.5 nm⁻¹ (64 px at 256)."""
+    """A centred beam, a circular beamstop and one powder ring at q = 0.5 nm⁻¹ (64 px at 256),
+    on a Pilatus-like detector, with parasitic scatter that has faded long before the ring."""
     return {
-        "version": 1,
+        "version": 2,
+        "detector": "pilatus",
         "beam": {"x": 0.5, "y": 0.5},
         "signal": signal,
         "background": {
@@ -75,8 +77,12 @@ def ring_params(signal: float, background: float = 20.0) -> dict:
             "offset": [0.0, 0.0],
             "arm_angle": math.pi / 2,
             "arm_width": 0.01,
+            "penumbra": 1.5 / REF,
+            "transmission": 1e-12,
         },
-        "gaps": [],
+        "parasitic": {"edge": 50.0, "exponent": 4.0, "core": 0.006, "streaks": []},
+        "direct_beam": 1e7,
+        "window": None,
         "zingers": [],
     }
 
@@ -281,11 +287,11 @@ def test_simulate_killed_midway_leaves_no_dataset_directory(tmp_path, monkeypatc
     real = simulate.simulate_image
     calls = {"n": 0}
 
-    def failing(rng, size):
+    def failing(rng, size, detector):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("killed at image 3")
-        return real(rng, size)
+        return real(rng, size, detector)
 
     monkeypatch.setattr(simulate, "simulate_image", failing)
     with pytest.raises(RuntimeError, match="killed"):

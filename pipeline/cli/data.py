@@ -11,6 +11,7 @@ from pipeline.ingest import IngestProblems, ingest, summary_lines
 from pipeline.ingest import __doc__ as INGEST_HELP
 from pipeline.montage import TILE, write_montage
 from pipeline.readers import NEXUS_DEFAULT
+from pipeline.sim.detector import DEFAULT_DETECTOR, DETECTORS
 from pipeline.simulate import prevalence_table, simulate_dataset
 from pipeline.vectors import __doc__ as IMPORT_VECTORS_HELP
 from pipeline.vectors import import_vectors
@@ -35,6 +36,12 @@ def _register_simulate(subparsers) -> None:
         help="fraction of (image, attribute) annotations flipped on purpose, 0..0.5",
     )
     p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        help=f"detector model recording every image: {', '.join(DETECTORS)} "
+        f"(default {DEFAULT_DETECTOR})",
+    )
     p.add_argument("--id", default=None, help="dataset id (default: a new timestamped id)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data_dir(p)
@@ -51,8 +58,9 @@ def cmd_simulate(args) -> int:
         dataset_id=args.id,
         test_fraction=args.test_fraction,
         progress=not args.quiet,
+        detector=args.detector,
     )
-    print(f"wrote {args.n} images of {args.size}×{args.size} to {path}")
+    print(f"wrote {args.n} images of {args.size}×{args.size} ({args.detector}) to {path}")
     dataset = store.open_dataset(path)  # read back through the store, as every reader does
     print(prevalence_table(dataset.true_act))
     meta = dataset.meta
@@ -75,6 +83,19 @@ def _register_montage(subparsers) -> None:
     )
     p.add_argument("--colour-map", default=DEFAULT_COLOUR_MAP,
                    help=f"plotly colour scale name (default {DEFAULT_COLOUR_MAP})")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="IMAGE",
+        default=(),
+        help="real detector images to draw beside simulated ones of the dataset (any format "
+        "pipeline ingest reads): a realism sheet instead of the attribute rows",
+    )
+    p.add_argument(
+        "--inverted",
+        action="store_true",
+        help="the --compare images were exported with inverted contrast (dark = intense)",
+    )
     add_data_dir(p)
     p.set_defaults(func=cmd_montage)
 
@@ -88,6 +109,8 @@ def cmd_montage(args) -> int:
         data_dir=args.data_dir,
         true_labels=args.true,
         colour_map=args.colour_map,
+        compare=args.compare,
+        inverted=args.inverted,
     )
     print(f"wrote {path}")
     return 0

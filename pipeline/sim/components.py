@@ -41,8 +41,8 @@ def peak_profile(q0: float, width: float, height: float = 1.0) -> Callable:
 def _texture_angular(texture: dict, index: int, q0: float, width: float):
     """The angular factor of ring `index` of a module, and whether it is spotty."""
     if texture["kind"] == "arcs":
-        eta, chi0 = texture["eta"], texture["chi0"]
-        return (lambda chi: physics.wrapped_cauchy(chi, chi0, eta, 2)), "arcs", False
+        eta, chi0, lobes = texture["eta"], texture["chi0"], texture["symmetry"]
+        return (lambda chi: physics.wrapped_cauchy(chi, chi0, eta, lobes)), "arcs", False
     if texture["kind"] == "spots":
         ring = texture["rings"][index]
         spot = max(width / q0, 0.01)  # round spots: as wide in χ as the ring is in q
@@ -164,7 +164,8 @@ def _build_rings(m: dict) -> list[Component]:
 def _aniso_angular(aniso: dict | None, key: str):
     if not aniso:
         return None, None
-    return (lambda chi: physics.wrapped_cauchy(chi, aniso["chi0"], aniso["eta"], 2)), key
+    lobes = aniso["symmetry"]
+    return (lambda chi: physics.wrapped_cauchy(chi, aniso["chi0"], aniso["eta"], lobes)), key
 
 
 def _build_halo(m: dict) -> list[Component]:

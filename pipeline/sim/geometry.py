@@ -1,5 +1,5 @@
 """The detector geometry of a scene: q and χ per pixel around the beam, the polar cells of the
-visibility rule, beamstop transmission, detector gaps and the background field."""
+visibility rule, beamstop transmission (with its penumbra) and the background field."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from pipeline.sim.rules import EDGE, J_CELLS, LEAK, REF
+from pipeline.sim.rules import J_CELLS, REF
 
 
 @lru_cache(maxsize=8)
@@ -89,10 +89,14 @@ def cell_ids(beam: dict, n_angles: int = J_CELLS) -> np.ndarray:
     return _polar_cells(np.arange(REF)[None, :] - bx, np.arange(REF)[:, None] - by, n_angles)
 
 
-def _soft(distance: np.ndarray) -> np.ndarray:
-    """Transmission from the signed distance outside a shadow: LEAK inside, 1 outside."""
-    inside = np.clip(0.5 - distance * np.float32(1 / EDGE), 0, 1)
-    return 1 - np.float32(1 - LEAK) * inside
+def _soft(distance: np.ndarray, penumbra: float, leak: float) -> np.ndarray:
+    """Transmission from the signed distance outside a shadow: `leak` inside, 1 outside.
+
+    The source's size and the stop-to-detector distance blur the edge into a linear ramp
+    `penumbra` wide; a rod thinner than its penumbra has no fully dark core.
+    """
+    inside = np.clip(0.5 - distance * np.float32(1 / penumbra), 0, 1)
+    return 1 - np.float32(1 - leak) * inside
 
 
 def _bar(dx, dy, angle: float, width: float, start: float):
@@ -129,17 +133,7 @@ def transmission(geom: Geometry, beamstop: dict | None) -> np.ndarray | None:
         )
         along, across = sx * ux + sy * uy, np.abs(sy * ux - sx * uy)
         d = (across - along * np.float32(math.tan(half))) * np.float32(math.cos(half))
-    return _soft(d)
-
-
-def gap_slices(size: int, gaps: list[dict]) -> list[tuple[str, slice]]:
-    """Rows ('h') or columns ('v') of dead pixels between detector modules; at least one pixel."""
-    out = []
-    for gap in gaps:
-        start = int(round((gap["pos"] - gap["width"] / 2) * size))
-        stop = max(start + 1, int(round((gap["pos"] + gap["width"] / 2) * size)))
-        out.append((gap["axis"], slice(max(start, 0), min(stop, size))))
-    return out
+    return _soft(d, beamstop["penumbra"], beamstop["transmission"])
 
 
 def _hat_weights(coords: np.ndarray, nodes: int) -> np.ndarray:

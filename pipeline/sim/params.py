@@ -1,5 +1,6 @@
-"""Drawing one image's parameters: beam, beamstop, gaps, background and the scattering modules
-(the only random step of the simulator besides the final Poisson noise)."""
+"""Drawing one image's parameters: beam, beamstop, background, parasitic scatter, flight-tube
+window and the scattering modules (the only random step of the simulator besides the detector's
+Poisson and read noise)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline import physics
-from pipeline.sim.rules import GENERATOR_VERSION, Q_PER_WIDTH, REF
+from pipeline.sim.detector import gap_mask, get_detector
+from pipeline.sim.rules import GENERATOR_VERSION, LEAK, Q_PER_WIDTH, REF
 
 
 def _log_uniform(rng, low, high) -> float:
@@ -37,44 +39,92 @@ def _draw_beam(rng) -> dict:
     return {"x": x, "y": y}
 
 
+def _draw_beam_on_a_module(rng, detector: str) -> dict:
+    """A beam position, never inside a gap between modules: users put the beam on a module,
+    or its low-q data would be lost in the gap."""
+    dead = gap_mask(detector, REF)
+    for _ in range(20):
+        beam = _draw_beam(rng)
+        col, row = int(beam["x"] * REF), int(beam["y"] * REF)
+        if not (0 <= col < REF and 0 <= row < REF) or not dead[row, col]:
+            return beam
+    raise RuntimeError(f"no beam position off the gaps of {detector}")
+
+
 def _draw_beamstop(rng, beam) -> dict | None:
+    """A beamstop on the beam, as small as real ones: a rod (0.6–2 % of the width), a disc of
+    2–5 % on a thin arm, or a wedge; with a penumbra, and sometimes semi-transparent."""
     if not (0 <= beam["x"] < 1 and 0 <= beam["y"] < 1):
         return None
     u = rng.random()
+    penumbra = float(rng.uniform(1.0, 2.0) / REF)
+    # a stop must be at least two penumbrae wide, or its middle would not be dark
+    common = {
+        "penumbra": penumbra,
+        "transmission": LEAK if rng.random() < 0.7 else _log_uniform(rng, 3e-5, 1e-3),
+    }
     if u < 0.36:
-        return {
+        radius = float(rng.uniform(0.01, 0.025))
+        return common | {
             "kind": "circular",
-            "radius": float(rng.uniform(0.025, 0.07)),
-            "offset": [float(v) for v in rng.normal(0, 0.004, 2)],
+            "radius": radius,
+            "offset": [float(v) for v in rng.normal(0, 0.002, 2)],
             "arm_angle": _direction(rng),
-            "arm_width": float(rng.uniform(0.008, 0.018)),
+            "arm_width": min(max(float(rng.uniform(0.005, 0.012)), 2 * penumbra), radius),
         }
     if u < 0.66:
-        width = float(rng.uniform(0.03, 0.07))
-        return {
+        width = max(float(rng.uniform(0.006, 0.02)), 2 * penumbra)
+        return common | {
             "kind": "linear",
             "width": width,
             "angle": _direction(rng),
             "overhang": float(width * rng.uniform(0.3, 1.0)),
         }
     if u < 0.88:
-        return {
+        half = math.radians(rng.uniform(3, 9))
+        return common | {
             "kind": "wedge",
-            "half_angle": float(math.radians(rng.uniform(3, 9))),
+            "half_angle": float(half),
             "angle": _direction(rng),
-            "apex": float(rng.uniform(0.03, 0.08)),
+            "apex": max(float(rng.uniform(0.03, 0.08)), 1.5 * penumbra / math.tan(half)),
         }
     return None
 
 
-def _draw_gaps(rng) -> list[dict]:
+def _draw_parasitic(rng, flux: float, cap: float) -> dict:
+    """Slit and air scatter around the beam, 10^1.8–10^3.2 times the sample's mean counts at
+    PARASITIC_REF, falling steeply as ρ^−(4…5.5) so that it dominates only beside the beamstop
+    (where real images are brightest); slit streaks along the detector axes half the time.
+
+    A detector that blooms is exposed so that no more than a small disc saturates (cap).
+    """
+    edge = min(flux * 10 ** float(rng.uniform(1.8, 3.2)), cap)
+    p = {
+        "edge": edge,
+        "exponent": float(rng.uniform(4.0, 5.5)),
+        "core": float(rng.uniform(0.004, 0.01)),
+        "streaks": [],
+    }
+    if rng.random() < 0.5:
+        first = int(rng.integers(2))
+        for k in range(int(rng.integers(1, 3))):
+            p["streaks"].append(
+                {
+                    "angle": float((first + k) * math.pi / 2 + rng.normal(0, 0.01)),
+                    "counts": edge * 10 ** float(rng.uniform(-0.7, 0.3)),
+                    "width": float(rng.uniform(0.6, 1.5) / REF),
+                    "exponent": float(rng.uniform(1.5, 2.5)),
+                }
+            )
+    return p
+
+
+def _draw_window(rng) -> dict | None:
+    """The flight tube's round exit window, shadowing the detector's corners (30 %)."""
     if rng.random() > 0.3:
-        return []
-    axes = [["h"], ["v"], ["h", "v"]][int(rng.integers(3))]
-    return [
-        {"axis": a, "pos": float(rng.uniform(0.2, 0.8)), "width": float(rng.uniform(0.012, 0.03))}
-        for a in axes
-    ]
+        return None
+    x, y = 0.5 + rng.normal(0, 0.04, 2)
+    return {"x": float(x), "y": float(y), "radius": float(rng.uniform(0.55, 0.68))}
 
 
 def _draw_background(rng) -> dict:
@@ -93,14 +143,27 @@ def _draw_background(rng) -> dict:
     }
 
 
+# Orientation order: fibres and sheared samples give two arcs; square and hexagonal
+# mesophases aligned along the beam give four and six. Sharper arcs for fewer lobes, so every
+# lobe stays about as wide as the 10° cells that judge visibility.
+SYMMETRIES = ((2, 0.6, 0.85), (4, 0.25, 0.75), (6, 0.15, 0.65))  # lobes, share, largest η
+
+
+def _orientation(rng, low: float, scale: float = 1.0) -> dict:
+    """Lobes (2, 4 or 6), η from `low` to the symmetry's largest × scale, and the direction."""
+    k = int(rng.choice(len(SYMMETRIES), p=[share for _, share, _ in SYMMETRIES]))
+    lobes, _, top = SYMMETRIES[k]
+    return {
+        "symmetry": lobes,
+        "eta": float(rng.uniform(low, max(low, top * scale))),
+        "chi0": float(rng.uniform(0, math.pi)),
+    }
+
+
 def _draw_texture(rng, n_rings: int, p_arcs: float, p_spots: float) -> dict:
     u = rng.random()
     if u < p_arcs:  # an oriented sample: every order in the same arcs
-        return {
-            "kind": "arcs",
-            "eta": float(rng.uniform(0.4, 0.85)),
-            "chi0": float(rng.uniform(0, math.pi)),
-        }
+        return {"kind": "arcs"} | _orientation(rng, 0.4)
     if u < p_arcs + p_spots:  # a few grains: spots along each ring
         spots = []
         for _ in range(n_rings):
@@ -152,9 +215,9 @@ def _draw_suspension(rng) -> dict:
     return {
         "kind": "suspension",
         "diameter": float(diameter),
-        "radius": float(diameter / 2 / rng.uniform(1.0, 1.5)),
-        "phi": float(rng.uniform(0.25, 0.48)),
-        "polydispersity": float(rng.uniform(0.05, 0.15)),
+        "radius": float(diameter / 2 / rng.uniform(1.2, 1.7)),
+        "phi": float(rng.uniform(0.32, 0.49)),
+        "polydispersity": float(rng.uniform(0.03, 0.1)),
     }
 
 
@@ -206,14 +269,16 @@ def _draw_halo(rng) -> dict:
         "width": float(rng.uniform(0.04, 0.1) * Q_PER_WIDTH),
     }
     if rng.random() < 0.35:
-        m["aniso"] = {"eta": float(rng.uniform(0.2, 0.6)), "chi0": float(rng.uniform(0, math.pi))}
+        m["aniso"] = _orientation(rng, 0.2, 0.7)
     return m
 
 
 def _draw_highq(rng) -> dict:
-    m = {"kind": "highq", "sigma": float(1 / (rng.uniform(0.12, 0.35) * Q_PER_WIDTH))}
+    # σq = 1 a third to a half of the width from the beam: the rise is seen on the detector,
+    # not only a plateau that would pass for a high background
+    m = {"kind": "highq", "sigma": float(1 / (rng.uniform(0.3, 0.6) * Q_PER_WIDTH))}
     if rng.random() < 0.3:
-        m["aniso"] = {"eta": float(rng.uniform(0.2, 0.5)), "chi0": float(rng.uniform(0, math.pi))}
+        m["aniso"] = _orientation(rng, 0.2, 0.6)
     return m
 
 
@@ -228,9 +293,14 @@ MODULE_DRAWS: tuple[tuple[float, Callable], ...] = (
 )
 
 
-def draw_params(rng: np.random.Generator) -> dict:
+def _exposure_cap(detector: str) -> float:
+    """Counts at PARASITIC_REF above which an exposure would bloom a CCD across the image."""
+    return get_detector(detector).full_well / 20
+
+
+def draw_params(rng: np.random.Generator, detector: str = "pilatus") -> dict:
     """All random choices of one image (JSON-able); `Scene(params)` is then deterministic."""
-    beam = _draw_beam(rng)
+    beam = _draw_beam_on_a_module(rng, detector)
     modules = []
     for probability, draw in MODULE_DRAWS:
         if rng.random() < probability:
@@ -239,16 +309,17 @@ def draw_params(rng: np.random.Generator) -> dict:
         [float(v) for v in rng.random(2)] + [_log_uniform(rng, 1e3, 1e5)]
         for _ in range(int(rng.integers(1, 6)) if rng.random() < 0.15 else 0)
     ]
+    signal, background = _log_uniform(rng, 0.3, 800), _draw_background(rng)
     return {
         "version": GENERATOR_VERSION,
+        "detector": detector,
         "beam": beam,
-        "signal": _log_uniform(rng, 0.3, 800),
-        "background": _draw_background(rng),
+        "signal": signal,
+        "background": background,
         "modules": modules,
         "beamstop": _draw_beamstop(rng, beam),
-        "gaps": _draw_gaps(rng),
+        "parasitic": _draw_parasitic(rng, signal + background["level"], _exposure_cap(detector)),
+        "direct_beam": _log_uniform(rng, 3e6, 1e8),
+        "window": _draw_window(rng),
         "zingers": zingers,
     }
-
-
-# ================================================================ components of a scene

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pipeline.attributes import ATTRIBUTES
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 REF = 256  # tags are judged on this reference grid, so they do not depend on the image size
 Q_PER_WIDTH = 2.0  # nm⁻¹ across one detector width: a small-angle geometry
 MIN_SIZE, MAX_SIZE = 32, 1024
@@ -14,7 +14,7 @@ NORM_RADIUS = 0.6  # module brightness is set over this disc around the beam (de
 CONTRAST = 0.5
 K_SIGMA = 5.0
 MIN_AREA = 0.001  # of the detector area: ≈ 65 pixels at 256², 16 at 128²
-MIN_SHADOW = 0.004
+MIN_SHADOW = 0.0015  # ≈ 100 pixels at 256²: a 0.7 % rod from the edge to the beam
 MANY_RINGS = 4
 HIGHER_ORDERS = 3
 LATTICE_PEAKS = 2
@@ -23,10 +23,12 @@ STRONG_RATIO, STRONG_COUNTS = 3.0, 20.0
 WEAK_RATIO, WEAK_COUNTS = 0.5, 0.3
 HIGH_BG_COUNTS, HIGH_BG_SHARE = 8.0, 0.25
 
-LEAK = 1e-12  # beamstop transmission: opaque even under the strongest low-q scattering
+LEAK = 1e-12  # an opaque beamstop's transmission: dark even under the direct beam
 FLOOR = 0.02  # dark counts per pixel, not blocked by the beamstop
-SATURATION = 2.0**20 - 1  # a pixel counter's depth (20-bit, as on photon-counting detectors)
-EDGE = 1.0 / REF  # soft edge of shadows, one reference pixel
+PARASITIC_REF = 0.03  # parasitic scatter is drawn by its counts this far from the beam (widths)
+BEAM_SIGMA = 0.25 / REF  # the direct beam's σ: well inside the narrowest beamstop
+WINDOW_EDGE = 4.0 / REF  # the flight-tube window's shadow edge, blurred by distance
+WINDOW_FLOOR = 0.03  # what the tube wall lets through outside the window
 J_CELLS = 36  # 10° azimuthal cells for the visibility rule
 J_FINE = 360  # 1° cells, for the spots of polycrystalline rings
 SPOT_ANGLES = 4 * J_FINE  # a spotty ring's angular factor is evaluated once on this grid

@@ -1,5 +1,5 @@
-"""A Scene: one image's components on its geometry; it decides the tags by the visibility rule
-and renders the expected (noise-free) counts at any size."""
+"""A Scene: one image's components on its geometry and detector; it decides the tags by the
+visibility rule and renders the expected (noise-free) counts at any size."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ from functools import cached_property
 import numpy as np
 
 from pipeline.attributes import ATTRIBUTES
+from pipeline.sim.beamline import parasitic, streak_cells, streak_pixels, window_transmission
 from pipeline.sim.components import BUILDERS, Component, peak_profile
+from pipeline.sim.detector import flat_field, gap_mask, get_detector
 from pipeline.sim.geometry import (
     Geometry,
     background_field,
     cell_ids,
-    gap_slices,
     pixel_axis,
     transmission,
 )
 from pipeline.sim.rules import (
+    BEAM_SIGMA,
     CONTRAST,
     FLOOR,
     HIGH_BG_COUNTS,
@@ -28,6 +30,7 @@ from pipeline.sim.rules import (
     J_FINE,
     K_SIGMA,
     LATTICE_PEAKS,
+    LEAK,
     MANY_RINGS,
     MIN_AREA,
     MIN_SHADOW,
@@ -35,7 +38,6 @@ from pipeline.sim.rules import (
     Q_PER_WIDTH,
     REF,
     RESOLVE,
-    SATURATION,
     SPOT_ANGLES,
     STRONG_COUNTS,
     STRONG_RATIO,
@@ -54,8 +56,10 @@ class Scene:
 
     def __init__(self, params: dict):
         self.params = params
+        self.detector = get_detector(params["detector"])
         self.ref = Geometry(REF, params["beam"])
         self.ref_transmission = transmission(self.ref, params["beamstop"])
+        self.ref_window = self._window(REF)
         self._cells()
         self.components = self._components()
         self.measured = self._measure()
@@ -73,6 +77,15 @@ class Scene:
         self.q_cells = (np.arange(n_k) + 0.5) / REF * Q_PER_WIDTH
         self.chi_cells = -math.pi + (np.arange(J_CELLS) + 0.5) * (2 * math.pi / J_CELLS)
         self.bg_cells = self._background_cells(n_k)
+        self.par_cells = self._parasitic_cells()
+
+    def _parasitic_cells(self) -> np.ndarray:
+        """Parasitic scatter and slit streaks on the cells: background under every feature."""
+        p, rho = self.params["parasitic"], self.q_cells / Q_PER_WIDTH
+        cells = np.repeat(parasitic(rho, p)[:, None], J_CELLS, axis=1)
+        for streak in p["streaks"]:
+            cells += streak_cells(rho, self.chi_cells, streak, p["core"])
+        return cells
 
     def _background_cells(self, n_k: int) -> np.ndarray:
         background = self.params["background"]
@@ -94,7 +107,8 @@ class Scene:
         return counts.reshape(n_k, J_FINE)
 
     def valid_mask(self, size: int = REF) -> np.ndarray:
-        """Pixels on which features can be seen: neither in the beamstop's shadow nor a gap."""
+        """Pixels on which features can be seen: not in the beamstop's or the flight tube's
+        shadow, not in a gap between detector modules."""
         geom = self.ref if size == REF else Geometry(size, self.params["beam"])
         trans = (
             self.ref_transmission if size == REF else transmission(geom, self.params["beamstop"])
@@ -103,12 +117,14 @@ class Scene:
 
     def _valid(self, size: int, trans: np.ndarray | None) -> np.ndarray:
         valid = np.ones((size, size), dtype=bool) if trans is None else trans > 0.5
-        for axis, sl in gap_slices(size, self.params["gaps"]):
-            if axis == "h":
-                valid[sl, :] = False
-            else:
-                valid[:, sl] = False
-        return valid
+        window = self.ref_window if size == REF else self._window(size)
+        if window is not None:
+            valid &= window > 0.5
+        return valid & ~gap_mask(self.detector.name, size)
+
+    def _window(self, size: int) -> np.ndarray | None:
+        axis = pixel_axis(size)
+        return window_transmission(axis[None, :], axis[:, None], self.params["window"])
 
     def on_cells(self, comp: Component) -> np.ndarray:
         """A component's expected counts on the reference cells: (K, 1) or (K, J)."""
@@ -166,7 +182,8 @@ class Scene:
             for c in parts:
                 c.scale = self.params["signal"] * m["weight"] / total_weight / mean
             out.extend(c for c in parts if c.support[0] <= q_edge)
-        if self.params["beamstop"] is None and self._beam_on():
+        beamstop = self.params["beamstop"]
+        if self._beam_on() and (beamstop is None or beamstop["transmission"] > LEAK):
             out.append(self._direct_beam())
         return out
 
@@ -190,9 +207,9 @@ class Scene:
         return 0 <= beam["x"] < 1 and 0 <= beam["y"] < 1
 
     def _direct_beam(self) -> Component:
-        """Without a beamstop the attenuated direct beam shows as a bright spot."""
-        width = 1.5 / REF * Q_PER_WIDTH
-        peak = 30.0 * (self.params["signal"] + self.params["background"]["level"])
+        """The direct beam: saturating without a beamstop, a dim spot through a thin one."""
+        width = BEAM_SIGMA * Q_PER_WIDTH
+        peak = self.params["direct_beam"]
         return Component(
             "beam", peak_profile(0.0, width, peak), support=(0.0, 5 * width), name="direct beam"
         )
@@ -202,16 +219,19 @@ class Scene:
     def _measure(self) -> dict:
         """Visibility of every component, and the mean signal and background per valid pixel."""
         values = [self.on_cells(c) for c in self.components]
-        total = self.bg_cells + FLOOR + sum(values, np.zeros_like(self.bg_cells))
+        below = self.bg_cells + self.par_cells + FLOOR
+        total = below + sum(values, np.zeros_like(below))
         n = self.n_valid
         n_sum = max(float(n.sum()), 1.0)
-        signal = float((n * (total - self.bg_cells - FLOOR)).sum()) / n_sum
+        sample = [v for c, v in zip(self.components, values, strict=True) if c.role != "beam"]
+        signal = float((n * sum(sample, np.zeros_like(below))).sum()) / n_sum
         visibility = [
             self._visibility(c, v, total) for c, v in zip(self.components, values, strict=True)
         ]
         return {
             "signal_mean": signal,
             "background_mean": float((n * self.bg_cells).sum()) / n_sum,
+            "parasitic_mean": float((n * self.par_cells).sum()) / n_sum,
             "shadow": self._shadow_fraction(),
             "components": visibility,
         }
@@ -230,6 +250,7 @@ class Scene:
         region = (f >= CONTRAST * other) & (n > 0)
         area = float(n[region].sum()) / REF**2
         excess, under = float((n * f)[region].sum()), float((n * other)[region].sum())
+        under += self.detector.read_variance * float(n[region].sum())  # a CCD's read noise
         z = excess / math.sqrt(max(under, 1e-9))
         visible = area >= MIN_AREA and z >= K_SIGMA
         return {
@@ -319,16 +340,27 @@ class Scene:
             self.ref_transmission if size == REF else transmission(geom, self.params["beamstop"])
         )
         comps = [c for i, c in enumerate(self.components) if i not in without]
-        image = self._signal(geom, comps) + self._background(geom)
+        image = self._signal(geom, comps) + self._background(geom) + self._parasitic(geom)
         if trans is not None:
             image *= trans
+        window = self.ref_window if size == REF else self._window(size)
+        if window is not None:
+            image *= window
         image += np.float32(FLOOR)
         for x, y, counts in self.params["zingers"]:  # cosmic rays: single hot pixels
             image[min(int(y * size), size - 1), min(int(x * size), size - 1)] += counts
-        np.minimum(image, np.float32(SATURATION), out=image)
-        for axis, sl in gap_slices(size, self.params["gaps"]):
-            image[(sl, slice(None)) if axis == "h" else (slice(None), sl)] = 0.0
+        image *= flat_field(self.detector.name, size)
+        image[gap_mask(self.detector.name, size)] = 0.0
         return image.astype(np.float64)
+
+    def _parasitic(self, geom: Geometry) -> np.ndarray:
+        """Parasitic scatter from a radial table (pixel-averaged), plus the slit streaks."""
+        p = self.params["parasitic"]
+        rho_table = (np.arange(int(geom.rho_max / geom.step) + 2) + 0.5) * geom.step
+        image = _pixel_average(parasitic(rho_table, p), geom)[geom.radial_index]
+        for streak in p["streaks"]:
+            image += streak_pixels(geom.dx, geom.dy, streak, p["core"])
+        return image
 
     def _background(self, geom: Geometry) -> np.ndarray:
         bg = self.params["background"]
