@@ -31,8 +31,14 @@ def log_intensity(pixels) -> np.ndarray:
 
 
 def window(logged, percentiles=WINDOW) -> tuple[float, float]:
-    """The (low, high) ends of the display window of a log-intensity image."""
-    lo, hi = np.percentile(np.asarray(logged, np.float32), percentiles)
+    """The (low, high) ends of the display window of a log-intensity image.
+
+    The percentiles are of the pixels that counted something: module gaps, masked pixels and
+    beamstop shadows (7 % of a Pilatus frame is gaps) would otherwise pull the low end to 0
+    and wash out a high-background image."""
+    logged = np.asarray(logged, np.float32)
+    counted = logged[logged > 0]
+    lo, hi = np.percentile(counted if counted.size else logged, percentiles)
     return float(lo), float(max(hi, lo + 1e-6))
 
 

@@ -63,3 +63,13 @@ def test_the_detail_and_detector_views_use_the_same_window_as_the_thumbnail():
 def test_an_unknown_colour_map_is_a_clear_error():
     with pytest.raises(PipelineError, match="unknown colour map 'Nope'"):
         false_colour(saxs_like(), colour_map="Nope")
+
+
+def test_detector_gaps_do_not_wash_out_the_window():
+    image = np.random.default_rng(3).poisson(500, (64, 64)).astype(np.float32)
+    image[:, ::8] = 0  # module gaps: an eighth of the frame counts nothing
+    lo, hi = window(log_intensity(image))
+    assert lo > 2.5  # the low end sits at the background (~500 counts), not at the gaps' 0
+    rgb = false_colour(image)
+    assert tuple(rgb[0, 0]) == tuple(colour_lut()[0])  # a gap is drawn darkest
+    assert len({tuple(c) for c in rgb[:, 1:8].reshape(-1, 3)}) > 20  # the background has contrast
