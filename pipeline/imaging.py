@@ -39,6 +39,8 @@ def window(logged, percentiles=WINDOW) -> tuple[float, float]:
     logged = np.asarray(logged, np.float32)
     counted = logged[logged > 0]
     lo, hi = np.percentile(counted if counted.size else logged, percentiles)
+    if hi <= lo:  # one level among the counting pixels (a lone peak): window from the darkest
+        lo = float(logged.min())
     return float(lo), float(max(hi, lo + 1e-6))
 
 
