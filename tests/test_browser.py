@@ -9,6 +9,7 @@ import socket
 
 import numpy as np
 import pytest
+from dash.testing.wait import until
 from selenium.webdriver.common.action_chains import ActionChains
 
 from app import create_app
@@ -263,4 +264,99 @@ def test_screenshot_of_the_whole_dashboard(dash_duo, tmp_path, monkeypatch):
     out = docs / "screenshot.png" if os.environ.get("XRAE_SCREENSHOT_DATA_DIR") else \
         tmp_path / "screenshot.png"
     assert dash_duo.driver.save_screenshot(str(out))
+    assert dash_duo.get_logs() == []
+
+
+def redrawn(dash_duo, mark: str):
+    """True once all three views have been drawn afresh since `mark_views(…, mark)`."""
+    return all(figure_data(dash_duo, v, f"gd.data[0] !== gd['{mark}']")
+               for v in ("view-act", "view-fea", "view-prd"))
+
+
+def mark_views(dash_duo, mark: str) -> None:
+    """Remember each view's current points trace, so a full redraw (a new trace) can be seen."""
+    for view in ("view-act", "view-fea", "view-prd"):
+        figure_data(dash_duo, view, f"(gd['{mark}'] = gd.data[0], true)")
+
+
+def settled(dash_duo) -> None:
+    """Wait until no callback is on its way (what a redraw set off has come back)."""
+    until(dash_duo._wait_for_callbacks, timeout=WAIT_S, poll=0.2)
+
+
+def set_cap(dash_duo, value: int) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    box = dash_duo.find_element("#input-flower-cap")
+    dash_duo.clear_input(box)
+    box.send_keys(str(value), Keys.ENTER)
+
+
+REDRAWING_CONTROLS = {
+    "point mode": lambda d: d.find_element("#radio-point-mode input[value='joint']").click(),
+    "petals": lambda d: d.find_element("#checklist-flower-attributes input[value='0']").click(),
+    "colour-by": lambda d: d.find_element("#radio-colour-by input[value='outcome']").click(),
+    "flower cap": lambda d: set_cap(d, 20),
+    "error distance": lambda d: d.find_element(
+        "#radio-error-distance input[value='euclidean']").click(),
+}
+
+
+@pytest.mark.parametrize("control", list(REDRAWING_CONTROLS))
+def test_a_full_redraw_of_the_views_keeps_the_selection(dashboard, control):
+    dash_duo, run = dashboard
+    (x0, x1, y0, y1), expected = gap_box(np.asarray(run.emb("fea")), 0.2, 0.8)
+    box_select(dash_duo, "view-fea", x0, x1, y0, y1)
+    title = f"Selection: {len(expected)} images"
+    dash_duo.wait_for_text_to_equal("#text-selection-title", title)
+    settled(dash_duo)
+    mark_views(dash_duo, "beforeRedraw")
+    REDRAWING_CONTROLS[control](dash_duo)
+    until(lambda: redrawn(dash_duo, "beforeRedraw"), timeout=WAIT_S)
+    settled(dash_duo)
+    assert dash_duo.find_element("#text-selection-title").text == title
+    for view in ("view-act", "view-fea", "view-prd"):
+        assert sorted(figure_data(dash_duo, view, "gd.data[0].selectedpoints")) == list(expected)
+    assert dash_duo.get_logs() == []
+
+
+def hover(dash_duo, graph_id: str, point) -> None:
+    """Move the mouse onto a data point of a view, as a user would."""
+    [(x, y)] = to_pixels(dash_duo, graph_id, [point])
+    actions = ActionChains(dash_duo.driver)
+    # plotly hovers on mouse moves within the plot: come from just beside the point.
+    actions.w3c_actions.pointer_action.move_to_location(round(x) - 20, round(y))
+    actions.w3c_actions.pointer_action.move_to_location(round(x), round(y))
+    actions.perform()
+
+
+SHOWN_WHOLE = """
+    const card = document.querySelector(arguments[0]).getBoundingClientRect();
+    const clipped = [];
+    for (let el = document.querySelector(arguments[0]).parentElement; el; el = el.parentElement) {
+        const style = getComputedStyle(el);
+        if (style.overflowX === 'visible' && style.overflowY === 'visible') continue;
+        const box = el.getBoundingClientRect();
+        if (card.left < box.left || card.right > box.right || card.top < box.top
+            || card.bottom > box.bottom) clipped.push(el.className);
+    }
+    return {left: card.left, right: card.right, width: window.innerWidth, clipped: clipped};
+"""
+
+
+def test_the_hover_card_of_a_point_at_a_views_right_edge_shows_whole(dashboard):
+    dash_duo, run = dashboard
+    for space in ("act", "fea", "prd"):
+        xy = np.asarray(run.emb(space))
+        row = int(np.argmax(xy[:, 0]))  # the right-most image of this view
+        hover(dash_duo, f"view-{space}", xy[row])
+        card = f"#tooltip-{space}"  # the tooltip's content box carries its id
+        label = f"#{row} · {run.images['image_id'].iloc[row]}"
+        # textContent, not Selenium's visible text: a clipped card has none of the latter.
+        until(lambda card=card, label=label: label in dash_duo.driver.execute_script(
+            "return document.querySelector(arguments[0]).textContent", card), timeout=WAIT_S)
+        dash_duo.wait_for_element(f"{card} .hover-thumb")
+        seen = dash_duo.driver.execute_script(SHOWN_WHOLE, card)
+        assert 0 <= seen["left"] and seen["right"] <= seen["width"], (space, seen)
+        assert seen["clipped"] == [], (space, seen)
     assert dash_duo.get_logs() == []
