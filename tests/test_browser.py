@@ -268,20 +268,29 @@ def test_screenshot_of_the_whole_dashboard(dash_duo, tmp_path, monkeypatch):
 
 
 def redrawn(dash_duo, mark: str):
-    """True once all three views have been drawn afresh since `mark_views(…, mark)`."""
-    return all(figure_data(dash_duo, v, f"gd.data[0] !== gd['{mark}']")
+    """True once all three views have been drawn afresh since `mark_views(…, mark)`, plotly's
+    drawing finished (and with it any event the drawing sets off)."""
+    return all(figure_data(dash_duo, v, f"gd['{mark}'] === 'drawn'")
                for v in ("view-act", "view-fea", "view-prd"))
 
 
 def mark_views(dash_duo, mark: str) -> None:
-    """Remember each view's current points trace, so a full redraw (a new trace) can be seen."""
+    """Remember each view's current points trace, so that the end of a full redraw (a new
+    trace, then plotly's afterplot) can be seen."""
     for view in ("view-act", "view-fea", "view-prd"):
-        figure_data(dash_duo, view, f"(gd['{mark}'] = gd.data[0], true)")
+        figure_data(dash_duo, view, f"""(() => {{
+            const before = gd.data[0];
+            gd['{mark}'] = 'waiting';
+            gd.on('plotly_afterplot', () => {{
+                if (gd.data[0] !== before) gd['{mark}'] = 'drawn';
+            }});
+            return true;
+        }})()""")
 
 
 def settled(dash_duo) -> None:
     """Wait until no callback is on its way (what a redraw set off has come back)."""
-    until(dash_duo._wait_for_callbacks, timeout=WAIT_S, poll=0.2)
+    until(lambda: dash_duo.redux_state_rqs == [], timeout=WAIT_S, poll=0.2)
 
 
 def set_cap(dash_duo, value: int) -> None:
@@ -315,7 +324,7 @@ def test_a_full_redraw_of_the_views_keeps_the_selection(dashboard, control):
     until(lambda: redrawn(dash_duo, "beforeRedraw"), timeout=WAIT_S)
     settled(dash_duo)
     assert dash_duo.find_element("#text-selection-title").text == title
-    flowers = dash_duo.find_element("#radio-point-mode input[value='dots']").is_selected() is False
+    flowers = not dash_duo.find_element("#radio-point-mode input[value='dots']").is_selected()
     for view in ("view-act", "view-fea", "view-prd"):
         assert sorted(figure_data(dash_duo, view, "gd.data[0].selectedpoints")) == list(expected)
         if flowers:  # among flowers the selected centres are ringed too
