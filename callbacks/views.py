@@ -73,6 +73,13 @@ def match_mask(run, threshold: float, attributes, match: str, on: str) -> np.nda
     return filter_mask(run.act, run.prd, threshold, attributes, match or "any", on or "act")
 
 
+def run_rows(selection, n: int) -> list[int]:
+    """The selection store's rows that are rows of a run of n images (the store comes from the
+    browser: anything else is dropped, never drawn)."""
+    return sorted({int(r) for r in selection or []
+                   if isinstance(r, int) and not isinstance(r, bool) and 0 <= r < n})
+
+
 def opacities(mask) -> np.ndarray:
     return np.where(mask, MATCH_OPACITY, FADED_OPACITY).astype(np.float32)
 
@@ -116,11 +123,12 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
     size = size if np.isscalar(size) else typed(size)
     mine = [g for g in groups or [] if g.get("run") == run.id]
     corrected = corrected_rows(run)
+    selection = run_rows(selection, len(run))  # drawn again by every full redraw
     figures, headers = [], []
     for space in SPACES:
         xy = run.emb(space)
         points = points_trace(xy, values, scale, crange, alpha, size)
-        points["selectedpoints"] = list(selection) if selection else None
+        points["selectedpoints"] = selection or None
         flowers = flower_templates(mode, run.attributes, run.colours)
         header = f"{len(run):,} images"
         if mode != "dots":

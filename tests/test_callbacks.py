@@ -202,6 +202,21 @@ def test_flower_cap_limits_the_flowers_and_says_so(run):
     assert figure["data"][POINTS]["type"] == "scattergl"
 
 
+def test_a_full_redraw_draws_the_selection_it_is_given_into_all_three_views(run):
+    out = call(views.draw_views, "radio-point-mode.value", run.id, "joint", EVERY, "error", 0,
+               "cosine", 500, 0.5, [], "any", "act", [3, 8, 13], [], None, None, None)
+    for space, figure in zip(("act", "fea", "prd"), out[:3], strict=True):
+        assert figure["data"][POINTS]["selectedpoints"] == [3, 8, 13]
+        np.testing.assert_allclose(decode(figure["data"][SELECTED]["x"]),
+                                   np.asarray(run.emb(space))[[3, 8, 13], 0])
+    # The store comes from the browser: rows the run does not have are not drawn.
+    out = call(views.draw_views, "radio-point-mode.value", run.id, "joint", EVERY, "error", 0,
+               "cosine", 500, 0.5, [], "any", "act", [8, 60, -1, "3", True], [], None, None,
+               None)
+    assert out[0]["data"][POINTS]["selectedpoints"] == [8]
+    assert len(decode(out[0]["data"][SELECTED]["x"])) == 1
+
+
 def test_saved_groups_are_outlined_compared_and_exported(run):
     groups, name = call(selection.edit_groups, "button-save-group.n_clicks", 1, [], "halo set",
                         [3, 1, 2], [], run.id)
