@@ -73,6 +73,13 @@ def match_mask(run, threshold: float, attributes, match: str, on: str) -> np.nda
     return filter_mask(run.act, run.prd, threshold, attributes, match or "any", on or "act")
 
 
+def run_rows(selection, n: int) -> list[int]:
+    """The selection store's rows that are rows of a run of n images (the store comes from the
+    browser: anything else is dropped, never drawn)."""
+    return sorted({int(r) for r in selection or []
+                   if isinstance(r, int) and not isinstance(r, bool) and 0 <= r < n})
+
+
 def opacities(mask) -> np.ndarray:
     return np.where(mask, MATCH_OPACITY, FADED_OPACITY).astype(np.float32)
 
@@ -116,11 +123,12 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
     size = size if np.isscalar(size) else typed(size)
     mine = [g for g in groups or [] if g.get("run") == run.id]
     corrected = corrected_rows(run)
+    selection = run_rows(selection, len(run))  # drawn again by every full redraw
     figures, headers = [], []
     for space in SPACES:
         xy = run.emb(space)
         points = points_trace(xy, values, scale, crange, alpha, size)
-        points["selectedpoints"] = list(selection) if selection else None
+        points["selectedpoints"] = selection or None
         flowers = flower_templates(mode, run.attributes, run.colours)
         header = f"{len(run):,} images"
         if mode != "dots":
@@ -269,6 +277,20 @@ for _space in SPACES:
         return no_update if viewport == previous else viewport
 
 
+def drawn_by_user(selected_data) -> bool:
+    """Whether a view's selection event is the user's: a box or lasso (it carries its range or
+    lasso outline, even round no image), or a deselect (None: a double-click in the view).
+
+    A full redraw replaces the figure and drops the box outline; plotly then re-selects with
+    no outline and reports an empty selection without range or lasso. That is not the user
+    clearing the selection, which the redraw has drawn again from the selection store.
+    """
+    if selected_data is None:
+        return True
+    return bool(selected_data.get("points") or selected_data.get("range")
+                or selected_data.get("lassoPoints"))
+
+
 @dash.callback(
     Output(ids.STORE_SELECTION, "data"), Output(ids.STORE_SELECTION_SOURCE, "data"),
     [Input(ids.VIEWS[s], "selectedData") for s in SPACES],
@@ -282,6 +304,8 @@ def select(sel_act, sel_fea, sel_prd, _clear, group_clicks, run_id, groups):
     trigger = ctx.triggered_id
     for space, data in zip(SPACES, (sel_act, sel_fea, sel_prd), strict=True):
         if trigger == ids.VIEWS[space]:
+            if not drawn_by_user(data):
+                return no_update, no_update
             return selected_rows(data), space
     if isinstance(trigger, dict) and trigger.get("type") == ids.GROUP_SELECT:
         if not any(group_clicks):
@@ -401,20 +425,45 @@ def hover_card(run, index: int) -> list:
                       html.Div(note, className="hover-note")], className="hover-text")]
 
 
+def card_side(run, space: str, index: int, viewport) -> str:
+    """The side of the hovered point its card opens to: away from the nearer edge of the page.
+
+    The three views sit side by side in equal columns, so the point's place across that row
+    (its view's column plus its share of the view's x range) says which edge is nearer.
+    """
+    box = viewport if _is_box(viewport) else extent(run, space)
+    x = float(run.emb(space)[index, 0])
+    share = (x - box[0]) / (box[1] - box[0]) if box[1] > box[0] else 0.5
+    across = (SPACES.index(space) + min(max(share, 0.0), 1.0)) / len(SPACES)
+    return "left" if across > 0.5 else "right"
+
+
+def _is_box(viewport) -> bool:
+    """Whether a viewport from the browser is an [x0, x1, y0, y1] box of finite numbers."""
+    return (isinstance(viewport, list) and len(viewport) == 4
+            and all(isinstance(v, (int, float)) and np.isfinite(v) for v in viewport))
+
+
 VIEW_HOVERS = {}  # space -> its hover callback (tests call them directly)
 for _space in SPACES:
     @dash.callback(
         Output(ids.VIEW_TOOLTIPS[_space], "show"), Output(ids.VIEW_TOOLTIPS[_space], "bbox"),
         Output(ids.VIEW_TOOLTIPS[_space], "children"),
+        Output(ids.VIEW_TOOLTIPS[_space], "direction"),
         Input(ids.VIEWS[_space], "hoverData"), State(ids.RUN_PICKER, "value"),
+        State(ids.STORE_VIEWPORTS[_space], "data"),
         prevent_initial_call=True,
     )
-    def show_hover(hover, run_id):
-        """The hovered image's thumbnail and strongest predicted attributes."""
+    def show_hover(hover, run_id, viewport, space=_space):
+        """The hovered image's thumbnail and strongest predicted attributes, in a card that
+        opens towards the middle of the page so that it shows whole."""
         point = (hover or {}).get("points", [{}])[0]
         run = try_run(run_id)
-        if run is None or point.get("curveNumber") != POINTS or "pointIndex" not in point:
-            return False, no_update, no_update
-        return True, point.get("bbox"), hover_card(run, int(point["pointIndex"]))
+        index = point.get("pointIndex")
+        if (run is None or point.get("curveNumber") != POINTS or not isinstance(index, int)
+                or not 0 <= index < len(run)):
+            return False, no_update, no_update, no_update
+        return (True, point.get("bbox"), hover_card(run, index),
+                card_side(run, space, index, viewport))
 
     VIEW_HOVERS[_space] = show_hover

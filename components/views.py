@@ -28,7 +28,7 @@ def view_card(space: str) -> dbc.Card:
                        className="view-header"),
         dcc.Graph(id=ids.VIEWS[space], config=GRAPH_CONFIG, className="view-graph",
                   clear_on_unhover=True, figure={"data": [], "layout": {}}),
-        # The right-most view opens its tooltip leftwards so it is not cut at the window edge.
+        # The hover callback turns the card towards the middle of the page, point by point.
         dcc.Tooltip(id=ids.VIEW_TOOLTIPS[space], direction="left" if space == "prd" else "right",
                     className="hover-card"),
     ], className="view-card")

@@ -9,10 +9,11 @@ import socket
 
 import numpy as np
 import pytest
+from dash.testing.wait import until
 from selenium.webdriver.common.action_chains import ActionChains
 
 from app import create_app
-from components.figures import FIRST_FLOWER
+from components.figures import FIRST_FLOWER, SELECTED
 from pipeline.metrics import group_summary
 from tests.conftest import write_synthetic_run
 
@@ -263,4 +264,162 @@ def test_screenshot_of_the_whole_dashboard(dash_duo, tmp_path, monkeypatch):
     out = docs / "screenshot.png" if os.environ.get("XRAE_SCREENSHOT_DATA_DIR") else \
         tmp_path / "screenshot.png"
     assert dash_duo.driver.save_screenshot(str(out))
+    assert dash_duo.get_logs() == []
+
+
+def redrawn(dash_duo, mark: str):
+    """True once all three views have been drawn afresh since `mark_views(…, mark)`, plotly's
+    drawing finished (and with it any event the drawing sets off)."""
+    return all(figure_data(dash_duo, v, f"gd['{mark}'] === 'drawn'")
+               for v in ("view-act", "view-fea", "view-prd"))
+
+
+def mark_views(dash_duo, mark: str) -> None:
+    """Remember each view's current points trace, so that the end of a full redraw (a new
+    trace, then plotly's afterplot) can be seen."""
+    for view in ("view-act", "view-fea", "view-prd"):
+        figure_data(dash_duo, view, f"""(() => {{
+            const before = gd.data[0];
+            gd['{mark}'] = 'waiting';
+            gd.on('plotly_afterplot', () => {{
+                if (gd.data[0] !== before) gd['{mark}'] = 'drawn';
+            }});
+            return true;
+        }})()""")
+
+
+def settled(dash_duo) -> None:
+    """Wait until no callback is on its way (what a redraw set off has come back)."""
+    until(lambda: dash_duo.redux_state_rqs == [], timeout=WAIT_S, poll=0.2)
+
+
+def set_cap(dash_duo, value: int) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    box = dash_duo.find_element("#input-flower-cap")
+    dash_duo.clear_input(box)
+    box.send_keys(str(value), Keys.ENTER)
+
+
+REDRAWING_CONTROLS = {
+    "point mode": lambda d: d.find_element("#radio-point-mode input[value='joint']").click(),
+    "petals": lambda d: d.find_element("#checklist-flower-attributes input[value='0']").click(),
+    "colour-by": lambda d: d.find_element("#radio-colour-by input[value='outcome']").click(),
+    "flower cap": lambda d: set_cap(d, 20),
+    "error distance": lambda d: d.find_element(
+        "#radio-error-distance input[value='euclidean']").click(),
+}
+
+
+@pytest.mark.parametrize("control", list(REDRAWING_CONTROLS))
+def test_a_full_redraw_of_the_views_keeps_the_selection(dashboard, control):
+    dash_duo, run = dashboard
+    (x0, x1, y0, y1), expected = gap_box(np.asarray(run.emb("fea")), 0.2, 0.8)
+    box_select(dash_duo, "view-fea", x0, x1, y0, y1)
+    title = f"Selection: {len(expected)} images"
+    dash_duo.wait_for_text_to_equal("#text-selection-title", title)
+    settled(dash_duo)
+    mark_views(dash_duo, "beforeRedraw")
+    REDRAWING_CONTROLS[control](dash_duo)
+    until(lambda: redrawn(dash_duo, "beforeRedraw"), timeout=WAIT_S)
+    settled(dash_duo)
+    assert dash_duo.find_element("#text-selection-title").text == title
+    flowers = not dash_duo.find_element("#radio-point-mode input[value='dots']").is_selected()
+    for view in ("view-act", "view-fea", "view-prd"):
+        assert sorted(figure_data(dash_duo, view, "gd.data[0].selectedpoints")) == list(expected)
+        if flowers:  # among flowers the selected centres are ringed too
+            assert figure_data(dash_duo, view, f"gd._fullData[{SELECTED}]._length") == len(
+                expected)
+    assert dash_duo.get_logs() == []
+
+
+def double_click(dash_duo, graph_id: str, point) -> None:
+    [(x, y)] = to_pixels(dash_duo, graph_id, [point])
+    actions = ActionChains(dash_duo.driver)
+    pointer = actions.w3c_actions.pointer_action
+    pointer.move_to_location(round(x), round(y))
+    for _ in range(2):
+        pointer.click()
+    actions.perform()
+
+
+def test_after_a_redraw_the_user_can_still_clear_the_selection(dashboard):
+    dash_duo, run = dashboard
+    (x0, x1, y0, y1), expected = gap_box(np.asarray(run.emb("fea")), 0.2, 0.8)
+    for clear in ("double-click", "button"):
+        box_select(dash_duo, "view-fea", x0, x1, y0, y1)
+        dash_duo.wait_for_text_to_equal("#text-selection-title",
+                                        f"Selection: {len(expected)} images")
+        settled(dash_duo)
+        mark_views(dash_duo, clear)
+        dash_duo.find_element("#radio-point-mode input[value='joint']").click()
+        until(lambda mark=clear: redrawn(dash_duo, mark), timeout=WAIT_S)
+        settled(dash_duo)
+        dash_duo.wait_for_text_to_equal("#text-selection-title",
+                                        f"Selection: {len(expected)} images")
+        if clear == "button":
+            dash_duo.find_element("#button-clear-selection").click()
+        else:
+            double_click(dash_duo, "view-fea", ((x0 + x1) / 2, (y0 + y1) / 2))
+        dash_duo.wait_for_contains_text("#text-selection-title", "No selection")
+        for view in ("view-act", "view-fea", "view-prd"):
+            until(lambda v=view: figure_data(dash_duo, v, f"gd._fullData[{SELECTED}]._length")
+                  == 0, timeout=WAIT_S)
+        dash_duo.find_element("#radio-point-mode input[value='dots']").click()
+        dash_duo.wait_for_text_to_equal("#header-fea", f"{N} images")
+        settled(dash_duo)
+    assert dash_duo.get_logs() == []
+
+
+def hover(dash_duo, graph_id: str, point) -> None:
+    """Move the mouse onto a data point of a view, as a user would."""
+    [(x, y)] = to_pixels(dash_duo, graph_id, [point])
+    actions = ActionChains(dash_duo.driver)
+    # plotly hovers on mouse moves within the plot: come from just beside the point.
+    actions.w3c_actions.pointer_action.move_to_location(round(x) - 20, round(y))
+    actions.w3c_actions.pointer_action.move_to_location(round(x), round(y))
+    actions.perform()
+
+
+SHOWN_WHOLE = """
+    // Where the card is, and whether anything covers or clips it: at points across the card,
+    // the topmost element must be the card (hit-testing made possible for a moment, since a
+    // tooltip lets the mouse through).
+    const card = document.querySelector(arguments[0]);
+    const box = card.getBoundingClientRect();
+    const probe = document.createElement('style');
+    probe.textContent = '.dcc-tooltip-bounding-box, .dcc-tooltip-bounding-box * '
+        + '{pointer-events: auto !important}';
+    document.head.appendChild(probe);
+    const hidden = [];
+    for (const fx of [0.02, 0.25, 0.5, 0.75, 0.98]) {
+        for (const fy of [0.05, 0.5, 0.95]) {
+            const x = box.left + fx * box.width, y = box.top + fy * box.height;
+            const top = document.elementFromPoint(x, y);
+            if (!top || !card.contains(top)) {
+                const what = top && (top.className.baseVal ?? top.className);
+                hidden.push([Math.round(x), Math.round(y), String(what)]);
+            }
+        }
+    }
+    probe.remove();
+    return {left: box.left, right: box.right, width: window.innerWidth, hidden: hidden};
+"""
+
+
+def test_the_hover_card_of_a_point_at_a_views_right_edge_shows_whole(dashboard):
+    dash_duo, run = dashboard
+    for space in ("act", "fea", "prd"):
+        xy = np.asarray(run.emb(space))
+        row = int(np.argmax(xy[:, 0]))  # the right-most image of this view
+        hover(dash_duo, f"view-{space}", xy[row])
+        card = f"#tooltip-{space}"  # the tooltip's content box carries its id
+        label = f"#{row} · {run.images['image_id'].iloc[row]}"
+        # textContent, not Selenium's visible text: a clipped card has none of the latter.
+        until(lambda card=card, label=label: label in dash_duo.driver.execute_script(
+            "return document.querySelector(arguments[0]).textContent", card), timeout=WAIT_S)
+        dash_duo.wait_for_element(f"{card} .hover-thumb")
+        seen = dash_duo.driver.execute_script(SHOWN_WHOLE, card)
+        assert 0 <= seen["left"] and seen["right"] <= seen["width"], (space, seen)
+        assert seen["hidden"] == [], (space, seen)
     assert dash_duo.get_logs() == []

@@ -158,6 +158,22 @@ def test_box_select_in_one_view_becomes_the_selection_and_highlights_all_three(r
     assert cleared == []
 
 
+def test_an_empty_selection_left_by_a_redraw_keeps_the_selection(run):
+    def select_in_fea(data):
+        return call(views.select, "view-fea.selectedData", None, data, None, None, [], run.id,
+                    [])
+
+    # A full redraw drops the box outline; plotly then reports no points, no box, no lasso.
+    assert select_in_fea({"points": []}) == (no_update, no_update)
+    # The user's own gestures still count: a double-click (None) or a box round no image.
+    assert select_in_fea(None) == ([], "fea")
+    box = {"points": [], "range": {"x": [0.1, 0.2], "y": [0.1, 0.2]}}
+    assert select_in_fea(box) == ([], "fea")
+    lasso = {"points": [{"curveNumber": 0, "pointIndex": 4}],
+             "lassoPoints": {"x": [0, 1, 1], "y": [0, 0, 1]}}
+    assert select_in_fea(lasso) == ([4], "fea")
+
+
 def test_zoom_redraws_only_that_views_flowers(run):
     xy = np.asarray(run.emb("prd"))
     box = [float(xy[:, 0].min()), float(np.median(xy[:, 0])), float(xy[:, 1].min()),
@@ -184,6 +200,21 @@ def test_flower_cap_limits_the_flowers_and_says_so(run):
     figure = out[0]
     assert len(figure["data"]) == FIRST_FLOWER + 17
     assert figure["data"][POINTS]["type"] == "scattergl"
+
+
+def test_a_full_redraw_draws_the_selection_it_is_given_into_all_three_views(run):
+    out = call(views.draw_views, "radio-point-mode.value", run.id, "joint", EVERY, "error", 0,
+               "cosine", 500, 0.5, [], "any", "act", [3, 8, 13], [], None, None, None)
+    for space, figure in zip(("act", "fea", "prd"), out[:3], strict=True):
+        assert figure["data"][POINTS]["selectedpoints"] == [3, 8, 13]
+        np.testing.assert_allclose(decode(figure["data"][SELECTED]["x"]),
+                                   np.asarray(run.emb(space))[[3, 8, 13], 0])
+    # The store comes from the browser: rows the run does not have are not drawn.
+    out = call(views.draw_views, "radio-point-mode.value", run.id, "joint", EVERY, "error", 0,
+               "cosine", 500, 0.5, [], "any", "act", [8, 60, -1, "3", True], [], None, None,
+               None)
+    assert out[0]["data"][POINTS]["selectedpoints"] == [8]
+    assert len(decode(out[0]["data"][SELECTED]["x"])) == 1
 
 
 def test_saved_groups_are_outlined_compared_and_exported(run):
@@ -255,7 +286,8 @@ def test_among_flowers_the_selection_is_ringed_in_every_view(run):
 def test_hovering_a_point_shows_its_thumbnail_and_strongest_attributes(run):
     hover = {"points": [{"curveNumber": 0, "pointIndex": 12, "bbox": {"x0": 1, "x1": 2,
                                                                        "y0": 3, "y1": 4}}]}
-    show, bbox, body = call(views.VIEW_HOVERS["fea"], "view-fea.hoverData", hover, run.id)
+    show, bbox, body, _ = call(views.VIEW_HOVERS["fea"], "view-fea.hoverData", hover, run.id,
+                               None)
     assert show is True and bbox == hover["points"][0]["bbox"]
     assert body[0].src.startswith("data:image/png;base64,")
     words = texts(body)
@@ -263,8 +295,29 @@ def test_hovering_a_point_shows_its_thumbnail_and_strongest_attributes(run):
     strongest = int(np.argmax(np.asarray(run.prd[12])))
     assert words[1] == run.attributes[strongest]
     assert words[2] == f"{run.prd[12, strongest]:.2f}"
-    hidden = call(views.VIEW_HOVERS["fea"], "view-fea.hoverData", None, run.id)
+    hidden = call(views.VIEW_HOVERS["fea"], "view-fea.hoverData", None, run.id, None)
     assert hidden[0] is False
+    beyond = {"points": [{"curveNumber": 0, "pointIndex": 60}]}  # the run has rows 0..59
+    assert call(views.VIEW_HOVERS["fea"], "view-fea.hoverData", beyond, run.id, None)[0] is False
+
+
+def test_the_hover_card_opens_towards_the_middle_of_the_page(run):
+    def side(space, row, viewport=None):
+        hover = {"points": [{"curveNumber": 0, "pointIndex": int(row)}]}
+        return call(views.VIEW_HOVERS[space], f"view-{space}.hoverData", hover, run.id,
+                    viewport)[3]
+
+    x = {s: np.asarray(run.emb(s))[:, 0] for s in ("act", "fea", "prd")}
+    # The left view's cards open rightwards, the right view's leftwards, wherever the point.
+    assert side("act", np.argmax(x["act"])) == side("act", np.argmin(x["act"])) == "right"
+    assert side("prd", np.argmax(x["prd"])) == side("prd", np.argmin(x["prd"])) == "left"
+    # The middle view's card opens away from the nearer edge of the view.
+    right, left = np.argmax(x["fea"]), np.argmin(x["fea"])
+    assert (side("fea", right), side("fea", left)) == ("left", "right")
+    # Zoomed in, the point's place in the zoom box counts: the right-most image now sits left.
+    zoom = [float(x["fea"][right]) - 0.1, float(x["fea"][right]) + 10, -100.0, 100.0]
+    assert side("fea", right, zoom) == "right"
+    assert side("fea", right, ["not", "a", "box", 1]) == "left"  # a bad box is not trusted
 
 
 def test_hovering_an_image_with_a_corrected_label_shows_the_label_in_force(run, tmp_path):
@@ -273,7 +326,7 @@ def test_hovering_an_image_with_a_corrected_label_shows_the_label_in_force(run, 
     corrections.set_label(tmp_path / "data", run.meta["dataset"], run.images["image_id"][12],
                           run.attributes[weakest], 1 - old, author="ana")
     hover = {"points": [{"curveNumber": 0, "pointIndex": 12}]}
-    words = texts(call(views.VIEW_HOVERS["act"], "view-act.hoverData", hover, run.id)[2])
+    words = texts(call(views.VIEW_HOVERS["act"], "view-act.hoverData", hover, run.id, None)[2])
     at = words.index(run.attributes[weakest])
     assert words[at + 2] == f"{1 - old} ✎"
     assert words[-1].endswith("0 ✎ / 1 ✎ = corrected label")
