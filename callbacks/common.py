@@ -108,6 +108,16 @@ def row_list(run: Run, values) -> list[int]:
     return sorted({row_index(run, v) for v in values})
 
 
+def run_rows(selection, n: int) -> list[int]:
+    """The rows of a selection sent by the browser that are rows of a run of n images, sorted,
+    once each; anything else is dropped (for drawing and scoring, where a refusal has no place
+    to be shown: row_list refuses instead)."""
+    if not isinstance(selection, list):
+        return []
+    return sorted({r for r in selection
+                   if isinstance(r, int) and not isinstance(r, bool) and 0 <= r < n})
+
+
 def column_index(run: Run, value) -> int:
     """An attribute column of the run sent by the browser: an int in 0..A-1."""
     return whole_number(value, 0, len(run.attributes) - 1, "the attribute number")
@@ -184,16 +194,29 @@ def extent(run: Run, space: str) -> list[float]:
 
 
 @lru_cache(maxsize=8)
-def _error(run_path: str, metric: str) -> np.ndarray:
+def _error(run_path: str, metric: str, version: int) -> np.ndarray:
+    # version 0: the annotated labels; else the labels in force of that correction version.
     run = open_run(run_path)
-    error = error_distance(run.act, run.prd, metric)
+    act = run.act if version == 0 else labels_used(run, WITH_CORRECTIONS)
+    error = error_distance(act, run.prd, metric)
     error.flags.writeable = False
     return error
 
 
-def run_error(run: Run, metric: str) -> np.ndarray:
-    """ACT–PRD error distance per image (computed once per run and metric)."""
-    return _error(str(run.path), metric or "cosine")
+def run_error(run: Run, metric: str, which: str = "with") -> np.ndarray:
+    """ACT–PRD error distance per image, on the labels used (computed once per run, metric and
+    correction version)."""
+    version = 0 if which == AS_ANNOTATED else corrections.labels_in_force(run).version
+    return _error(str(run.path), metric or "cosine", version)
+
+
+WITH_CORRECTIONS, AS_ANNOTATED = "with", "annotated"
+
+
+def labels_used(run: Run, which: str = WITH_CORRECTIONS) -> np.ndarray:
+    """The labels the panels score, filter, colour and draw: those in force (annotated plus the
+    analysts' corrections; the default) or, when the analyst asks, the labels as annotated."""
+    return np.asarray(run.act) if which == AS_ANNOTATED else run_labels(run)[0]
 
 
 def run_labels(run: Run) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ import dash
 import diskcache
 from dash import Input, Output
 
-from callbacks.common import row_index, try_run
+from callbacks.common import Refused, row_index
 from components import ids
 from components.science import (
     detector_figure,
@@ -21,7 +21,7 @@ from components.science import (
 )
 from pipeline.errors import PipelineError
 from pipeline.integrate import image_geometry
-from pipeline.store import Run
+from pipeline.store import Run, get_run
 
 CACHE_VERSION = 2  # bump when the computation changes, so stale results are not reused
 NO_IMAGE = "Open an image to see its beam centre, radial profile I(q) and polar view."
@@ -76,12 +76,13 @@ def science_for(run: Run, index: int):
 )
 def show_science(index, run_id):
     """Beam centre, I(q) and polar view of the image shown large."""
-    if not run_id or index is None:
-        return science_message(NO_IMAGE)
-    run = try_run(run_id)
-    if run is None:
+    if not isinstance(run_id, str) or not run_id or index is None:
         return science_message(NO_IMAGE)
     try:
-        return science_for(run, row_index(run, index))
-    except PipelineError as err:  # the browser sent a row the run does not have
+        run = get_run(run_id)
+        row = row_index(run, index)
+    except Refused:  # the browser sent a row the run does not have
+        return science_message(f"Image {index!r:.20} is not in run {run.id}.")
+    except PipelineError as err:  # the run is gone, or its id is not one
         return science_message(str(err))
+    return science_for(run, row)

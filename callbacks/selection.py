@@ -11,19 +11,41 @@ import numpy as np
 import pandas as pd
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
-from callbacks.common import Refused, chosen_run, row_list, threshold_value
+from callbacks.common import (
+    AS_ANNOTATED,
+    WITH_CORRECTIONS,
+    Refused,
+    chosen_run,
+    labels_used,
+    row_list,
+    run_labels,
+    run_rows,
+    threshold_value,
+)
 from components import ids
 from components.selection import GROUP_COLOURS, compare_table, group_row, summary_block
 from pipeline.metrics import OUTCOMES, group_summary, outcomes
 from pipeline.spreadsheet import formula_safe
 
 SELECTION, EVERYTHING = "selection", "all"
+# The labels used and the newest correction: the numbers are scored again when either changes.
+LABELS = [Input(ids.LABELS_USED, "value"), Input(ids.STORE_CORRECTIONS, "data")]
 
 
-def summarise(run, rows, threshold: float) -> dict:
-    """group_summary of the given rows (all rows when None) at the threshold."""
-    rows = slice(None) if rows is None else np.asarray(sorted(rows), dtype=np.int64)
-    return group_summary(np.asarray(run.act[rows]), np.asarray(run.prd[rows]), threshold)
+def labels_note(run, which: str) -> str:
+    """Which labels the numbers are scored on, in words, with how many were corrected."""
+    if which == AS_ANNOTATED:
+        return "Scored on the labels as annotated (corrections ignored)."
+    n = int(run_labels(run)[1].sum())
+    return f"Scored on the labels with corrections ({n:,} corrected)."
+
+
+def summarise(run, rows, threshold: float, which: str = WITH_CORRECTIONS) -> dict:
+    """group_summary of the given rows (all rows when None) at the threshold, on the labels
+    used (by default those in force: annotated plus corrections)."""
+    rows = slice(None) if rows is None else np.asarray(run_rows(rows, len(run)), dtype=np.int64)
+    act = labels_used(run, which)
+    return group_summary(np.asarray(act[rows]), np.asarray(run.prd[rows]), threshold)
 
 
 def my_groups(groups, run_id) -> list[dict]:
@@ -31,10 +53,11 @@ def my_groups(groups, run_id) -> list[dict]:
     return [g for g in groups or [] if g.get("run") == run_id]
 
 
-def group_frame(run, rows, threshold: float) -> pd.DataFrame:
-    """One row per image: id, row, split, then ACT, PRD and outcome for every attribute."""
+def group_frame(run, rows, threshold: float, which: str = WITH_CORRECTIONS) -> pd.DataFrame:
+    """One row per image: id, row, split, then ACT (the labels used), PRD and outcome for every
+    attribute."""
     rows = np.asarray(sorted(rows), dtype=np.int64)
-    act, prd = np.asarray(run.act[rows]), np.asarray(run.prd[rows])
+    act, prd = np.asarray(labels_used(run, which)[rows]), np.asarray(run.prd[rows])
     codes = outcomes(act, prd, threshold)
     frame = pd.DataFrame({"image_id": run.images["image_id"].to_numpy()[rows], "row": rows,
                           "split": run.images["split"].to_numpy()[rows]})
@@ -48,19 +71,22 @@ def group_frame(run, rows, threshold: float) -> pd.DataFrame:
 @dash.callback(
     Output(ids.SELECTION_TITLE, "children"), Output(ids.SELECTION_SUMMARY, "children"),
     Input(ids.STORE_SELECTION, "data"), Input(ids.THRESHOLD, "value"),
-    Input(ids.RUN_PICKER, "value"),
+    Input(ids.RUN_PICKER, "value"), *LABELS,
 )
-def summarise_selection(selection, threshold, run_id):
-    """The selection's counts and scores; all images (the model overall) when none is chosen."""
+def summarise_selection(selection, threshold, run_id, which=WITH_CORRECTIONS, _version=0):
+    """The selection's counts and scores; all images (the model overall) when none is chosen.
+    The note says which labels the counts are scored on."""
     run = chosen_run(run_id)
+    threshold = threshold_value(threshold)
     if selection:
         title = f"Selection: {len(selection):,} images"
-        note = None
+        note = labels_note(run, which)
     else:
         title = "No selection: box or lasso select in a view"
-        note = f"Showing all {len(run):,} images (the whole run) at threshold {threshold:.2f}."
-    summary = summarise(run, selection or None, threshold)
-    everything = summarise(run, None, threshold) if selection else summary
+        note = (f"Showing all {len(run):,} images (the whole run) at threshold "
+                f"{threshold:.2f}. {labels_note(run, which)}")
+    summary = summarise(run, selection or None, threshold, which)
+    everything = summarise(run, None, threshold, which) if selection else summary
     return title, summary_block(summary, run.attributes, run.colours, note, everything)
 
 
@@ -94,9 +120,9 @@ def edit_groups(_save, delete_clicks, name, selection, groups, run_id):
     Output(ids.GROUP_LIST, "children"),
     Output(ids.COMPARE_A, "options"), Output(ids.COMPARE_B, "options"),
     Input(ids.STORE_GROUPS, "data"), Input(ids.THRESHOLD, "value"),
-    Input(ids.RUN_PICKER, "value"),
+    Input(ids.RUN_PICKER, "value"), *LABELS,
 )
-def list_groups(groups, threshold, run_id):
+def list_groups(groups, threshold, run_id, which=WITH_CORRECTIONS, _version=0):
     run = chosen_run(run_id)
     mine = my_groups(groups, run_id)
     options = [{"label": "Current selection", "value": SELECTION},
@@ -107,7 +133,7 @@ def list_groups(groups, threshold, run_id):
                         "Save group. Saved groups stay outlined in the views.",
                         className="summary-note")
     else:
-        rows = [group_row(k, g, summarise(run, g["indices"], threshold))
+        rows = [group_row(k, g, summarise(run, g["indices"], threshold, which))
                 for k, g in enumerate(mine)]
     return rows, options, options
 
@@ -126,14 +152,15 @@ def _pick(choice, selection, mine):
     Output(ids.COMPARE_TABLE, "children"),
     Input(ids.COMPARE_A, "value"), Input(ids.COMPARE_B, "value"),
     Input(ids.STORE_GROUPS, "data"), Input(ids.STORE_SELECTION, "data"),
-    Input(ids.THRESHOLD, "value"), Input(ids.RUN_PICKER, "value"),
+    Input(ids.THRESHOLD, "value"), Input(ids.RUN_PICKER, "value"), *LABELS,
 )
-def compare_groups(choice_a, choice_b, groups, selection, threshold, run_id):
+def compare_groups(choice_a, choice_b, groups, selection, threshold, run_id,
+                   which=WITH_CORRECTIONS, _version=0):
     """Two groups side by side (an empty selection counts as all images)."""
     run = chosen_run(run_id)
     mine = my_groups(groups, run_id)
     (name_a, rows_a), (name_b, rows_b) = (_pick(c, selection, mine) for c in (choice_a, choice_b))
-    a, b = summarise(run, rows_a, threshold), summarise(run, rows_b, threshold)
+    a, b = (summarise(run, rows, threshold, which) for rows in (rows_a, rows_b))
     return compare_table(a, b, (name_a, name_b), run.attributes, run.colours)
 
 
@@ -142,10 +169,11 @@ def compare_groups(choice_a, choice_b, groups, selection, threshold, run_id):
     Input(ids.EXPORT_SELECTION, "n_clicks"),
     Input({"type": ids.GROUP_EXPORT, "index": ALL}, "n_clicks"),
     State(ids.STORE_SELECTION, "data"), State(ids.STORE_GROUPS, "data"),
-    State(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
+    State(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"), State(ids.LABELS_USED, "value"),
     prevent_initial_call=True,
 )
-def export_csv(_export, group_clicks, selection, groups, threshold, run_id):
+def export_csv(_export, group_clicks, selection, groups, threshold, run_id,
+               which=WITH_CORRECTIONS):
     """A CSV of image ids with ACT, PRD and outcome per attribute for the selection or a group."""
     run = chosen_run(run_id)
     trigger = ctx.triggered_id
@@ -153,7 +181,7 @@ def export_csv(_export, group_clicks, selection, groups, threshold, run_id):
         return no_update  # the buttons were just drawn, not clicked
     try:
         name, rows = _export_rows(run, trigger, selection, groups)
-        frame = group_frame(run, rows or range(len(run)), threshold_value(threshold))
+        frame = group_frame(run, rows or range(len(run)), threshold_value(threshold), which)
     except Refused:
         return no_update  # not a selection or group of this run: nothing to send
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "group"

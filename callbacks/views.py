@@ -12,11 +12,14 @@ import numpy as np
 from dash import ALL, Input, Output, Patch, State, ctx, html, no_update
 
 from callbacks.common import (
+    WITH_CORRECTIONS,
     chosen_run,
     corrected_rows,
     extent,
     image_labels,
+    labels_used,
     run_error,
+    run_rows,
     selected_rows,
     thumbnail,
     try_run,
@@ -62,22 +65,20 @@ def _outputs(prop_ids: dict, prop: str, duplicate: bool = True) -> list[Output]:
 
 FILTERS = [Input(ids.FILTER_ATTRIBUTES, "value"), Input(ids.FILTER_MATCH, "value"),
            Input(ids.FILTER_ON, "value")]
+# The labels used (with corrections or as annotated) and the newest correction: a patch that
+# draws from labels is sent again when either changes.
+LABELS = [Input(ids.LABELS_USED, "value"), Input(ids.STORE_CORRECTIONS, "data")]
 
 
 # ---------------------------------------------------------------- pure helpers on a run
 
 
-def match_mask(run, threshold: float, attributes, match: str, on: str) -> np.ndarray:
-    """Images passing the attribute filter; indices the run does not have are ignored."""
-    attributes = [a for a in attributes or [] if 0 <= int(a) < len(run.attributes)]
-    return filter_mask(run.act, run.prd, threshold, attributes, match or "any", on or "act")
-
-
-def run_rows(selection, n: int) -> list[int]:
-    """The selection store's rows that are rows of a run of n images (the store comes from the
-    browser: anything else is dropped, never drawn)."""
-    return sorted({int(r) for r in selection or []
-                   if isinstance(r, int) and not isinstance(r, bool) and 0 <= r < n})
+def match_mask(run, act, threshold: float, attributes, match: str, on: str) -> np.ndarray:
+    """Images passing the attribute filter on the labels used; attribute numbers the run does
+    not have are ignored (they come from the browser)."""
+    attributes = [a for a in attributes or []
+                  if isinstance(a, int) and 0 <= a < len(run.attributes)]
+    return filter_mask(act, run.prd, threshold, attributes, match or "any", on or "act")
 
 
 def opacities(mask) -> np.ndarray:
@@ -91,22 +92,22 @@ def count_text(mask) -> str:
     return f"{k:,} of {n:,} images match · {n - k:,} faded"
 
 
-def point_size(run, mode: str, metric: str):
+def point_size(run, mode: str, metric: str, which: str):
     """Dot size; in joint flower mode the dot is the flower centre and grows with the error."""
     base = dot_size(len(run))
     if mode == "joint":
-        return centre_sizes(run_error(run, metric), base - 1)
+        return centre_sizes(run_error(run, metric, which), base - 1)
     return base
 
 
-def flowers_in_view(run, space, mode, shown, threshold, mask, viewport, cap):
+def flowers_in_view(run, act, space, mode, shown, threshold, mask, viewport, cap):
     """Petal (x, y) per flower trace for one view, and the header text with the counts."""
     xy = run.emb(space)
     cap = DEFAULT_CAP if cap is None else max(int(cap), 0)
     box = viewport or extent(run, space)
     rows, in_view = flower_subset(xy, box, mask, cap)
     radius = petal_radius(box, len(rows))
-    geometry = flower_geometry(mode, xy[rows], run.act[rows], run.prd[rows], threshold,
+    geometry = flower_geometry(mode, xy[rows], act[rows], run.prd[rows], threshold,
                                shown or [], radius, len(run.attributes))
     capped = " (capped)" if in_view > len(rows) else ""
     header = f"flowers: {len(rows):,} of {in_view:,} in view{capped}"
@@ -114,12 +115,14 @@ def flowers_in_view(run, space, mode, shown, threshold, mask, viewport, cap):
 
 
 def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
-                filters, selection, groups, viewports):
+                filters, selection, groups, viewports, which=WITH_CORRECTIONS):
     """The three view figures and their header texts, everything on screen applied."""
-    mask = match_mask(run, threshold, *filters)
-    values, scale, crange = view_colours(run, colour_by, colour_attribute, threshold, metric)
+    act = labels_used(run, which)
+    mask = match_mask(run, act, threshold, *filters)
+    values, scale, crange = view_colours(run, act, colour_by, colour_attribute, threshold,
+                                         metric, which)
     values, alpha = typed(values), typed(opacities(mask))  # encoded once for the three views
-    size = point_size(run, mode, metric)
+    size = point_size(run, mode, metric, which)
     size = size if np.isscalar(size) else typed(size)
     mine = [g for g in groups or [] if g.get("run") == run.id]
     corrected = corrected_rows(run)
@@ -132,7 +135,7 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
         flowers = flower_templates(mode, run.attributes, run.colours)
         header = f"{len(run):,} images"
         if mode != "dots":
-            geometry, header = flowers_in_view(run, space, mode, shown, threshold, mask,
+            geometry, header = flowers_in_view(run, act, space, mode, shown, threshold, mask,
                                                viewports.get(space), cap)
             for trace, (x, y) in zip(flowers, geometry, strict=True):
                 trace["x"], trace["y"] = typed(x), typed(y)
@@ -144,12 +147,12 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
     return figures, headers
 
 
-def view_colours(run, colour_by, colour_attribute, threshold, metric):
+def view_colours(run, act, colour_by, colour_attribute, threshold, metric, which):
     """Colour numbers, scale and range for the points (the error distance comes cached)."""
     if colour_by in (None, "error"):
-        return run_error(run, metric), ERROR_SCALE, (0, 1)
+        return run_error(run, metric, which), ERROR_SCALE, (0, 1)
     j = _attribute(run, colour_attribute)
-    return colour_values(colour_by, run.act, run.prd, threshold, j, run.colours[j])
+    return colour_values(colour_by, act, run.prd, threshold, j, run.colours[j])
 
 
 def _attribute(run, index) -> int:
@@ -169,19 +172,22 @@ def _attribute(run, index) -> int:
     Input(ids.FLOWER_CAP, "value"),
     State(ids.THRESHOLD, "value"), [State(i.component_id, "value") for i in FILTERS],
     State(ids.STORE_SELECTION, "data"), State(ids.STORE_GROUPS, "data"),
-    [State(ids.STORE_VIEWPORTS[s], "data") for s in SPACES],
+    [State(ids.STORE_VIEWPORTS[s], "data") for s in SPACES], State(ids.LABELS_USED, "value"),
 )
 def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
-               f_attributes, f_match, f_on, selection, groups, *viewports):
+               f_attributes, f_match, f_on, selection, groups, vp_act, vp_fea, vp_prd,
+               which=WITH_CORRECTIONS):
     run = chosen_run(run_id)
+    viewports = (vp_act, vp_fea, vp_prd)
     if ctx.triggered_id == ids.RUN_PICKER:
         selection = []  # rows and zoom boxes of the previous run mean nothing in this one
         viewports = (None,) * len(SPACES)
     filters = (f_attributes, f_match, f_on)
     figures, headers = build_views(
         run, mode or "dots", shown, colour_by, colour_attribute, metric, cap, threshold,
-        filters, selection, groups, dict(zip(SPACES, viewports, strict=True)))
-    return (*figures, *headers, count_text(match_mask(run, threshold, *filters)))
+        filters, selection, groups, dict(zip(SPACES, viewports, strict=True)), which)
+    mask = match_mask(run, labels_used(run, which), threshold, *filters)
+    return (*figures, *headers, count_text(mask))
 
 
 # ---------------------------------------------------------------- patches
@@ -190,12 +196,14 @@ def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, th
 @dash.callback(
     _outputs(ids.VIEWS, "figure"), Output(ids.FILTER_COUNT, "children", allow_duplicate=True),
     *FILTERS, Input(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
+    *LABELS,
     prevent_initial_call=True,
 )
-def fade_filtered(attributes, match, on, threshold, run_id):
-    """Filtered-out points fade (low opacity) in all three views; the count says how many."""
+def fade_filtered(attributes, match, on, threshold, run_id, which=WITH_CORRECTIONS, _version=0):
+    """Filtered-out points fade (low opacity) in all three views; the count says how many.
+    A filter on labels follows the labels used, and so a correction."""
     run = chosen_run(run_id)
-    mask = match_mask(run, threshold, attributes, match, on)
+    mask = match_mask(run, labels_used(run, which), threshold, attributes, match, on)
     alpha = typed(opacities(mask))
     patches = []
     for _ in SPACES:
@@ -209,15 +217,19 @@ def fade_filtered(attributes, match, on, threshold, run_id):
     _outputs(ids.VIEWS, "figure"),
     Input(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
     State(ids.COLOUR_BY, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
+    State(ids.DISTANCE, "value"), *LABELS,
     prevent_initial_call=True,
 )
-def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute):
-    """Outcome colours follow the decision threshold; other colourings do not depend on it."""
-    if colour_by != "outcome":
+def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute, metric=None,
+                          which=WITH_CORRECTIONS, _version=0):
+    """Outcome colours follow the decision threshold; colours that come from the labels follow
+    the labels used and the corrections; probabilities follow neither."""
+    on_threshold = ctx.triggered_id == ids.THRESHOLD
+    if colour_by == "probability" or (colour_by != "outcome" and on_threshold):
         return [no_update] * len(SPACES)
     run = chosen_run(run_id)
-    j = _attribute(run, colour_attribute)
-    values, _, _ = colour_values("outcome", run.act, run.prd, threshold, j, run.colours[j])
+    values, _, _ = view_colours(run, labels_used(run, which), colour_by, colour_attribute,
+                                threshold, metric, which)
     colours = typed(values)
     patches = []
     for _ in SPACES:
@@ -233,16 +245,19 @@ def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute):
     *FILTERS,
     State(ids.RUN_PICKER, "value"), State(ids.POINT_MODE, "value"),
     State(ids.FLOWER_ATTRIBUTES, "value"), State(ids.FLOWER_CAP, "value"),
+    *LABELS, State(ids.DISTANCE, "value"),
     prevent_initial_call=True,
 )
 def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_id, mode, shown,
-                 cap):
-    """Redraw the flowers of the views whose viewport, threshold or filter changed."""
+                 cap, which=WITH_CORRECTIONS, _version=0, metric=None):
+    """Redraw the flowers of the views whose viewport, threshold, filter or labels changed."""
     if not mode or mode == "dots":
         return [no_update] * 2 * len(SPACES)
     run = chosen_run(run_id)
-    mask = match_mask(run, threshold, attributes, match, on)
+    act = labels_used(run, which)
+    mask = match_mask(run, act, threshold, attributes, match, on)
     moved = {s for s in SPACES if ctx.triggered_id == ids.STORE_VIEWPORTS[s]}
+    labels_changed = ctx.triggered_id in (ids.LABELS_USED, ids.STORE_CORRECTIONS)
     spaces = moved or set(SPACES)
     figures, headers = [], []
     for space, viewport in zip(SPACES, (vp_act, vp_fea, vp_prd), strict=True):
@@ -250,12 +265,14 @@ def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_i
             figures.append(no_update)
             headers.append(no_update)
             continue
-        geometry, header = flowers_in_view(run, space, mode, shown, threshold, mask, viewport,
-                                           cap)
+        geometry, header = flowers_in_view(run, act, space, mode, shown, threshold, mask,
+                                           viewport, cap)
         patch = Patch()
         for k, (x, y) in enumerate(geometry):
             patch["data"][FIRST_FLOWER + k]["x"] = typed(x)
             patch["data"][FIRST_FLOWER + k]["y"] = typed(y)
+        if mode == "joint" and labels_changed:  # the centre dots grow with the error distance
+            patch["data"][POINTS]["marker"]["size"] = typed(point_size(run, mode, metric, which))
         figures.append(patch)
         headers.append(header)
     return (*figures, *headers)
@@ -324,13 +341,14 @@ def select(sel_act, sel_fea, sel_prd, _clear, group_clicks, run_id, groups):
 def highlight_selection(selection, source, mode=None, run_id=None):
     """Linked brushing: the selected rows light up in all three views. Only the indices go
     (and, among flowers, whose petals stay vivid, rings round the selected centres)."""
-    rows = list(selection) if selection else None
-    run = try_run(run_id) if mode not in (None, "dots") else None
+    run = try_run(run_id)
+    rows = (run_rows(selection, len(run)) or None) if run is not None else None
+    rings = run is not None and mode not in (None, "dots")
     patches = []
     for space in SPACES:
         patch = Patch()
         patch["data"][POINTS]["selectedpoints"] = rows
-        if run is not None:
+        if rings:
             ring = selected_trace(run.emb(space), rows)
             patch["data"][SELECTED]["x"], patch["data"][SELECTED]["y"] = ring["x"], ring["y"]
         if space != source:

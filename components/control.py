@@ -14,6 +14,10 @@ POINT_MODE_OPTIONS = [
     {"label": "Flowers · PRD probabilities", "value": "prd"},
     {"label": "Flowers · joint (TP / FN / FP)", "value": "joint"},
 ]
+LABELS_USED_OPTIONS = [
+    {"label": "with corrections", "value": "with"},
+    {"label": "as annotated", "value": "annotated"},
+]
 COLOUR_BY_OPTIONS = [
     {"label": "Error distance", "value": "error"},
     {"label": "Outcome", "value": "outcome"},
@@ -55,6 +59,10 @@ def control_panel() -> dbc.Card:
                 dcc.Slider(id=ids.THRESHOLD, min=0, max=1, step=0.01, value=0.5,
                            marks={v: f"{v:g}" for v in (0, 0.25, 0.5, 0.75, 1)},
                            updatemode="mouseup")),
+        section("Labels",
+                dbc.RadioItems(id=ids.LABELS_USED, options=LABELS_USED_OPTIONS, value="with",
+                               inline=True),
+                hint="what metrics, filters, colours and flowers use"),
         section("Colour by",
                 dbc.RadioItems(id=ids.COLOUR_BY, options=COLOUR_BY_OPTIONS, value="error",
                                className="compact-radio"),

@@ -14,6 +14,7 @@ DETAIL_VIEW = "detail-view"  # G
 # Controls and state shared between panels
 RUN_PICKER = "run-picker"  # value: run id
 THRESHOLD = "slider-threshold"  # value: decision threshold in [0, 1]
+LABELS_USED = "radio-labels-used"  # with (corrections applied) | annotated
 STORE_SELECTION = "store-selection"  # data: list of run row indices currently selected
 STORE_DETAIL_INDEX = "store-detail-index"  # data: run row index of the image shown large
 

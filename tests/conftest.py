@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,3 +44,36 @@ def write_synthetic_run(data_dir, n: int = 60, seed: int = 0, image_size: int = 
 def synthetic_run(tmp_path):
     """A 60-image run in a fresh data directory (tmp_path/data)."""
     return write_synthetic_run(tmp_path / "data")
+
+
+N = 60  # images in the dashboard fixture's run
+WAIT_S = 40  # five engineers share two cores: callbacks can be slow, never wrong
+
+
+def patient(dash_duo):
+    """Give every wait of this browser WAIT_S seconds instead of dash.testing's 10."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    dash_duo._wait_timeout = WAIT_S
+    dash_duo._wd_wait = WebDriverWait(dash_duo.driver, WAIT_S)
+    return dash_duo
+
+
+def free_port() -> int:
+    """A free local port: other test runs on this machine may hold dash.testing's default."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(dash_duo, tmp_path, monkeypatch):
+    """The dashboard serving a fresh 60-image run; yields (dash_duo, run)."""
+    from app import create_app  # imported here: most tests never build the app
+
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    run = write_synthetic_run(tmp_path / "data", n=N)
+    patient(dash_duo)
+    dash_duo.start_server(create_app(tmp_path / "data"), port=free_port())
+    dash_duo.wait_for_text_to_equal("#header-fea", f"{N} images")
+    yield dash_duo, run

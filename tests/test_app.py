@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +16,12 @@ import pytest
 
 from app import create_app
 from components import ids
-from tests.conftest import write_synthetic_run
+from tests.conftest import free_port, write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PANEL_IDS = (ids.CONTROL_PANEL, ids.ATTRIBUTE_FILTERS, ids.VIEW_ACT, ids.VIEW_FEA, ids.VIEW_PRD,
              ids.SELECTION_MANAGER, ids.DETAIL_VIEW, ids.DETAIL_SCIENCE, ids.AUDIT_PANEL,
              ids.RUN_PICKER, ids.THRESHOLD, ids.STORE_SELECTION, ids.STORE_DETAIL_INDEX)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, timeout: float = 30.0) -> bytes:

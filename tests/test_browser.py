@@ -5,7 +5,6 @@ written to tmp_path. Each waits for conditions (never sleeps) and ends with no b
 from __future__ import annotations
 
 import itertools
-import socket
 
 import numpy as np
 import pytest
@@ -15,40 +14,9 @@ from selenium.webdriver.common.action_chains import ActionChains
 from app import create_app
 from components.figures import FIRST_FLOWER, SELECTED
 from pipeline.metrics import group_summary
-from tests.conftest import write_synthetic_run
+from tests.conftest import WAIT_S, N, free_port, patient
 
 pytestmark = pytest.mark.browser
-N = 60
-
-
-WAIT_S = 40  # five engineers share two cores: callbacks can be slow, never wrong
-
-
-def patient(dash_duo):
-    """Give every wait of this browser WAIT_S seconds instead of dash.testing's 10."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    dash_duo._wait_timeout = WAIT_S
-    dash_duo._wd_wait = WebDriverWait(dash_duo.driver, WAIT_S)
-    return dash_duo
-
-
-def free_port() -> int:
-    """A free local port: other test runs on this machine may hold dash.testing's default."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def dashboard(dash_duo, tmp_path, monkeypatch):
-    """The dashboard serving a fresh 60-image run; yields (dash_duo, run)."""
-    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
-    run = write_synthetic_run(tmp_path / "data", n=N)
-    patient(dash_duo)
-    dash_duo.start_server(create_app(tmp_path / "data"), port=free_port())
-    dash_duo.wait_for_text_to_equal("#header-fea", f"{N} images")
-    yield dash_duo, run
 
 
 def figure_data(dash_duo, graph_id: str, expression: str):

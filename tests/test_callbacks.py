@@ -147,7 +147,7 @@ def test_box_select_in_one_view_becomes_the_selection_and_highlights_all_three(r
     rows, source = call(views.select, "view-fea.selectedData", None, selected, None, None, [],
                         run.id, [])
     assert (rows, source) == ([2, 5, 9], "fea")  # ring trace (curve 1) is not an image
-    patches = call(views.highlight_selection, "store-selection.data", rows, source)
+    patches = call(views.highlight_selection, "store-selection.data", rows, source, "dots", run.id)
     for space, patch in zip(("act", "fea", "prd"), patches, strict=True):
         ops = operations(patch)
         assert (["data", POINTS, "selectedpoints"], [2, 5, 9]) in ops

@@ -187,4 +187,4 @@ def test_the_science_slot_answers_a_crafted_image_number_with_a_message(syntheti
     shown = show_science(index, synthetic_run.id)
     assert shown.children  # a message, not a 500
     if index is not None:
-        assert "image number" in str(shown.children)
+        assert "is not in run" in str(shown.children)

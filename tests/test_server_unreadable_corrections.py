@@ -87,7 +87,7 @@ def test_the_server_answers_every_correction_callback_with_200(run):
 @pytest.mark.browser
 def test_corrupt_database_shows_one_banner_and_the_page_still_works(dash_duo, run):
     from app import create_app
-    from tests.test_browser import free_port, patient
+    from tests.conftest import free_port, patient
     from tests.test_retrain import click, open_audit_tab
 
     patient(dash_duo)
