@@ -35,10 +35,10 @@ def detail_view() -> dbc.Card:
                      dbc.Col(html.Div(id=ids.DETAIL_TABLE, className="table-scroll detail-table"),
                              width=6)], className="g-2"),
             dbc.Row([dbc.Col(neighbours, width=6),
-                     dbc.Col(html.Div(id=ids.DETAIL_CORRECTIONS,  # issue 4's correction form
+                     dbc.Col(html.Div(id=ids.DETAIL_CORRECTIONS,  # the correction form
                                       className="detail-corrections"), width=6)],
                     className="g-2 mt-1"),
-            # Under the large image, across the card: beam centre, I(q), polar view (issue 5).
+            # Under the large image, across the card: beam centre, I(q), polar view.
             html.Div(id=ids.DETAIL_SCIENCE, className="detail-science mt-2"),
         ]),
     ], id=ids.DETAIL_VIEW, className="bottom-card")
@@ -55,7 +55,7 @@ def act_prd_table(attributes, colours, act_row, prd_row, threshold: float,
                   corrected_row=None) -> dbc.Table:
     """For one image: each attribute's label, predicted probability (as a bar) and outcome.
 
-    corrected_row (bools, optional): labels an analyst corrected, marked ✎ (issue 4).
+    corrected_row (bools, optional): labels an analyst corrected, marked ✎.
     """
     rows = []
     for j, name in enumerate(attributes):

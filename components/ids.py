@@ -3,7 +3,7 @@
 Panel ids are the stable ones named in the issues (tests and users' scripts find them).
 """
 
-# Panels (seed 000, Fig. 1)
+# Panels (Huang et al., IEEE VIS 2020, Fig. 1)
 CONTROL_PANEL = "control-panel"  # A
 ATTRIBUTE_FILTERS = "attribute-filters"  # B
 VIEW_ACT, VIEW_FEA, VIEW_PRD = "view-act", "view-fea", "view-prd"  # C, D, E
@@ -22,7 +22,7 @@ STORE_DETAIL_INDEX = "store-detail-index"  # data: run row index of the image sh
 DETAIL_SCIENCE = "detail-science"  # beam centre, I(q), polar view of the large image
 AUDIT_PANEL = "audit-panel"  # label audit, corrections, retraining
 
-# ---- added by the dashboard (issue 3): the rest of the dashboard's ids
+# ---- the rest of the dashboard's ids
 EMPTY_STATE = "alert-empty-state"  # shown when the data directory holds no run
 URL = "url"  # fires once per page load so the run list is read fresh
 
@@ -73,7 +73,7 @@ COLOUR_MAP = "dropdown-colour-map"
 DETAIL_TABLE = "detail-act-prd-table"
 NEIGHBOURS = "detail-neighbours"
 
-# ---- added for issue 4 (label audit, corrections, retraining): callbacks/audit.py & co.
+# ---- label audit, corrections, retraining: callbacks/audit.py & co.
 AUDIT_SUMMARY = "text-audit-summary"  # corrections count of the run's dataset
 AUDIT_TABLE = "audit-table"
 AUDIT_ROW = "audit-row"  # pattern-matching type: {"type": AUDIT_ROW, "index": "row/column"}

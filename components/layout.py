@@ -1,5 +1,5 @@
 """The whole page: controls and filters at left, the three embedded views on top, the selection
-manager and the detail view below (seed 000, Fig. 1), plus every store.
+manager and the detail view below (Huang et al., IEEE VIS 2020, Fig. 1), plus every store.
 """
 
 import dash_bootstrap_components as dbc

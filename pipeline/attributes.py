@@ -1,4 +1,4 @@
-"""The 17 attributes of seed 001 (Table 2) and the colour each one wears on screen.
+"""The 17 attributes of Wang et al. (WACV 2017, Table 2) and the colour each one wears on screen.
 
 Datasets brought by users may have any attribute names; `colours_for` colours those too.
 """

@@ -1,5 +1,6 @@
-"""Multi-label metrics: per-attribute outcomes and scores (seed 000), AP and mAP (seed 001),
-and the multi-label measures of seed 004 (macro P/R/F1, Jaccard index, exact match ratio).
+"""Multi-label metrics: per-attribute outcomes and scores (Huang et al., IEEE VIS 2020), AP and mAP
+(Wang et al., WACV 2017), and the multi-label measures of Czyzewski et al. (Expert Syst. Appl.
+2021: macro P/R/F1, Jaccard index, exact match ratio).
 
 0/0 rules, everywhere the same:
 - accuracy, precision, recall: NaN ("undefined", shown as "–") when the denominator is 0;

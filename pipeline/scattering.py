@@ -317,9 +317,9 @@ def _close(mask: np.ndarray, iterations: int) -> np.ndarray:
 def beamstop_estimate(image) -> Beamstop | None:
     """The beam position read off the largest beamstop shadow, or None when there is none.
 
-    As in seed 004, the beam sits at the inner end of the shadow, away from where its holder
-    leaves the detector. The end is read by shape: a disc (circular beamstop on a thin arm)
-    is centred on the beam; a bar (linear beamstop) covers the beam about half its width
+    As in Czyzewski et al. (Expert Syst. Appl. 2021), the beam sits at the inner end of the
+    shadow, away from where its holder leaves the detector. The end is read by shape: a disc
+    (circular beamstop on a thin arm) is centred on the beam; a bar (linear beamstop) covers the beam about half its width
     behind its rounded tip; a wedge points at the beam, which hides somewhere near the tip.
     """
     image = np.asarray(image, dtype=float)
@@ -390,7 +390,7 @@ def _read_shadow(blob: np.ndarray, gaps: np.ndarray):
 def beam_centre(image, mask=None) -> BeamCentre:
     """Estimate the beam centre from ring symmetry and the beamstop shadow together.
 
-    Seed 004 scores candidate centres by the beamstop shadow alone; here the shadow is one of
+    Czyzewski et al. score candidate centres by the beamstop shadow alone; here the shadow is one of
     two witnesses. When the best rings lie elsewhere than the beamstop says, the rings are
     searched again from the beamstop, and that basin is taken if it fits nearly as well
     (NEAR_AS_GOOD). Then `_combine` weighs the two. With neither rings nor beamstop the image

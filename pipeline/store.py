@@ -1,7 +1,7 @@
 """The run store: the contract between the pipeline, which writes runs, and the dashboard.
 
 Every run and dataset is written whole into a hidden temporary directory and renamed into place,
-so a reader sees all of it or none of it (shared/DESIGN.md, "The run store").
+so a reader sees all of it or none of it.
 
 Layout under a data directory D:
 
@@ -208,7 +208,7 @@ def write_run(
 ) -> Path:
     """Check and write one whole run; return its directory.
 
-    `meta` holds dataset id, model, threshold, metrics, timings, device (DESIGN.md run.json).
+    `meta` holds dataset id, model, threshold, metrics, timings and device (run.json).
     `extra_files` maps a file name to a function that writes it (e.g. the model checkpoint).
     """
     n, a = len(images), len(attributes)

@@ -21,7 +21,7 @@ def test_correction_survives_a_restart_of_the_dashboard_process(tmp_path):
     code = (
         "from pipeline import corrections; "
         f"corrections.set_label({str(tmp_path)!r}, 'demo', 'img000088', 'High background', 1, "
-        "author='ana', note='noisy background, unlabelled (seed 000 case 1)')"
+        "author='ana', note='noisy background, unlabelled (case 1 of Huang et al.)')"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -1,5 +1,5 @@
 """The pure functions behind the views: filters, error distance, colours, level of detail and
-the attribute-flower geometry (seed 000, Fig. 2), images and thumbnails."""
+the attribute-flower geometry (Huang et al., IEEE VIS 2020, Fig. 2), images and thumbnails."""
 
 from __future__ import annotations
 

@@ -282,7 +282,8 @@ def _draw_highq(rng) -> dict:
     return m
 
 
-# Each module appears independently with its probability (seed 001: "a random set of modules").
+# Each module appears independently with its probability (Wang et al., WACV 2017: "a random
+# set of modules").
 MODULE_DRAWS: tuple[tuple[float, Callable], ...] = (
     (0.15, _draw_lowq),
     (0.28, _draw_suspension),
