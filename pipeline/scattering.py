@@ -319,8 +319,9 @@ def beamstop_estimate(image) -> Beamstop | None:
 
     As in Czyzewski et al. (Expert Syst. Appl. 2021), the beam sits at the inner end of the
     shadow, away from where its holder leaves the detector. The end is read by shape: a disc
-    (circular beamstop on a thin arm) is centred on the beam; a bar (linear beamstop) covers the beam about half its width
-    behind its rounded tip; a wedge points at the beam, which hides somewhere near the tip.
+    (circular beamstop on a thin arm) is centred on the beam; a bar (linear beamstop) covers
+    the beam about half its width behind its rounded tip; a wedge points at the beam, which
+    hides somewhere near the tip.
     """
     image = np.asarray(image, dtype=float)
     factor = int(np.ceil(max(image.shape) / SHADOW_SIZE))
