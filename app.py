@@ -5,7 +5,6 @@ the demo run first when the data directory holds none); `gunicorn -w 2 app:serve
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -13,7 +12,11 @@ import sys
 import dash
 import flask
 
+import callbacks  # noqa: F401  (registers every panel's callbacks with the apps made here)
 from callbacks.background import make_background_manager
+from callbacks.common import refusal, signed_in_name
+from callbacks.corrections import EDIT
+from callbacks.retrain import JOBS
 from components.layout import create_layout
 from pipeline import access
 from pipeline.cli import first_paragraph
@@ -22,37 +25,12 @@ from pipeline.store import DATA_DIR_ENV, resolve_data_dir, scan_runs
 
 log = logging.getLogger("xrae.app")
 
-CALLBACK_MODULES = ("callbacks.control", "callbacks.views", "callbacks.selection",
-                    "callbacks.detail", "callbacks.science", "callbacks.audit",
-                    "callbacks.corrections", "callbacks.retrain")
-_registered: tuple[list, dict] | None = None
-
-
-def register_callbacks() -> list[str]:
-    """Import the callback modules (those present) so their @dash.callback's register.
-
-    Dash hands the globally registered callbacks to the first app that starts and forgets them;
-    a copy is kept so that every app made in this process (tests make several) gets them all.
-    """
-    global _registered
-    from dash import _callback
-
-    if _registered is not None:
-        _callback.GLOBAL_CALLBACK_LIST[:] = _registered[0]
-        _callback.GLOBAL_CALLBACK_MAP.update(_registered[1])
-        return []
-    skipped = []
-    for name in CALLBACK_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            skipped.append(name)
-    if skipped:
-        log.info("callback modules not present, skipped: %s", ", ".join(skipped))
-    _registered = (list(_callback.GLOBAL_CALLBACK_LIST), dict(_callback.GLOBAL_CALLBACK_MAP))
-    return skipped
+def page() -> dash.html.Div:
+    """The page for the person asking. Every component is in it from the start (Dash checks
+    each callback's ids against it); the correction form and the retraining buttons are drawn
+    for what this person may do (the server checks again on every request)."""
+    return create_layout(author=signed_in_name(), edit_locked=refusal(EDIT),
+                         jobs_locked=refusal(JOBS))
 
 
 def create_app(data_dir=None, *, auth_file=None, trust_user_header=None, read_only=None,
@@ -67,13 +45,9 @@ def create_app(data_dir=None, *, auth_file=None, trust_user_header=None, read_on
     if data_dir is not None:
         os.environ[DATA_DIR_ENV] = str(resolve_data_dir(data_dir))  # workers and callbacks agree
     manager, celery_app = make_background_manager(resolve_data_dir() / "cache")
-    register_callbacks()
-    app = dash.Dash(
-        __name__, title="X-ray Attribute Explorer", background_callback_manager=manager,
-        # Other panels fill their slots with components made by callbacks, unknown at start.
-        suppress_callback_exceptions=True,
-    )
-    app.layout = create_layout
+    app = dash.Dash(__name__, title="X-ray Attribute Explorer",
+                    background_callback_manager=manager)
+    app.layout = page
     app.celery_app = celery_app
     app.server.config[access.CONFIG_KEY] = settings
     if settings.authenticates:

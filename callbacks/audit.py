@@ -4,12 +4,11 @@ labels (corrections applied), opens a row's image, exports the corrections as CS
 
 from __future__ import annotations
 
-import dash
-from dash import ALL, Input, Output, State, ctx, dcc, no_update
+from dash import ALL, Input, Output, State, ctx, dcc, hooks, no_update
 
-from callbacks.common import Refused, column_index, refusal, row_index, run_labels, try_run
+from callbacks.common import Refused, column_index, row_index, run_labels, try_run
 from components import ids
-from components.audit import audit_panel, audit_table, corrections_summary
+from components.audit import audit_table, corrections_summary
 from pipeline import audit, corrections
 from pipeline.errors import PipelineError
 from pipeline.spreadsheet import formula_safe
@@ -18,20 +17,11 @@ from pipeline.store import resolve_data_dir
 TOP_ROWS = 30
 
 
-@dash.callback(Output(ids.AUDIT_PANEL, "children"), Input(ids.URL, "pathname"))
-def fill_audit_panel(_pathname):
-    """The tab, its retraining button off (with the reason as tooltip) for who may not use it."""
-    from callbacks.retrain import JOBS
-
-    return audit_panel(refusal(JOBS))
-
-
-@dash.callback(
+@hooks.callback(
     Output(ids.AUDIT_TABLE, "children"), Output(ids.AUDIT_SUMMARY, "children"),
     Input(ids.RUN_PICKER, "value"), Input(ids.STORE_CORRECTIONS, "data"),
-    Input(ids.AUDIT_PANEL, "children"),
 )
-def show_audit(run_id, _version, _panel):
+def show_audit(run_id, _version):
     """The top suspicious labels of the run, counting the corrections already made."""
     run = try_run(run_id)
     if run is None:
@@ -49,7 +39,7 @@ def show_audit(run_id, _version, _panel):
     return table, corrections_summary(int(corrected.sum()), n_events, dataset or "–")
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.STORE_DETAIL_INDEX, "data", allow_duplicate=True),
     Output(ids.STORE_SELECTION, "data", allow_duplicate=True),
     Input({"type": ids.AUDIT_ROW, "index": ALL}, "n_clicks"), State(ids.RUN_PICKER, "value"),
@@ -78,7 +68,7 @@ def _audit_row(run, index) -> int:
     return row_index(run, int(parts[0]))
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.DOWNLOAD_CORRECTIONS, "data"),
     Input(ids.EXPORT_CORRECTIONS, "n_clicks"), State(ids.RUN_PICKER, "value"),
     prevent_initial_call=True,

@@ -63,6 +63,14 @@ def current_user() -> access.User | None:
     return flask.g.get("xrae_user") if flask.has_app_context() else None
 
 
+def signed_in_name() -> str | None:
+    """The signed-in user's name; None when the server does not sign people in (typed names)."""
+    if not access_settings().authenticates:
+        return None
+    user = current_user()
+    return user.name if user else ""
+
+
 def refusal(action: str) -> str | None:
     """Why the person asking may not `action` ('correct labels'), or None when they may.
 

@@ -4,8 +4,7 @@ options that follow the chosen run's attributes.
 
 from __future__ import annotations
 
-import dash
-from dash import Input, Output, State, html
+from dash import Input, Output, State, hooks, html
 
 from callbacks.common import try_run
 from components import ids
@@ -31,7 +30,7 @@ def run_options() -> tuple[list[dict], list[str]]:
     return options, [r.id for r in runs[::-1]]
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.RUN_PICKER, "options"), Output(ids.RUN_PICKER, "value"),
     Output(ids.EMPTY_STATE, "children"), Output(ids.EMPTY_STATE, "is_open"),
     Input(ids.URL, "pathname"), State(ids.RUN_PICKER, "value"),
@@ -56,7 +55,7 @@ def _no_run_message(n_broken: int) -> list:
             "then reload this page."]
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.RUN_SUMMARY, "children"),
     Output(ids.FLOWER_ATTRIBUTES, "options"), Output(ids.FLOWER_ATTRIBUTES, "value"),
     Output(ids.COLOUR_ATTRIBUTE, "options"), Output(ids.COLOUR_ATTRIBUTE, "value"),
@@ -86,6 +85,6 @@ def run_summary(run) -> list:
             html.Span(f"{run.id} · {created}", className="run-id")]
 
 
-@dash.callback(Output(ids.COLOUR_ATTRIBUTE, "disabled"), Input(ids.COLOUR_BY, "value"))
+@hooks.callback(Output(ids.COLOUR_ATTRIBUTE, "disabled"), Input(ids.COLOUR_BY, "value"))
 def colour_attribute_needed(colour_by):
     return colour_by == "error"

@@ -5,20 +5,18 @@ poll for corrections other analysts make meanwhile, and say so when the database
 
 from __future__ import annotations
 
-import dash
-from dash import Input, Output, State, ctx, html, no_update
+from dash import Input, Output, State, ctx, hooks, html, no_update
 from dash.exceptions import PreventUpdate
 
 from callbacks.common import (
     Refused,
-    access_settings,
     author_of,
     column_index,
-    current_user,
     image_labels,
     refusal,
     row_index,
     run_labels,
+    signed_in_name,
     text_value,
     threshold_value,
     try_run,
@@ -27,7 +25,6 @@ from components import ids
 from components.audit import (
     MARK,
     attribute_options,
-    correction_form,
     corrections_banner,
     image_corrections,
 )
@@ -39,22 +36,7 @@ from pipeline.store import resolve_data_dir
 EDIT = "correct labels"
 
 
-@dash.callback(Output(ids.DETAIL_CORRECTIONS, "children"), Input(ids.URL, "pathname"))
-def fill_correction_form(_pathname):
-    """The form, with the signed-in user as the (fixed) author, and its buttons off for those
-    who may not correct labels."""
-    return correction_form(_signed_in_name(), refusal(EDIT))
-
-
-def _signed_in_name() -> str | None:
-    """The signed-in user's name; None when the server does not sign people in (typed names)."""
-    if not access_settings().authenticates:
-        return None
-    user = current_user()
-    return user.name if user else ""
-
-
-@dash.callback(
+@hooks.callback(
     Output(ids.CORRECTION_AUTHOR, "value"), Output(ids.STORE_AUTHOR, "data"),
     Input(ids.STORE_AUTHOR, "modified_timestamp"), Input(ids.CORRECTION_AUTHOR, "value"),
     State(ids.STORE_AUTHOR, "data"),
@@ -62,7 +44,7 @@ def _signed_in_name() -> str | None:
 def remember_author(_stored_at, typed, stored):
     """The name field and the browser's local store follow each other (one callback, no loop);
     a signed-in user's name is their sign-in, whatever the store or the field say."""
-    signed_in = _signed_in_name()
+    signed_in = signed_in_name()
     if signed_in is not None:
         return signed_in, no_update
     try:
@@ -84,7 +66,7 @@ def _open_image(run, index):
         return None
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.CORRECTION_ATTRIBUTE, "options"), Output(ids.CORRECTION_LIST, "children"),
     Output(ids.FLIP_LABEL, "disabled"), Output(ids.UNDO_CORRECTION, "disabled"),
     Input(ids.STORE_DETAIL_INDEX, "data"), Input(ids.STORE_CORRECTIONS, "data"),
@@ -107,7 +89,7 @@ def describe_labels(index, _version, run_id):
     return options, listing, False, mine.empty
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.STORE_CORRECTIONS, "data"), Output(ids.CORRECTION_STATUS, "children"),
     Output(ids.CORRECTION_NOTE, "value"),
     Input(ids.FLIP_LABEL, "n_clicks"), Input(ids.UNDO_CORRECTION, "n_clicks"),
@@ -149,7 +131,7 @@ def write_correction(flips, undos, column, note, author, index, run_id):
     return event, html.Span(message, className="text-success"), ""
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.STORE_CORRECTIONS, "data", allow_duplicate=True),
     Input(ids.CORRECTIONS_POLL, "n_intervals"),
     State(ids.STORE_CORRECTIONS, "data"), State(ids.RUN_PICKER, "value"),
@@ -169,7 +151,7 @@ def notice_other_corrections(_ticks, seen, run_id):
     return latest if latest != seen else no_update
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.DETAIL_TABLE, "children", allow_duplicate=True),
     Input(ids.STORE_CORRECTIONS, "data"), State(ids.STORE_DETAIL_INDEX, "data"),
     State(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
@@ -190,7 +172,7 @@ def mark_detail_table(_version, index, threshold, run_id):
                          corrected[index])
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.CORRECTIONS_ALERT, "children"), Output(ids.CORRECTIONS_ALERT, "is_open"),
     Input(ids.URL, "pathname"), Input(ids.CORRECTIONS_POLL, "n_intervals"),
     State(ids.CORRECTIONS_ALERT, "children"),

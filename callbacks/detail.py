@@ -4,8 +4,7 @@ view, a thumbnail or a neighbour), its ACT vs PRD table and its FEA-space neighb
 
 from __future__ import annotations
 
-import dash
-from dash import ALL, Input, Output, State, ctx, html, no_update
+from dash import ALL, Input, Output, State, ctx, hooks, html, no_update
 from dash.exceptions import PreventUpdate
 
 from callbacks.common import (
@@ -32,7 +31,7 @@ def image_caption(run, index: int) -> str:
     return f"#{index} {run.images['image_id'].iloc[index]}"
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.THUMBNAILS, "children"),
     Input(ids.STORE_SELECTION, "data"), State(ids.RUN_PICKER, "value"),
 )
@@ -53,7 +52,7 @@ def show_thumbnails(selection, run_id):
             *[thumbnail(ids.THUMB, i, thumbnail_of(run, i), image_caption(run, i)) for i in shown]]
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.STORE_DETAIL_INDEX, "data"),
     [Input(ids.VIEWS[s], "clickData") for s in SPACES],
     Input({"type": ids.THUMB, "index": ALL}, "n_clicks"),
@@ -94,7 +93,7 @@ def _clicked_row(run, trigger, clicks, selection, current):
     return no_update
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.DETAIL_IMAGE, "figure"),
     Input(ids.STORE_DETAIL_INDEX, "data"), Input(ids.COLOUR_MAP, "value"),
     State(ids.RUN_PICKER, "value"),
@@ -115,7 +114,7 @@ def draw_detail_image(index, colour_map, run_id):
     return image_figure(pixels, colour_map)
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.DETAIL_TITLE, "children"), Output(ids.DETAIL_TABLE, "children"),
     Output(ids.NEIGHBOURS, "children"),
     Input(ids.STORE_DETAIL_INDEX, "data"), Input(ids.THRESHOLD, "value"),

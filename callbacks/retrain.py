@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import logging
 
-import dash
-from dash import Input, Output, State, html, no_update
+from dash import Input, Output, State, hooks, html, no_update
 
 from callbacks.common import access_settings, refusal, try_run, whole_number
 from callbacks.control import run_options
@@ -22,7 +21,7 @@ SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
 JOBS = "start or cancel retraining"
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.STORE_RETRAIN_REQUEST, "data"), Output(ids.RETRAIN_STATUS, "children"),
     Input(ids.RETRAIN, "n_clicks"), State(ids.RUN_PICKER, "value"),
     State(ids.RETRAIN_EPOCHS, "value"),
@@ -52,7 +51,7 @@ def request_retraining(n_clicks, run_id, epochs):
     return {"ticket": ticket}, ""
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.STORE_RETRAIN, "data"),
     Output(ids.RETRAIN_STATUS, "children", allow_duplicate=True),
     Input(ids.STORE_RETRAIN_REQUEST, "data"),
@@ -100,7 +99,7 @@ def run_retraining(set_progress, request):
     return {"before": run_id, "after": path.name}, done
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.RETRAIN_STATUS, "children", allow_duplicate=True),
     Input(ids.CANCEL_RETRAIN, "n_clicks"), State(ids.RUN_PICKER, "value"),
     prevent_initial_call=True,
@@ -120,7 +119,7 @@ def cancel_retraining(n_clicks, run_id):
     return _alert("Cancel requested; the job stops at its next step.", "warning")
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.RUN_PICKER, "options", allow_duplicate=True),
     Output(ids.RETRAIN_COMPARE, "children"), Output(ids.SHOW_NEW_RUN, "style"),
     Input(ids.STORE_RETRAIN, "data"),
@@ -142,7 +141,7 @@ def offer_new_run(result):
     return options, [caption, table], {"display": "inline-block"}
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.RUN_PICKER, "value", allow_duplicate=True),
     Input(ids.SHOW_NEW_RUN, "n_clicks"), State(ids.STORE_RETRAIN, "data"),
     prevent_initial_call=True,

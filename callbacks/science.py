@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import dash
 import diskcache
-from dash import Input, Output
+from dash import Input, Output, hooks
 
 from callbacks.common import Refused, row_index
 from components import ids
@@ -69,7 +68,7 @@ def science_for(run: Run, index: int):
     )
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.DETAIL_SCIENCE, "children"),
     Input(ids.STORE_DETAIL_INDEX, "data"),
     Input(ids.RUN_PICKER, "value"),

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import re
 
-import dash
 import numpy as np
 import pandas as pd
-from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
+from dash import ALL, Input, Output, State, ctx, dcc, hooks, html, no_update
 
 from callbacks.common import (
     AS_ANNOTATED,
@@ -68,7 +67,7 @@ def group_frame(run, rows, threshold: float, which: str = WITH_CORRECTIONS) -> p
     return frame
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.SELECTION_TITLE, "children"), Output(ids.SELECTION_SUMMARY, "children"),
     Input(ids.STORE_SELECTION, "data"), Input(ids.THRESHOLD, "value"),
     Input(ids.RUN_PICKER, "value"), *LABELS,
@@ -90,7 +89,7 @@ def summarise_selection(selection, threshold, run_id, which=WITH_CORRECTIONS, _v
     return title, summary_block(summary, run.attributes, run.colours, note, everything)
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.STORE_GROUPS, "data"), Output(ids.GROUP_NAME, "value"),
     Input(ids.SAVE_GROUP, "n_clicks"), Input({"type": ids.GROUP_DELETE, "index": ALL}, "n_clicks"),
     State(ids.GROUP_NAME, "value"), State(ids.STORE_SELECTION, "data"),
@@ -116,7 +115,7 @@ def edit_groups(_save, delete_clicks, name, selection, groups, run_id):
     return groups, ""
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.GROUP_LIST, "children"),
     Output(ids.COMPARE_A, "options"), Output(ids.COMPARE_B, "options"),
     Input(ids.STORE_GROUPS, "data"), Input(ids.THRESHOLD, "value"),
@@ -148,7 +147,7 @@ def _pick(choice, selection, mine):
     return "All images", None
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.COMPARE_TABLE, "children"),
     Input(ids.COMPARE_A, "value"), Input(ids.COMPARE_B, "value"),
     Input(ids.STORE_GROUPS, "data"), Input(ids.STORE_SELECTION, "data"),
@@ -164,7 +163,7 @@ def compare_groups(choice_a, choice_b, groups, selection, threshold, run_id,
     return compare_table(a, b, (name_a, name_b), run.attributes, run.colours)
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.DOWNLOAD, "data"),
     Input(ids.EXPORT_SELECTION, "n_clicks"),
     Input({"type": ids.GROUP_EXPORT, "index": ALL}, "n_clicks"),

@@ -7,9 +7,8 @@ that Dash drops never leaves the views half-updated.
 
 from __future__ import annotations
 
-import dash
 import numpy as np
-from dash import ALL, Input, Output, Patch, State, ctx, html, no_update
+from dash import ALL, Input, Output, Patch, State, ctx, hooks, html, no_update
 
 from callbacks.common import (
     WITH_CORRECTIONS,
@@ -162,7 +161,7 @@ def _attribute(run, index) -> int:
 # ---------------------------------------------------------------- full draw (run, mode, colours)
 
 
-@dash.callback(
+@hooks.callback(
     _outputs(ids.VIEWS, "figure", duplicate=False),
     _outputs(ids.VIEW_HEADERS, "children", duplicate=False),
     Output(ids.FILTER_COUNT, "children"),
@@ -193,7 +192,7 @@ def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, th
 # ---------------------------------------------------------------- patches
 
 
-@dash.callback(
+@hooks.callback(
     _outputs(ids.VIEWS, "figure"), Output(ids.FILTER_COUNT, "children", allow_duplicate=True),
     *FILTERS, Input(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
     *LABELS,
@@ -213,7 +212,7 @@ def fade_filtered(attributes, match, on, threshold, run_id, which=WITH_CORRECTIO
     return (*patches, count_text(mask))
 
 
-@dash.callback(
+@hooks.callback(
     _outputs(ids.VIEWS, "figure"),
     Input(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
     State(ids.COLOUR_BY, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
@@ -239,7 +238,7 @@ def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute, metric
     return patches
 
 
-@dash.callback(
+@hooks.callback(
     _outputs(ids.VIEWS, "figure"), _outputs(ids.VIEW_HEADERS, "children"),
     [Input(ids.STORE_VIEWPORTS[s], "data") for s in SPACES], Input(ids.THRESHOLD, "value"),
     *FILTERS,
@@ -279,7 +278,7 @@ def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_i
 
 
 for _space in SPACES:
-    @dash.callback(
+    @hooks.callback(
         Output(ids.STORE_VIEWPORTS[_space], "data"),
         Input(ids.VIEWS[_space], "relayoutData"), Input(ids.RUN_PICKER, "value"),
         State(ids.STORE_VIEWPORTS[_space], "data"),
@@ -308,7 +307,7 @@ def drawn_by_user(selected_data) -> bool:
                 or selected_data.get("lassoPoints"))
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.STORE_SELECTION, "data"), Output(ids.STORE_SELECTION_SOURCE, "data"),
     [Input(ids.VIEWS[s], "selectedData") for s in SPACES],
     Input(ids.CLEAR_SELECTION, "n_clicks"),
@@ -332,7 +331,7 @@ def select(sel_act, sel_fea, sel_prd, _clear, group_clicks, run_id, groups):
     return [], None
 
 
-@dash.callback(
+@hooks.callback(
     _outputs(ids.VIEWS, "figure"),
     Input(ids.STORE_SELECTION, "data"), State(ids.STORE_SELECTION_SOURCE, "data"),
     State(ids.POINT_MODE, "value"), State(ids.RUN_PICKER, "value"),
@@ -358,7 +357,7 @@ def highlight_selection(selection, source, mode=None, run_id=None):
     return patches
 
 
-@dash.callback(
+@hooks.callback(
     _outputs(ids.VIEWS, "figure"),
     Input(ids.STORE_GROUPS, "data"), State(ids.RUN_PICKER, "value"),
     prevent_initial_call=True,
@@ -375,7 +374,7 @@ def outline_groups(groups, run_id):
     return patches
 
 
-@dash.callback(
+@hooks.callback(
     _outputs(ids.VIEWS, "figure"), Output(ids.CORRECTION_KEY, "children"),
     Input(ids.STORE_CORRECTIONS, "data"), Input(ids.RUN_PICKER, "value"),
     State(ids.VIEW_HEADERS["act"], "children"),
@@ -400,7 +399,7 @@ def mark_corrected(_version, run_id, drawn):
 # ---------------------------------------------------------------- legends and hover
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.FLOWER_LEGEND, "figure"),
     Input(ids.POINT_MODE, "value"), Input(ids.FLOWER_ATTRIBUTES, "value"),
     Input(ids.RUN_PICKER, "value"),
@@ -410,7 +409,7 @@ def draw_flower_key(mode, shown, run_id):
     return legend_figure(mode or "dots", run.attributes, run.colours, shown or [])
 
 
-@dash.callback(
+@hooks.callback(
     Output(ids.COLOUR_LEGEND, "children"),
     Input(ids.COLOUR_BY, "value"), Input(ids.COLOUR_ATTRIBUTE, "value"),
     Input(ids.RUN_PICKER, "value"),
@@ -464,7 +463,7 @@ def _is_box(viewport) -> bool:
 
 VIEW_HOVERS = {}  # space -> its hover callback (tests call them directly)
 for _space in SPACES:
-    @dash.callback(
+    @hooks.callback(
         Output(ids.VIEW_TOOLTIPS[_space], "show"), Output(ids.VIEW_TOOLTIPS[_space], "bbox"),
         Output(ids.VIEW_TOOLTIPS[_space], "children"),
         Output(ids.VIEW_TOOLTIPS[_space], "direction"),

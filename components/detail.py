@@ -11,7 +11,8 @@ from pipeline.imaging import COLOUR_MAPS
 from pipeline.metrics import OUTCOMES
 
 
-def detail_view() -> dbc.Card:
+def detail_view(correction_form: html.Div) -> dbc.Card:
+    """Panel G; `correction_form` is components/audit.py's form for the person asking."""
     image = html.Div([
         html.Div([html.Span("colour map", className="me-2 small text-muted"),
                   dcc.Dropdown(id=ids.COLOUR_MAP, value="Inferno",
@@ -35,7 +36,7 @@ def detail_view() -> dbc.Card:
                      dbc.Col(html.Div(id=ids.DETAIL_TABLE, className="table-scroll detail-table"),
                              width=6)], className="g-2"),
             dbc.Row([dbc.Col(neighbours, width=6),
-                     dbc.Col(html.Div(id=ids.DETAIL_CORRECTIONS,  # the correction form
+                     dbc.Col(html.Div(correction_form, id=ids.DETAIL_CORRECTIONS,
                                       className="detail-corrections"), width=6)],
                     className="g-2 mt-1"),
             # Under the large image, across the card: beam centre, I(q), polar view.

@@ -22,7 +22,8 @@ def fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def selection_manager() -> dbc.Card:
+def selection_manager(audit: html.Div) -> dbc.Card:
+    """Panel F; `audit` is the label-audit tab's content (components/audit.py: audit_panel)."""
     tools = html.Div([
         dbc.Input(id=ids.GROUP_NAME, placeholder="group name", size="sm", className="group-name"),
         dbc.Button("Save group", id=ids.SAVE_GROUP, size="sm", color="primary"),
@@ -45,7 +46,7 @@ def selection_manager() -> dbc.Card:
             dbc.Tab(html.Div(id=ids.SELECTION_SUMMARY), label="Metrics", tab_id="metrics"),
             dbc.Tab(html.Div(id=ids.GROUP_LIST), label="Groups", tab_id="groups"),
             dbc.Tab(compare, label="Compare", tab_id="compare"),
-            dbc.Tab(html.Div(id=ids.AUDIT_PANEL), label="Label audit", tab_id="audit"),
+            dbc.Tab(html.Div(audit, id=ids.AUDIT_PANEL), label="Label audit", tab_id="audit"),
         ], id=ids.SELECTION_TABS, active_tab="metrics"), className="manager-body"),
     ], id=ids.SELECTION_MANAGER, className="bottom-card")
 

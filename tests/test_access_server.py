@@ -87,10 +87,8 @@ def test_an_editors_correction_is_recorded_under_their_sign_in_not_the_typed_nam
     assert "(saved)" in status(flip(client, run, author="mallory",
                                     headers=basic("ana", "ana-pw")))
     assert corrections.history(run.data_dir)["author"].tolist() == ["ana"]
-    form = post(client, [(ids.DETAIL_CORRECTIONS, "children")],
-                [{"id": ids.URL, "property": "pathname", "value": "/"}],
-                headers=basic("ana", "ana-pw")).get_json()
-    field = _find(form, ids.CORRECTION_AUTHOR)["props"]
+    page = client.get("/_dash-layout", headers=basic("ana", "ana-pw")).get_json()
+    field = _find(page, ids.CORRECTION_AUTHOR)["props"]
     assert field["value"] == "ana" and field["disabled"] is True
 
 
@@ -130,14 +128,11 @@ def test_read_only_refuses_every_change_and_says_why_on_the_buttons(run, monkeyp
         flip(client, run))
     assert "read-only" in status(ask_retraining(client, run), ids.RETRAIN_STATUS)
     assert not corrections.db_path(run.data_dir).exists()
-    form = post(client, [(ids.DETAIL_CORRECTIONS, "children")],
-                [{"id": ids.URL, "property": "pathname", "value": "/"}]).get_json()
-    why = _find(form, ids.CORRECTION_WHY)
+    page = client.get("/_dash-layout").get_json()
+    why = _find(page, ids.CORRECTION_WHY)
     assert why["props"]["title"].startswith("This dashboard is read-only")
     assert all(b["props"]["disabled"] for b in why["props"]["children"])
-    panel = post(client, [(ids.AUDIT_PANEL, "children")],
-                 [{"id": ids.URL, "property": "pathname", "value": "/"}]).get_json()
-    assert _find(panel, ids.RETRAIN)["props"]["disabled"] is True
+    assert _find(page, ids.RETRAIN)["props"]["disabled"] is True
 
 
 def _find(tree, component_id):

@@ -64,16 +64,30 @@ def test_every_panel_and_callback_is_served(tmp_path, monkeypatch):
             assert wanted in outputs
 
 
-def test_absent_panel_modules_are_skipped_and_named(tmp_path):
-    done = python("import logging, app; logging.basicConfig(level=logging.INFO); "
-                  "print(app.register_callbacks())", tmp_path)
-    assert done.returncode == 0, done.stderr
-    skipped = eval(done.stdout.strip().splitlines()[-1])  # a printed list of module names
-    for name in ("callbacks.science", "callbacks.audit", "callbacks.corrections",
-                 "callbacks.retrain"):
-        assert (name in skipped) == (importlib.util.find_spec(name) is None)
-    for name in skipped:
-        assert name in done.stderr
+def layout_ids(node) -> set[str]:
+    """Every string id in a layout's JSON."""
+    if isinstance(node, list):
+        return set().union(*(layout_ids(n) for n in node)) if node else set()
+    if not isinstance(node, dict):
+        return set()
+    found = {node["props"]["id"]} if isinstance(node.get("props", {}).get("id"), str) else set()
+    return found.union(*(layout_ids(v) for v in node.get("props", {}).values()))
+
+
+def test_every_callbacks_ids_are_in_the_page_from_the_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    app = create_app(tmp_path / "data")
+    assert app.config.suppress_callback_exceptions is False  # Dash checks every id
+    client = app.server.test_client()
+    present = layout_ids(client.get("/_dash-layout").get_json())
+    for callback in client.get("/_dash-dependencies").get_json():
+        for part in (*callback["inputs"], *callback["state"]):
+            if not part["id"].startswith("{"):  # pattern-matching ids are made with their rows
+                assert part["id"] in present, part
+        for output in callback["output"].strip(".").split("..."):
+            name = output.rsplit(".", 1)[0]
+            if not name.startswith("{"):
+                assert name in present, output
 
 
 def test_python_app_py_serves_the_runs_in_data_dir_on_the_given_port(tmp_path):
