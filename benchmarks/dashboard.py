@@ -59,7 +59,7 @@ def call(callback, trigger: str, *args):
     """Run a callback's own function as Dash would, with `trigger` as ctx.triggered_id."""
     def inside():
         context_value.set(AttributeDict(triggered_inputs=[{"prop_id": trigger, "value": None}]))
-        return callback(*args)  # dash.callback returns the function itself
+        return callback(*args)  # hooks.callback returns the function itself
     return copy_context().run(inside)
 
 

@@ -14,10 +14,11 @@ import pandas as pd
 from dash.exceptions import PreventUpdate
 from sklearn.neighbors import NearestNeighbors
 
-from components.encoding import error_distance, full_extent
+from components.encoding import full_extent
 from components.figures import thumbnail_uri
 from pipeline import access, corrections
 from pipeline.errors import PipelineError
+from pipeline.metrics import error_distance
 from pipeline.store import Run, get_run, open_run, resolve_data_dir
 
 THUMB_SIZE = 72

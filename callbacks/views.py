@@ -29,7 +29,6 @@ from components.encoding import (
     ERROR_SCALE,
     colour_values,
     dot_size,
-    filter_mask,
     flower_subset,
     petal_radius,
     viewport_from_relayout,
@@ -52,6 +51,7 @@ from components.figures import (
     view_figure,
 )
 from components.views import colour_legend, correction_key
+from pipeline.filters import filter_mask
 
 SPACES = tuple(ids.VIEWS)
 MATCH_OPACITY, FADED_OPACITY = 0.85, 0.07

@@ -1,5 +1,7 @@
-"""Pure array logic behind the embedded views: filter masks, error distances, colour values,
-the current viewport and which points in it are drawn as flowers (level of detail).
+"""Pure array logic of how the embedded views encode a run: colour values, dot sizes, the
+current viewport and which points in it are drawn as flowers (level of detail). Which images a
+filter keeps (pipeline.filters) and the ACT–PRD error distance (pipeline.metrics) are domain
+logic and live in the pipeline.
 """
 
 from __future__ import annotations
@@ -8,54 +10,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.metrics import OUTCOMES, outcomes
+from pipeline.metrics import OUTCOMES, error_distance, outcomes
 
 POINT_MODES = ("dots", "act", "prd", "joint")
-FILTER_TARGETS = ("act", "prd", *OUTCOMES)
 COLOUR_BYS = ("error", "outcome", "label", "probability")
 DEFAULT_CAP = 500
 
 OUTCOME_COLOURS = {"TP": "#1a9850", "FP": "#d73027", "FN": "#7b3294", "TN": "#c7c7c7"}
 ERROR_SCALE = [[0.0, "#3b6fb6"], [0.5, "#f2d36b"], [1.0, "#c8102e"]]
-
-
-def filter_mask(act, prd, threshold: float, attributes, match: str = "any", on: str = "act"):
-    """Which images pass the attribute filter (all of them when no attribute is chosen).
-
-    `on` is "act" (label is 1), "prd" (probability ≥ threshold) or an outcome name, which must
-    hold for ANY or ALL of the chosen attributes.
-    """
-    attributes = [int(a) for a in attributes or []]
-    if not attributes:
-        return np.ones(len(act), dtype=bool)
-    if on == "act":
-        hits = np.asarray(act[:, attributes]).astype(bool)
-    elif on == "prd":
-        hits = np.asarray(prd[:, attributes]) >= threshold
-    elif on in OUTCOMES:
-        hits = outcomes(act[:, attributes], prd[:, attributes], threshold) == OUTCOMES.index(on)
-    else:
-        raise ValueError(f"unknown filter target {on!r}; expected one of {FILTER_TARGETS}")
-    return hits.all(axis=1) if match == "all" else hits.any(axis=1)
-
-
-def error_distance(act, prd, metric: str = "cosine") -> np.ndarray:
-    """ACT–PRD distance per image in [0, 1]: cosine distance, or Euclidean over sqrt(A).
-
-    Cosine is undefined for an all-zero vector: two empty vectors agree (0), one empty and one
-    not are as far apart as it gets (1).
-    """
-    act = np.asarray(act, dtype=np.float32)
-    prd = np.asarray(prd, dtype=np.float32)
-    if metric == "euclidean":
-        return np.sqrt(((act - prd) ** 2).sum(axis=1) / act.shape[1]).astype(np.float32)
-    norms = np.linalg.norm(act, axis=1) * np.linalg.norm(prd, axis=1)
-    dot = (act * prd).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cos = np.where(norms > 0, dot / np.where(norms > 0, norms, 1), np.nan)
-    empty_a, empty_p = ~act.any(axis=1), ~(prd > 0).any(axis=1)
-    dist = np.where(np.isnan(cos), np.where(empty_a & empty_p, 0.0, 1.0), 1.0 - cos)
-    return np.clip(dist, 0, 1).astype(np.float32)
 
 
 def colour_values(colour_by: str, act, prd, threshold: float, attribute: int, colour: str,

@@ -143,3 +143,22 @@ def format_ap_table(attributes, metrics: dict) -> str:
                      f"{cell(per['recall'][j])} {cell(per['f1'][j])} {pos:5d}")
     lines.append(f"{'mAP':{width}s}  {cell(metrics['mAP'])}")
     return "\n".join(lines)
+
+
+def error_distance(act, prd, metric: str = "cosine") -> np.ndarray:
+    """ACT–PRD distance per image in [0, 1]: cosine distance, or Euclidean over sqrt(A).
+
+    Cosine is undefined for an all-zero vector: two empty vectors agree (0), one empty and one
+    not are as far apart as it gets (1).
+    """
+    act = np.asarray(act, dtype=np.float32)
+    prd = np.asarray(prd, dtype=np.float32)
+    if metric == "euclidean":
+        return np.sqrt(((act - prd) ** 2).sum(axis=1) / act.shape[1]).astype(np.float32)
+    norms = np.linalg.norm(act, axis=1) * np.linalg.norm(prd, axis=1)
+    dot = (act * prd).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where(norms > 0, dot / np.where(norms > 0, norms, 1), np.nan)
+    empty_a, empty_p = ~act.any(axis=1), ~(prd > 0).any(axis=1)
+    dist = np.where(np.isnan(cos), np.where(empty_a & empty_p, 0.0, 1.0), 1.0 - cos)
+    return np.clip(dist, 0, 1).astype(np.float32)

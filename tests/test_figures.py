@@ -13,8 +13,6 @@ from PIL import Image
 
 from components.encoding import (
     colour_values,
-    error_distance,
-    filter_mask,
     flower_subset,
     petal_radius,
     viewport_from_relayout,
@@ -29,6 +27,8 @@ from components.figures import (
     thumbnail_uri,
     typed,
 )
+from pipeline.filters import filter_mask
+from pipeline.metrics import error_distance
 
 ACT = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=np.uint8)
 PRD = np.array([[0.9, 0.6, 0.2], [0.1, 0.3, 0.8], [0.7, 0.4, 0.1], [0.05, 0.0, 0.55]],
