@@ -55,9 +55,12 @@ def petal_counts(dash_duo) -> list[int]:
 
 @pytest.mark.browser
 def test_after_a_correction_the_manager_the_flowers_and_the_table_agree(dashboard):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.wait import WebDriverWait
 
-    from tests.test_retrain import choose, click
+    from components import ids
+    from tests.conftest import WAIT_S
+    from tests.test_retrain import choose, click, component_props
 
     dash_duo, run = dashboard
     dash_duo.find_element("#radio-point-mode input[value='joint']").click()
@@ -68,6 +71,10 @@ def test_after_a_correction_the_manager_the_flowers_and_the_table_agree(dashboar
     dash_duo.find_elements("#detail-thumbnails .thumb")[0].click()
     index, ring = int(inside[0]), run.attributes.index("Ring")
     dash_duo.wait_for_contains_text("#text-detail-title", f"#{index} ")
+    # As an analyst does, the pointer leaves the views for the form: no hover card is left open.
+    ActionChains(dash_duo.driver).move_to_element(dash_duo.find_element(".top-bar")).perform()
+    WebDriverWait(dash_duo.driver, WAIT_S).until(lambda _: not any(
+        component_props(dash_duo, ids.VIEW_TOOLTIPS[s]).get("show") for s in ids.VIEWS))
     old = int(run.act[index, ring])
     choose(dash_duo, "#dropdown-correction-attribute", ring)
     click(dash_duo, "#button-clear-selection")  # the manager then scores the whole run
