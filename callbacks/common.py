@@ -12,13 +12,13 @@ import flask
 import numpy as np
 import pandas as pd
 from dash.exceptions import PreventUpdate
-from sklearn.neighbors import NearestNeighbors
 
 from components.encoding import full_extent
 from components.figures import thumbnail_uri
 from pipeline import access, corrections
 from pipeline.errors import PipelineError
 from pipeline.metrics import error_distance
+from pipeline.neighbours import nearest_images
 from pipeline.store import Run, get_run, open_run, resolve_data_dir
 
 THUMB_SIZE = 72
@@ -152,10 +152,19 @@ def text_value(value, what: str, max_len: int) -> str:
     return value.strip()
 
 
+CACHE_LIMITS = {"thumbnails": 2**30, "science": 2**29}  # bytes on disk, per data directory
+
+
 @lru_cache(maxsize=8)
-def _thumb_cache(folder: str) -> diskcache.Cache:
+def _disk_cache(folder: str, limit: int) -> diskcache.Cache:
     # One Cache object per folder and process; diskcache itself is safe across processes.
-    return diskcache.Cache(folder, size_limit=2**30)
+    return diskcache.Cache(folder, size_limit=limit)
+
+
+def disk_cache(run: Run, name: str) -> diskcache.Cache:
+    """The run's data directory's cache of derived things `name` (thumbnails, science), kept
+    under <data_dir>/cache/<name> and keyed by run id by its users."""
+    return _disk_cache(str(run.data_dir / "cache" / name), CACHE_LIMITS[name])
 
 
 def thumbnail(run: Run, index: int, size: int = THUMB_SIZE) -> str:
@@ -164,7 +173,7 @@ def thumbnail(run: Run, index: int, size: int = THUMB_SIZE) -> str:
     An image file that is missing or unreadable gets a grey tile (not cached, so it shows once
     the file is back); the detail view names the problem when that image is opened.
     """
-    cache = _thumb_cache(str(run.data_dir / "cache" / "thumbnails"))
+    cache = disk_cache(run, "thumbnails")
     key = f"{run.id}/{int(index)}/{size}"
     uri = cache.get(key)
     if uri is None:
@@ -177,19 +186,10 @@ def thumbnail(run: Run, index: int, size: int = THUMB_SIZE) -> str:
     return uri
 
 
-@lru_cache(maxsize=4)
-def _neighbour_index(run_path: str) -> NearestNeighbors:
-    # Runs never change once written, so the fitted index is valid for the process lifetime.
-    fea = open_run(run_path).fea
-    return NearestNeighbors(n_neighbors=min(9, len(fea))).fit(np.asarray(fea, np.float32))
-
-
 def neighbours(run: Run, index: int, k: int = 8) -> list[int]:
-    """The k images nearest to row `index` in FEA space (Euclidean), nearest first."""
-    model = _neighbour_index(str(run.path))
-    _, found = model.kneighbors(np.asarray(run.fea[[int(index)]], np.float32),
-                                n_neighbors=min(k + 1, len(run)))
-    return [int(i) for i in found[0] if i != int(index)][:k]
+    """The k images nearest to row `index` in FEA space, nearest first: the tool's one
+    definition (pipeline.neighbours), the neighbours the label audit votes with."""
+    return nearest_images(run, int(index), k)
 
 
 @lru_cache(maxsize=16)

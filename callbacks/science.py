@@ -4,12 +4,9 @@ shown large, computed once per run and row (diskcache under <data_dir>/cache/sci
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-import diskcache
 from dash import Input, Output, hooks
 
-from callbacks.common import Refused, row_index
+from callbacks.common import Refused, disk_cache, row_index
 from components import ids
 from components.science import (
     detector_figure,
@@ -30,15 +27,9 @@ NO_FILES = (
 )
 
 
-@lru_cache(maxsize=8)
-def _cache(folder: str) -> diskcache.Cache:
-    # One Cache object per folder and process; diskcache itself is safe across processes.
-    return diskcache.Cache(folder, size_limit=2**29)
-
-
 def geometry(run: Run, index: int, pixels=None) -> dict:
     """image_geometry of run row `index`, memoised on disk by run id and row."""
-    cache = _cache(str(run.data_dir / "cache" / "science"))
+    cache = disk_cache(run, "science")
     key = f"{run.id}/{int(index)}/v{CACHE_VERSION}"
     found = cache.get(key)
     if found is None:

@@ -9,6 +9,7 @@ from components import ids
 from components.encoding import OUTCOME_COLOURS
 from pipeline.imaging import COLOUR_MAPS
 from pipeline.metrics import OUTCOMES
+from pipeline.neighbours import DEFINITION as NEIGHBOURS_DEFINITION
 
 
 def detail_view(correction_form: html.Div) -> dbc.Card:
@@ -24,7 +25,8 @@ def detail_view(correction_form: html.Div) -> dbc.Card:
                   figure={"data": [], "layout": {}}),
     ])
     neighbours = html.Div([
-        html.Div("Nearest neighbours in FEA space", className="section-title"),
+        html.Div([html.Span("Nearest neighbours in FEA space", className="section-title"),
+                  html.Span(f" · {NEIGHBOURS_DEFINITION}", className="section-hint")]),
         html.Div(id=ids.NEIGHBOURS, className="thumb-strip"),
     ])
     return dbc.Card([

@@ -17,6 +17,7 @@ import torchvision
 from PIL import Image
 
 from callbacks import detail, science
+from callbacks.common import disk_cache
 from components.science import centre_summary, polar_figure, profile_figure
 from pipeline.cli import main
 from pipeline.infer import make_run
@@ -194,7 +195,7 @@ def test_tiff_edf_cbf_hdf5_through_our_checkpoint_get_centres_within_two_pixels(
         assert heat["type"] == "heatmap" and len(figures) == 3
         assert run.load_image(i).shape == shape
 
-    cached = science._cache(str(data / "cache" / "science"))
+    cached = disk_cache(run, "science")
     assert len(cached) == 4  # memoised per run and row: the next visit reads it back
     assert science.geometry(run, 0)["centre"] == science.geometry(run, 0)["centre"]
 

@@ -267,9 +267,13 @@ def test_clicking_a_point_or_thumbnail_opens_that_image(run):
     title, table, neighbours = call(detail.describe_detail, "store-detail-index.data", 23, 0.5,
                                     run.id)
     assert title.startswith("#23 · ")
-    fea = np.asarray(run.fea)
-    nearest = np.argsort(((fea - fea[23]) ** 2).sum(axis=1))[1:9]
-    assert [n.id["index"] for n in neighbours] == nearest.tolist()
+    # Nearest by the tool's one definition: cosine of the centred features (32 dimensions, so
+    # no principal components are dropped), the image itself left out.
+    fea = np.asarray(run.fea, dtype=np.float64)
+    fea -= fea.mean(axis=0)
+    unit = fea / np.linalg.norm(fea, axis=1, keepdims=True)
+    nearest = [i for i in np.argsort(-(unit @ unit[23])) if i != 23][:8]
+    assert [n.id["index"] for n in neighbours] == [int(i) for i in nearest]
 
 
 def test_among_flowers_the_selection_is_ringed_in_every_view(run):
