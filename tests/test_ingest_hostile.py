@@ -18,7 +18,6 @@ import pytest
 import tifffile
 from PIL import Image
 
-from pipeline import store
 from pipeline.cli import main
 from pipeline.store import open_dataset
 
@@ -223,8 +222,8 @@ def test_a_full_disk_is_one_line_naming_where_and_leaves_no_dataset(tmp_path, ca
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(file, array, *args, **kwargs)
 
-    real_save = store.np.save
-    monkeypatch.setattr(store.np, "save", save_until_full)
+    real_save = np.save
+    monkeypatch.setattr(np, "save", save_until_full)
     data = tmp_path / "data"
     assert ingest_cli(folder, csv, data, "--id", "full") == 2
     err = capsys.readouterr().err

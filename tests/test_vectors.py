@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tifffile
 
-from pipeline import store
 from pipeline.cli import main
 from pipeline.metrics import evaluate
 from pipeline.store import DatasetWriter, get_run, list_runs, open_dataset
@@ -371,7 +370,7 @@ def test_a_full_disk_while_writing_the_run_is_one_line_and_nothing_is_left(
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store.np, "save", full)
+    monkeypatch.setattr(np, "save", full)
     assert cli(tmp_path, "--id", "full") == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot write run full in {tmp_path / 'data' / 'runs'}: the disk")

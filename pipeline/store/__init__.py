@@ -1,0 +1,40 @@
+"""The run store: the contract between the pipeline, which writes runs, and the dashboard.
+
+Every run and dataset is written whole into a hidden temporary directory and renamed into place,
+so a reader sees all of it or none of it. files.py holds the ground rules (paths, ids, atomic
+writes, checks), runs.py the runs, datasets.py the datasets; this package's names are the API.
+
+Layout under a data directory D:
+
+    D/datasets/<id>/  dataset.json, attributes.json, images.parquet, act.npy, [true_act.npy],
+                      images/000000.npy …  (one float32 detector image per file, any size)
+    D/runs/<id>/      run.json, attributes.json, images.parquet, act.npy, prd.npy, fea.npy,
+                      emb_act.npy, emb_fea.npy, emb_prd.npy, [model.pt]
+"""
+
+from pipeline.store.datasets import Dataset, DatasetWriter, open_dataset
+from pipeline.store.files import (
+    DATA_DIR_ENV,
+    DATASETS,
+    IMAGE_COLUMNS,
+    RUNS,
+    SPACES,
+    TMP_PREFIX,
+    atomic_dir,
+    check_array,
+    check_id,
+    load_pixels,
+    new_id,
+    pid_running,
+    resolve_data_dir,
+    scratch_dir,
+    sweep_stale,
+)
+from pipeline.store.runs import Run, get_run, list_runs, open_run, scan_runs, write_run
+
+__all__ = [
+    "DATASETS", "DATA_DIR_ENV", "IMAGE_COLUMNS", "RUNS", "SPACES", "TMP_PREFIX", "Dataset",
+    "DatasetWriter", "Run", "atomic_dir", "check_array", "check_id", "get_run", "list_runs",
+    "load_pixels", "new_id", "open_dataset", "open_run", "pid_running", "resolve_data_dir",
+    "scan_runs", "scratch_dir", "sweep_stale", "write_run",
+]

@@ -1,0 +1,298 @@
+"""Runs: written whole, opened once per process with their arrays memory-mapped, checked on
+opening so that a run listed as good really opens, and a broken one named with its reason."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import __version__
+from pipeline.errors import PipelineError
+from pipeline.store.files import (
+    IMAGE_COLUMNS,
+    RUNS,
+    SPACES,
+    atomic_dir,
+    check_array,
+    check_id,
+    check_images,
+    load_pixels,
+    new_id,
+    now,
+    resolve_data_dir,
+    sweep_stale,
+    write_attributes,
+    write_json,
+)
+
+
+def write_run(
+    data_dir: str | os.PathLike,
+    *,
+    attributes: Sequence[str],
+    images: pd.DataFrame,
+    act,
+    prd,
+    fea,
+    emb: Mapping[str, np.ndarray],
+    meta: Mapping,
+    colours: Sequence[str] | None = None,
+    extra_files: Mapping[str, Callable[[Path], None]] | None = None,
+    run_id: str | None = None,
+) -> Path:
+    """Check and write one whole run; return its directory.
+
+    `meta` holds dataset id, model, threshold, metrics, timings and device (run.json).
+    `extra_files` maps a file name to a function that writes it (e.g. the model checkpoint).
+    """
+    n, a = len(images), len(attributes)
+    act = check_array("act", act, (n, a), binary=True).astype(np.uint8)
+    prd = check_array("prd", prd, (n, a), unit=True).astype(np.float32)
+    fea = check_array("fea", fea, (n, None)).astype(np.float32)
+    embs = {s: check_array(f"emb_{s}", emb[s], (n, 2)).astype(np.float32) for s in SPACES}
+    images = check_images(images, n)
+
+    data_dir = resolve_data_dir(data_dir)
+    run_id = check_id(run_id or new_id(str(meta.get("dataset", "run"))))
+    final = data_dir / RUNS / run_id
+    sweep_stale(final.parent) if final.parent.exists() else None
+    with atomic_dir(final) as tmp:
+        for name, writer in (extra_files or {}).items():
+            writer(tmp / check_id(name, "file"))
+        np.save(tmp / "act.npy", act)
+        np.save(tmp / "prd.npy", prd)
+        np.save(tmp / "fea.npy", fea)
+        for space, coords in embs.items():
+            np.save(tmp / f"emb_{space}.npy", coords)
+        images.to_parquet(tmp / "images.parquet", index=False)
+        write_attributes(tmp, attributes, colours)
+        record = {
+            "id": run_id,
+            "created": now(),
+            "pipeline_version": __version__,
+            "n_images": n,
+            "n_attributes": a,
+            "threshold": 0.5,
+            **dict(meta),
+        }
+        write_json(tmp / "run.json", record)  # written last: a run.json means the rest is there
+    open_run.cache_clear()
+    return final
+
+
+class Run:
+    """A run on disk; arrays are memory-mapped on first use and shared by every request.
+
+    Opening checks run.json, attributes.json, images.parquet and the arrays' shapes, so a run
+    that opens can be shown; a broken one is a PipelineError naming the file at fault.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not (self.path / "run.json").is_file():
+            raise PipelineError(f"{self.path} is not a run (no run.json)")
+        self.meta = _check_run_json(self.path / "run.json", self.path.name)
+        self._attributes = _check_attributes_json(self.path / "attributes.json")
+        n, a = int(self.meta["n_images"]), len(self._attributes["names"])
+        _check_images_file(self.path / "images.parquet", n)
+        for name in ("act", "prd", "fea", *(f"emb_{s}" for s in SPACES)):
+            want = {"act": (n, a), "prd": (n, a), "fea": (n, None)}.get(name, (n, 2))
+            _check_npy(self.path / f"{name}.npy", want)
+
+    @property
+    def id(self) -> str:
+        return self.meta["id"]
+
+    @property
+    def m_ap(self) -> float | None:
+        """The run's mAP on its evaluation split, None when it was not scored."""
+        scores = self.meta.get("metrics")
+        m_ap = scores.get("mAP") if isinstance(scores, dict) else None
+        if isinstance(m_ap, bool) or not isinstance(m_ap, (int, float)):
+            return None
+        return float(m_ap)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path.parent.parent
+
+    @property
+    def attributes(self) -> list[str]:
+        return self._attributes["names"]
+
+    @property
+    def colours(self) -> list[str]:
+        return self._attributes["colours"]
+
+    @cached_property
+    def images(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "images.parquet")
+
+    def _array(self, name: str) -> np.ndarray:
+        file = self.path / f"{name}.npy"
+        if not file.is_file():
+            raise PipelineError(f"run {self.path.name} lacks {file.name}")
+        return np.load(file, mmap_mode="r")
+
+    @cached_property
+    def act(self) -> np.ndarray:
+        return self._array("act")
+
+    @cached_property
+    def prd(self) -> np.ndarray:
+        return self._array("prd")
+
+    @cached_property
+    def fea(self) -> np.ndarray:
+        return self._array("fea")
+
+    def emb(self, space: str) -> np.ndarray:
+        if space not in SPACES:
+            raise PipelineError(f"unknown space {space!r}; expected one of {SPACES}")
+        return self._array(f"emb_{space}")
+
+    @property
+    def checkpoint(self) -> Path | None:
+        file = self.path / "model.pt"
+        return file if file.is_file() else None
+
+    def image_path(self, index: int) -> Path:
+        """The stored image of row `index`; relative paths are relative to the data directory."""
+        stored = str(self.images["path"].iloc[int(index)] or "")
+        if not stored:
+            raise PipelineError(f"run {self.path.name} holds no image for row {index} "
+                                "(its vectors were imported without --images)")
+        path = Path(stored)
+        return path if path.is_absolute() else self.data_dir / path
+
+    def load_image(self, index: int) -> np.ndarray:
+        return load_pixels(self.image_path(index))
+
+    def __len__(self) -> int:
+        return int(self.meta["n_images"])
+
+    def __repr__(self) -> str:
+        return f"Run({self.path.name!r})"
+
+
+def _read_json_object(file: Path) -> dict:
+    try:
+        obj = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{file} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise PipelineError(f"{file} is not readable JSON ({_first_line(err)})") from err
+    if not isinstance(obj, dict):
+        raise PipelineError(f"{file} holds a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def _check_run_json(file: Path, folder: str) -> dict:
+    check_id(folder)  # the picker and the command line name a run by its folder
+    meta = _read_json_object(file)
+    if meta.get("id") != folder:
+        raise PipelineError(f"{file} names the run {meta.get('id')!r}, not its folder {folder!r}")
+    n = meta.get("n_images")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise PipelineError(f"{file} lacks a whole number n_images (found {n!r})")
+    return meta
+
+
+def _check_attributes_json(file: Path) -> dict:
+    attrs = _read_json_object(file)
+    names, colours = attrs.get("names"), attrs.get("colours")
+    if not (isinstance(names, list) and names and all(isinstance(x, str) for x in names)):
+        raise PipelineError(f"{file} lacks a list of attribute names")
+    if not (isinstance(colours, list) and len(colours) == len(names)
+            and all(isinstance(x, str) for x in colours)):
+        raise PipelineError(f"{file} lacks one colour per attribute")
+    return attrs
+
+
+def _check_images_file(file: Path, n: int) -> None:
+    """The image table's schema and row count, read from the parquet footer alone (cheap)."""
+    import pyarrow.parquet as pq
+
+    if not file.is_file():
+        raise PipelineError(f"{file} is missing")
+    try:
+        table = pq.ParquetFile(file)
+        rows, columns = table.metadata.num_rows, table.schema_arrow.names
+    except Exception as err:  # arrow, OS and format errors all mean "not a table we can read"
+        raise PipelineError(f"{file} is unreadable ({_first_line(err)})") from err
+    missing = [c for c in IMAGE_COLUMNS if c not in columns]
+    if missing:
+        raise PipelineError(f"{file} lacks columns {missing}")
+    if rows != n:
+        raise PipelineError(f"{file} has {rows} rows but run.json says {n} images")
+
+
+def _check_npy(file: Path, shape: tuple) -> None:
+    """An array file's shape, read from its header alone; None in `shape` means any size."""
+    if not file.is_file():
+        raise PipelineError(f"{file} is missing")
+    try:
+        with open(file, "rb") as fh:
+            major, _ = np.lib.format.read_magic(fh)
+            read = (np.lib.format.read_array_header_1_0 if major == 1
+                    else np.lib.format.read_array_header_2_0)
+            found = read(fh)[0]
+    except (OSError, ValueError, EOFError) as err:
+        raise PipelineError(f"{file} is not a readable array ({_first_line(err)})") from err
+    fits = len(found) == len(shape) and all(s in (None, f) for s, f in zip(shape, found,
+                                                                           strict=True))
+    if not fits:
+        want = "×".join("?" if s is None else str(s) for s in shape)
+        raise PipelineError(f"{file} has shape {found}, expected {want}")
+
+
+
+
+@lru_cache(maxsize=32)
+def open_run(path: str | os.PathLike) -> Run:
+    """The run at `path`, memoised: runs never change once written."""
+    return Run(Path(path))
+
+
+def get_run(run_id: str, data_dir: str | os.PathLike | None = None) -> Run:
+    """The run `run_id` in the data directory (the one accessor the dashboard uses)."""
+    path = resolve_data_dir(data_dir) / RUNS / check_id(run_id)
+    if not (path / "run.json").is_file():
+        raise PipelineError(f"no run {run_id!r} in {path.parent}")
+    return open_run(str(path))
+
+
+def scan_runs(data_dir: str | os.PathLike | None = None
+              ) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """The runs that open, oldest first, and the broken ones as (folder, reason); never raises
+    for a bad run, so one broken folder cannot hide the others. Temporary directories are
+    skipped."""
+    root = resolve_data_dir(data_dir) / RUNS
+    if not root.is_dir():
+        return [], []
+    runs, broken = [], []
+    for path in sorted(root.iterdir()):
+        if path.name.startswith(".") or not path.is_dir():
+            continue
+        try:
+            runs.append(open_run(str(path)))
+        except PipelineError as err:
+            broken.append((path, str(err)))
+    runs.sort(key=lambda r: (str(r.meta.get("created", "")), r.id))
+    return runs, broken
+
+
+def list_runs(data_dir: str | os.PathLike | None = None) -> list[Run]:
+    """The runs in the data directory that open, oldest first (broken ones: see scan_runs)."""
+    return scan_runs(data_dir)[0]
