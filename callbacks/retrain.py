@@ -12,7 +12,7 @@ from callbacks.common import access_settings, refusal, try_run, whole_number
 from callbacks.control import run_options
 from components import ids
 from components.audit import compare_table
-from pipeline import retrain
+from pipeline import jobs, retrain
 from pipeline.errors import PipelineError
 from pipeline.store import resolve_data_dir
 
@@ -40,11 +40,11 @@ def request_retraining(n_clicks, run_id, epochs):
     data_dir, max_jobs = resolve_data_dir(), access_settings().max_jobs
     dataset = str(run.meta.get("dataset", ""))
     try:
-        retrain.check_job_room(data_dir, max_jobs)
+        jobs.check_job_room(data_dir, max_jobs)
         epochs = whole_number(retrain.FINE_TUNE_EPOCHS if epochs is None else epochs, 1,
                               retrain.MAX_EPOCHS, "the number of epochs")
         snapshot = retrain.snapshot_records(data_dir, dataset) if dataset else []
-        ticket = retrain.issue_ticket(data_dir, {"run": run.id, "epochs": epochs,
+        ticket = jobs.issue_ticket(data_dir, {"run": run.id, "epochs": epochs,
                                                  "corrections": snapshot, "max_jobs": max_jobs})
     except PipelineError as err:  # Refused, or an unreadable corrections database
         return no_update, _alert(f"Not started: {err}")
@@ -71,7 +71,7 @@ def run_retraining(set_progress, request):
     if not isinstance(request, dict) or not request.get("ticket"):
         return no_update, no_update
     try:
-        request = retrain.redeem_ticket(resolve_data_dir(), request["ticket"])
+        request = jobs.redeem_ticket(resolve_data_dir(), request["ticket"])
     except PipelineError as err:
         return no_update, _alert(f"Not started: {err}")
     run_id = request["run"]
@@ -112,8 +112,8 @@ def cancel_retraining(n_clicks, run_id):
     refused = refusal(JOBS)
     if refused:
         return _alert(refused)
-    retrain.request_cancel(resolve_data_dir(), run.id)
-    if retrain.wait_until_stopped(resolve_data_dir(), run.id, timeout=30):
+    jobs.request_cancel(resolve_data_dir(), run.id)
+    if jobs.wait_until_stopped(resolve_data_dir(), run.id, timeout=30):
         return _alert("Cancelled: no run was written; every existing run is unchanged.",
                       "warning")
     return _alert("Cancel requested; the job stops at its next step.", "warning")

@@ -1,213 +1,33 @@
 """Retraining on corrected labels: fine-tune a run's model, re-infer, re-embed, write a new run.
 
-One job per run at a time (a lock file); a cancelled or failed job leaves every run untouched.
+One job per run at a time (pipeline.jobs); a cancelled or failed job leaves every run untouched.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline import corrections, metrics, store
+from pipeline import corrections, jobs, metrics, store
 from pipeline.errors import PipelineError, Stopped
 
 FINE_TUNE_EPOCHS = 3
 MAX_EPOCHS = 200  # the most a dashboard user may ask for (the form's limit, checked by the server)
-TICKET_TTL_S = 60 * 60  # a retraining request not started within this is dropped
 FINE_TUNE_LR_FACTOR = 0.25  # fine-tuning starts from trained weights: a gentler peak rate
-LOCK_STALE_S = 15 * 60  # a lock untouched this long is abandoned (the job touches it as it goes)
-HEARTBEAT_S = 5.0
 EXIT_CANCELLED = 3  # the command line's exit status for a cancelled job
 # Share of the whole job each stage reported by train/make_run takes (measured on CPU runs).
 STAGES = {"load": (0.0, 0.05), "train": (0.05, 0.65), "infer": (0.65, 0.8),
           "embed": (0.8, 0.99)}
 STAGE_NAMES = {"load": "loading images", "train": "fine-tuning", "infer": "re-inferring",
                "embed": "re-embedding", "done": "done"}
-
-
-# ---------------------------------------------------------------- one job per run
-
-
-def lock_path(data_dir, run_id: str) -> Path:
-    return store.resolve_data_dir(data_dir) / store.RUNS / f".lock-{store.check_id(run_id)}"
-
-
-def read_lock(path: Path) -> dict | None:
-    """Who holds a lock: {pid, host, started, token}; None when there is no lock."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return {}  # a holder killed between creating and filling the file
-
-
-def lock_is_stale(path: Path, holder: dict, stale_after: float = LOCK_STALE_S) -> bool:
-    """A lock is abandoned when its process is gone (same host) or it went silent too long."""
-    try:
-        age = time.time() - Path(path).stat().st_mtime
-    except FileNotFoundError:
-        return True
-    if age > stale_after:
-        return True
-    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-        return not store.pid_running(holder["pid"])
-    return not holder and age > 5.0  # empty file: its writer died before filling it
-
-
-@contextlib.contextmanager
-def run_lock(data_dir, run_id: str, stale_after: float = LOCK_STALE_S) -> Iterator[Path]:
-    """Hold `<data_dir>/runs/.lock-<run_id>` for the block (O_EXCL create, pid inside).
-
-    A lock left by a dead process is taken over; a live one is a PipelineError naming its holder.
-    """
-    path = lock_path(data_dir, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            holder = read_lock(path)
-            if holder is None:
-                continue  # released between our two looks
-            if not lock_is_stale(path, holder, stale_after):
-                raise PipelineError(
-                    f"run {run_id} is already being retrained (pid {holder.get('pid')} on "
-                    f"{holder.get('host')} since {holder.get('started')}); wait for it, or "
-                    f"delete {path} if that job is gone") from None
-            _remove_if_unchanged(path, holder)
-    else:
-        raise PipelineError(f"could not take the lock {path}; try again")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "token": token,
-                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}, fh)
-    try:
-        yield path
-    finally:
-        _remove_if_unchanged(path, {"token": token}, key="token")
-
-
-def running_jobs(data_dir) -> list[str]:
-    """Runs being retrained now on this data directory: live lock files (stale ones skipped).
-
-    Counted on disk, not in memory, so every web worker and the command line agree."""
-    root = store.resolve_data_dir(data_dir) / store.RUNS
-    running = []
-    for path in sorted(root.glob(".lock-*")):
-        holder = read_lock(path)
-        if holder is not None and not lock_is_stale(path, holder):
-            running.append(path.name.removeprefix(".lock-"))
-    return running
-
-
-def check_job_room(data_dir, max_jobs: int | None, holding: bool = False) -> None:
-    """A PipelineError when `max_jobs` retraining jobs already run (counting ours if `holding`).
-
-    Checked again after a job takes its lock: two jobs starting at once then both see two
-    locks, and at most `max_jobs` go on."""
-    if max_jobs is None:
-        return
-    others = len(running_jobs(data_dir)) - int(holding)
-    if others >= max_jobs:
-        raise PipelineError(
-            f"the retraining queue is full: {others} running, at most {max_jobs} at once on "
-            "this server; try again when one finishes")
-
-
-def _remove_if_unchanged(path: Path, holder: dict, key: str | None = None) -> None:
-    """Delete the lock only if it still belongs to `holder` (never someone else's fresh lock)."""
-    now = read_lock(path)
-    if now is None:
-        return
-    same = now.get(key) == holder.get(key) if key else now == holder
-    if same:
-        path.unlink(missing_ok=True)
-
-
-def touch(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.utime(path)
-
-
-# ---------------------------------------------------------------- cancelling from anywhere
-
-
-def cancel_path(data_dir, run_id: str) -> Path:
-    return store.resolve_data_dir(data_dir) / store.RUNS / f".cancel-{store.check_id(run_id)}"
-
-
-def request_cancel(data_dir, run_id: str) -> None:
-    """Ask a running retraining of `run_id` to stop, wherever it runs (it polls this file).
-
-    Dash's own cancel kills a diskcache job outright, but a Celery worker running the solo pool
-    cannot be killed remotely; a flag on the shared data directory reaches both.
-    """
-    path = cancel_path(data_dir, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{time.time()}\n")
-
-
-def cancel_requested(data_dir, run_id: str, since: float) -> bool:
-    """True once someone asked, after `since` (epoch seconds), for the job to stop."""
-    try:
-        return cancel_path(data_dir, run_id).stat().st_mtime >= since - 1.0
-    except FileNotFoundError:
-        return False
-
-
-# ---------------------------------------------------------------- requests from the dashboard
-
-
-def _ticket_path(data_dir, ticket) -> Path:
-    if not isinstance(ticket, str) or not re.fullmatch(r"[0-9a-f]{32}", ticket):
-        raise PipelineError(f"{ticket!r:.40} is not a retraining request this server made")
-    return store.resolve_data_dir(data_dir) / store.RUNS / f".ticket-{ticket}.json"
-
-
-def issue_ticket(data_dir, request: dict) -> str:
-    """Keep a checked job request on the data directory (shared with Celery workers) and return
-    its ticket: the browser holds only the ticket, so it cannot change what the job does."""
-    root = store.resolve_data_dir(data_dir) / store.RUNS
-    root.mkdir(parents=True, exist_ok=True)
-    for old in root.glob(".ticket-*.json"):  # requests whose page went away before the job
-        with contextlib.suppress(FileNotFoundError):
-            if time.time() - old.stat().st_mtime > TICKET_TTL_S:
-                old.unlink()
-    ticket = uuid.uuid4().hex
-    path = _ticket_path(data_dir, ticket)
-    tmp = path.with_name(f"{path.name}.part")
-    tmp.write_text(json.dumps(request))
-    os.replace(tmp, path)
-    return ticket
-
-
-def redeem_ticket(data_dir, ticket) -> dict:
-    """The request a ticket stands for, once: a ticket replayed or made up is a PipelineError."""
-    path = _ticket_path(data_dir, ticket)
-    try:
-        request = json.loads(path.read_text())
-        path.unlink()  # of two redeemers that both read it, only one can delete it
-    except FileNotFoundError:
-        raise PipelineError("this retraining request was already started or has expired; "
-                            "press Retrain again") from None
-    return request
 
 
 # ---------------------------------------------------------------- the job
@@ -284,8 +104,8 @@ class _Progress:
         start, end = STAGES.get(stage, (None, None))
         if start is None:  # a sub-stage we do not know: keep the overall figure where it is
             return
-        if self.lock and time.time() - self.last_touch > HEARTBEAT_S:
-            touch(self.lock)
+        if self.lock and time.time() - self.last_touch > jobs.HEARTBEAT_S:
+            jobs.touch(self.lock)
             self.last_touch = time.time()
         if self.on_progress:
             total = start + (end - start) * min(max(float(fraction), 0.0), 1.0)
@@ -305,7 +125,7 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
     With `max_jobs`, the job refuses to start while that many others run on the data directory.
 
     on_progress(stage name, fraction of the whole job in 0..1). should_stop() → True, or a
-    request_cancel() for the run, stops the job with Cancelled (a PipelineError). A stopped or
+    jobs.request_cancel() for the run, stops the job with Cancelled (a PipelineError). A stopped or
     failed job leaves no new run, no temporary file and no lock; existing runs are only read.
     """
     data_dir = store.resolve_data_dir(data_dir)
@@ -317,12 +137,12 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
     settings = fine_tune_settings(run, epochs, lr, batch_size)
 
     def stopping() -> bool:
-        return stop() or cancel_requested(data_dir, run.id, started)
+        return stop() or jobs.cancel_requested(data_dir, run.id, started)
 
     try:
-        with (run_lock(data_dir, run.id) as lock,
+        with (jobs.run_lock(data_dir, run.id) as lock,
               store.scratch_dir(data_dir / store.RUNS, "retrain") as scratch):
-            check_job_room(data_dir, max_jobs, holding=True)
+            jobs.check_job_room(data_dir, max_jobs, holding=True)
             path = _fine_tune_and_write(
                 data_dir, run, settings, scratch, device=device, progress=progress,
                 new_run_id=new_run_id, snapshot=snapshot, should_stop=stopping,
@@ -330,8 +150,8 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
     except Stopped as err:
         raise Cancelled(f"retraining of run {run.id} was cancelled; no run was written") from err
     finally:
-        if cancel_requested(data_dir, run.id, started):  # the request was for this job: done
-            cancel_path(data_dir, run.id).unlink(missing_ok=True)
+        if jobs.cancel_requested(data_dir, run.id, started):  # the request was for this job: done
+            jobs.cancel_path(data_dir, run.id).unlink(missing_ok=True)
     if on_progress:
         on_progress(STAGE_NAMES["done"], 1.0)
     return path
@@ -360,26 +180,6 @@ def _fine_tune_and_write(data_dir: Path, run: store.Run, settings: dict, scratch
                     progress=progress, should_stop=should_stop, on_progress=report)
 
 
-def wait_until_stopped(data_dir, run_id: str, timeout: float = 30.0,
-                       poll: float = 0.2) -> bool:
-    """After a cancel: wait until no job holds the run's lock, then clear what a killed job left
-    (its stale lock, temporary directories of dead processes, the cancel flag). True if stopped.
-    """
-    path = lock_path(data_dir, run_id)
-    deadline = time.monotonic() + timeout
-    while True:
-        holder = read_lock(path)
-        if holder is None:
-            break
-        if lock_is_stale(path, holder):
-            _remove_if_unchanged(path, holder)
-            break
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(poll)
-    store.sweep_stale(store.resolve_data_dir(data_dir) / store.RUNS)
-    cancel_path(data_dir, run_id).unlink(missing_ok=True)
-    return True
 
 
 # ---------------------------------------------------------------- before / after
@@ -420,7 +220,7 @@ def retrain_in_subprocess(data_dir, run_id: str, *, epochs: int | None = None,
     Dash's diskcache jobs are forked from the web server. A forked child that runs torch hangs
     when the parent had used OpenMP threads, and must never initialise CUDA; a fresh
     interpreter has neither problem and uses every core. Killing this process's children (as
-    Dash's cancel does) ends the job; so does request_cancel, which it polls.
+    Dash's cancel does) ends the job; so does jobs.request_cancel, which it polls.
     """
     data_dir = store.resolve_data_dir(data_dir)
     cmd = [sys.executable, "-m", "pipeline", "retrain", "--run", store.check_id(run_id),

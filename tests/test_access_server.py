@@ -14,7 +14,7 @@ import pytest
 
 from app import create_app, main
 from components import ids
-from pipeline import access, corrections, retrain
+from pipeline import access, corrections, jobs
 from pipeline.cli import main as pipeline_main
 from pipeline.store import RUNS
 from tests.conftest import write_synthetic_run
@@ -150,8 +150,8 @@ def _find(tree, component_id):
 
 
 def _live_lock(data_dir, run_id: str) -> None:
-    """A running job's lock, as retrain.run_lock writes it (this process stands in for it)."""
-    path = retrain.lock_path(data_dir, run_id)
+    """A running job's lock, as jobs.run_lock writes it (this process stands in for it)."""
+    path = jobs.lock_path(data_dir, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                 "token": "x", "started": time.strftime("%H:%M:%S")}))
@@ -171,11 +171,11 @@ def test_a_full_job_queue_is_said_and_no_job_is_asked_for(run, monkeypatch):
 
 def test_a_job_that_finds_the_queue_full_once_it_holds_its_lock_does_not_start(run):
     _live_lock(run.data_dir, "another-run")
-    with retrain.run_lock(run.data_dir, run.id):  # two jobs took their locks at once
+    with jobs.run_lock(run.data_dir, run.id):  # two jobs took their locks at once
         with pytest.raises(access.PipelineError, match="queue is full: 1 running, at most 1"):
-            retrain.check_job_room(run.data_dir, 1, holding=True)
-        retrain.check_job_room(run.data_dir, 2, holding=True)
-    assert retrain.running_jobs(run.data_dir) == ["another-run"]
+            jobs.check_job_room(run.data_dir, 1, holding=True)
+        jobs.check_job_room(run.data_dir, 2, holding=True)
+    assert jobs.running_jobs(run.data_dir) == ["another-run"]
 
 
 def test_users_command_stores_a_hash_and_the_role(tmp_path, monkeypatch, capsys):

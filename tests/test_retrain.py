@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import corrections, retrain
+from pipeline import corrections, jobs, retrain
 from pipeline.cli import main
 from pipeline.errors import PipelineError
 from pipeline.store import RUNS, get_run, list_runs
@@ -138,14 +138,14 @@ def test_cancel_midway_leaves_no_run_behind(tiny):
     def cancel_once_training(stage, fraction):
         stages.append(stage)
         if stage == "fine-tuning":  # as the Cancel button does, from anywhere
-            retrain.request_cancel(tiny, TINY_RUN)
+            jobs.request_cancel(tiny, TINY_RUN)
 
     with pytest.raises(retrain.Cancelled, match="cancelled; no run was written"):
         retrain.retrain_run(tiny, TINY_RUN, epochs=5, device="cpu", progress=False,
                             on_progress=cancel_once_training)
     assert "re-inferring" not in stages
     assert fingerprint(tiny) == before
-    assert retrain.wait_until_stopped(tiny, TINY_RUN, timeout=5)
+    assert jobs.wait_until_stopped(tiny, TINY_RUN, timeout=5)
     assert leftovers(tiny) == []
 
 
@@ -165,7 +165,7 @@ def test_a_job_that_fails_leaves_existing_runs_intact(tiny):
 
 
 def test_only_one_retraining_per_run_at_a_time(tiny):
-    with retrain.run_lock(tiny, TINY_RUN):
+    with jobs.run_lock(tiny, TINY_RUN):
         with pytest.raises(PipelineError, match=f"run {TINY_RUN} is already being retrained"):
             retrain.retrain_run(tiny, TINY_RUN, epochs=1, device="cpu", progress=False)
     assert leftovers(tiny) == []
@@ -174,25 +174,25 @@ def test_only_one_retraining_per_run_at_a_time(tiny):
 def test_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    lock = retrain.lock_path(tmp_path, "some-run")
+    lock = jobs.lock_path(tmp_path, "some-run")
     lock.parent.mkdir(parents=True)
     lock.write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "token": "x"}))
-    with retrain.run_lock(tmp_path, "some-run") as held:
-        assert retrain.read_lock(held)["pid"] == os.getpid()
+    with jobs.run_lock(tmp_path, "some-run") as held:
+        assert jobs.read_lock(held)["pid"] == os.getpid()
     assert not lock.exists()
 
 
 def test_lock_of_a_live_job_on_another_machine_is_respected_until_it_goes_silent(tmp_path):
-    lock = retrain.lock_path(tmp_path, "some-run")
+    lock = jobs.lock_path(tmp_path, "some-run")
     lock.parent.mkdir(parents=True)
     lock.write_text(json.dumps({"pid": 1, "host": "gpu-node-7", "token": "x"}))
     with pytest.raises(PipelineError, match="pid 1 on gpu-node-7"):
-        with retrain.run_lock(tmp_path, "some-run"):
+        with jobs.run_lock(tmp_path, "some-run"):
             pass
-    old = lock.stat().st_mtime - retrain.LOCK_STALE_S - 60
+    old = lock.stat().st_mtime - jobs.LOCK_STALE_S - 60
     os.utime(lock, (old, old))  # no heartbeat for longer than the stale limit
-    with retrain.run_lock(tmp_path, "some-run") as held:  # taken over: the lock is now ours
-        holder = retrain.read_lock(held)
+    with jobs.run_lock(tmp_path, "some-run") as held:  # taken over: the lock is now ours
+        holder = jobs.read_lock(held)
         assert (holder["pid"], holder["host"]) == (os.getpid(), socket.gethostname())
 
 
