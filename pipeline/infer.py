@@ -124,6 +124,15 @@ def thresholds_of(info: dict, attributes: list[str]) -> np.ndarray | None:
     return None if chosen is None else np.array([chosen[a] for a in attributes], float)
 
 
+def _scores(info: dict, ds: store.Dataset, act, prd) -> dict:
+    """A run's metrics, and its checkpoint's per-attribute thresholds when it has them."""
+    thresholds = thresholds_of(info, ds.attributes)
+    scores = evaluate_splits(act, prd, ds.images["split"].to_numpy(), thresholds=thresholds)
+    if thresholds is not None:
+        scores["thresholds"] = dict(zip(ds.attributes, thresholds.tolist(), strict=True))
+    return scores
+
+
 def _images_table(ds: store.Dataset, data_dir: Path):
     """The dataset's image table, with paths made absolute when the run lives elsewhere."""
     images = ds.images.copy()
@@ -154,11 +163,7 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
     emb = embed_all(act, fea, prd, progress=progress, on_progress=on_progress,
                     should_stop=should_stop)
     timings["embed_s"] = round(time.perf_counter() - started, 2)
-    thresholds = thresholds_of(info, ds.attributes)
-    scores = evaluate_splits(act, prd, ds.images["split"].to_numpy(), thresholds=thresholds)
-    if thresholds is not None:
-        scores["thresholds"] = {a: float(t) for a, t in zip(ds.attributes, thresholds,
-                                                             strict=True)}
+    scores = _scores(info, ds, act, prd)
     meta = {"dataset": ds.id, "model": _model_meta(checkpoint, info, multiscale),
             "device": str(pick_device(device)), **scores, "timings": timings,
             "embedding": embedding_meta(len(ds)),

@@ -275,8 +275,11 @@ class _Loop:
         self.model = model.to(dev).to(memory_format=torch.channels_last)
         self.per_epoch = len(_batches(len(x_all), batch_size, torch.Generator().manual_seed(0)))
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-4)
+        # A quarter of the steps warm up; a very short run needs more than one warm-up step or
+        # torch's schedule divides by zero.
+        warm = min(0.75, max(0.25, 1.5 / total_steps))
         self.sched = torch.optim.lr_scheduler.OneCycleLR(
-            self.opt, max_lr=lr, total_steps=total_steps, pct_start=0.25)
+            self.opt, max_lr=lr, total_steps=total_steps, pct_start=warm)
         self.gen = torch.Generator().manual_seed(seed)
         self.epoch, self.history = int(state.get("epoch", 0)), list(state.get("history", []))
         self.step = int(state.get("step", self.epoch * self.per_epoch))

@@ -19,14 +19,14 @@ A = len(ATTRIBUTES)
 
 def test_compact_net_keeps_full_resolution_first_and_gives_average_and_max_pooled_features():
     model = build_model("compact", A).eval()
-    assert model.feature_dim == 512  # average and max pooling of the 256-wide last stage
-    assert sum(p.numel() for p in model.parameters()) < 1.5e6  # small enough for a CPU
+    assert model.feature_dim == 256  # average and max pooling of the 128-wide last stage
+    assert sum(p.numel() for p in model.parameters()) < 0.5e6  # small enough for a CPU
     x = torch.randn(3, 1, 64, 64)
     with torch.no_grad():
         features, logits = model.features(x), model(x)
         first = model.body[0](x)
     assert first.shape[-2:] == (64, 64)  # no stride-2 stem, no max-pool
-    assert features.shape == (3, 512) and logits.shape == (3, A)
+    assert features.shape == (3, 256) and logits.shape == (3, A)
     assert torch.allclose(model.fc(features), logits, atol=1e-5)
 
 
@@ -37,7 +37,7 @@ def test_compact_checkpoint_records_its_arch_and_rebuilds_with_the_same_outputs(
                     normalisation={"centre": 1.0, "scale": 2.0},
                     extra={"thresholds": {"a": 0.3, "b": 0.5, "c": 0.7}})
     loaded, info = load_checkpoint(path)
-    assert info["arch"] == "compact" and info["feature_dim"] == 512
+    assert info["arch"] == "compact" and info["feature_dim"] == 256
     assert info["thresholds"] == {"a": 0.3, "b": 0.5, "c": 0.7}
     x = torch.randn(2, 1, 48, 48)
     with torch.no_grad():
@@ -117,7 +117,7 @@ def test_a_short_compact_run_learns_the_drawn_shapes_and_writes_thresholds_into_
     run = store.get_run(make_run(tmp_path / "data", ds, checkpoint, device="cpu",
                                  progress=False).name, tmp_path / "data")
     assert set(run.meta["thresholds"]) == set(TOY_ATTRIBUTES) and run.meta["threshold"] == 0.5
-    assert run.fea.shape == (96, 512)
+    assert run.fea.shape == (96, 256)
     held_out = run.meta["metrics"]  # the 24 test images were never trained on
     prevalence = run.act[run.images["split"] == "test"].mean(axis=0)
     assert all(ap > p + 0.2 for ap, p in zip(held_out["per_attribute"]["AP"], prevalence,
