@@ -8,7 +8,7 @@ import torch
 
 from pipeline import metrics, store
 from pipeline.attributes import ATTRIBUTES
-from pipeline.infer import make_run
+from pipeline.infer import infer, make_run
 from pipeline.model import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.train import augment, d4, split_validation, train
 from tests.test_train_infer import TOY_ATTRIBUTES, write_toy_dataset
@@ -124,3 +124,19 @@ def test_a_short_compact_run_learns_the_drawn_shapes_and_writes_thresholds_into_
                                              strict=True))
     tuned = run.meta["metrics_at_thresholds"]
     assert tuned["threshold"] == [run.meta["thresholds"][a] for a in TOY_ATTRIBUTES]
+
+
+def test_on_simulated_detector_images_a_short_run_ranks_attributes_well_above_chance(tmp_path):
+    from pipeline.simulate import simulate_dataset
+
+    ds = store.open_dataset(simulate_dataset(tmp_path / "data", 160, size=64, seed=2,
+                                             progress=False))
+    checkpoint = train(ds, steps=60, input_size=32, batch_size=32, lr=5e-3, device="cpu",
+                       checkpoint_out=tmp_path / "m.pt", progress=False)
+    prd, _ = infer(checkpoint, ds, device="cpu", progress=False)
+    test = ds.images["split"].to_numpy() == "test"
+    ap = metrics.average_precision(ds.act[test], prd[test])
+    chance = ds.act[test].mean(axis=0)  # the expected AP of a random ranking
+    defined = np.isfinite(ap)
+    assert np.mean(ap[defined]) > np.mean(chance[defined]) + 0.15
+    assert (ap[defined] > chance[defined]).mean() >= 0.7
