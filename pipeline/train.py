@@ -172,6 +172,8 @@ def _check_resumable(path, state, ds, arch, input_size, steps) -> None:
 
 def total_steps(n_fit: int, batch_size: int, *, steps: int | None, epochs: int | None) -> int:
     """Optimizer steps of a run: `steps` when given, else `epochs` passes over n_fit images."""
+    if int(batch_size) < 1:
+        raise PipelineError(f"batch size must be at least 1, got {batch_size}")
     if steps is not None:
         return int(steps)
     if epochs is None:
