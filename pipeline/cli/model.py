@@ -83,12 +83,10 @@ def _register_train(subparsers) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipeline.train import as_dataset, train, use_all_cores
+    from pipeline.train import VAL_FRACTION, as_dataset, train, use_all_cores
 
     use_all_cores()
     ds = as_dataset(args.dataset, store.resolve_data_dir(args.data_dir))
-    from pipeline.train import VAL_FRACTION
-
     steps = DEFAULT.steps if args.steps is None and args.epochs is None else args.steps
     fraction = VAL_FRACTION if args.val_fraction is None else args.val_fraction
     path = train(ds, arch=args.arch, steps=steps, epochs=args.epochs,
