@@ -34,7 +34,7 @@ NORMALISATION_METHOD = "log1p-robust"
 # Robust scaling uses these percentiles of log-intensity: the 1 %…99 % range is wide enough to keep
 # rings and peaks apart from background yet ignores hot pixels and detector gaps.
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.0
-MIN_INPUT_SIZE = 32  # a ResNet halves the image five times, the compact net four
+MIN_INPUT_SIZE = 32  # a ResNet halves the image five times, the compact net three
 MAX_INPUT_SIZE = 1024  # the largest simulated detector; beyond it a batch alone needs gigabytes
 
 
@@ -69,7 +69,7 @@ class AttributeResNet(ResNet):
 
 
 # Channels of the compact net: the stem at full resolution, then stages at half the previous side
-# and twice the width. A fifth stage (256) measured slower and worse at the demo's step budget.
+# and twice the width. A fourth stage (256) measured slower and worse at the demo's step budget.
 COMPACT_WIDTHS = (16, 32, 64, 128)
 
 
