@@ -1,5 +1,6 @@
-"""Throughput of the pipeline stages: simulation at 256² on one core, ResNet training and inference
-(CPU, and CUDA when present), and openTSNE against scikit-learn's TSNE on the same FEA-like data.
+"""Throughput of the pipeline stages: simulation at 256² on one core, model training and inference
+(the compact net and ResNets; CPU, and CUDA when present), and openTSNE against scikit-learn's
+TSNE on the same FEA-like data.
 
     python benchmarks/pipeline.py [--n 20000] [--skip-sklearn] [--sections sim model tsne]
 
@@ -51,7 +52,8 @@ def _throughput(step, batch: int, seconds: float = 8.0) -> float:
     return done / (time.perf_counter() - started)
 
 
-def bench_model(device_name: str, arch: str, size: int, batch: int, channels_last: bool) -> None:
+def bench_model(device_name: str, arch: str, size: int, batch: int, channels_last: bool,
+                threads: int | None = None) -> None:
     import torch
 
     from pipeline.model import build_model, pick_device
@@ -59,6 +61,7 @@ def bench_model(device_name: str, arch: str, size: int, batch: int, channels_las
 
     dev = pick_device(device_name)
     cuda = dev.type == "cuda"
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(arch, 17).to(dev).to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -87,17 +90,22 @@ def bench_model(device_name: str, arch: str, size: int, batch: int, channels_las
     layout = "channels_last" if channels_last else "contiguous"
     print(f"{arch} {size}² batch {batch} on {dev.type} ({layout}, "
           f"{torch.get_num_threads()} threads): train {_throughput(train_step, batch):7.1f} "
-          f"images/s, infer {_throughput(infer_step, batch):7.1f} images/s")
+          f"images/s, infer {_throughput(infer_step, batch):7.1f} images/s   [{load()}]",
+          flush=True)
 
 
 def bench_models(device: str) -> None:
+    """The compact net with one thread and with all (why training it uses one), then ResNets."""
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    for threads in sorted({1, os.cpu_count() or 1}):
+        bench_model("cpu", "compact", 64, 64, True, threads)
+        bench_model("cpu", "compact", 64, 64, False, threads)
     for size in (96, 128):
         for channels_last in (False, True):
             bench_model("cpu", "resnet18", size, 32, channels_last)
     if device != "cpu" and torch.cuda.is_available():
+        bench_model("cuda", "compact", 64, 256, True)
         bench_model("cuda", "resnet18", 96, 256, True)
         bench_model("cuda", "resnet50", 224, 128, True)
     else:

@@ -1,4 +1,4 @@
-"""The demo: simulate a dataset, train a ResNet, infer, embed and score it in one command, ending
+"""The demo: simulate a dataset, train a model, infer, embed and score it in one command, ending
 in a run the dashboard opens (`python -m pipeline demo`).
 """
 
@@ -22,15 +22,16 @@ class DemoConfig:
     size: int  # simulated detector side, pixels
     arch: str
     input_size: int
-    epochs: int
+    steps: int | None  # optimizer steps; None when set by epochs
     batch_size: int
     lr: float
     device: str = "auto"
+    epochs: int | None = None  # passes over the data, instead of steps
 
 
-DEFAULT = DemoConfig(n=1600, size=256, arch="resnet18", input_size=96, epochs=6, batch_size=32,
+DEFAULT = DemoConfig(n=1600, size=256, arch="compact", input_size=64, steps=700, batch_size=64,
                      lr=3e-3)
-FAST = DemoConfig(n=120, size=64, arch="resnet18", input_size=64, epochs=1, batch_size=32,
+FAST = DemoConfig(n=120, size=64, arch="compact", input_size=32, steps=6, batch_size=32,
                   lr=3e-3)
 
 # Share of the bar each model stage fills (roughly its share of the default demo's time on CPU).
@@ -62,11 +63,14 @@ class _Bar:
 
 
 def config_for(n: int | None = None, fast: bool = False, **overrides) -> DemoConfig:
-    """The demo's settings: DEFAULT or FAST, with any given override (None = keep)."""
+    """The demo's settings: DEFAULT or FAST, with any given override (None = keep); epochs
+    given without steps replace the step count."""
     from pipeline.model import ARCHS
 
     config = FAST if fast else DEFAULT
     changes = {k: v for k, v in {"n": n, **overrides}.items() if v is not None}
+    if changes.get("epochs") is not None and changes.get("steps") is None:
+        changes["steps"] = None
     config = replace(config, **changes)
     if config.n < 10:
         raise PipelineError(f"the demo needs at least 10 images, got n={config.n}")
@@ -90,14 +94,14 @@ def _dataset(data_dir: Path, config: DemoConfig, seed: int, progress: bool) -> s
 
 def run_demo(data_dir=None, *, n: int | None = None, fast: bool = False, seed: int = 0,
              progress: bool = True, arch: str | None = None, input_size: int | None = None,
-             epochs: int | None = None, device: str | None = None,
+             steps: int | None = None, epochs: int | None = None, device: str | None = None,
              batch_size: int | None = None) -> Path:
     """simulate → train → infer → embed → metrics; print the AP table; return the run directory."""
     from pipeline.infer import make_run
     from pipeline.train import train, use_all_cores
 
-    config = config_for(n, fast, arch=arch, input_size=input_size, epochs=epochs, device=device,
-                        batch_size=batch_size)
+    config = config_for(n, fast, arch=arch, input_size=input_size, steps=steps, epochs=epochs,
+                        device=device, batch_size=batch_size)
     data_dir = store.resolve_data_dir(data_dir)
     use_all_cores()
     timings, started = {}, time.perf_counter()
@@ -105,11 +109,11 @@ def run_demo(data_dir=None, *, n: int | None = None, fast: bool = False, seed: i
     timings["simulate_s"] = round(time.perf_counter() - started, 2)
     bar = _Bar(progress)
     try:
-        # In the data directory, named for sweep_stale: a killed demo's 40 MB checkpoint goes
+        # In the data directory, named for sweep_stale: a killed demo's checkpoint goes
         # at the next start instead of piling up in the system's temporary folder.
         with store.scratch_dir(data_dir / store.RUNS, "demo") as scratch:
             t0 = time.perf_counter()
-            checkpoint = train(ds, arch=config.arch, epochs=config.epochs,
+            checkpoint = train(ds, arch=config.arch, steps=config.steps, epochs=config.epochs,
                                input_size=config.input_size, batch_size=config.batch_size,
                                lr=config.lr, device=config.device, seed=seed,
                                checkpoint_out=scratch / "model.pt", progress=False,
@@ -127,9 +131,16 @@ def run_demo(data_dir=None, *, n: int | None = None, fast: bool = False, seed: i
 
 def _report(path: Path, total: float) -> None:
     run = store.get_run(path.name, path.parent.parent)
-    scores = run.meta["metrics"]
+    scores = run.meta.get("metrics_at_thresholds") or run.meta["metrics"]
     print(metrics.format_ap_table(run.attributes, scores))
     print(f"held-out {scores['split']} split: {scores['n_images']} images, "
-          f"mAP {scores['mAP']:.3f}; demo took {total:.0f} s")
+          f"mAP {scores['mAP']:.3f}; {threshold_note(run.meta)}; demo took {total:.0f} s")
     print(f"run {run.id} written to {path}")
     print(f"open it: python app.py --data-dir {path.parent.parent}")
+
+
+def threshold_note(meta: dict) -> str:
+    """What the P/R/F1 columns of a run's table were computed at."""
+    if meta.get("metrics_at_thresholds"):
+        return "P/R/F1 at each attribute's threshold, chosen on a validation share of train"
+    return f"P/R/F1 at threshold {meta.get('threshold', 0.5):g}"

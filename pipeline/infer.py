@@ -18,6 +18,7 @@ from pipeline import metrics, store
 from pipeline.embed import embed_all, embedding_meta
 from pipeline.errors import PipelineError, Stopped
 from pipeline.model import (
+    compute_threads,
     file_digest,
     five_crops,
     load_checkpoint,
@@ -79,7 +80,8 @@ def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=6
     prd = np.empty((len(ds), len(ds.attributes)), np.float32)
     fea = np.empty((len(ds), model.feature_dim), np.float32)
     bar = tqdm(total=len(ds), desc="infer", unit="img", disable=not progress, leave=False)
-    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+    with (torch.inference_mode(), compute_threads(info["arch"], dev),
+          torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda)):
         for rows in _batches(len(ds), per_batch):
             if should_stop and should_stop():
                 raise Stopped("inference stopped; no run was written")
@@ -99,15 +101,36 @@ def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=6
     return prd, fea
 
 
-def evaluate_splits(act, prd, splits, threshold: float = 0.5) -> dict:
-    """Metrics on the held-out test split (when there is one) and on every image."""
-    overall = metrics.evaluate(act, prd, threshold)
+def evaluate_splits(act, prd, splits, threshold: float = 0.5,
+                    thresholds: np.ndarray | None = None) -> dict:
+    """Metrics on the held-out test split (when there is one) and on every image, at the global
+    threshold; with per-attribute `thresholds`, the evaluation split's metrics at those too."""
     test = np.asarray(splits) == EVAL_SPLIT
+    rows, split = (test, EVAL_SPLIT) if test.any() else (np.ones(len(act), bool), "all")
+    scope = {"split": split, "n_images": int(rows.sum())}
+    out = {"metrics": {**metrics.evaluate(act[rows], prd[rows], threshold), **scope}}
     if test.any():
-        return {"metrics": {**metrics.evaluate(act[test], prd[test], threshold),
-                            "split": EVAL_SPLIT, "n_images": int(test.sum())},
-                "metrics_all": {**overall, "split": "all", "n_images": len(act)}}
-    return {"metrics": {**overall, "split": "all", "n_images": len(act)}}
+        out["metrics_all"] = {**metrics.evaluate(act, prd, threshold), "split": "all",
+                              "n_images": len(act)}
+    if thresholds is not None:
+        out["metrics_at_thresholds"] = {**metrics.evaluate(act[rows], prd[rows], thresholds),
+                                        **scope}
+    return out
+
+
+def thresholds_of(info: dict, attributes: list[str]) -> np.ndarray | None:
+    """A checkpoint's per-attribute thresholds in attribute order (None when it has none)."""
+    chosen = info.get("thresholds")
+    return None if chosen is None else np.array([chosen[a] for a in attributes], float)
+
+
+def _scores(info: dict, ds: store.Dataset, act, prd) -> dict:
+    """A run's metrics, and its checkpoint's per-attribute thresholds when it has them."""
+    thresholds = thresholds_of(info, ds.attributes)
+    scores = evaluate_splits(act, prd, ds.images["split"].to_numpy(), thresholds=thresholds)
+    if thresholds is not None:
+        scores["thresholds"] = dict(zip(ds.attributes, thresholds.tolist(), strict=True))
+    return scores
 
 
 def _images_table(ds: store.Dataset, data_dir: Path):
@@ -140,7 +163,7 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
     emb = embed_all(act, fea, prd, progress=progress, on_progress=on_progress,
                     should_stop=should_stop)
     timings["embed_s"] = round(time.perf_counter() - started, 2)
-    scores = evaluate_splits(act, prd, ds.images["split"].to_numpy())
+    scores = _scores(info, ds, act, prd)
     meta = {"dataset": ds.id, "model": _model_meta(checkpoint, info, multiscale),
             "device": str(pick_device(device)), **scores, "timings": timings,
             "embedding": embedding_meta(len(ds)),
@@ -149,7 +172,9 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
         meta["timings"] = {**meta_extra["timings"], **timings}
 
     def write_model(path: Path) -> None:
-        extra = {"training": info["training"]} if info.get("training") else None
+        extra = {"training": info["training"]} if info.get("training") else {}
+        if info.get("thresholds") is not None:
+            extra["thresholds"] = info["thresholds"]
         save_checkpoint(path, model, arch=info["arch"], attributes=info["attributes"],
                         input_size=info["input_size"], normalisation=info["normalisation"],
                         extra=extra)
@@ -166,5 +191,7 @@ def _model_meta(checkpoint, info: dict, multiscale: bool) -> dict:
             "source": str(checkpoint), "input_size": info["input_size"],
             "feature_dim": info["feature_dim"], "multiscale": multiscale,
             "normalisation": info["normalisation"],
-            "training": {k: training[k] for k in ("dataset", "epochs", "batch_size", "lr", "seed",
-                                                  "n_train", "device", "history") if k in training}}
+            "training": {k: training[k] for k in ("dataset", "steps", "epochs", "batch_size", "lr",
+                                                  "seed", "n_train", "n_validation",
+                                                  "val_fraction", "device", "history")
+                         if k in training}}

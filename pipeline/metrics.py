@@ -104,8 +104,38 @@ def group_summary(act, prd, threshold: float = 0.5) -> dict:
     }
 
 
-def evaluate(act, prd, threshold: float = 0.5) -> dict:
-    """The metrics recorded in run.json: per-attribute AP/P/R/F1 and the multi-label measures."""
+def select_thresholds(act, prd, default: float = 0.5) -> np.ndarray:
+    """Per attribute, the decision threshold of best F1 on these (validation) images.
+
+    Candidates are `default` and the midpoints between consecutive distinct probabilities (and
+    below the lowest and above the highest), so a chosen threshold keeps the widest margin the
+    data allow; among equal F1, the candidate closest to `default` wins. An attribute with no
+    positive label keeps `default`: F1 is 0 at every threshold there.
+    """
+    truth = _as_bool(act)
+    prd = np.asarray(prd, dtype=float)
+    chosen = np.full(truth.shape[1], float(default))
+    for j in range(truth.shape[1]):
+        if truth[:, j].any():
+            chosen[j] = _best_f1_threshold(truth[:, j], prd[:, j], default)
+    return chosen
+
+
+def _best_f1_threshold(truth: np.ndarray, prob: np.ndarray, default: float) -> float:
+    edges = np.concatenate([[0.0], np.unique(prob), [1.0]])
+    candidates = np.concatenate([[default], (edges[:-1] + edges[1:]) / 2])
+    said = prob[None, :] >= candidates[:, None]
+    tp = (said & truth).sum(axis=1)
+    f1 = 2 * tp / (said.sum(axis=1) + truth.sum())
+    best = np.flatnonzero(np.isclose(f1, f1.max(), rtol=0, atol=1e-12))
+    return float(candidates[best[np.argmin(np.abs(candidates[best] - default))]])
+
+
+def evaluate(act, prd, threshold: float | np.ndarray = 0.5) -> dict:
+    """The metrics recorded in run.json: per-attribute AP/P/R/F1 and the multi-label measures.
+
+    `threshold` is one number for every attribute or one per attribute (recorded as a list).
+    """
     act = _as_bool(act)
     prd = np.asarray(prd, dtype=float)
     c = counts(act, prd, threshold)
@@ -113,7 +143,8 @@ def evaluate(act, prd, threshold: float = 0.5) -> dict:
     ap = average_precision(act, prd)
     said = prd >= threshold
     return {
-        "threshold": float(threshold),
+        "threshold": float(threshold) if np.ndim(threshold) == 0 else
+        np.asarray(threshold, dtype=float).tolist(),
         "mAP": nanmean(ap),
         "macro_precision": nanmean(per["precision"]),
         "macro_recall": nanmean(per["recall"]),
@@ -129,10 +160,13 @@ def evaluate(act, prd, threshold: float = 0.5) -> dict:
 
 
 def format_ap_table(attributes, metrics: dict) -> str:
-    """A plain-text table of per-attribute AP, precision, recall and F1, ending with mAP."""
+    """A plain-text table of per-attribute AP, precision, recall and F1, ending with mAP; with
+    per-attribute thresholds, a column shows each attribute's."""
     per = metrics["per_attribute"]
     width = max(len(a) for a in attributes)
-    lines = [f"{'attribute':{width}s}  {'AP':>6s} {'P':>6s} {'R':>6s} {'F1':>6s} {'pos':>5s}"]
+    own = metrics.get("threshold") if isinstance(metrics.get("threshold"), list) else None
+    lines = [f"{'attribute':{width}s}  {'AP':>6s} {'P':>6s} {'R':>6s} {'F1':>6s} {'pos':>5s}"
+             + ("  threshold" if own else "")]
 
     def cell(x):
         return "     –" if x is None or not np.isfinite(x) else f"{x:6.3f}"
@@ -140,7 +174,8 @@ def format_ap_table(attributes, metrics: dict) -> str:
     for j, name in enumerate(attributes):
         pos = per["TP"][j] + per["FN"][j]
         lines.append(f"{name:{width}s}  {cell(per['AP'][j])} {cell(per['precision'][j])} "
-                     f"{cell(per['recall'][j])} {cell(per['f1'][j])} {pos:5d}")
+                     f"{cell(per['recall'][j])} {cell(per['f1'][j])} {pos:5d}"
+                     + (f"  {own[j]:9.3f}" if own else ""))
     lines.append(f"{'mAP':{width}s}  {cell(metrics['mAP'])}")
     return "\n".join(lines)
 

@@ -1,15 +1,17 @@
-"""The attribute model: a torchvision ResNet with a one-channel stem and a sigmoid multi-label
-head, the log-intensity normalisation of its inputs, and checkpoints that carry all inference needs.
+"""The attribute model: a compact CNN (the CPU default) or a torchvision ResNet, each with a
+one-channel stem and one logit per attribute; the log-intensity normalisation of its inputs, and
+checkpoints that carry all inference needs (the architecture included).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,8 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from pipeline.errors import PipelineError
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
+RESNETS = ("resnet18", "resnet34", "resnet50")
+ARCHS = ("compact", *RESNETS)
 _LAYOUTS = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
@@ -31,7 +34,7 @@ NORMALISATION_METHOD = "log1p-robust"
 # Robust scaling uses these percentiles of log-intensity: the 1 %…99 % range is wide enough to keep
 # rings and peaks apart from background yet ignores hot pixels and detector gaps.
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.0
-MIN_INPUT_SIZE = 32  # a ResNet halves the image five times
+MIN_INPUT_SIZE = 32  # a ResNet halves the image five times, the compact net three
 MAX_INPUT_SIZE = 1024  # the largest simulated detector; beyond it a batch alone needs gigabytes
 
 
@@ -65,13 +68,82 @@ class AttributeResNet(ResNet):
         return self.fc(self.features(x))
 
 
-def build_model(arch: str, n_attributes: int) -> AttributeResNet:
-    """A freshly initialised model (no downloaded weights) with one logit per attribute."""
+# Channels of the compact net: the stem at full resolution, then stages at half the previous side
+# and twice the width. A fourth stage (256) measured slower and worse at the demo's step budget.
+COMPACT_WIDTHS = (16, 32, 64, 128)
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class CompactNet(nn.Module):
+    """A small CNN that trains many steps in minutes on a CPU, for the demo and small datasets.
+
+    A ResNet's stride-2 stem and max-pool throw away fifteen sixteenths of the pixels at once,
+    which at 64–96² erases thin beamstops, wedges and sharp peaks; here a 3×3 stride-1 stem keeps
+    full resolution and each stage (a stride-2 and a stride-1 3×3 convolution) halves the side
+    and doubles the width. The head joins average pooling (how much of a pattern there is) with
+    max pooling (whether a small feature occurs anywhere), so FEA has 2 × the last width.
+    """
+
+    def __init__(self, n_attributes: int, widths: tuple[int, ...] = COMPACT_WIDTHS):
+        super().__init__()
+        layers = [_conv_bn(1, widths[0])]
+        for c_in, c_out in zip(widths, widths[1:], strict=False):
+            layers += [_conv_bn(c_in, c_out, stride=2), _conv_bn(c_out, c_out)]
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(2 * widths[-1], n_attributes)
+        self.arch = "compact"
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @property
+    def feature_dim(self) -> int:
+        return self.fc.in_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate activations: N × 2·width, average- then max-pooled."""
+        x = self.body(x)
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def build_model(arch: str, n_attributes: int) -> nn.Module:
+    """A freshly initialised model (no downloaded weights) with one logit per attribute.
+
+    Every model has `features(x)` (FEA, N × feature_dim), `fc` (features → logits) and `arch`.
+    """
     if arch not in ARCHS:
         raise PipelineError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     if n_attributes < 1:
         raise PipelineError(f"a model needs at least one attribute, got {n_attributes}")
+    if arch == "compact":
+        return CompactNet(n_attributes)
     return AttributeResNet(arch, n_attributes)
+
+
+@contextlib.contextmanager
+def compute_threads(arch: str, dev: torch.device) -> Iterator[None]:
+    """One CPU thread while the compact net computes, unless the user set OMP_NUM_THREADS.
+
+    Its small convolutions split into many short parallel regions; on a shared 2-core machine a
+    second thread waiting at each barrier made training 3–6× slower than one thread
+    (benchmarks/RESULTS.md). ResNets' large convolutions do gain from every core.
+    """
+    if dev.type != "cpu" or arch != "compact" or os.environ.get("OMP_NUM_THREADS"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -215,7 +287,7 @@ def _unreadable(path, err: Exception) -> str:
 
 
 def load_checkpoint(path, attributes: list[str] | None = None, arch: str | None = None
-                    ) -> tuple[AttributeResNet, dict]:
+                    ) -> tuple[nn.Module, dict]:
     """A model ready for inference and its description (arch, attributes, input size, scaling).
 
     Takes our own checkpoints or a plain torchvision ResNet state dict (3- or 1-channel conv1);
@@ -269,6 +341,19 @@ def check_checkpoint_meta(path, payload: dict) -> None:
     if not isinstance(payload.get("model"), dict):
         raise PipelineError(f"checkpoint {path} holds no model weights")
     _check_normalisation(path, payload.get("normalisation"))
+    _check_thresholds(path, payload.get("thresholds"), names)
+
+
+def _check_thresholds(path, thresholds, names: list[str]) -> None:
+    """Absent (older checkpoints), or one number in [0, 1] for each attribute."""
+    if thresholds is None:
+        return
+    ok = isinstance(thresholds, dict) and sorted(thresholds) == sorted(names) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+        for v in thresholds.values())
+    if not ok:
+        raise PipelineError(f"checkpoint {path} has unusable thresholds; expected a number in "
+                            "[0, 1] for each of its attributes")
 
 
 def _check_normalisation(path, stats) -> None:
@@ -317,7 +402,7 @@ def _infer_arch(path, state: dict) -> str:
     arch = found.get((bottleneck, len(blocks)))
     if arch is None:
         raise PipelineError(f"checkpoint {path} is a ResNet we do not support "
-                            f"({len(blocks)} blocks in layer3); use one of {', '.join(ARCHS)}")
+                            f"({len(blocks)} blocks in layer3); use one of {', '.join(RESNETS)}")
     return arch
 
 

@@ -18,12 +18,15 @@ def test_fast_demo_builds_a_complete_run_and_prints_where_it_is(tmp_path, capsys
     path = run_demo(tmp_path / "data", fast=True, n=40, progress=False)
     out = capsys.readouterr().out
     run = store.get_run(path.name, tmp_path / "data")
-    assert len(run) == 40 and run.fea.shape == (40, 512)
+    assert run.meta["model"]["arch"] == "compact"
+    assert len(run) == 40 and run.fea.shape == (40, run.meta["model"]["feature_dim"])
     assert all(np.isfinite(run.emb(s)).all() for s in ("act", "fea", "prd"))
     assert run.checkpoint is not None
     assert run.meta["demo"]["fast"] and run.meta["demo"]["n"] == 40
     assert set(run.meta["timings"]) >= {"simulate_s", "train_s", "infer_s", "embed_s"}
     assert "mAP" in out and str(path) in out and "Ring" in out
+    assert set(run.meta["thresholds"]) == set(run.attributes)
+    assert "each attribute's threshold" in out
     # a second demo with the same settings reuses the simulated dataset
     dataset = tmp_path / "data" / "datasets" / run.meta["dataset"]
     made = (dataset / "dataset.json").stat().st_mtime_ns
@@ -36,8 +39,10 @@ def test_overrides_replace_only_what_is_given():
     config = config_for(n=20000, arch="resnet50", input_size=224, device="cuda")
     assert (config.n, config.arch, config.input_size, config.device) == (20000, "resnet50", 224,
                                                                           "cuda")
-    assert config.epochs == DEFAULT.epochs and config.lr == DEFAULT.lr
+    assert config.steps == DEFAULT.steps and config.lr == DEFAULT.lr
     assert config_for(fast=True) == FAST
+    by_epochs = config_for(epochs=3)  # epochs given alone replace the step count
+    assert (by_epochs.epochs, by_epochs.steps) == (3, None)
 
 
 @pytest.mark.parametrize(("argv", "message"), [

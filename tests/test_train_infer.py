@@ -173,6 +173,8 @@ def test_train_then_infer_on_the_command_line_prints_the_ap_table_and_the_run(to
     code, out, _ = _cli(capsys, "metrics", "--run", "toy-run", "--data-dir", data, "--split",
                         "all", "--threshold", 0.3)
     assert code == 0 and "24 images, threshold 0.3" in out
+    code, out, _ = _cli(capsys, "metrics", "--run", "toy-run", "--data-dir", data)
+    assert code == 0 and "each attribute's own threshold" in out and "threshold\n" in out
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -180,10 +182,14 @@ def test_train_then_infer_on_the_command_line_prints_the_ap_table_and_the_run(to
     (["train", "--dataset", "toy", "--arch", "resnet99", "--out", "{tmp}/m.pt"],
      "unknown architecture 'resnet99'"),
     (["train", "--dataset", "toy", "--input-size", "8", "--out", "{tmp}/m.pt"],
-     "below the ResNet minimum"),
+     "below the minimum 32"),
     (["train", "--dataset", "toy", "--input-size", "100000", "--out", "{tmp}/m.pt"],
      "input size 100000 is above the maximum 1024"),
     (["train", "--dataset", "toy", "--lr", "nan", "--out", "{tmp}/m.pt"], "learning rate"),
+    (["train", "--dataset", "toy", "--batch-size", "0", "--out", "{tmp}/m.pt"],
+     "batch size must be at least 1, got 0"),
+    (["train", "--dataset", "toy", "--steps", "0", "--out", "{tmp}/m.pt"],
+     "steps (or epochs) and batch size must be at least 1"),
     (["train", "--dataset", "../../etc", "--out", "{tmp}/m.pt"], "invalid dataset id"),
     (["infer", "--dataset", "toy", "--checkpoint", "{tmp}/absent.pt"], "absent.pt does not exist"),
     (["infer", "--dataset", "toy", "--checkpoint", "{tmp}/junk.pt"],

@@ -13,8 +13,11 @@ import numpy as np
 
 from pipeline import metrics, store
 from pipeline.cli.args import add_data_dir, non_negative_int
-from pipeline.demo import DEFAULT, FAST, run_demo
+from pipeline.demo import DEFAULT, FAST, run_demo, threshold_note
 from pipeline.errors import PipelineError
+
+ARCH_HELP = ("compact (a small CNN that trains in minutes on a CPU), resnet18, resnet34 or "
+             "resnet50 (the model of Wang et al., WACV 2017, for GPUs)")
 
 
 def register(subparsers) -> None:
@@ -30,16 +33,16 @@ def _register_demo(subparsers) -> None:
     p.add_argument("--n", type=non_negative_int, default=None,
                    help=f"images to simulate (default {DEFAULT.n})")
     p.add_argument("--fast", action="store_true",
-                   help=f"tiny config ({FAST.n} images at {FAST.input_size}², {FAST.epochs} "
-                        "epoch) for a quick check")
+                   help=f"tiny config ({FAST.n} images at {FAST.input_size}², {FAST.steps} "
+                        "steps) for a quick check")
     p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--arch", default=None,
-                   help=f"resnet18, resnet34 or resnet50 (default {DEFAULT.arch}; seed 001 used "
-                        "resnet50)")
+    p.add_argument("--arch", default=None, help=f"{ARCH_HELP}; default {DEFAULT.arch}")
     p.add_argument("--input-size", type=non_negative_int, default=None,
-                   help=f"model input side (default {DEFAULT.input_size}; seed 001 used 224)")
+                   help=f"model input side (default {DEFAULT.input_size}; Wang et al. used 224)")
+    p.add_argument("--steps", type=non_negative_int, default=None,
+                   help=f"optimizer steps (default {DEFAULT.steps})")
     p.add_argument("--epochs", type=non_negative_int, default=None,
-                   help=f"default {DEFAULT.epochs}")
+                   help="passes over the data, instead of --steps")
     p.add_argument("--batch-size", type=non_negative_int, default=None,
                    help=f"default {DEFAULT.batch_size}")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
@@ -49,16 +52,22 @@ def _register_demo(subparsers) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(args.data_dir, n=args.n, fast=args.fast, seed=args.seed, arch=args.arch,
-             input_size=args.input_size, epochs=args.epochs, device=args.device,
-             batch_size=args.batch_size)
+             input_size=args.input_size, steps=args.steps, epochs=args.epochs,
+             device=args.device, batch_size=args.batch_size)
     return 0
 
 
 def _register_train(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a ResNet on a dataset's train split")
+    p = subparsers.add_parser("train", help="train a model on a dataset's train split")
     p.add_argument("--dataset", required=True, help="dataset id (or directory)")
-    p.add_argument("--arch", default="resnet18", help="resnet18 (default), resnet34, resnet50")
-    p.add_argument("--epochs", type=non_negative_int, default=DEFAULT.epochs)
+    p.add_argument("--arch", default=DEFAULT.arch, help=f"{ARCH_HELP}; default {DEFAULT.arch}")
+    p.add_argument("--steps", type=non_negative_int, default=None,
+                   help=f"optimizer steps (default {DEFAULT.steps} unless --epochs is given)")
+    p.add_argument("--epochs", type=non_negative_int, default=None,
+                   help="passes over the data, instead of --steps")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="share of the train split held back to choose each attribute's "
+                        "threshold on (default 0.15; 0: none, every threshold 0.5)")
     p.add_argument("--input-size", type=non_negative_int, default=DEFAULT.input_size,
                    help="side of the square model input")
     p.add_argument("--batch-size", type=non_negative_int, default=DEFAULT.batch_size)
@@ -74,13 +83,16 @@ def _register_train(subparsers) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipeline.train import as_dataset, train, use_all_cores
+    from pipeline.train import VAL_FRACTION, as_dataset, train, use_all_cores
 
     use_all_cores()
     ds = as_dataset(args.dataset, store.resolve_data_dir(args.data_dir))
-    path = train(ds, arch=args.arch, epochs=args.epochs, input_size=args.input_size,
-                 batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
-                 checkpoint_out=args.out, resume=args.resume, init_checkpoint=args.init)
+    steps = DEFAULT.steps if args.steps is None and args.epochs is None else args.steps
+    fraction = VAL_FRACTION if args.val_fraction is None else args.val_fraction
+    path = train(ds, arch=args.arch, steps=steps, epochs=args.epochs,
+                 input_size=args.input_size, batch_size=args.batch_size, lr=args.lr,
+                 device=args.device, seed=args.seed, checkpoint_out=args.out, resume=args.resume,
+                 init_checkpoint=args.init, val_fraction=fraction)
     print(f"checkpoint written to {path}")
     return 0
 
@@ -106,9 +118,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     path = make_run(args.data_dir, args.dataset, args.checkpoint, device=args.device,
                     multiscale=args.multiscale, run_id=args.run_id)
     run = store.get_run(path.name, path.parent.parent)
-    scores = run.meta["metrics"]
+    scores = run.meta.get("metrics_at_thresholds") or run.meta["metrics"]
     print(metrics.format_ap_table(run.attributes, scores))
-    print(f"({scores['split']} split, {scores['n_images']} images)")
+    print(f"({scores['split']} split, {scores['n_images']} images; {threshold_note(run.meta)})")
     print(f"run written to {path}")
     return 0
 
@@ -116,7 +128,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def _register_metrics(subparsers) -> None:
     p = subparsers.add_parser("metrics", help="print a run's per-attribute AP/P/R/F1 table")
     p.add_argument("--run", required=True, help="run id")
-    p.add_argument("--threshold", type=float, default=None, help="default: the run's own")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="one threshold for every attribute (default: the run's own, per "
+                        "attribute when it has them)")
     p.add_argument("--split", default="test", help="test (default), train or all")
     add_data_dir(p)
     p.set_defaults(func=cmd_metrics)
@@ -124,8 +138,8 @@ def _register_metrics(subparsers) -> None:
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     run = store.get_run(args.run, args.data_dir)
-    threshold = run.meta.get("threshold", 0.5) if args.threshold is None else args.threshold
-    if not 0 <= threshold <= 1:
+    threshold = _run_threshold(run) if args.threshold is None else args.threshold
+    if np.ndim(threshold) == 0 and not 0 <= threshold <= 1:
         raise PipelineError(f"threshold must lie in [0, 1], got {threshold}")
     splits = run.images["split"].to_numpy()
     rows = np.ones(len(splits), bool) if args.split == "all" else splits == args.split
@@ -134,8 +148,18 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                             f"(it has: {', '.join(sorted(set(splits)))})")
     scores = metrics.evaluate(np.asarray(run.act)[rows], np.asarray(run.prd)[rows], threshold)
     print(metrics.format_ap_table(run.attributes, scores))
-    print(f"({args.split} split, {int(rows.sum())} images, threshold {threshold:g})")
+    said = (f"threshold {threshold:g}" if np.ndim(threshold) == 0 else
+            "each attribute's own threshold")
+    print(f"({args.split} split, {int(rows.sum())} images, {said})")
     return 0
+
+
+def _run_threshold(run: store.Run) -> float | np.ndarray:
+    """The run's per-attribute thresholds when it has them, else its global threshold."""
+    chosen = run.meta.get("thresholds")
+    if isinstance(chosen, dict) and set(chosen) == set(run.attributes):
+        return np.array([float(chosen[a]) for a in run.attributes])
+    return float(run.meta.get("threshold", 0.5))
 
 
 def _register_embed(subparsers) -> None:

@@ -1,0 +1,142 @@
+"""The compact CPU model, D4 augmentation, step-set training and per-attribute thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import metrics, store
+from pipeline.attributes import ATTRIBUTES
+from pipeline.infer import infer, make_run
+from pipeline.model import build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from pipeline.train import augment, d4, split_validation, train
+from tests.test_train_infer import TOY_ATTRIBUTES, write_toy_dataset
+
+torch.set_num_threads(1)
+A = len(ATTRIBUTES)
+
+
+def test_compact_net_keeps_full_resolution_first_and_gives_average_and_max_pooled_features():
+    model = build_model("compact", A).eval()
+    assert model.feature_dim == 256  # average and max pooling of the 128-wide last stage
+    assert sum(p.numel() for p in model.parameters()) < 0.5e6  # small enough for a CPU
+    x = torch.randn(3, 1, 64, 64)
+    with torch.no_grad():
+        features, logits = model.features(x), model(x)
+        first = model.body[0](x)
+    assert first.shape[-2:] == (64, 64)  # no stride-2 stem, no max-pool
+    assert features.shape == (3, 256) and logits.shape == (3, A)
+    assert torch.allclose(model.fc(features), logits, atol=1e-5)
+
+
+def test_compact_checkpoint_records_its_arch_and_rebuilds_with_the_same_outputs(tmp_path):
+    model = build_model("compact", 3).eval()
+    path = tmp_path / "compact.pt"
+    save_checkpoint(path, model, arch="compact", attributes=["a", "b", "c"], input_size=48,
+                    normalisation={"centre": 1.0, "scale": 2.0},
+                    extra={"thresholds": {"a": 0.3, "b": 0.5, "c": 0.7}})
+    loaded, info = load_checkpoint(path)
+    assert info["arch"] == "compact" and info["feature_dim"] == 256
+    assert info["thresholds"] == {"a": 0.3, "b": 0.5, "c": 0.7}
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_checkpoint_with_thresholds_outside_0_1_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "odd.pt"
+    save_checkpoint(path, build_model("compact", 2), arch="compact", attributes=["a", "b"],
+                    input_size=32, normalisation={}, extra={"thresholds": {"a": 0.5, "b": 7}})
+    with pytest.raises(Exception, match=r"odd.pt has unusable thresholds"):
+        load_checkpoint(path)
+
+
+def test_d4_gives_the_eight_distinct_symmetries_of_the_square():
+    image = torch.arange(9.0).reshape(1, 1, 3, 3)  # no symmetry of its own
+    views = [d4(image, k) for k in range(8)]
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8
+    assert torch.equal(views[0], image)
+    assert torch.equal(views[1], torch.rot90(image, 1, dims=(-2, -1)))
+    assert torch.equal(views[4], image.transpose(-2, -1))  # mirrored about the diagonal
+    for v in views:  # pixels are moved, never changed
+        assert sorted(v.flatten().tolist()) == list(range(9))
+
+
+def test_augmentation_draws_all_eight_views_and_keeps_each_image_in_its_row():
+    n = 200
+    base = torch.arange(16.0).reshape(1, 1, 4, 4)
+    # each row is the asymmetric image plus its row number, so a row's source is readable
+    x = base + 100 * torch.arange(n, dtype=torch.float32)[:, None, None, None]
+    out = augment(x, torch.Generator().manual_seed(0))
+    seen = set()
+    for i in range(n):
+        k = [j for j in range(8) if torch.equal(out[i], d4(x[i], j))]
+        assert len(k) == 1, f"row {i} is not one of its own 8 views"
+        seen.add(k[0])
+    assert seen == set(range(8))
+
+
+def test_threshold_of_best_f1_keeps_a_margin_prefers_0_5_on_ties_and_0_5_without_positives():
+    act = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]])
+    prd = np.array([[0.10, 0.20, 0.60, 0.1],
+                    [0.30, 0.40, 0.70, 0.2],
+                    [0.60, 0.70, 0.80, 0.3],
+                    [0.80, 0.90, 0.90, 0.4]])
+    chosen = metrics.select_thresholds(act, prd)
+    # attribute 0: F1 = 1 only between 0.1 and 0.3 → the midpoint; at 0.5 F1 would be 0.8
+    # attribute 1: F1 = 1 anywhere in (0.4, 0.7], which holds 0.5 → 0.5 stays
+    # attributes 2 and 3: no positive example → 0.5
+    assert chosen == pytest.approx([0.2, 0.5, 0.5, 0.5])
+    shy = metrics.select_thresholds(np.array([[0], [0], [1], [1]]),
+                                    np.array([[0.60], [0.70], [0.80], [0.90]]))
+    assert shy == pytest.approx([0.75])  # every probability above 0.5: the gap is at 0.75
+
+
+def test_validation_share_is_seeded_disjoint_and_absent_when_too_small():
+    train_idx = np.arange(100, 200)
+    fit, val = split_validation(train_idx, 0.15, seed=3)
+    assert len(val) == 15 and len(fit) == 85
+    assert set(fit) | set(val) == set(train_idx) and not set(fit) & set(val)
+    again, _ = split_validation(train_idx, 0.15, seed=3)
+    assert np.array_equal(fit, again)
+    assert not np.array_equal(split_validation(train_idx, 0.15, seed=4)[1], val)
+    fit, val = split_validation(np.arange(3), 0.15, seed=0)
+    assert len(val) == 0 and len(fit) == 3
+
+
+def test_a_short_compact_run_learns_the_drawn_shapes_and_writes_thresholds_into_the_run(
+        tmp_path):
+    ds = write_toy_dataset(tmp_path / "data", n=96, seed=1)
+    checkpoint = train(ds, arch="compact", steps=40, input_size=32, batch_size=16, lr=5e-3,
+                       device="cpu", checkpoint_out=tmp_path / "m.pt", progress=False)
+    saved = read_checkpoint(checkpoint)
+    history = saved["training"]["history"]
+    assert history[-1]["step"] == 40 and history[-1]["loss"] < history[0]["loss"]
+    assert saved["training"]["n_validation"] == 11  # 15 % of the 72 training images
+    run = store.get_run(make_run(tmp_path / "data", ds, checkpoint, device="cpu",
+                                 progress=False).name, tmp_path / "data")
+    assert set(run.meta["thresholds"]) == set(TOY_ATTRIBUTES) and run.meta["threshold"] == 0.5
+    assert run.fea.shape == (96, 256)
+    held_out = run.meta["metrics"]  # the 24 test images were never trained on
+    prevalence = run.act[run.images["split"] == "test"].mean(axis=0)
+    assert all(ap > p + 0.2 for ap, p in zip(held_out["per_attribute"]["AP"], prevalence,
+                                             strict=True))
+    tuned = run.meta["metrics_at_thresholds"]
+    assert tuned["threshold"] == [run.meta["thresholds"][a] for a in TOY_ATTRIBUTES]
+
+
+def test_on_simulated_detector_images_a_short_run_ranks_attributes_well_above_chance(tmp_path):
+    from pipeline.simulate import simulate_dataset
+
+    ds = store.open_dataset(simulate_dataset(tmp_path / "data", 160, size=64, seed=2,
+                                             progress=False))
+    checkpoint = train(ds, steps=60, input_size=32, batch_size=32, lr=5e-3, device="cpu",
+                       checkpoint_out=tmp_path / "m.pt", progress=False)
+    prd, _ = infer(checkpoint, ds, device="cpu", progress=False)
+    test = ds.images["split"].to_numpy() == "test"
+    ap = metrics.average_precision(ds.act[test], prd[test])
+    chance = ds.act[test].mean(axis=0)  # the expected AP of a random ranking
+    defined = np.isfinite(ap)
+    assert np.mean(ap[defined]) > np.mean(chance[defined]) + 0.15
+    assert (ap[defined] > chance[defined]).mean() >= 0.7
