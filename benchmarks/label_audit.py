@@ -43,15 +43,16 @@ def run_for(data_dir: Path, ds: store.Dataset, config, seed: int) -> store.Run:
     from pipeline.infer import make_run
     from pipeline.train import train, use_all_cores
 
-    settings = {"arch": config.arch, "input_size": config.input_size, "epochs": config.epochs,
-                "batch_size": config.batch_size, "lr": config.lr, "seed": seed}
+    settings = {"arch": config.arch, "input_size": config.input_size, "steps": config.steps,
+                "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
+                "seed": seed}
     for run in store.list_runs(data_dir):
         if run.meta.get("dataset") == ds.id and run.meta.get("benchmark") == settings:
             print(f"reusing run {run.id}")
             return run
     use_all_cores()
     with tempfile.TemporaryDirectory(prefix="xrae-audit-bench-") as scratch:
-        checkpoint = train(ds, arch=config.arch, epochs=config.epochs,
+        checkpoint = train(ds, arch=config.arch, steps=config.steps, epochs=config.epochs,
                            input_size=config.input_size, batch_size=config.batch_size,
                            lr=config.lr, device=config.device, seed=seed,
                            checkpoint_out=Path(scratch) / "model.pt")
