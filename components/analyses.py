@@ -113,4 +113,27 @@ def cooccurrence_figure(table: dict, attributes) -> dict:
                    "font": {"size": 10}},
         "margin": {"l": 120, "r": 10, "t": 26, "b": 110}, "height": 560,
         "plot_bgcolor": "#ffffff", "clickmode": "event",
+        # A diagonal square claims the pointer only over itself, not over the cells beside it.
+        "hoverdistance": 8,
     }}
+
+
+DISAGREEMENT_EXPLANATION = (
+    "An image's disagreement is how little its nearest neighbours by labels (ACT), by the "
+    "model's features (FEA) and by its predictions (PRD) have in common: 0, the three "
+    "neighbourhoods coincide; 1, they share no image. High scores mark images the model sees "
+    "as alike but labels or predictions set apart, or the reverse. Click one to open it.")
+TOP_N = 10
+
+
+def disagreement_tab() -> html.Div:
+    """The most disagreeing images of the run, filled in when the tab is first opened."""
+    return html.Div([
+        html.Div(DISAGREEMENT_EXPLANATION, className="summary-note"),
+        html.Div(id=ids.DISAGREEMENT_TAB_STATUS, className="summary-note"),
+        html.Div(id=ids.DISAGREEMENT_LIST, className="thumb-strip disagreement-list"),
+    ])
+
+
+def disagreeing_caption(index: int, image_id: str, score: float) -> str:
+    return f"#{index} {image_id} · {score:.2f}"

@@ -8,7 +8,7 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from components import ids
-from components.analyses import cooccurrence_tab
+from components.analyses import cooccurrence_tab, disagreement_tab
 from components.figures import f1_figure
 from pipeline.analyses.uncertainty import differ
 
@@ -49,6 +49,7 @@ def selection_manager(audit: html.Div) -> dbc.Card:
             dbc.Tab(html.Div(id=ids.GROUP_LIST), label="Groups", tab_id="groups"),
             dbc.Tab(compare, label="Compare", tab_id="compare"),
             dbc.Tab(cooccurrence_tab(), label="Co-occurrence", tab_id="cooccurrence"),
+            dbc.Tab(disagreement_tab(), label="Disagreement", tab_id="disagreement"),
             dbc.Tab(html.Div(audit, id=ids.AUDIT_PANEL), label="Label audit", tab_id="audit"),
         ], id=ids.SELECTION_TABS, active_tab="metrics"), className="manager-body"),
     ], id=ids.SELECTION_MANAGER, className="bottom-card")

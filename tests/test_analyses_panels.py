@@ -17,7 +17,7 @@ from pipeline.analyses.uncertainty import bootstrap_intervals, differ
 from tests.test_callbacks import call, texts
 from tests.test_callbacks import run as run  # noqa: F401,PLC0414  (the fixture)
 
-NO_FILTER = ([], "any", "act")
+NO_FILTER = ([], "any", "act", [])
 
 
 def matrix(run, kind="fn", group="all", threshold=0.5, filters=NO_FILTER, selection_rows=(),
@@ -53,7 +53,7 @@ def test_the_matrix_follows_kind_threshold_filter_and_group(run):
     act = np.asarray(run.act)
     passing = np.flatnonzero(act[:, 2] == 1)  # the filter: attribute 2 labelled
     groups = [{"run": run.id, "name": "first half", "colour": "#000", "indices": list(range(30))}]
-    figure, note = matrix(run, "fp", "0", 0.3, ([2], "any", "act"), groups=groups)
+    figure, note = matrix(run, "fp", "0", 0.3, ([2], "any", "act", []), groups=groups)
     rows = passing[passing < 30]
     want = conditional_errors(act, run.prd, 0.3, "fp", rows)
     np.testing.assert_allclose(shown_change(figure), want["change"], atol=1e-4)
@@ -101,7 +101,7 @@ def test_clicking_a_cell_selects_the_images_behind_it_in_every_view(run):
 
 def test_a_click_counts_only_the_images_that_pass_the_filter(run):
     act = np.asarray(run.act)
-    picked, _ = click(run, 0, 0, "fp", filters=([1], "any", "TN"))
+    picked, _ = click(run, 0, 0, "fp", filters=([1], "any", "TN", []))
     passing = np.flatnonzero((act[:, 1] == 0) & (np.asarray(run.prd)[:, 1] < 0.5))
     want = cell_rows(act, run.prd, 0.5, 0, 0, "fp", passing).tolist()
     assert picked == want and len(want) < len(cell_rows(act, run.prd, 0.5, 0, 0, "fp"))
@@ -151,13 +151,13 @@ def test_clicking_a_cooccurrence_cell_selects_its_images_in_all_three_views(dash
     from tests.test_browser import figure_data
 
     dash_duo, run = dashboard
+    dash_duo.driver.set_window_size(1600, 1900)  # the whole matrix on screen, nothing to scroll
     open_tab(dash_duo, "Co-occurrence")
     dash_duo.wait_for_contains_text("#text-cooccurrence-note", "60 images counted")
     table = conditional_errors(run.act, run.prd, 0.5, "fn")
     errors = np.where(np.eye(17, dtype=bool), 0, table["errors_with"])
     i, j = (int(v) for v in np.unravel_index(np.argmax(errors), errors.shape))
     want = cell_rows(run.act, run.prd, 0.5, i, j, "fn").tolist()
-    figure_data(dash_duo, "cooccurrence-matrix", "gd.scrollIntoView({block: 'end'})")
     x, y = figure_data(dash_duo, "cooccurrence-matrix", f"""(() => {{
         const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
         const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
