@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from dash import no_update
 
-from callbacks import analyses, selection
+from callbacks import analyses, selection, views
 from pipeline import corrections
 from pipeline.analyses.cooccurrence import cell_rows, conditional_errors
+from pipeline.analyses.disagreement import run_disagreement
 from pipeline.analyses.uncertainty import bootstrap_intervals, differ
 from tests.test_callbacks import call, texts
 from tests.test_callbacks import run as run  # noqa: F401,PLC0414  (the fixture)
@@ -168,9 +169,9 @@ def test_clicking_a_cooccurrence_cell_selects_its_images_in_all_three_views(dash
     dash_duo.wait_for_text_to_equal("#text-selection-title", f"Selection: {len(want)} images")
     for view in ("view-act", "view-fea", "view-prd"):
         assert sorted(figure_data(dash_duo, view, "gd.data[0].selectedpoints")) == want
+    dash_duo.driver.save_screenshot("/tmp/analyses.png")
     open_tab(dash_duo, "Metrics")
     dash_duo.wait_for_text_to_equal("#selection-summary .tile-images .tile-value", str(len(want)))
-    dash_duo.driver.save_screenshot("/tmp/analyses.png")
     assert dash_duo.get_logs() == []
 
 
@@ -238,3 +239,76 @@ def test_the_comparison_marks_exactly_the_scores_whose_intervals_do_not_overlap(
     overall_f1 = texts(body[0].children[3])
     assert overall_f1[-1] == shown_interval(*a["overall"]["f1"])
     assert any("do not overlap" in t for t in texts(table))
+
+
+# ---------------------------------------------------------------- cross-space disagreement
+
+
+def test_nothing_computes_the_disagreement_until_the_analyst_asks(run):
+    from pipeline.analyses.disagreement import _run_disagreement
+
+    _run_disagreement.cache_clear()
+    shown, status = call(analyses.list_disagreeing, "tabs-selection.active_tab", "metrics",
+                         "error", [], run.id)
+    assert shown == [] and "Open this tab" in status
+    assert _run_disagreement.cache_info().currsize == 0
+    shown, status = call(analyses.list_disagreeing, "tabs-selection.active_tab", "disagreement",
+                         "error", [], run.id)
+    score = run_disagreement(run)["score"]
+    rows = [b.id["index"] for b in shown[1:]]
+    assert rows == np.argsort(-score, kind="stable")[:10].tolist() and status == ""
+    assert shown[1].title.endswith(f"{score[rows[0]]:.2f}")
+    assert f"median is {np.median(score):.2f}" in shown[0].children
+
+
+def test_a_click_on_a_disagreeing_image_opens_it_and_a_crafted_one_does_nothing(run):
+    trigger = '{"index":7,"type":"disagreeing"}.n_clicks'
+    assert call(analyses.open_disagreeing, trigger, [1], run.id, value=1) == 7
+    assert call(analyses.open_disagreeing, trigger, [0], run.id, value=0) is no_update
+    crafted = '{"index":600,"type":"disagreeing"}.n_clicks'
+    assert call(analyses.open_disagreeing, crafted, [1], run.id, value=1) is no_update
+
+
+def test_colour_by_disagreement_paints_each_image_by_its_score(run):
+    from tests.test_callbacks import decode
+
+    figures = call(views.draw_views, "radio-colour-by.value", run.id, "dots", [], "disagreement",
+                   0, "cosine", 500, 0.5, [], "any", "act", [], [], None, None, None)[:3]
+    score = run_disagreement(run)["score"]
+    for figure in figures:
+        np.testing.assert_allclose(decode(figure["data"][0]["marker"]["color"]), score)
+    legend = texts(call(views.draw_colour_legend, "radio-colour-by.value", "disagreement", 0,
+                        run.id))
+    assert "Disagreement of the ACT, FEA and PRD neighbourhoods:" in legend
+
+
+def test_the_filter_keeps_the_most_disagreeing_five_percent(run):
+    *_, count = call(views.fade_filtered, "checklist-filter-disagreeing.value", [], "any", "act",
+                     0.5, run.id, "with", 0, ["top"])
+    score = run_disagreement(run)["score"]
+    kept = int((score >= np.sort(score)[-3]).sum())  # 5 % of 60 images: 3, more on a tie
+    assert count == f"{kept} of 60 images match · {60 - kept} faded"
+    _, note = matrix(run, filters=([], "any", "act", ["top"]))
+    assert note == f"All images: {kept} images counted at threshold 0.50."
+
+
+@pytest.mark.browser
+def test_colour_by_disagreement_draws_and_the_tab_lists_the_most_disagreeing(dashboard):
+    from dash.testing.wait import until
+
+    from tests.test_browser import figure_data
+
+    dash_duo, run = dashboard
+    dash_duo.find_element("#radio-colour-by input[value='disagreement']").click()
+    dash_duo.wait_for_contains_text("#colour-legend", "Disagreement of the ACT, FEA and PRD")
+    score = run_disagreement(run)["score"]
+    for view in ("view-act", "view-fea", "view-prd"):
+        until(lambda v=view: np.allclose(figure_data(
+            dash_duo, v, "Array.from(gd._fullData[0].marker.color)"), score, atol=1e-6), 40)
+    open_tab(dash_duo, "Disagreement")
+    until(lambda: len(dash_duo.find_elements("#disagreement-list .thumb")) == 10, 40)
+    dash_duo.find_elements("#disagreement-list .thumb")[0].click()
+    top = int(np.argsort(-score, kind="stable")[0])
+    dash_duo.wait_for_contains_text("#text-detail-title", f"#{top} ")
+    dash_duo.driver.save_screenshot("/tmp/analyses-disagreement.png")
+    assert dash_duo.get_logs() == []
