@@ -3,6 +3,7 @@
 the wiring an app needs (tests build several apps; no module imports the app)."""
 
 from callbacks import (  # noqa: F401  (imported for their callbacks)
+    analyses,
     audit,
     control,
     corrections,

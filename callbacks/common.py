@@ -5,6 +5,7 @@ neighbours in FEA space per run, and the labels in force (annotated plus correct
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import diskcache
@@ -16,6 +17,7 @@ from dash.exceptions import PreventUpdate
 from components.encoding import full_extent
 from components.figures import thumbnail_uri
 from pipeline import access, corrections
+from pipeline.analyses.disagreement import run_disagreement
 from pipeline.errors import PipelineError
 from pipeline.metrics import error_distance
 from pipeline.neighbours import nearest_images
@@ -261,3 +263,22 @@ def selected_rows(selected_data: dict | None) -> list[int]:
     rows = {p["pointIndex"] for p in selected_data["points"]
             if isinstance(p, dict) and p.get("curveNumber") == 0}
     return sorted(r for r in rows if isinstance(r, int) and not isinstance(r, bool) and r >= 0)
+
+
+_DISAGREEMENT_LOCK = threading.Lock()
+
+
+def disagreement_scores(run: Run) -> np.ndarray:
+    """Each image's cross-space disagreement in [0, 1] (pipeline.analyses.disagreement),
+    computed once per run and process. The lock makes a second callback that asks while the
+    first computes (the views and the list, on the same click) wait for that result instead
+    of computing it again."""
+    with _DISAGREEMENT_LOCK:
+        return run_disagreement(run)["score"]
+
+
+def most_disagreeing(run: Run, share: float = 0.05) -> np.ndarray:
+    """Which images are among the `share` most disagreeing of the run (at least one)."""
+    score = disagreement_scores(run)
+    keep = max(int(round(share * len(score))), 1)
+    return score >= np.sort(score)[-keep]

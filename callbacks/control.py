@@ -87,4 +87,4 @@ def run_summary(run) -> list:
 
 @hooks.callback(Output(ids.COLOUR_ATTRIBUTE, "disabled"), Input(ids.COLOUR_BY, "value"))
 def colour_attribute_needed(colour_by):
-    return colour_by == "error"
+    return colour_by in ("error", "disagreement")

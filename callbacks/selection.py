@@ -23,6 +23,7 @@ from callbacks.common import (
 )
 from components import ids
 from components.selection import GROUP_COLOURS, compare_table, group_row, summary_block
+from pipeline.analyses.uncertainty import bootstrap_intervals
 from pipeline.metrics import OUTCOMES, group_summary, outcomes
 from pipeline.spreadsheet import formula_safe
 
@@ -39,12 +40,17 @@ def labels_note(run, which: str) -> str:
     return f"Scored on the labels with corrections ({n:,} corrected)."
 
 
-def summarise(run, rows, threshold: float, which: str = WITH_CORRECTIONS) -> dict:
+def summarise(run, rows, threshold: float, which: str = WITH_CORRECTIONS,
+              intervals: bool = False) -> dict:
     """group_summary of the given rows (all rows when None) at the threshold, on the labels
-    used (by default those in force: annotated plus corrections)."""
+    used (by default those in force: annotated plus corrections); with `intervals`, also the
+    scores' 95 % bootstrap intervals (None for a group of no image)."""
     rows = slice(None) if rows is None else np.asarray(run_rows(rows, len(run)), dtype=np.int64)
-    act = labels_used(run, which)
-    return group_summary(np.asarray(act[rows]), np.asarray(run.prd[rows]), threshold)
+    act, prd = np.asarray(labels_used(run, which)[rows]), np.asarray(run.prd[rows])
+    summary = group_summary(act, prd, threshold)
+    if intervals:
+        summary["intervals"] = bootstrap_intervals(act, prd, threshold) if len(act) else None
+    return summary
 
 
 def my_groups(groups, run_id) -> list[dict]:
@@ -84,7 +90,7 @@ def summarise_selection(selection, threshold, run_id, which=WITH_CORRECTIONS, _v
         title = "No selection: box or lasso select in a view"
         note = (f"Showing all {len(run):,} images (the whole run) at threshold "
                 f"{threshold:.2f}. {labels_note(run, which)}")
-    summary = summarise(run, selection or None, threshold, which)
+    summary = summarise(run, selection or None, threshold, which, intervals=True)
     everything = summarise(run, None, threshold, which) if selection else summary
     return title, summary_block(summary, run.attributes, run.colours, note, everything)
 
@@ -159,7 +165,7 @@ def compare_groups(choice_a, choice_b, groups, selection, threshold, run_id,
     run = chosen_run(run_id)
     mine = my_groups(groups, run_id)
     (name_a, rows_a), (name_b, rows_b) = (_pick(c, selection, mine) for c in (choice_a, choice_b))
-    a, b = (summarise(run, rows, threshold, which) for rows in (rows_a, rows_b))
+    a, b = (summarise(run, rows, threshold, which, intervals=True) for rows in (rows_a, rows_b))
     return compare_table(a, b, (name_a, name_b), run.attributes, run.colours)
 
 

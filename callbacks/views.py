@@ -14,9 +14,11 @@ from callbacks.common import (
     WITH_CORRECTIONS,
     chosen_run,
     corrected_rows,
+    disagreement_scores,
     extent,
     image_labels,
     labels_used,
+    most_disagreeing,
     run_error,
     run_rows,
     selected_rows,
@@ -54,6 +56,8 @@ from components.views import colour_legend, correction_key
 from pipeline.filters import filter_mask
 
 SPACES = tuple(ids.VIEWS)
+TOP_DISAGREEING = "top"  # the panel B checkbox's value
+DISAGREEMENT_SCALE = [[0.0, "#e8ecf1"], [0.5, "#8c6bb1"], [1.0, "#3f007d"]]
 MATCH_OPACITY, FADED_OPACITY = 0.85, 0.07
 HOVER_THUMB = 112  # pixels
 
@@ -72,12 +76,17 @@ LABELS = [Input(ids.LABELS_USED, "value"), Input(ids.STORE_CORRECTIONS, "data")]
 # ---------------------------------------------------------------- pure helpers on a run
 
 
-def match_mask(run, act, threshold: float, attributes, match: str, on: str) -> np.ndarray:
-    """Images passing the attribute filter on the labels used; attribute numbers the run does
+def match_mask(run, act, threshold: float, attributes, match: str, on: str,
+               disagreeing=None) -> np.ndarray:
+    """Images passing the attribute filter on the labels used and, when `disagreeing` holds
+    "top", among the 5 % whose neighbourhoods disagree most; attribute numbers the run does
     not have are ignored (they come from the browser)."""
     attributes = [a for a in attributes or []
                   if isinstance(a, int) and 0 <= a < len(run.attributes)]
-    return filter_mask(act, run.prd, threshold, attributes, match or "any", on or "act")
+    mask = filter_mask(act, run.prd, threshold, attributes, match or "any", on or "act")
+    if isinstance(disagreeing, list) and TOP_DISAGREEING in disagreeing:
+        mask = mask & most_disagreeing(run)
+    return mask
 
 
 def opacities(mask) -> np.ndarray:
@@ -150,6 +159,8 @@ def view_colours(run, act, colour_by, colour_attribute, threshold, metric, which
     """Colour numbers, scale and range for the points (the error distance comes cached)."""
     if colour_by in (None, "error"):
         return run_error(run, metric, which), ERROR_SCALE, (0, 1)
+    if colour_by == "disagreement":  # of neighbourhoods: labels used, threshold play no part
+        return disagreement_scores(run), DISAGREEMENT_SCALE, (0, 1)
     j = _attribute(run, colour_attribute)
     return colour_values(colour_by, act, run.prd, threshold, j, run.colours[j])
 
@@ -172,16 +183,17 @@ def _attribute(run, index) -> int:
     State(ids.THRESHOLD, "value"), [State(i.component_id, "value") for i in FILTERS],
     State(ids.STORE_SELECTION, "data"), State(ids.STORE_GROUPS, "data"),
     [State(ids.STORE_VIEWPORTS[s], "data") for s in SPACES], State(ids.LABELS_USED, "value"),
+    State(ids.FILTER_DISAGREEING, "value"),
 )
 def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
                f_attributes, f_match, f_on, selection, groups, vp_act, vp_fea, vp_prd,
-               which=WITH_CORRECTIONS):
+               which=WITH_CORRECTIONS, disagreeing=None):
     run = chosen_run(run_id)
     viewports = (vp_act, vp_fea, vp_prd)
     if ctx.triggered_id == ids.RUN_PICKER:
         selection = []  # rows and zoom boxes of the previous run mean nothing in this one
         viewports = (None,) * len(SPACES)
-    filters = (f_attributes, f_match, f_on)
+    filters = (f_attributes, f_match, f_on, disagreeing)
     figures, headers = build_views(
         run, mode or "dots", shown, colour_by, colour_attribute, metric, cap, threshold,
         filters, selection, groups, dict(zip(SPACES, viewports, strict=True)), which)
@@ -195,14 +207,16 @@ def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, th
 @hooks.callback(
     _outputs(ids.VIEWS, "figure"), Output(ids.FILTER_COUNT, "children", allow_duplicate=True),
     *FILTERS, Input(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
-    *LABELS,
+    *LABELS, Input(ids.FILTER_DISAGREEING, "value"),
     prevent_initial_call=True,
 )
-def fade_filtered(attributes, match, on, threshold, run_id, which=WITH_CORRECTIONS, _version=0):
+def fade_filtered(attributes, match, on, threshold, run_id, which=WITH_CORRECTIONS, _version=0,
+                  disagreeing=None):
     """Filtered-out points fade (low opacity) in all three views; the count says how many.
     A filter on labels follows the labels used, and so a correction."""
     run = chosen_run(run_id)
-    mask = match_mask(run, labels_used(run, which), threshold, attributes, match, on)
+    mask = match_mask(run, labels_used(run, which), threshold, attributes, match, on,
+                      disagreeing)
     alpha = typed(opacities(mask))
     patches = []
     for _ in SPACES:
@@ -224,7 +238,7 @@ def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute, metric
     """Outcome colours follow the decision threshold; colours that come from the labels follow
     the labels used and the corrections; probabilities follow neither."""
     on_threshold = ctx.triggered_id == ids.THRESHOLD
-    if colour_by == "probability" or (colour_by != "outcome" and on_threshold):
+    if colour_by in ("probability", "disagreement") or (colour_by != "outcome" and on_threshold):
         return [no_update] * len(SPACES)
     run = chosen_run(run_id)
     values, _, _ = view_colours(run, labels_used(run, which), colour_by, colour_attribute,
@@ -244,17 +258,17 @@ def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute, metric
     *FILTERS,
     State(ids.RUN_PICKER, "value"), State(ids.POINT_MODE, "value"),
     State(ids.FLOWER_ATTRIBUTES, "value"), State(ids.FLOWER_CAP, "value"),
-    *LABELS, State(ids.DISTANCE, "value"),
+    *LABELS, State(ids.DISTANCE, "value"), Input(ids.FILTER_DISAGREEING, "value"),
     prevent_initial_call=True,
 )
 def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_id, mode, shown,
-                 cap, which=WITH_CORRECTIONS, _version=0, metric=None):
+                 cap, which=WITH_CORRECTIONS, _version=0, metric=None, disagreeing=None):
     """Redraw the flowers of the views whose viewport, threshold, filter or labels changed."""
     if not mode or mode == "dots":
         return [no_update] * 2 * len(SPACES)
     run = chosen_run(run_id)
     act = labels_used(run, which)
-    mask = match_mask(run, act, threshold, attributes, match, on)
+    mask = match_mask(run, act, threshold, attributes, match, on, disagreeing)
     moved = {s for s in SPACES if ctx.triggered_id == ids.STORE_VIEWPORTS[s]}
     labels_changed = ctx.triggered_id in (ids.LABELS_USED, ids.STORE_CORRECTIONS)
     spaces = moved or set(SPACES)

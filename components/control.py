@@ -23,6 +23,7 @@ COLOUR_BY_OPTIONS = [
     {"label": "Outcome", "value": "outcome"},
     {"label": "Label (ACT)", "value": "label"},
     {"label": "Probability (PRD)", "value": "probability"},
+    {"label": "Disagreement (ACT/FEA/PRD neighbourhoods)", "value": "disagreement"},
 ]
 
 
@@ -67,5 +68,6 @@ def control_panel() -> dbc.Card:
                 dbc.RadioItems(id=ids.COLOUR_BY, options=COLOUR_BY_OPTIONS, value="error",
                                className="compact-radio"),
                 dcc.Dropdown(id=ids.COLOUR_ATTRIBUTE, options=[], value=0, clearable=False,
-                             className="mt-1")),
+                             className="mt-1"),
+                html.Div(id=ids.DISAGREEMENT_STATUS, className="key-note")),
     ]), id=ids.CONTROL_PANEL, className="side-card")

@@ -26,5 +26,9 @@ def attribute_filters() -> dbc.Card:
                                                  {"label": "ALL", "value": "all"}])),
         section("Applied to", dbc.RadioItems(id=ids.FILTER_ON, inline=True, value="act",
                                              options=FILTER_ON_OPTIONS, className="filter-on")),
+        dcc.Checklist(id=ids.FILTER_DISAGREEING, value=[], className="mt-1",
+                      inputClassName="me-1",
+                      options=[{"label": "only the 5 % whose ACT/FEA/PRD neighbourhoods disagree "
+                                         "most", "value": "top"}]),
         html.Div(id=ids.FILTER_COUNT, className="filter-count"),
     ]), id=ids.ATTRIBUTE_FILTERS, className="side-card")

@@ -104,3 +104,14 @@ STORE_RETRAIN_REQUEST = "store-retrain-request"  # data: {run, epochs, correctio
 CORRECTIONS_ALERT = "alert-corrections-unavailable"  # names an unreadable corrections database
 CORRECTION_WHY = "correction-buttons"  # its title says why flip/undo are off (read-only, viewer)
 RETRAIN_WHY = "retrain-button"  # its title says why retraining is off
+
+# ---- analyses in panel F and the views: callbacks/analyses.py
+COOCCURRENCE = "cooccurrence-matrix"  # A × A heatmap: change of j's error rate when i is present
+COOCCURRENCE_KIND = "radio-cooccurrence-kind"  # fn | fp
+COOCCURRENCE_GROUP = "dropdown-cooccurrence-group"  # all | selection | saved group number
+COOCCURRENCE_NOTE = "text-cooccurrence-note"  # how many images the table counts
+DISAGREEMENT_STATUS = "text-disagreement-status"  # panel A: says while the score is computed
+DISAGREEMENT_LIST = "disagreement-list"  # panel F tab: the most disagreeing images
+DISAGREEMENT_TAB_STATUS = "text-disagreement-tab-status"
+DISAGREEING = "disagreeing"  # pattern-matching type of the list's thumbnails: {"index": row}
+FILTER_DISAGREEING = "checklist-filter-disagreeing"  # panel B: ["top"] keeps the top 5 %

@@ -8,7 +8,9 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from components import ids
+from components.analyses import cooccurrence_tab, disagreement_tab
 from components.figures import f1_figure
+from pipeline.analyses.uncertainty import differ
 
 SCORES = (("accuracy", "Acc"), ("precision", "Prec"), ("recall", "Rec"), ("f1", "F1"))
 GROUP_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
@@ -46,20 +48,49 @@ def selection_manager(audit: html.Div) -> dbc.Card:
             dbc.Tab(html.Div(id=ids.SELECTION_SUMMARY), label="Metrics", tab_id="metrics"),
             dbc.Tab(html.Div(id=ids.GROUP_LIST), label="Groups", tab_id="groups"),
             dbc.Tab(compare, label="Compare", tab_id="compare"),
+            dbc.Tab(cooccurrence_tab(), label="Co-occurrence", tab_id="cooccurrence"),
+            dbc.Tab(disagreement_tab(), label="Disagreement", tab_id="disagreement"),
             dbc.Tab(html.Div(audit, id=ids.AUDIT_PANEL), label="Label audit", tab_id="audit"),
         ], id=ids.SELECTION_TABS, active_tab="metrics"), className="manager-body"),
     ], id=ids.SELECTION_MANAGER, className="bottom-card")
 
 
+INTERVAL_NOTE = ("[low, high]: the 95 % interval of the score (bootstrap over the group's "
+                 "images): how far it could move on another sample of the same size.")
+DIFFER_NOTE = ("≠ and bold: the two groups' 95 % intervals do not overlap, so the difference is "
+               "larger than the sampling of either group explains (for overlapping groups, such "
+               "as a selection against all images, read it as a rough guide).")
+
+
+def interval_text(interval) -> str:
+    """A 95 % interval for display, '[0.78, 0.86]'; undefined bounds as en dashes."""
+    if interval is None:
+        return ""
+    low, high = (float(v) for v in interval)
+    return f"[{fmt(low)}, {fmt(high)}]"
+
+
 def overall_tiles(summary: dict) -> html.Div:
-    """One line of tiles: image count, pooled TP/FP/FN/TN and the four scores."""
+    """One line of tiles: image count, pooled TP/FP/FN/TN and the four scores, each score with
+    its 95 % interval beneath when the summary carries intervals."""
     o = summary["overall"]
+    intervals = (summary.get("intervals") or {}).get("overall", {})
     tiles = [("images", f"{summary['n_images']:,}")]
     tiles += [(k, f"{o[k]:,}") for k in ("TP", "FP", "FN", "TN")]
-    tiles += [(short, fmt(o[key])) for key, short in SCORES]
-    return html.Div([html.Div([html.Div(v, className="tile-value"),
-                               html.Div(k, className="tile-label")], className=f"tile tile-{k}")
-                     for k, v in tiles], className="tiles")
+    boxes = [_tile(k, v) for k, v in tiles]
+    for key, short in SCORES:
+        tile = _tile(short, fmt(o[key]))
+        if key in intervals:
+            tile = html.Div([tile, html.Div(interval_text(intervals[key]),
+                                            className="tile-interval")],
+                            className="tile-box", title=INTERVAL_NOTE)
+        boxes.append(tile)
+    return html.Div(boxes, className="tiles")
+
+
+def _tile(label: str, value: str) -> html.Div:
+    return html.Div([html.Div(value, className="tile-value"),
+                     html.Div(label, className="tile-label")], className=f"tile tile-{label}")
 
 
 def _score_cell(value) -> html.Td:
@@ -102,15 +133,47 @@ def summary_block(summary: dict, attributes, colours, note: str | None = None,
     return html.Div(parts)
 
 
-def compare_table(a: dict, b: dict, names: tuple[str, str], attributes, colours) -> dbc.Table:
-    """Two groups side by side: counts and P/R/F1 overall and per attribute, with ΔF1."""
-    def cells(s, j=None):
-        src = s["overall"] if j is None else {k: v[j] for k, v in s["per_attribute"].items()}
-        return [_score_cell(src["precision"]), _score_cell(src["recall"]), _score_cell(src["f1"])]
+def _interval_of(summary: dict, metric: str, j=None):
+    """A group's 95 % interval of one score, overall (j None) or of attribute j; None if absent."""
+    found = summary.get("intervals")
+    if not found:
+        return None
+    return found["overall"][metric] if j is None else found["per_attribute"][metric][j]
+
+
+def _compared_cell(value, interval, differs: bool) -> html.Td:
+    """A score cell of the comparison: value, a ≠ mark where the groups differ beyond their
+    intervals, and the interval beneath."""
+    cell = _score_cell(value)
+    parts = [cell.children]
+    if differs:
+        parts.append(html.Span("≠", className="differs-mark"))
+        cell.className += " differs"
+    if interval is not None:
+        parts.append(html.Div(interval_text(interval), className="cell-interval"))
+    cell.children = parts
+    return cell
+
+
+def compare_table(a: dict, b: dict, names: tuple[str, str], attributes, colours) -> html.Div:
+    """Two groups side by side: P/R/F1 with their 95 % intervals, overall and per attribute,
+    with ΔF1; a ≠ marks a score whose intervals do not overlap between the groups."""
+    metrics = ("precision", "recall", "f1")
+
+    def value(s, metric, j):
+        return s["overall"][metric] if j is None else s["per_attribute"][metric][j]
+
+    def cells(j=None):
+        found = {}
+        for metric in metrics:
+            ia, ib = _interval_of(a, metric, j), _interval_of(b, metric, j)
+            found[metric] = ia is not None and ib is not None and differ(ia, ib)
+        return ([_compared_cell(value(a, m, j), _interval_of(a, m, j), found[m]) for m in metrics]
+                + [_compared_cell(value(b, m, j), _interval_of(b, m, j), found[m])
+                   for m in metrics])
 
     def delta(j=None):
-        fa = a["overall"]["f1"] if j is None else a["per_attribute"]["f1"][j]
-        fb = b["overall"]["f1"] if j is None else b["per_attribute"]["f1"][j]
+        fa, fb = value(a, "f1", j), value(b, "f1", j)
         return html.Td("–" if math.isnan(fa) or math.isnan(fb) else f"{fa - fb:+.2f}",
                        className="num")
 
@@ -122,12 +185,14 @@ def compare_table(a: dict, b: dict, names: tuple[str, str], attributes, colours)
         html.Tr([html.Th("attribute")] + [html.Th(h) for h in ("P", "R", "F1") * 2]
                 + [html.Th("ΔF1")]),
     ])
-    rows = [html.Tr([html.Td(html.B("overall")), *cells(a), *cells(b), delta()])]
+    rows = [html.Tr([html.Td(html.B("overall")), *cells(), delta()])]
     for j, name in enumerate(attributes):
         rows.append(html.Tr([
             html.Td([html.Span(className="swatch", style={"background": colours[j]}), name],
-                    className="attr"), *cells(a, j), *cells(b, j), delta(j)]))
-    return dbc.Table([head, html.Tbody(rows)], size="sm", hover=True, className="metric-table")
+                    className="attr"), *cells(j), delta(j)]))
+    table = dbc.Table([head, html.Tbody(rows)], size="sm", hover=True,
+                      className="metric-table compare-intervals")
+    return html.Div([html.Div(f"{INTERVAL_NOTE} {DIFFER_NOTE}", className="summary-note"), table])
 
 
 def group_row(k: int, group: dict, summary: dict) -> html.Div:

@@ -61,6 +61,12 @@ def colour_legend(colour_by: str, attribute: str, colour: str) -> list:
         chips = [html.Span([html.Span(className="chip", style={"background": c}), name],
                            className="legend-item") for name, c in OUTCOME_COLOURS.items()]
         return [html.Span(f"Outcome of “{attribute}”:", className="legend-label"), *chips]
+    if colour_by == "disagreement":
+        return [html.Span("Disagreement of the ACT, FEA and PRD neighbourhoods:",
+                          className="legend-label"),
+                html.Span("0 agree", className="legend-end"),
+                html.Span(className="gradient disagreement-gradient"),
+                html.Span("1 share no image", className="legend-end")]
     if colour_by == "error":
         return [html.Span("ACT–PRD error distance:", className="legend-label"),
                 html.Span("0", className="legend-end"),
