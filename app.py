@@ -25,6 +25,7 @@ from pipeline.store import DATA_DIR_ENV, resolve_data_dir, scan_runs
 
 log = logging.getLogger("xrae.app")
 
+
 def page() -> dash.html.Div:
     """The page for the person asking. Every component is in it from the start (Dash checks
     each callback's ids against it); the correction form and the retraining buttons are drawn
