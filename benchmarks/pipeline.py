@@ -4,7 +4,7 @@ TSNE on the same FEA-like data.
 
     python benchmarks/pipeline.py [--n 20000] [--skip-sklearn] [--sections sim model tsne]
 
-Model throughput uses random tensors of the demo's and seed 001's shapes, so it measures the
+Model throughput uses random tensors of the demo's and Wang et al.'s shapes, so it measures the
 network, not image loading. The t-SNE data are 512-d synthetic features in 20 clusters reduced
 by PCA to 50 dimensions, as embed.py does for FEA; both libraries run 750 iterations.
 Results and the machine load at the time are printed; see benchmarks/RESULTS.md.

@@ -36,7 +36,7 @@ EVAL_SPLIT = "test"
 
 
 def _views(image: np.ndarray, input_size: int, stats: dict, multiscale: bool) -> list[np.ndarray]:
-    """The model inputs for one image: itself resized, or seed 001's 3 scales × 5 crops."""
+    """The model inputs for one image: itself resized, or Wang et al.'s 3 scales × 5 crops."""
     if not multiscale:
         return [normalise(image, input_size, stats)]
     square = log_intensity(image)
@@ -57,7 +57,7 @@ def infer(checkpoint, dataset, *, device: str = "auto", batch_size: int = 64,
           should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (N × A float32) and penultimate features (N × D float32) for every image.
 
-    With `multiscale` the 15 views of each image (seed 001, §3.1) are averaged, features and
+    With `multiscale` the 15 views of each image (Wang et al., WACV 2017, §3.1) are averaged, features and
     probabilities alike.
     """
     ds = as_dataset(dataset)

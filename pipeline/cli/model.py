@@ -103,7 +103,7 @@ def _register_infer(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, type=Path,
                    help="our checkpoint, or a plain torchvision ResNet state dict")
     p.add_argument("--multiscale", action="store_true",
-                   help="average 3 scales × 5 crops per image (seed 001)")
+                   help="average 3 scales × 5 crops per image (Wang et al., WACV 2017)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--run-id", default=None, help="id of the new run (default: generated)")
     add_data_dir(p)
