@@ -57,8 +57,8 @@ def infer(checkpoint, dataset, *, device: str = "auto", batch_size: int = 64,
           should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (N × A float32) and penultimate features (N × D float32) for every image.
 
-    With `multiscale` the 15 views of each image (Wang et al., WACV 2017, §3.1) are averaged, features and
-    probabilities alike.
+    With `multiscale` the 15 views of each image (Wang et al., WACV 2017, §3.1) are averaged,
+    features and probabilities alike.
     """
     ds = as_dataset(dataset)
     model, info = load_checkpoint(checkpoint, attributes=ds.attributes)

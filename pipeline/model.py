@@ -432,7 +432,8 @@ def file_digest(path, length: int = 16) -> str:
 
 
 def multiscale_sizes(input_size: int) -> list[int]:
-    """Wang et al.'s (WACV 2017) 256/384/512 resizes for 224 crops, scaled to this model's input size."""
+    """Wang et al.'s (WACV 2017) 256/384/512 resizes for 224 crops, scaled to this model's
+    input size."""
     return [int(math.ceil(s * input_size / 224)) for s in (256, 384, 512)]
 
 
