@@ -14,6 +14,8 @@ def pytest_setup_options():
         "--no-sandbox",
         "--disable-dev-shm-usage",
         "--window-size=1600,1000",
+        # Scrolls happen at once: a test clicks where the element is, not where it glides to.
+        "--disable-smooth-scrolling",
     ):
         options.add_argument(flag)
     return options
