@@ -20,6 +20,7 @@ from pipeline.store.files import (
     check_images,
     load_pixels,
     now,
+    read_npy,
     resolve_data_dir,
     sweep_stale,
     write_attributes,
@@ -108,9 +109,9 @@ class Dataset:
         self.attributes: list[str] = attrs["names"]
         self.colours: list[str] = attrs["colours"]
         self.images = pd.read_parquet(self.path / "images.parquet")
-        self.act = np.load(self.path / "act.npy")
+        self.act = read_npy(self.path / "act.npy")
         true = self.path / "true_act.npy"
-        self.true_act = np.load(true) if true.is_file() else None
+        self.true_act = read_npy(true) if true.is_file() else None
 
     @property
     def id(self) -> str:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -178,8 +179,30 @@ def check_images(images: pd.DataFrame, n: int) -> pd.DataFrame:
     return images
 
 
+# numpy parses an .npy header with ast.literal_eval, and CPython 3.11 can fail compiling in two
+# threads at once ("AST constructor recursion depth mismatch"), as the threaded web server does:
+# one .npy file is opened at a time. A stored image is small, and a memory map reads only its
+# header here, so the lock costs milliseconds.
+_NPY_LOCK = threading.Lock()
+
+
+def read_npy(path, mmap_mode: str | None = None) -> np.ndarray:
+    """np.load of one .npy file (no pickles), one thread at a time."""
+    with _NPY_LOCK:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+
+
+def npy_shape(path) -> tuple[int, ...]:
+    """The shape an .npy file declares, read from its header alone."""
+    with open(path, "rb") as fh, _NPY_LOCK:
+        major, _ = np.lib.format.read_magic(fh)
+        read = (np.lib.format.read_array_header_1_0 if major == 1
+                else np.lib.format.read_array_header_2_0)
+        return read(fh)[0]
+
+
 def load_pixels(path: Path) -> np.ndarray:
     """A stored detector image as float32; a missing file is a clear error."""
     if not Path(path).is_file():
         raise PipelineError(f"image file {path} is missing")
-    return np.load(path).astype(np.float32, copy=False)
+    return read_npy(path).astype(np.float32, copy=False)

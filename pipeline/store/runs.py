@@ -25,6 +25,8 @@ from pipeline.store.files import (
     load_pixels,
     new_id,
     now,
+    npy_shape,
+    read_npy,
     resolve_data_dir,
     sweep_stale,
     write_attributes,
@@ -138,7 +140,7 @@ class Run:
         file = self.path / f"{name}.npy"
         if not file.is_file():
             raise PipelineError(f"run {self.path.name} lacks {file.name}")
-        return np.load(file, mmap_mode="r")
+        return read_npy(file, mmap_mode="r")
 
     @cached_property
     def act(self) -> np.ndarray:
@@ -243,11 +245,7 @@ def _check_npy(file: Path, shape: tuple) -> None:
     if not file.is_file():
         raise PipelineError(f"{file} is missing")
     try:
-        with open(file, "rb") as fh:
-            major, _ = np.lib.format.read_magic(fh)
-            read = (np.lib.format.read_array_header_1_0 if major == 1
-                    else np.lib.format.read_array_header_2_0)
-            found = read(fh)[0]
+        found = npy_shape(file)
     except (OSError, ValueError, EOFError) as err:
         raise PipelineError(f"{file} is not a readable array ({_first_line(err)})") from err
     fits = len(found) == len(shape) and all(s in (None, f) for s, f in zip(shape, found,
