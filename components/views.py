@@ -10,7 +10,7 @@ from components.encoding import OUTCOME_COLOURS
 
 VIEW_TITLES = {
     "act": ("C · ACT", "annotated labels"),
-    "fea": ("D · FEA", "ResNet features"),
+    "fea": ("D · FEA", "the model's features"),
     "prd": ("E · PRD", "predicted probabilities"),
 }
 GRAPH_CONFIG = {
