@@ -2,7 +2,8 @@
 checks first: dynamic range, counts at the beamstop against the detector edge, beamstop sizes,
 maximum counts; for N simulated images and for real images (default: the test data's PNG).
 
-Run: python benchmarks/realism.py [--n 200] [--size 256] [--detector pilatus] [--real PNG …]
+Run: python benchmarks/realism.py [--n 200] [--size 256] [--detector pilatus] [--experiment saxs]
+     [--real PNG …]
 """
 
 import argparse
@@ -103,10 +104,12 @@ def measure(counts: np.ndarray, centre) -> dict:
     }
 
 
-def simulated(n: int, size: int, detector: str) -> list[dict]:
+def simulated(n: int, size: int, detector: str, experiment: str = "saxs") -> list[dict]:
     out = []
     for i in range(n):
-        image, _, params = simulate_image(np.random.default_rng([0, i]), size, detector)
+        image, _, params = simulate_image(
+            np.random.default_rng([0, i]), size, detector, experiment
+        )
         bx, by = beam_pixel(params, size)
         if not (0 <= bx < size and 0 <= by < size):
             continue  # beam off the detector: no beamstop, no near-beam ring to compare
@@ -143,12 +146,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--detector", default="pilatus")
+    parser.add_argument("--experiment", default="saxs", help="saxs, waxs or gisaxs")
     parser.add_argument("--real", nargs="*", default=[str(REAL)], help="real images (inverted)")
     args = parser.parse_args()
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"realism benchmark: {args.n} simulated images {args.size}² ({args.detector}), "
-          f"load average {load}")
-    sim = simulated(args.n, args.size, args.detector)
+    print(f"realism benchmark: {args.n} simulated images {args.size}² ({args.detector}, "
+          f"{args.experiment}), load average {load}")
+    sim = simulated(args.n, args.size, args.detector, args.experiment)
     real = []
     for path in args.real:
         counts = read_image(path, inverted=True)

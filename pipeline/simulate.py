@@ -14,7 +14,8 @@ What a beamline adds, as real images show it: parasitic and air scatter brightes
 beamstop and falling steeply with q, streaks from the slits, the flight tube's window shadowing
 the corners, a direct beam that saturates when unblocked (or shows dimly through a
 semi-transparent stop), beamstops of real size with a penumbra, and the detector's flat-field
-residue (pipeline.sim.beamline, geometry, detector).
+residue (pipeline.sim.beamline, geometry, detector). A dataset names its experiment
+(pipeline.sim.experiment): small-angle (the default), wide-angle or grazing-incidence.
 
 The visibility rule (the tags' honesty). Each feature f is judged on the expected (noise-free)
 image, on the 256×256 reference grid in polar cells of one pixel × 10° (1° for the spots of a
@@ -54,6 +55,7 @@ from tqdm import tqdm
 from pipeline.attributes import ATTRIBUTES
 from pipeline.errors import PipelineError
 from pipeline.sim.detector import DEFAULT_DETECTOR, get_detector, record
+from pipeline.sim.experiment import DEFAULT_EXPERIMENT, EXPERIMENTS, check_experiment
 from pipeline.sim.params import draw_params
 from pipeline.sim.rules import (
     CONTRAST,
@@ -90,24 +92,31 @@ def check_size(size: int) -> int:
 
 
 def draw_scene(
-    rng: np.random.Generator, detector: str = DEFAULT_DETECTOR, tries: int = 50
+    rng: np.random.Generator,
+    detector: str = DEFAULT_DETECTOR,
+    tries: int = 50,
+    experiment: str = DEFAULT_EXPERIMENT,
 ) -> Scene:
     """Draw parameters until the scene carries at least one of the 17 tags."""
     for _ in range(tries):
-        scene = Scene(draw_params(rng, detector))
+        scene = Scene(draw_params(rng, detector, experiment))
         if scene.tags.any():
             return scene
     raise RuntimeError("no tagged scene drawn; the parameter ranges are broken")
 
 
 def simulate_image(
-    rng: np.random.Generator, size: int = 256, detector: str = DEFAULT_DETECTOR
+    rng: np.random.Generator,
+    size: int = 256,
+    detector: str = DEFAULT_DETECTOR,
+    experiment: str = DEFAULT_EXPERIMENT,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One detector image (size×size float32 counts), its 17 true tags (uint8, order of
     ATTRIBUTES), and the drawn parameters (JSON-able, with what was measured under "measured")."""
     size = check_size(size)
     get_detector(detector)  # an unknown name fails before anything is drawn
-    scene = draw_scene(rng, detector)
+    check_experiment(experiment)
+    scene = draw_scene(rng, detector, experiment=experiment)
     image = record(scene.expected(size), rng, detector)
     return image, scene.tags.copy(), scene.params | {"measured": scene.measured}
 
@@ -154,6 +163,7 @@ def simulate_dataset(
     test_fraction: float = 0.2,
     progress: bool = True,
     detector: str = DEFAULT_DETECTOR,
+    experiment: str = DEFAULT_EXPERIMENT,
 ) -> Path:
     """Write a dataset through store.DatasetWriter; return its directory.
 
@@ -166,6 +176,7 @@ def simulate_dataset(
     size = check_size(size)
     _check_dataset_args(n, label_noise, test_fraction)
     model = get_detector(detector)
+    check_experiment(experiment)
     dataset_id = dataset_id or new_id(f"sim-{n}x{size}-seed{seed}")
     flips = annotation_flips(n, seed, label_noise)
     split = split_of(n, seed, test_fraction)
@@ -175,6 +186,7 @@ def simulate_dataset(
         "size": size,
         "seed": seed,
         "detector": {"name": model.name, "summary": model.summary},
+        "experiment": {"name": experiment, "summary": EXPERIMENTS[experiment]},
         "label_noise": label_noise,
         "n_flipped": int(flips.sum()),
         "test_fraction": test_fraction,
@@ -183,7 +195,7 @@ def simulate_dataset(
     with DatasetWriter(data_dir, dataset_id, ATTRIBUTES, meta=meta) as ds:
         for i in tqdm(range(n), desc="simulate", unit="img", disable=not progress):
             rng = np.random.default_rng([seed, i])
-            image, tags, params = simulate_image(rng, size, detector)
+            image, tags, params = simulate_image(rng, size, detector, experiment)
             bx, by = beam_pixel(params, size)
             ds.add(
                 image,

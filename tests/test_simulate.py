@@ -287,11 +287,11 @@ def test_simulate_killed_midway_leaves_no_dataset_directory(tmp_path, monkeypatc
     real = simulate.simulate_image
     calls = {"n": 0}
 
-    def failing(rng, size, detector):
+    def failing(*args):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("killed at image 3")
-        return real(rng, size, detector)
+        return real(*args)
 
     monkeypatch.setattr(simulate, "simulate_image", failing)
     with pytest.raises(RuntimeError, match="killed"):

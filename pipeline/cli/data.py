@@ -12,6 +12,7 @@ from pipeline.ingest import __doc__ as INGEST_HELP
 from pipeline.montage import TILE, write_montage
 from pipeline.readers import NEXUS_DEFAULT
 from pipeline.sim.detector import DEFAULT_DETECTOR, DETECTORS
+from pipeline.sim.experiment import DEFAULT_EXPERIMENT, EXPERIMENTS
 from pipeline.simulate import prevalence_table, simulate_dataset
 from pipeline.vectors import __doc__ as IMPORT_VECTORS_HELP
 from pipeline.vectors import import_vectors
@@ -42,6 +43,14 @@ def _register_simulate(subparsers) -> None:
         help=f"detector model recording every image: {', '.join(DETECTORS)} "
         f"(default {DEFAULT_DETECTOR})",
     )
+    p.add_argument(
+        "--experiment",
+        default=DEFAULT_EXPERIMENT,
+        choices=sorted(EXPERIMENTS),
+        help="scattering geometry of every image: "
+        + "; ".join(f"{name}, {summary}" for name, summary in EXPERIMENTS.items())
+        + f" (default {DEFAULT_EXPERIMENT})",
+    )
     p.add_argument("--id", default=None, help="dataset id (default: a new timestamped id)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data_dir(p)
@@ -59,8 +68,12 @@ def cmd_simulate(args) -> int:
         test_fraction=args.test_fraction,
         progress=not args.quiet,
         detector=args.detector,
+        experiment=args.experiment,
     )
-    print(f"wrote {args.n} images of {args.size}×{args.size} ({args.detector}) to {path}")
+    print(
+        f"wrote {args.n} images of {args.size}×{args.size} "
+        f"({args.experiment.upper()}, {args.detector}) to {path}"
+    )
     dataset = store.open_dataset(path)  # read back through the store, as every reader does
     print(prevalence_table(dataset.true_act))
     meta = dataset.meta

@@ -11,6 +11,12 @@ import numpy as np
 
 from pipeline import physics
 from pipeline.sim.detector import gap_mask, get_detector
+from pipeline.sim.experiment import (
+    DEFAULT_EXPERIMENT,
+    draw_amorphous_halo,
+    draw_grazing,
+    draw_grazing_beam,
+)
 from pipeline.sim.rules import GENERATOR_VERSION, LEAK, Q_PER_WIDTH, REF
 
 
@@ -39,12 +45,12 @@ def _draw_beam(rng) -> dict:
     return {"x": x, "y": y}
 
 
-def _draw_beam_on_a_module(rng, detector: str) -> dict:
+def _draw_beam_on_a_module(rng, detector: str, draw: Callable = _draw_beam) -> dict:
     """A beam position, never inside a gap between modules: users put the beam on a module,
     or its low-q data would be lost in the gap."""
     dead = gap_mask(detector, REF)
     for _ in range(20):
-        beam = _draw_beam(rng)
+        beam = draw(rng)
         col, row = int(beam["x"] * REF), int(beam["y"] * REF)
         if not (0 <= col < REF and 0 <= row < REF) or not dead[row, col]:
             return beam
@@ -299,11 +305,24 @@ def _exposure_cap(detector: str) -> float:
     return get_detector(detector).full_well / 20
 
 
-def draw_params(rng: np.random.Generator, detector: str = "pilatus") -> dict:
-    """All random choices of one image (JSON-able); `Scene(params)` is then deterministic."""
-    beam = _draw_beam_on_a_module(rng, detector)
+# Wide-angle scattering sees the amorphous halo of liquids, polymers and glasses more often
+# than small-angle scattering sees a halo, and always near 14 nm⁻¹.
+WAXS_MODULE_DRAWS = tuple(
+    (0.45, draw_amorphous_halo) if draw is _draw_halo else (p, draw) for p, draw in MODULE_DRAWS
+)
+
+
+def draw_params(
+    rng: np.random.Generator, detector: str = "pilatus", experiment: str = DEFAULT_EXPERIMENT
+) -> dict:
+    """All random choices of one image (JSON-able); `Scene(params)` is then deterministic.
+
+    SAXS parameters carry no "experiment" key, so they are those drawn before experiments were
+    named, bit for bit."""
+    grazing = experiment == "gisaxs"
+    beam = _draw_beam_on_a_module(rng, detector, draw_grazing_beam if grazing else _draw_beam)
     modules = []
-    for probability, draw in MODULE_DRAWS:
+    for probability, draw in WAXS_MODULE_DRAWS if experiment == "waxs" else MODULE_DRAWS:
         if rng.random() < probability:
             modules.append(draw(rng) | {"weight": _log_uniform(rng, 0.05, 1.0)})
     zingers = [
@@ -311,7 +330,7 @@ def draw_params(rng: np.random.Generator, detector: str = "pilatus") -> dict:
         for _ in range(int(rng.integers(1, 6)) if rng.random() < 0.15 else 0)
     ]
     signal, background = _log_uniform(rng, 0.3, 800), _draw_background(rng)
-    return {
+    params = {
         "version": GENERATOR_VERSION,
         "detector": detector,
         "beam": beam,
@@ -324,3 +343,9 @@ def draw_params(rng: np.random.Generator, detector: str = "pilatus") -> dict:
         "window": _draw_window(rng),
         "zingers": zingers,
     }
+    if experiment != DEFAULT_EXPERIMENT:
+        params["experiment"] = {
+            "kind": experiment,
+            "grazing": draw_grazing(rng) if grazing else None,
+        }
+    return params

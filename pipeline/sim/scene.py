@@ -4,6 +4,7 @@ visibility rule and renders the expected (noise-free) counts at any size."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import cached_property
 
 import numpy as np
@@ -12,6 +13,7 @@ from pipeline.attributes import ATTRIBUTES
 from pipeline.sim.beamline import parasitic, streak_cells, streak_pixels, window_transmission
 from pipeline.sim.components import BUILDERS, Component, peak_profile
 from pipeline.sim.detector import flat_field, gap_mask, get_detector
+from pipeline.sim.experiment import experiment_of
 from pipeline.sim.geometry import (
     Geometry,
     background_field,
@@ -35,7 +37,6 @@ from pipeline.sim.rules import (
     MIN_AREA,
     MIN_SHADOW,
     NORM_RADIUS,
-    Q_PER_WIDTH,
     REF,
     RESOLVE,
     SPOT_ANGLES,
@@ -57,6 +58,7 @@ class Scene:
     def __init__(self, params: dict):
         self.params = params
         self.detector = get_detector(params["detector"])
+        self.experiment = experiment_of(params)
         self.ref = Geometry(REF, params["beam"])
         self.ref_transmission = transmission(self.ref, params["beamstop"])
         self.ref_window = self._window(REF)
@@ -74,18 +76,34 @@ class Scene:
         self.valid_ref = self._valid(REF, self.ref_transmission).ravel()
         self.n_valid = np.bincount(cell[self.valid_ref], minlength=n_k * J_CELLS)
         self.n_valid = self.n_valid.reshape(n_k, J_CELLS)
-        self.q_cells = (np.arange(n_k) + 0.5) / REF * Q_PER_WIDTH
+        self.rho_cells = (np.arange(n_k) + 0.5) / REF
+        self.q_cells = self.experiment.q(self.rho_cells)
         self.chi_cells = -math.pi + (np.arange(J_CELLS) + 0.5) * (2 * math.pi / J_CELLS)
         self.bg_cells = self._background_cells(n_k)
         self.par_cells = self._parasitic_cells()
 
     def _parasitic_cells(self) -> np.ndarray:
         """Parasitic scatter and slit streaks on the cells: background under every feature."""
-        p, rho = self.params["parasitic"], self.q_cells / Q_PER_WIDTH
+        p, rho = self.params["parasitic"], self.rho_cells
         cells = np.repeat(parasitic(rho, p)[:, None], J_CELLS, axis=1)
         for streak in p["streaks"]:
             cells += streak_cells(rho, self.chi_cells, streak, p["core"])
+        if self.experiment.grazing:
+            cells += self._over_cells(self.experiment.specular_rod, J_CELLS)
         return cells
+
+    def _over_cells(self, field, n_angles: int) -> np.ndarray:
+        """A field of (dx, dy) averaged over the polar cells: 16 azimuths in each."""
+        step = 2 * math.pi / n_angles
+        chi = -math.pi + (np.arange(n_angles * 16) + 0.5) * (step / 16)
+        rho = self.rho_cells[:, None]
+        values = field(rho * np.cos(chi)[None, :], rho * np.sin(chi)[None, :])
+        return values.reshape(len(self.rho_cells), n_angles, 16).mean(axis=2)
+
+    @cached_property
+    def _factor_cells(self) -> np.ndarray:
+        """The experiment's factor on the sample's scattering, over the 10° cells."""
+        return self._over_cells(self.experiment.signal_factor, J_CELLS)
 
     def _background_cells(self, n_k: int) -> np.ndarray:
         background = self.params["background"]
@@ -120,6 +138,9 @@ class Scene:
         window = self.ref_window if size == REF else self._window(size)
         if window is not None:
             valid &= window > 0.5
+        if self.experiment.grazing:  # nothing of the film is seen under its horizon
+            dy = pixel_axis(size)[:, None] - np.float32(self.params["beam"]["y"])
+            valid &= self.experiment.horizon(dy) > 0.5
         return valid & ~gap_mask(self.detector.name, size)
 
     def _window(self, size: int) -> np.ndarray | None:
@@ -130,6 +151,8 @@ class Scene:
         """A component's expected counts on the reference cells: (K, 1) or (K, J)."""
         if comp.cells is None:
             comp.cells = self._evaluate_cells(comp)
+        if self.experiment.shapes_signal and comp.role != "beam":
+            return comp.scale * comp.cells * self._factor_cells
         return comp.scale * comp.cells
 
     def _evaluate_cells(self, comp: Component) -> np.ndarray:
@@ -149,7 +172,7 @@ class Scene:
     @cached_property
     def _q_quarters(self) -> np.ndarray:
         n_k = len(self.q_cells)
-        return np.abs((np.arange(4 * n_k + 8) - 4 + 0.5) / (4 * REF) * Q_PER_WIDTH)
+        return np.abs(self.experiment.q((np.arange(4 * n_k + 8) - 4 + 0.5) / (4 * REF)))
 
     def _radial_cells(self, comp: Component) -> np.ndarray:
         """Radial values per cell as pixels record them: each pixel averages over its width.
@@ -174,8 +197,11 @@ class Scene:
         total_weight = sum(m["weight"] for m in modules) or 1.0
         q_edge = self.q_cells[-1]  # beyond the farthest detector pixel nothing is seen
         out = []
+        scale = self.experiment.q_scale
         for m in modules:
             parts = BUILDERS[m["kind"]](m)
+            if scale != 1.0:
+                parts = [scaled(c, scale) for c in parts]
             mean = sum(self._disc_mean(c) for c in parts)
             if mean <= 1e-12:  # nothing of it falls near the beam: leave it out
                 continue
@@ -195,10 +221,10 @@ class Scene:
         k = int(NORM_RADIUS * REF)
         area = 2 * np.arange(k) + 1.0  # annulus areas in units of π/J reference pixels
         if comp.stretch is None:
-            q = (np.arange(k) + 0.5) / REF * Q_PER_WIDTH
+            q = self.experiment.q((np.arange(k) + 0.5) / REF)
             inner = comp.radial(q)
         else:
-            q = (np.arange(k) + 0.5)[:, None] / REF * Q_PER_WIDTH
+            q = self.experiment.q((np.arange(k) + 0.5)[:, None] / REF)
             inner = comp.radial(q * comp.stretch(self.chi_cells)[None, :]).mean(axis=1)
         return float(area @ inner) / float(area.sum())
 
@@ -208,7 +234,7 @@ class Scene:
 
     def _direct_beam(self) -> Component:
         """The direct beam: saturating without a beamstop, a dim spot through a thin one."""
-        width = BEAM_SIGMA * Q_PER_WIDTH
+        width = float(self.experiment.q(BEAM_SIGMA))
         peak = self.params["direct_beam"]
         return Component(
             "beam", peak_profile(0.0, width, peak), support=(0.0, 5 * width), name="direct beam"
@@ -265,6 +291,9 @@ class Scene:
         """A spotty ring's counts on 1° cells (each the mean of four sub-angles)."""
         radial = self._radial_cells(comp)[k0:k1, None]
         angular = spot_table(comp).reshape(J_FINE, -1).mean(axis=1)
+        if self.experiment.shapes_signal:
+            factor = self._over_cells(self.experiment.signal_factor, J_FINE)[k0:k1]
+            return comp.scale * radial * angular[None, :] * factor
         return comp.scale * radial * angular[None, :]
 
     def _shadow_fraction(self) -> float:
@@ -360,6 +389,8 @@ class Scene:
         image = _pixel_average(parasitic(rho_table, p), geom)[geom.radial_index]
         for streak in p["streaks"]:
             image += streak_pixels(geom.dx, geom.dy, streak, p["core"])
+        if self.experiment.grazing:
+            image += self.experiment.specular_rod(geom.dx, geom.dy)
         return image
 
     def _background(self, geom: Geometry) -> np.ndarray:
@@ -375,7 +406,17 @@ class Scene:
         return field
 
     def _signal(self, geom: Geometry, comps: list[Component]) -> np.ndarray:
-        q_table = (np.arange(int(geom.rho_max / geom.step) + 2) + 0.5) * geom.step * Q_PER_WIDTH
+        """The sample's scattering, shaped by the experiment's geometry, and the direct beam."""
+        if not self.experiment.shapes_signal:
+            return self._scattering(geom, comps)
+        sample = [c for c in comps if c.role != "beam"]
+        image = self._scattering(geom, sample) * self.experiment.signal_factor(geom.dx, geom.dy)
+        beam = [c for c in comps if c.role == "beam"]
+        return image + self._scattering(geom, beam) if beam else image
+
+    def _scattering(self, geom: Geometry, comps: list[Component]) -> np.ndarray:
+        rho_table = (np.arange(int(geom.rho_max / geom.step) + 2) + 0.5) * geom.step
+        q_table = np.abs(self.experiment.q(rho_table))
         plain = [c for c in comps if c.angular is None and c.stretch is None]
         profile = sum((c.scale * c.radial(q_table) for c in plain), np.zeros_like(q_table))
         image = _pixel_average(profile, geom)[geom.radial_index]
@@ -397,7 +438,7 @@ class Scene:
         stretch = comp.stretch(geom.angle_table).astype(np.float32)
         rho = geom.rho * stretch[geom.angular_index]
         n = int(float(rho.max()) / geom.step) + 2
-        q_table = (np.arange(n) + 0.5) * geom.step * Q_PER_WIDTH
+        q_table = self.experiment.q((np.arange(n) + 0.5) * geom.step)
         values = _pixel_average(comp.scale * comp.radial(q_table), geom)
         out = values[(rho * np.float32(1 / geom.step)).astype(np.intp)]
         if comp.angular is not None:
@@ -407,7 +448,7 @@ class Scene:
     def _add_ring(self, image: np.ndarray, comp: Component, geom: Geometry, q_table) -> None:
         """Add a spotty ring over the pixels of its annulus only (they are few)."""
         order, keys = geom.by_radius
-        lo, hi = (np.array(comp.support) / Q_PER_WIDTH * geom.size).clip(0, 32000)
+        lo, hi = (self.experiment.rho(np.array(comp.support)) * geom.size).clip(0, 32000)
         start, stop = np.searchsorted(keys, [int(lo), int(hi) + 1])
         pixels = order[start:stop]
         if not len(pixels):
@@ -420,6 +461,20 @@ class Scene:
         angular = spot_table(comp)[np.minimum(angle, SPOT_ANGLES - 1)]
         flat = image.reshape(-1)
         flat[pixels] += profile[geom.radial_index.reshape(-1)[pixels]] * angular
+
+
+def scaled(comp: Component, factor: float) -> Component:
+    """The component of the same structure `factor` times smaller: seen `factor` times farther
+    out in q, every peak's centre and width with it (shapes and peak ratios are kept)."""
+    radial = comp.radial
+    lo, hi = comp.support
+    return replace(
+        comp,
+        radial=lambda q: radial(q / factor),
+        support=(lo * factor, hi * factor),
+        q0=comp.q0 * factor,
+        width=comp.width * factor,
+    )
 
 
 def resolved_count(rings: list[Component]) -> int:
