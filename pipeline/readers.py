@@ -133,6 +133,8 @@ def _read_tiff(path: Path, _h5_path, max_pixels: int, frame: int = 0):
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        if not tif.pages:
+            raise PipelineError("TIFF holds no image")
         if len(tif.pages) <= frame:
             raise PipelineError(f"TIFF holds no frame {frame} ({len(tif.pages)} pages)")
         page = tif.pages[frame]  # a stack contributes its first frame unless told

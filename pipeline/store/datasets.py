@@ -108,20 +108,20 @@ class DatasetWriter:
                           "width": pixels.shape[1], **extra})
         return index
 
-    def add_reference(self, pixels, file: str, root, act_row, *, frame: int = 0,
+    def add_reference(self, pixels, rel: str, root, act_row, *, frame: int = 0,
                       reader: dict | None = None, image_id: str | None = None,
                       split: str = "train", source: str = "", true_row=None, **extra) -> int:
-        """Reference the image `file` (relative to the folder `root`, frame `frame`, read with
+        """Reference the image file `rel` (relative to the folder `root`, frame `frame`, read with
         the readers' options `reader`) in place; `pixels` is it as read now, from which its
         model input and thumbnail are stored. Return its index."""
         index = len(self.rows)
         root = str(Path(root).resolve())
-        reference_target(root, file)  # refused here already when it leads outside root
-        image_id = str(image_id if image_id is not None else file)
+        reference_target(root, rel)  # refused here already when it leads outside root
+        image_id = str(image_id if image_id is not None else rel)
         pixels = check_array(f"image {image_id}", pixels, (None, None)).astype(np.float32)
         self._labels(image_id, act_row, true_row)
         self.chunks.add_derived(pixels)
-        self.rows.append({"image_id": image_id, "path": str(file), "root": root,
+        self.rows.append({"image_id": image_id, "path": str(rel), "root": root,
                           "frame": int(frame), "reader": json.dumps(reader or {}, sort_keys=True),
                           "split": split, "source": source, "height": pixels.shape[0],
                           "width": pixels.shape[1], **extra})
