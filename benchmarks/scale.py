@@ -7,7 +7,9 @@ number of images grows.
 1. Disk per image: `simulate_dataset` writes --disk-n images at the default simulated size and
    detector; prints the dataset's bytes per image, split into the chunk store's arrays (full-size
    images, model inputs, thumbnails) and the tables, the number of files, and what the layout
-   before the chunk store took (one float32 .npy per image).
+   before the chunk store took (one float32 .npy per image). Then the model inputs of all its
+   rows are read by `Dataset.load_inputs` in one batch, and made from each full-size image as
+   before the store; prints both rates.
 2. Peak memory: for each count in --memory-n a fresh process streams that many size² images
    (Poisson counts about a ring, with a JSON parameter string per row as simulate writes)
    through DatasetWriter, after one image has warmed its imports; prints the peak resident
@@ -86,6 +88,31 @@ def disk_section(workdir: Path, n: int, size: int, detector: str) -> None:
     old = size * size * 4 + 128  # float32 pixels and the .npy header
     print(f"  before the store  {old / KB:7.1f} KB/image ({n} files): {old * n / total:.1f}× "
           "the chunk store")
+    read_section(path)
+
+
+def read_section(path: Path, repeat: int = 3) -> None:
+    """Model inputs of every row: one batch read from the store against making each from its
+    full-size image (what reading the one-file-per-image layout took)."""
+    from pipeline.store import open_dataset
+    from pipeline.store.chunks import model_input
+
+    dataset = open_dataset(path)
+    n, size = len(dataset), dataset.input_size
+    batch, made = [], []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        dataset.load_inputs(range(n))
+        batch.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        for i in range(n):
+            model_input(dataset.load_image(i), size)
+        made.append(time.perf_counter() - started)
+    fast, slow = sorted(batch)[repeat // 2], sorted(made)[repeat // 2]
+    print(f"## model inputs of {n} rows at {size}² (median of {repeat})")
+    print(f"  load_inputs, one batch from the store  {n / fast:8.0f} images/s")
+    print(f"  each full-size image read and resized  {n / slow:8.0f} images/s  "
+          f"({slow / fast:.0f}× slower)")
 
 
 def memory_section(workdir: Path, counts: list[int], size: int) -> None:
@@ -116,7 +143,8 @@ def main(argv=None) -> None:
     parser.add_argument("--disk-n", type=int, default=512)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--detector", default="pilatus")
-    parser.add_argument("--memory-n", type=int, nargs="+", default=[2500, 5000])
+    parser.add_argument("--memory-n", type=int, nargs="*", default=[2500, 5000],
+                        help="image counts to compare (none: skip)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="xrae-scale-"))
