@@ -1,8 +1,8 @@
 """Scale benchmark of the dataset store: disk per image, and the writer's peak memory as the
 number of images grows.
 
-    python benchmarks/scale.py [--disk-n 512] [--size 256] [--detector pilatus]
-                               [--memory-n 2500 5000] [--workdir DIR]
+    python benchmarks/scale.py [--sections disk memory] [--disk-n 512] [--size 256]
+                               [--detector pilatus] [--memory-n 2500 5000] [--workdir DIR]
 
 1. Disk per image: `simulate_dataset` writes --disk-n images at the default simulated size and
    detector; prints the dataset's bytes per image, split into the chunk store's arrays (full-size
@@ -140,18 +140,20 @@ def memory_section(workdir: Path, counts: list[int], size: int) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", default=["disk", "memory"],
+                        choices=["disk", "memory"])
     parser.add_argument("--disk-n", type=int, default=512)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--detector", default="pilatus")
-    parser.add_argument("--memory-n", type=int, nargs="*", default=[2500, 5000],
-                        help="image counts to compare (none: skip)")
+    parser.add_argument("--memory-n", type=int, nargs=2, default=[2500, 5000],
+                        help="the two image counts to compare")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="xrae-scale-"))
     try:
-        if args.disk_n:
+        if "disk" in args.sections:
             disk_section(workdir, args.disk_n, args.size, args.detector)
-        if args.memory_n:
+        if "memory" in args.sections:
             memory_section(workdir, sorted(args.memory_n), args.size)
     finally:
         if args.workdir is None:
