@@ -76,6 +76,12 @@ def false_colour(pixels, size: int | None = None,
                  colour_map: str = DEFAULT_COLOUR_MAP) -> np.ndarray:
     """RGB uint8 of an image in log intensity within its percentile window, optionally
     resampled to size × size (box-averaged when shrinking, so weak rings survive)."""
+    return colour_lut(colour_map)[display_levels(pixels, size)]
+
+
+def display_levels(pixels, size: int | None = None) -> np.ndarray:
+    """The 256 grey levels false_colour maps to colours (uint8, the window's low end at 0):
+    what a dataset stores as its thumbnails, so any colour map can be applied later."""
     logged = log_intensity(pixels)
     lo, hi = window(logged)
     scaled = np.clip((logged - lo) / (hi - lo), 0, 1).astype(np.float32)
@@ -83,4 +89,4 @@ def false_colour(pixels, size: int | None = None,
         shrink = size < max(scaled.shape)
         method = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
         scaled = np.asarray(Image.fromarray(scaled).resize((size, size), method))
-    return colour_lut(colour_map)[np.clip((scaled * 255).round(), 0, 255).astype(np.uint8)]
+    return np.clip((scaled * 255).round(), 0, 255).astype(np.uint8)

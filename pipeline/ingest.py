@@ -12,7 +12,11 @@ Conventions:
   is refused as a problem;
 - each image is read by pipeline.readers (formats, --max-pixels, --h5-path, --inverted, flagged
   pixels: see there); how many pixels each image had flagged is recorded in images.parquet
-  column `flagged_pixels`.
+  column `flagged_pixels`;
+- no pixel is copied: the dataset references each file in place (relative to the images folder
+  or the labels CSV's folder) and reads it again when the image is shown; only its model-size
+  input and thumbnail are stored (pipeline.store.chunks). Moving or deleting the files after
+  the ingest makes those images unreadable, each named in the error.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class Found:
     path: Path  # resolved, inside the images folder or the labels CSV's folder
     rel: str  # relative to the images folder, else to the labels CSV's folder
     rule: str  # UNDER, BESIDE or BY_NAME
+    root: Path  # the folder `rel` is relative to (resolved)
 
 
 class ImageIndex:
@@ -125,12 +130,13 @@ class ImageIndex:
 
     def _found(self, target: Path, rule: str) -> Found:
         base = self.root if target.is_relative_to(self.root) else self.beside
-        return Found(target, target.relative_to(base).as_posix(), rule)
+        return Found(target, target.relative_to(base).as_posix(), rule, base)
 
     def _by_name(self, name: str) -> tuple[Found | None, str | None]:
         matches = sorted(set(self.by_name.get(name, [])))
         if len(matches) == 1:
-            return Found((self.root / matches[0]).resolve(), matches[0], BY_NAME), None
+            return Found((self.root / matches[0]).resolve(), matches[0], BY_NAME,
+                         self.root), None
         if matches:
             return None, f"ambiguous: matches {', '.join(matches[:3])}"
         return None, f"no such image file in {self.root}"
@@ -157,6 +163,9 @@ class Planned:
     labels: np.ndarray
     line: int
     path: Path
+    root: Path  # the folder `rel` is relative to: the images folder or the labels CSV's
+
+
 
 
 def plan_rows(
@@ -180,7 +189,9 @@ def plan_rows(
         if reason is not None:
             problems.append(Problem(entry or table.path.name, f"row {line}: {reason}"))
             continue
-        by_file.setdefault(found.path, []).append(Planned(found.rel, labels, line, found.path))
+        by_file.setdefault(found.path, []).append(
+            Planned(found.rel, labels, line, found.path, found.root)
+        )
     plan = []
     for rows in by_file.values():
         plan += _one_per_file(rows, problems)
@@ -304,9 +315,12 @@ def _read_into(ds: DatasetWriter, plan, splits, problems: list[Problem], reading
         except Exception as err:  # every reader library raises its own kinds
             problems.append(Problem(item.rel, describe_error(err)))
             continue
-        ds.add(
+        ds.add_reference(
             pixels,
+            item.rel,
+            item.root,
             item.labels,
+            reader=reading,
             image_id=item.rel,
             split=split,
             source="ingest",

@@ -7,7 +7,8 @@ Conventions:
   refused from its header, before its pixels are decoded: a few KB can declare gigabytes;
 - HDF5/NeXus: --h5-path names the dataset; without it the NeXus default plottable signal, else
   /entry/data/data; a file without it is a problem that lists the image-like datasets found;
-- a multi-frame TIFF, EDF or HDF5 stack contributes its first frame;
+- a multi-frame TIFF, EDF or HDF5 stack contributes its first frame (or the `frame` asked for:
+  a dataset that references a frame in place reads that one);
 - colour images (PNG, JPEG, RGB TIFF) become luminance 0.299 R + 0.587 G + 0.114 B;
 - inverted (exported with dark = intense) images turn back into counts: full scale − value,
   where full scale is the integer type's maximum (255 for 8-bit) or the image maximum for floats;
@@ -67,7 +68,8 @@ def image_format(path: Path) -> str | None:
 
 
 def read_counts(
-    path: Path, *, inverted: bool, h5_path: str | None, max_pixels: int = MAX_PIXELS
+    path: Path, *, inverted: bool, h5_path: str | None, max_pixels: int = MAX_PIXELS,
+    frame: int = 0,
 ) -> tuple[np.ndarray, int]:
     """(float32 counts, number of flagged pixels set to 0) for one file of a known format."""
     fmt = image_format(path)
@@ -75,7 +77,7 @@ def read_counts(
         raise PipelineError(f"unsupported format {path.suffix or '(no extension)'!r}")
     if not path.is_file():
         raise PipelineError("file not found")
-    raw, full_scale = READERS[fmt](path, h5_path, max_pixels)
+    raw, full_scale = READERS[fmt](path, h5_path, max_pixels, int(frame))
     raw = np.asarray(raw)
     _check_image(raw)
     pixels = raw.astype(np.float64)
@@ -127,13 +129,15 @@ def _luminance(array: np.ndarray, channels_last: bool = True) -> np.ndarray:
     return array[..., :3].astype(np.float64) @ LUMINANCE
 
 
-def _read_tiff(path: Path, _h5_path, max_pixels: int):
+def _read_tiff(path: Path, _h5_path, max_pixels: int, frame: int = 0):
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         if not tif.pages:
             raise PipelineError("TIFF holds no image")
-        page = tif.pages[0]  # a stack contributes its first frame
+        if len(tif.pages) <= frame:
+            raise PipelineError(f"TIFF holds no frame {frame} ({len(tif.pages)} pages)")
+        page = tif.pages[frame]  # a stack contributes its first frame unless told
         depth = (page.imagedepth,) if page.imagedepth > 1 else ()
         check_size((*depth, page.imagelength, page.imagewidth), max_pixels)
         array = page.asarray()
@@ -144,7 +148,7 @@ def _read_tiff(path: Path, _h5_path, max_pixels: int):
     return array, scale
 
 
-def _read_fabio(path: Path, _h5_path, max_pixels: int):
+def _read_fabio(path: Path, _h5_path, max_pixels: int, frame: int = 0):
     import fabio
 
     with _quiet("fabio"):
@@ -154,11 +158,14 @@ def _read_fabio(path: Path, _h5_path, max_pixels: int):
         with fabio.open(str(path)) as img:
             if getattr(img, "incomplete_file", False) or getattr(img, "incomplete_data", False):
                 raise PipelineError("file is truncated (data shorter than its header says)")
-            array = np.array(img.data)  # first frame of a multi-frame file
+            if frame >= max(1, img.nframes):
+                raise PipelineError(f"file holds no frame {frame} ({img.nframes} frames)")
+            # the first frame of a multi-frame file unless told
+            array = np.array(img.getframe(frame).data if frame else img.data)
     return array, _full_scale(array)
 
 
-def _read_hdf5(path: Path, h5_path: str | None, max_pixels: int):
+def _read_hdf5(path: Path, h5_path: str | None, max_pixels: int, frame: int = 0):
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -173,7 +180,9 @@ def _read_hdf5(path: Path, h5_path: str | None, max_pixels: int):
         if ds.ndim not in (2, 3):
             raise PipelineError(f"dataset {key} has shape {ds.shape}, expected 2-D or a 3-D stack")
         check_size(ds.shape[-2:], max_pixels)
-        array = ds[0] if ds.ndim == 3 else ds[()]  # a stack contributes its first frame, alone
+        if frame >= (ds.shape[0] if ds.ndim == 3 else 1):
+            raise PipelineError(f"dataset {key} holds no frame {frame} (shape {ds.shape})")
+        array = ds[frame] if ds.ndim == 3 else ds[()]  # one frame of a stack, alone
     return array, _full_scale(array)
 
 
@@ -202,7 +211,9 @@ def _image_datasets(f) -> list[str]:
     return names
 
 
-def _read_pillow(path: Path, _h5_path, max_pixels: int):
+def _read_pillow(path: Path, _h5_path, max_pixels: int, frame: int = 0):
+    if frame:
+        raise PipelineError(f"a {path.suffix} file holds one image, not frame {frame}")
     with _pillow_opened(path, max_pixels) as img:
         img.load()  # a truncated file fails here, not later
         if img.mode in ("1", "L", "I", "F") or img.mode.startswith("I;16"):

@@ -267,9 +267,12 @@ def write_images(
                 raise PipelineError(f"{image.path}: {err}") from None
             except Exception as err:  # each reader library has its own errors
                 raise PipelineError(f"{image.path}: cannot read the image ({err})") from None
-            ds.add(
+            ds.add_reference(  # read in place: only its model input and thumbnail are stored
                 pixels,
+                image.rel,
+                image.root,
                 act[i],
+                reader={"inverted": False, "h5_path": None, "max_pixels": max_pixels},
                 image_id=ids[i],
                 split=splits[i],
                 source="import-vectors",

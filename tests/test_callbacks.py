@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 from contextvars import copy_context
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -337,10 +338,13 @@ def test_hovering_an_image_with_a_corrected_label_shows_the_label_in_force(run, 
 
 
 def test_a_missing_image_file_is_named_not_crashed_on(run):
-    run.image_path(5).unlink()
+    call(detail.show_thumbnails, "store-selection.data", [4], run.id)  # drawn (and cached) now
+    store = Path(str(run.image_path(5)).split("#")[0])  # the dataset's chunk store
+    [shard] = store.rglob("full/*/c/0/0/0")
+    shard.unlink()  # the file holding images 0 to 255
     figure = call(detail.draw_detail_image, "store-detail-index.data", 5, "Inferno", run.id)
     message = figure["layout"]["annotations"][0]["text"]
-    assert "#5" in message and "missing" in message and str(run.image_path(5)) in message
+    assert "#5" in message and "missing" in message and str(shard) in message
     strip = call(detail.show_thumbnails, "store-selection.data", [4, 5], run.id)
     sources = [t.children[0].src for t in strip[1:]]
     assert sources[0].startswith("data:image/png") and sources[1].startswith("data:image/svg")

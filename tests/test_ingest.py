@@ -376,8 +376,8 @@ def test_a_crash_midway_leaves_no_dataset_and_no_temporary_files(tmp_path, monke
     csv = write_labels(tmp_path / "l.csv", [(n, 1, 0, 0) for n in expect])
     read_png = readers.READERS["png"]
 
-    def crash_on_png(path, h5_path, max_pixels):  # interrupted while reading the 3rd format
-        read_png(path, h5_path, max_pixels)
+    def crash_on_png(path, h5_path, max_pixels, frame):  # interrupted reading the 3rd format
+        read_png(path, h5_path, max_pixels, frame)
         raise KeyboardInterrupt
 
     monkeypatch.setitem(readers.READERS, "png", crash_on_png)

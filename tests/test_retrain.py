@@ -339,11 +339,12 @@ def test_a_job_uses_the_corrections_snapshot_it_is_handed(tiny, tmp_path):
 def test_a_failing_job_shows_its_error_and_keeps_every_run(dashboard, tiny):
     dash_duo = dashboard
     before = fingerprint(tiny)
-    (tiny / "datasets" / "tiny-data" / "images" / "000005.npy").unlink()  # a lost image file
+    [shard] = (tiny / "datasets" / "tiny-data" / "images.zarr" / "full").rglob("c/0/0/0")
+    shard.unlink()  # a lost file of the dataset's images
     click(dash_duo, "#button-retrain")
-    dash_duo.wait_for_contains_text("#text-retrain-status", "Retraining failed: image file",
+    dash_duo.wait_for_contains_text("#text-retrain-status", "Retraining failed: image data file",
                                     timeout=120)
-    dash_duo.wait_for_contains_text("#text-retrain-status", "000005.npy is missing")
+    dash_duo.wait_for_contains_text("#text-retrain-status", "c/0/0/0 is missing")
     assert [r.id for r in list_runs(tiny)] == [TINY_RUN]
     assert fingerprint(tiny) == before
     assert leftovers(tiny) == []

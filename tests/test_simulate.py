@@ -94,8 +94,9 @@ def test_same_seed_writes_identical_bytes_and_image_i_regenerates_alone(tmp_path
     a = simulate_dataset(tmp_path / "a", 5, size=64, seed=11, dataset_id="d", progress=False)
     b = simulate_dataset(tmp_path / "b", 5, size=64, seed=11, dataset_id="d", progress=False)
     assert (a / "act.npy").read_bytes() == (b / "act.npy").read_bytes()
-    for i in range(5):
-        name = f"images/{i:06d}.npy"
+    stored = sorted(f.relative_to(a) for f in (a / "images.zarr").rglob("*") if f.is_file())
+    assert stored == sorted(f.relative_to(b) for f in (b / "images.zarr").rglob("*") if f.is_file())
+    for name in stored:
         assert (a / name).read_bytes() == (b / name).read_bytes()
     ds = open_dataset(a)
     image, tags, _ = simulate_image(np.random.default_rng([11, 3]), 64)

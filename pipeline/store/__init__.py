@@ -7,11 +7,16 @@ writes, checks), runs.py the runs, datasets.py the datasets; this package's name
 Layout under a data directory D:
 
     D/datasets/<id>/  dataset.json, attributes.json, images.parquet, act.npy, [true_act.npy],
-                      images/000000.npy …  (one float32 detector image per file, any size)
+                      images.zarr/ (chunk store: model inputs, thumbnails, and the full-size
+                      images that have no file of their own; see chunks.py). Ingested images
+                      stay where they are, referenced from images.parquet (located.py).
+                      Datasets written before the chunk store hold images/000000.npy … (one
+                      float32 image per file) instead, and are read as before.
     D/runs/<id>/      run.json, attributes.json, images.parquet, act.npy, prd.npy, fea.npy,
                       emb_act.npy, emb_fea.npy, emb_prd.npy, [model.pt]
 """
 
+from pipeline.store.chunks import INPUT_SIZE, THUMB_SIZE
 from pipeline.store.datasets import Dataset, DatasetWriter, open_dataset
 from pipeline.store.files import (
     DATA_DIR_ENV,
@@ -33,7 +38,8 @@ from pipeline.store.files import (
 from pipeline.store.runs import Run, get_run, list_runs, open_run, scan_runs, write_run
 
 __all__ = [
-    "DATASETS", "DATA_DIR_ENV", "IMAGE_COLUMNS", "RUNS", "SPACES", "TMP_PREFIX", "Dataset",
+    "DATASETS", "DATA_DIR_ENV", "IMAGE_COLUMNS", "INPUT_SIZE", "RUNS", "SPACES", "THUMB_SIZE",
+    "TMP_PREFIX", "Dataset",
     "DatasetWriter", "Run", "atomic_dir", "check_array", "check_id", "get_run", "list_runs",
     "load_pixels", "new_id", "open_dataset", "open_run", "pid_running", "resolve_data_dir",
     "scan_runs", "scratch_dir", "sweep_stale", "write_run",

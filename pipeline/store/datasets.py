@@ -1,5 +1,12 @@
 """Datasets: images and labels streamed into a new dataset that appears only when complete, and
-read back one image at a time."""
+read back one image, or a batch of model inputs, at a time.
+
+A dataset keeps each ingested image where it is (a reference: the file, its folder, its frame)
+and copies nothing of its pixels; what the pipeline reads more than once, the model-size inputs
+and the thumbnails, goes to the dataset's chunk store (pipeline.store.chunks), as do the
+full-size images of simulated datasets, which have no file of their own. Datasets written
+before the chunk store (one .npy file per image) open and read as before.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +19,23 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
+from pipeline.store.chunks import (
+    INPUT_SIZE,
+    INPUTS,
+    STORE,
+    THUMBS,
+    ChunkWriter,
+    model_input,
+    read_rows,
+    store_attrs,
+    thumbnail_levels,
+)
 from pipeline.store.files import (
     DATASETS,
     atomic_dir,
     check_array,
     check_id,
     check_images,
-    load_pixels,
     now,
     read_npy,
     resolve_data_dir,
@@ -26,6 +43,7 @@ from pipeline.store.files import (
     write_attributes,
     write_json,
 )
+from pipeline.store.located import load_row_image, reference_target
 
 
 class DatasetWriter:
@@ -33,15 +51,21 @@ class DatasetWriter:
 
         with DatasetWriter(data_dir, "demo", ATTRIBUTES, meta={...}) as ds:
             ds.add(pixels, act_row, split="train", source="simulate", true_row=...)
+            ds.add_reference(pixels, "a/img.tif", root, act_row, split="test")
+
+    `add` keeps the full-size image in the chunk store; `add_reference` keeps only where the file
+    is (its pixels, as read, make the stored model input and thumbnail). `input_size` is the side
+    of the stored model inputs.
     """
 
     def __init__(self, data_dir, dataset_id: str, attributes: Sequence[str], meta=None,
-                 colours: Sequence[str] | None = None):
+                 colours: Sequence[str] | None = None, input_size: int = INPUT_SIZE):
         self.data_dir = resolve_data_dir(data_dir)
         self.id = check_id(dataset_id, "dataset")
         self.attributes = [str(a) for a in attributes]
         self.colours = colours
         self.meta = dict(meta or {})
+        self.input_size = int(input_size)
         self.final = self.data_dir / DATASETS / self.id
         self.rows: list[dict] = []
         self.act: list[np.ndarray] = []
@@ -53,8 +77,21 @@ class DatasetWriter:
             sweep_stale(self.final.parent)
         self._cm = atomic_dir(self.final)
         self.tmp = self._cm.__enter__()
-        (self.tmp / "images").mkdir()
+        try:
+            self.chunks = ChunkWriter(self.tmp, self.input_size)
+        except BaseException as err:
+            self._cm.__exit__(type(err), err, err.__traceback__)
+            raise
         return self
+
+    def _labels(self, image_id: str, act_row, true_row) -> None:
+        a = len(self.attributes)
+        act = check_array(f"labels of {image_id}", act_row, (a,), binary=True)
+        true = None if true_row is None else check_array(f"true labels of {image_id}", true_row,
+                                                          (a,), binary=True)
+        self.act.append(act)
+        if true is not None:
+            self.true_act.append(true)
 
     def add(self, pixels, act_row, *, image_id: str | None = None, split: str = "train",
             source: str = "", true_row=None, **extra) -> int:
@@ -62,15 +99,32 @@ class DatasetWriter:
         index = len(self.rows)
         image_id = str(image_id if image_id is not None else f"img{index:06d}")
         pixels = check_array(f"image {image_id}", pixels, (None, None)).astype(np.float32)
-        a = len(self.attributes)
-        self.act.append(check_array(f"labels of {image_id}", act_row, (a,), binary=True))
-        if true_row is not None:
-            self.true_act.append(check_array(f"true labels of {image_id}", true_row, (a,),
-                                             binary=True))
-        rel = f"{DATASETS}/{self.id}/images/{index:06d}.npy"
-        np.save(self.tmp / "images" / f"{index:06d}.npy", pixels)
-        self.rows.append({"image_id": image_id, "path": rel, "split": split, "source": source,
-                          "height": pixels.shape[0], "width": pixels.shape[1], **extra})
+        self._labels(image_id, act_row, true_row)
+        name, slot = self.chunks.add_full(pixels)
+        self.chunks.add_derived(pixels)
+        locator = f"{DATASETS}/{self.id}/{STORE}#{name}:{slot}"
+        self.rows.append({"image_id": image_id, "path": locator, "split": split,
+                          "source": source, "height": pixels.shape[0],
+                          "width": pixels.shape[1], **extra})
+        return index
+
+    def add_reference(self, pixels, rel: str, root, act_row, *, frame: int = 0,
+                      reader: dict | None = None, image_id: str | None = None,
+                      split: str = "train", source: str = "", true_row=None, **extra) -> int:
+        """Reference the image file `rel` (relative to the folder `root`, frame `frame`, read with
+        the readers' options `reader`) in place; `pixels` is it as read now, from which its
+        model input and thumbnail are stored. Return its index."""
+        index = len(self.rows)
+        root = str(Path(root).resolve())
+        reference_target(root, rel)  # refused here already when it leads outside root
+        image_id = str(image_id if image_id is not None else rel)
+        pixels = check_array(f"image {image_id}", pixels, (None, None)).astype(np.float32)
+        self._labels(image_id, act_row, true_row)
+        self.chunks.add_derived(pixels)
+        self.rows.append({"image_id": image_id, "path": str(rel), "root": root,
+                          "frame": int(frame), "reader": json.dumps(reader or {}, sort_keys=True),
+                          "split": split, "source": source, "height": pixels.shape[0],
+                          "width": pixels.shape[1], **extra})
         return index
 
     def __exit__(self, exc_type, exc, tb):
@@ -87,6 +141,7 @@ class DatasetWriter:
             raise PipelineError(f"dataset {self.id} would hold no images")
         if self.true_act and len(self.true_act) != len(self.act):
             raise PipelineError("true labels were given for some images but not all")
+        self.chunks.close()
         images = check_images(pd.DataFrame(self.rows), len(self.rows))
         images.to_parquet(self.tmp / "images.parquet", index=False)
         np.save(self.tmp / "act.npy", np.stack(self.act).astype(np.uint8))
@@ -98,7 +153,8 @@ class DatasetWriter:
 
 
 class Dataset:
-    """A dataset on disk: labels in memory, images loaded one at a time."""
+    """A dataset on disk: labels in memory, images loaded one at a time, model inputs and
+    thumbnails in batches."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -112,6 +168,8 @@ class Dataset:
         self.act = read_npy(self.path / "act.npy")
         true = self.path / "true_act.npy"
         self.true_act = read_npy(true) if true.is_file() else None
+        self.store = self.path / STORE
+        self.store_attrs = store_attrs(self.store) if self.store.is_dir() else {}
 
     @property
     def id(self) -> str:
@@ -121,12 +179,47 @@ class Dataset:
     def data_dir(self) -> Path:
         return self.path.parent.parent
 
+    @property
+    def input_size(self) -> int | None:
+        """The side of the stored model inputs; None for a dataset without a chunk store."""
+        return self.store_attrs.get("input_size")
+
     def image_path(self, index: int) -> Path:
-        path = Path(self.images["path"].iloc[int(index)])
+        """Where row `index`'s image is: its file, or its chunk-store locator, made absolute."""
+        row = self.images.iloc[int(index)]
+        if str(row.get("root") or ""):
+            return reference_target(row["root"], row["path"])
+        path = Path(row["path"])
         return path if path.is_absolute() else self.data_dir / path
 
     def load_image(self, index: int) -> np.ndarray:
-        return load_pixels(self.image_path(index))
+        """The full-size float32 image of row `index` (from its file or the chunk store)."""
+        return load_row_image(self.images.iloc[int(index)], self.data_dir)
+
+    def load_inputs(self, rows, size: int | None = None) -> np.ndarray:
+        """Model inputs of `rows` (a range or indices) as float32 len(rows) × size × size: each
+        image's log1p counts, zero-padded square and resized to `size`
+        (pipeline.model.resize(log_intensity(image), size)), not yet scaled by a checkpoint's
+        normalisation. Read in one batch from the chunk store (float16 precision) when `size`
+        is the stored input size (or None); otherwise made from the full-size images."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        size = self.input_size if size is None else int(size)
+        if size is None:
+            raise PipelineError(f"dataset {self.id} stores no model inputs; name a size")
+        if size == self.input_size:
+            return read_rows(self.store, INPUTS, rows).astype(np.float32)
+        out = np.empty((len(rows), size, size), np.float32)
+        for k, i in enumerate(rows):
+            out[k] = model_input(self.load_image(int(i)), size)
+        return out
+
+    def load_thumbnails(self, rows) -> np.ndarray:
+        """Thumbnails of `rows` as uint8 display levels (pipeline.imaging.display_levels;
+        colour them with pipeline.imaging.colour_lut), stored or made from the full images."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if self.store_attrs:
+            return read_rows(self.store, THUMBS, rows)
+        return np.stack([thumbnail_levels(self.load_image(int(i))) for i in rows])
 
     def indices(self, split: str | None = None) -> np.ndarray:
         if split is None:

@@ -22,7 +22,6 @@ from pipeline.store.files import (
     check_array,
     check_id,
     check_images,
-    load_pixels,
     new_id,
     now,
     npy_shape,
@@ -32,6 +31,7 @@ from pipeline.store.files import (
     write_attributes,
     write_json,
 )
+from pipeline.store.located import load_row_image, reference_target
 
 
 def write_run(
@@ -170,11 +170,16 @@ class Run:
         if not stored:
             raise PipelineError(f"run {self.path.name} holds no image for row {index} "
                                 "(its vectors were imported without --images)")
+        row = self.images.iloc[int(index)]
+        if str(row.get("root") or ""):
+            return reference_target(row["root"], stored)
         path = Path(stored)
         return path if path.is_absolute() else self.data_dir / path
 
     def load_image(self, index: int) -> np.ndarray:
-        return load_pixels(self.image_path(index))
+        """Row `index`'s full-size image, read as its dataset reads it (pipeline.store.located)."""
+        self.image_path(index)  # a row without an image says so
+        return load_row_image(self.images.iloc[int(index)], self.data_dir)
 
     def __len__(self) -> int:
         return int(self.meta["n_images"])
