@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from openTSNE import TSNE
+from openTSNE.initialization import rescale
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
@@ -70,11 +71,32 @@ def embed(x: np.ndarray, *, space: str, seed: int = 0, perplexity: float = 30,
     z = prepare(x, space, seed)
     if len(z) < MIN_TSNE_POINTS:
         return _pca_layout(z)
+    return as_coords(fit_tsne(z, seed=seed, perplexity=perplexity, progress=progress,
+                              on_iteration=on_iteration, method=method, desc=f"embed {space}"),
+                     name)
+
+
+def as_coords(embedding, name: str) -> np.ndarray:
+    """N × 2 float32 coordinates, refused when any is not finite."""
+    coords = np.asarray(embedding, dtype=np.float32)
+    if not np.isfinite(coords).all():
+        raise PipelineError(f"t-SNE of the {name} gave non-finite coordinates")
+    return coords
+
+
+def fit_tsne(z: np.ndarray, *, seed: int = 0, perplexity: float = 30, progress: bool = False,
+             on_iteration: Callable[[int], None] | None = None, method: str = "auto",
+             initialization=None, desc: str = "embed"):
+    """openTSNE's TSNEEmbedding of prepared inputs `z` (at least MIN_TSNE_POINTS rows).
+
+    `initialization` (N × 2) starts from given coordinates, e.g. a parent run's map, rescaled
+    as openTSNE advises; None keeps openTSNE's PCA start.
+    """
     perplexity = float(min(perplexity, (len(z) - 1) / 3))
     if not perplexity > 0:
         raise PipelineError(f"perplexity must be positive, got {perplexity}")
-    bar = tqdm(total=EARLY_ITER + MAIN_ITER, desc=f"embed {space}", unit="it",
-               disable=not progress, leave=False)
+    bar = tqdm(total=EARLY_ITER + MAIN_ITER, desc=desc, unit="it", disable=not progress,
+               leave=False)
     done = [0]
 
     def tick(iteration, error, embedding):
@@ -84,18 +106,17 @@ def embed(x: np.ndarray, *, space: str, seed: int = 0, perplexity: float = 30,
             on_iteration(done[0])
         return False
 
+    start = {} if initialization is None else {"initialization": rescale(
+        np.asarray(initialization, dtype=np.float64))}
     tsne = TSNE(n_components=2, perplexity=perplexity, metric="euclidean",
                 negative_gradient_method=gradient_method(len(z), method), random_state=seed,
                 n_jobs=_jobs(),
                 early_exaggeration_iter=EARLY_ITER, n_iter=MAIN_ITER, callbacks=tick,
-                callbacks_every_iters=CALLBACK_EVERY, verbose=False)
+                callbacks_every_iters=CALLBACK_EVERY, verbose=False, **start)
     try:
-        coords = np.asarray(tsne.fit(z), dtype=np.float32)
+        return tsne.fit(z)
     finally:
         bar.close()
-    if not np.isfinite(coords).all():
-        raise PipelineError(f"t-SNE of the {name} gave non-finite coordinates")
-    return coords
 
 
 def _jobs() -> int:
