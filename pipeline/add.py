@@ -22,6 +22,7 @@ from pipeline import cluster, metrics, store
 from pipeline.embed import SPACES
 from pipeline.errors import PipelineError
 from pipeline.reference import REFERENCE_FILE, REFERENCE_N, place, rebuild
+from pipeline.store.files import read_npy
 
 ADDED_SPLIT = "added"
 KEPT_META = ("id", "created", "pipeline_version", "n_images", "n_attributes", "timings",
@@ -41,6 +42,9 @@ def add_images(data_dir, run_id: str, images_dir, labels=None, *, dataset_id: st
         raise PipelineError(f"run {run.id} has no model.pt; images can be added only to a run "
                             "made from a checkpoint")
     reference = reference_rows(run)
+    cluster.resolve(scheduler, 0)  # a bad scheduler is refused before anything is read
+    if labels is not None:
+        _check_attributes(labels, run)
     dataset_id = store.check_id(dataset_id or store.new_id(f"{run.id[-24:]} added"), "dataset")
     ds = _ingest(data_dir, run, images_dir, labels, dataset_id, progress, ingest_options)
     try:
@@ -57,7 +61,7 @@ def reference_rows(run: store.Run) -> np.ndarray:
     of a run small enough to have been embedded whole."""
     file = run.path / REFERENCE_FILE
     if file.is_file():
-        rows = store.read_npy(file)
+        rows = read_npy(file)
         if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= len(run):
             raise PipelineError(f"{file} does not hold row numbers of run {run.id}")
         return rows.astype(np.int64)
@@ -76,12 +80,16 @@ def _ingest(data_dir: Path, run: store.Run, images_dir, labels, dataset_id: str,
             Path(images_dir), run.attributes, Path(scratch) / "labels.csv")
         result = ingest(images_dir, csv_file, data_dir, dataset_id=dataset_id, test_fraction=0.0,
                         progress=progress, **options)
-    ds = store.open_dataset(result.path)
-    if list(ds.attributes) != list(run.attributes):
-        shutil.rmtree(ds.path, ignore_errors=True)
-        raise PipelineError(f"labels CSV {labels} has attributes {ds.attributes}, but run "
-                            f"{run.id} has {run.attributes}")
-    return ds
+    return store.open_dataset(result.path)
+
+
+def _check_attributes(labels, run: store.Run) -> None:
+    from pipeline.labels import read_labels
+
+    found = read_labels(labels).attributes
+    if list(found) != list(run.attributes):
+        raise PipelineError(f"labels CSV {labels} has attributes {found}, but run {run.id} has "
+                            f"{run.attributes}")
 
 
 def _blank_labels(images_dir: Path, attributes: list[str], out: Path) -> Path:
