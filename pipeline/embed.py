@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 from openTSNE import TSNE
-from openTSNE.initialization import rescale
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
@@ -86,12 +85,8 @@ def as_coords(embedding, name: str) -> np.ndarray:
 
 def fit_tsne(z: np.ndarray, *, seed: int = 0, perplexity: float = 30, progress: bool = False,
              on_iteration: Callable[[int], None] | None = None, method: str = "auto",
-             initialization=None, desc: str = "embed"):
-    """openTSNE's TSNEEmbedding of prepared inputs `z` (at least MIN_TSNE_POINTS rows).
-
-    `initialization` (N × 2) starts from given coordinates, e.g. a parent run's map, rescaled
-    as openTSNE advises; None keeps openTSNE's PCA start.
-    """
+             desc: str = "embed"):
+    """openTSNE's TSNEEmbedding of prepared inputs `z` (at least MIN_TSNE_POINTS rows)."""
     perplexity = float(min(perplexity, (len(z) - 1) / 3))
     if not perplexity > 0:
         raise PipelineError(f"perplexity must be positive, got {perplexity}")
@@ -106,13 +101,11 @@ def fit_tsne(z: np.ndarray, *, seed: int = 0, perplexity: float = 30, progress: 
             on_iteration(done[0])
         return False
 
-    start = {} if initialization is None else {"initialization": rescale(
-        np.asarray(initialization, dtype=np.float64))}
     tsne = TSNE(n_components=2, perplexity=perplexity, metric="euclidean",
                 negative_gradient_method=gradient_method(len(z), method), random_state=seed,
                 n_jobs=_jobs(),
                 early_exaggeration_iter=EARLY_ITER, n_iter=MAIN_ITER, callbacks=tick,
-                callbacks_every_iters=CALLBACK_EVERY, verbose=False, **start)
+                callbacks_every_iters=CALLBACK_EVERY, verbose=False)
     try:
         return tsne.fit(z)
     finally:

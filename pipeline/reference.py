@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 from openTSNE import TSNEEmbedding
 from openTSNE.affinity import PerplexityBasedNN
+from scipy.linalg import orthogonal_procrustes
 from sklearn.decomposition import PCA
 
 from pipeline import cluster
@@ -89,32 +90,36 @@ def place(embedding: TSNEEmbedding, z: np.ndarray, client=None,
     if client is None:
         placed = [transform_chunk(z[r.start : r.stop], embedding) for r in parts]
     else:
-        shared = client.scatter(embedding, broadcast=True)
+        # Dask would ship the TSNEEmbedding (an ndarray subclass) as a bare array: wrap it.
+        shared = client.scatter(Shipped(embedding), broadcast=True)
         placed = cluster.gather(client, transform_chunk, [(z[r.start : r.stop],) for r in parts],
                                 desc="place", progress=False, sizes=[len(r) for r in parts],
                                 embedding=shared)
     return as_coords(np.concatenate(placed), "placed points")
 
 
-def transform_chunk(z: np.ndarray, embedding: TSNEEmbedding) -> np.ndarray:
+class Shipped:
+    """A TSNEEmbedding on its way to the workers, pickled whole with its affinities."""
+
+    def __init__(self, embedding: TSNEEmbedding):
+        self.embedding = embedding
+
+
+def transform_chunk(z: np.ndarray, embedding: TSNEEmbedding | Shipped) -> np.ndarray:
+    if isinstance(embedding, Shipped):
+        embedding = embedding.embedding
     return np.asarray(embedding.transform(z), dtype=np.float32)
 
 
 def embed_with_reference(x: np.ndarray, *, space: str, rows: np.ndarray, seed: int = 0,
-                         perplexity: float = 30, client=None, initialization=None,
+                         perplexity: float = 30, client=None,
                          on_iteration: Callable[[int], None] | None = None) -> np.ndarray:
-    """N × 2 coordinates: t-SNE of the reference `rows`, the others placed by transform.
-
-    `initialization` (N × 2, e.g. a parent run's map) starts the reference where those rows
-    were, so that a retrained run's points sit about where they sat before.
-    """
+    """N × 2 coordinates: t-SNE of the reference `rows`, the others placed by transform."""
     x = np.asarray(x)
     if len(rows) < MIN_TSNE_POINTS:
         raise PipelineError(f"a reference of {len(rows)} points is too small for t-SNE")
     z_ref, prepare_other = reference_inputs(x[rows], space, seed)
-    init = None if initialization is None else np.asarray(initialization)[rows]
-    embedding = fit_tsne(z_ref, seed=seed, perplexity=perplexity, on_iteration=on_iteration,
-                         initialization=init)
+    embedding = fit_tsne(z_ref, seed=seed, perplexity=perplexity, on_iteration=on_iteration)
     coords = np.empty((len(x), 2), np.float32)
     coords[rows] = as_coords(embedding, f"{space.upper()} reference")
     others = np.setdiff1d(np.arange(len(x)), rows)
@@ -145,18 +150,19 @@ def embed_maps(act, fea, prd, *, seed: int = 0, progress: bool = False, client=N
                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The three maps and the reference rows they were fitted on.
 
-    Up to `reference_n` images and without a `parent` map this is embed.embed_all, unchanged.
-    Beyond, t-SNE runs on a stratified sample and the other images are placed by transform
-    (on the client's workers when given). `parent` ({space: N × 2}) starts each map from a
-    parent run's coordinates.
+    Up to `reference_n` images this is embed.embed_all, unchanged. Beyond, t-SNE runs on a
+    stratified sample and the other images are placed by transform (on the client's workers
+    when given). With `parent` ({space: N × 2}, e.g. the run a retrained one came from) each
+    map is then turned, scaled and moved onto the parent's, so an image sits about where it sat.
     """
     from pipeline.embed import EARLY_ITER, MAIN_ITER, SPACES, embed_all
     from pipeline.errors import Stopped
 
     rows = choose_reference(act, reference_n, seed)
-    if len(rows) == len(act) and parent is None or len(act) < MIN_TSNE_POINTS:
-        return embed_all(act, fea, prd, seed=seed, progress=progress, on_progress=on_progress,
-                         should_stop=should_stop), rows
+    if len(rows) == len(act) or len(act) < MIN_TSNE_POINTS:
+        out = embed_all(act, fea, prd, seed=seed, progress=progress, on_progress=on_progress,
+                        should_stop=should_stop)
+        return _aligned(out, parent), rows
     arrays, out = {"act": act, "fea": fea, "prd": prd}, {}
     for k, space in enumerate(SPACES):
         def heard(done, k=k):
@@ -165,8 +171,26 @@ def embed_maps(act, fea, prd, *, seed: int = 0, progress: bool = False, client=N
             if on_progress:
                 on_progress("embed", (k + done / (EARLY_ITER + MAIN_ITER)) / len(SPACES))
 
-        start = None if parent is None else parent[space]
         out[space] = embed_with_reference(arrays[space], space=space, rows=rows, seed=seed,
-                                          client=client, initialization=start,
-                                          on_iteration=heard)
-    return out, rows
+                                          client=client, on_iteration=heard)
+    return _aligned(out, parent), rows
+
+
+def _aligned(maps: dict[str, np.ndarray], parent: dict[str, np.ndarray] | None) -> dict:
+    if parent is None:
+        return maps
+    return {s: align(coords, parent[s]) for s, coords in maps.items()}
+
+
+def align(coords: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """`coords` turned (or mirrored), scaled and moved to lie closest to `target` in the least
+    squares sense (orthogonal Procrustes): t-SNE maps have no fixed orientation, so two maps of
+    nearly the same data can come out rotated against each other."""
+    coords, target = np.asarray(coords, np.float64), np.asarray(target, np.float64)
+    if coords.shape != target.shape or len(coords) < 2:
+        return coords.astype(np.float32)
+    a, b = coords - coords.mean(0), target - target.mean(0)
+    rotation, scale = orthogonal_procrustes(a, b)
+    size = (a**2).sum()
+    factor = scale / size if size > 0 else 1.0
+    return (factor * a @ rotation + target.mean(0)).astype(np.float32)

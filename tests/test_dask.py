@@ -185,3 +185,15 @@ def test_large_maps_fit_a_reference_and_place_the_rest(trained):
     nearest = [min(ref_centres, key=lambda c: np.linalg.norm(emb["act"][i] - ref_centres[c]))
                for i in others]
     assert np.mean([n == tuple(act[i]) for n, i in zip(nearest, others, strict=True)]) > 0.9
+
+
+def test_points_placed_on_the_workers_land_where_they_land_here(client):
+    from pipeline.reference import place, rebuild
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 5)) + np.repeat(np.eye(5) * 6, 40, axis=0)
+    coords = embed_maps(np.zeros((200, 3)), x, np.zeros((200, 3)))[0]["fea"]
+    embedding, prepare_new = rebuild(x, coords, space="fea")
+    new = prepare_new(x[:30] + rng.normal(0, 0.1, (30, 5)))
+    np.testing.assert_allclose(place(embedding, new, client, chunk=7), place(embedding, new),
+                               atol=1e-4)

@@ -1,0 +1,272 @@
+"""Scale: inference over Dask workers against the single process, maps of large runs by a
+reference sample + transform against full openTSNE, and `add` of new images to a large run.
+
+    python benchmarks/scale.py [--sections infer embed add] [--n-infer 20000]
+        [--n-embed 100000] [--reference-n 50000] [--n-run 100000] [--n-add 10000]
+
+Images are 256² Poisson counts of random discs and rings (the demo's detector size) read by the
+compact net at 64²; the t-SNE data are 512-d features in 40 clusters whose label sets (17
+attributes) follow the cluster. Scratch data go to $XRAE_BENCH_DIR (default /tmp/xrae-scale),
+reused between runs. Figures and the machine load are printed; see benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+import pipeline  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
+
+N_ATTRIBUTES = 17
+ATTRIBUTES = [f"a{i:02d}" for i in range(N_ATTRIBUTES)]
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} on {os.cpu_count()} cores"
+
+
+def scratch() -> Path:
+    return Path(os.environ.get("XRAE_BENCH_DIR", "/tmp/xrae-scale"))
+
+
+# ---------------------------------------------------------------- data
+
+
+def _image(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    r = np.hypot(yy, xx)
+    act = (rng.random(N_ATTRIBUTES) < 0.3).astype(np.uint8)
+    expected = 5.0 + 400.0 * (r < size / 10) * act[0] + 150.0 * (np.abs(r - size / 3) < 2) * act[1]
+    return rng.poisson(expected).astype(np.float32), act
+
+
+def bench_dataset(n: int):
+    """A dataset of n images (written once, then reused)."""
+    from pipeline import store
+
+    data, dataset_id = scratch() / "data", f"scale-{n}"
+    if (data / store.DATASETS / dataset_id / "dataset.json").is_file():
+        return store.open_dataset(dataset_id, data)
+    rng = np.random.default_rng(0)
+    with store.DatasetWriter(data, dataset_id, ATTRIBUTES, meta={"source": "bench"}) as ds:
+        for _ in range(n):
+            pixels, act = _image(rng)
+            ds.add(pixels, act, split="test", source="bench")
+    return store.open_dataset(dataset_id, data)
+
+
+def bench_checkpoint() -> Path:
+    """An untrained compact net at the demo's input size: throughput does not need training."""
+    import torch
+
+    from pipeline.model import build_model, per_image_normalisation, save_checkpoint
+
+    path = scratch() / "compact.pt"
+    if not path.is_file():
+        torch.manual_seed(0)
+        save_checkpoint(path, build_model("compact", N_ATTRIBUTES).eval(), arch="compact",
+                        attributes=ATTRIBUTES, input_size=64,
+                        normalisation=per_image_normalisation())
+    return path
+
+
+def clustered_features(n: int, dims: int = 512, k: int = 40, seed: int = 0):
+    """FEA-like features in k clusters, the label set of each point that of its cluster (with
+    a little noise), and probabilities near the labels."""
+    rng = np.random.default_rng(seed)
+    centres, labels = rng.normal(0, 1, (k, dims)), rng.random((k, N_ATTRIBUTES)) < 0.3
+    which = rng.integers(0, k, n)
+    fea = (centres[which] + rng.normal(0, 0.6, (n, dims))).astype(np.float32)
+    act = (labels[which] ^ (rng.random((n, N_ATTRIBUTES)) < 0.02)).astype(np.uint8)
+    prd = np.clip(act * 0.7 + rng.random((n, N_ATTRIBUTES)) * 0.3, 0, 1).astype(np.float32)
+    return act, fea, prd
+
+
+# ---------------------------------------------------------------- inference
+
+
+def _in_process(checkpoint, ds, threads: int) -> float:
+    import torch
+
+    from pipeline.infer import infer
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # compute_threads then keeps what we set
+    torch.set_num_threads(threads)
+    try:
+        started = time.perf_counter()
+        infer(checkpoint, ds, device="cpu", progress=False)
+        return len(ds) / (time.perf_counter() - started)
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
+
+
+def _on_cluster(checkpoint, ds, workers: int) -> tuple[float, float]:
+    """(images/s once the workers are warm, seconds to start and warm the cluster)."""
+    from pipeline.cluster import connect
+    from pipeline.infer_shards import infer_on_cluster, infer_shard
+
+    started = time.perf_counter()
+    with connect("local", n_workers=workers) as client:
+        shared = {"checkpoint": str(checkpoint), "dataset": str(ds.path), "device": "cpu",
+                  "multiscale": False, "batch_size": 64}
+        warm = [client.submit(infer_shard, 0, 8, **shared, pure=False, workers=[w])
+                for w in client.nthreads()]
+        client.gather(warm)  # torch imported and the model loaded on every worker
+        ready = time.perf_counter() - started
+        started = time.perf_counter()
+        infer_on_cluster(client, checkpoint, ds, device="cpu", progress=False)
+        return len(ds) / (time.perf_counter() - started), ready
+
+
+def bench_inference(n: int) -> None:
+    ds, checkpoint = bench_dataset(n), bench_checkpoint()
+    print(f"inference, compact net at 64² from 256² images, {n} images ({load()})")
+    for threads in (1, 2):
+        rate = _in_process(checkpoint, ds, threads)
+        print(f"  single process, {threads} torch thread(s): {rate:7.1f} images/s ({load()})")
+    rates = {}
+    for workers in (1, 2):
+        rates[workers], ready = _on_cluster(checkpoint, ds, workers)
+        print(f"  Dask, {workers} worker(s) × 1 thread: {rates[workers]:7.1f} images/s "
+              f"(cluster start and warm-up {ready:.1f} s; {load()})")
+    print(f"  2 workers / 1 worker: {rates[2] / rates[1]:.2f}×")
+
+
+# ---------------------------------------------------------------- embedding
+
+
+def knn_preserved(z: np.ndarray, coords: np.ndarray, k: int = 10, n_probe: int = 2000,
+                  seed: int = 0) -> float:
+    """Mean share of each probed point's k nearest neighbours in `z` that are also among its k
+    nearest on the map."""
+    from sklearn.neighbors import NearestNeighbors
+
+    probe = np.random.default_rng(seed).choice(len(z), min(n_probe, len(z)), replace=False)
+    high = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z[probe])[1][:, 1:]
+    low = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords[probe])[1][:, 1:]
+    return float(np.mean([len(set(h) & set(m)) / k for h, m in zip(high, low, strict=True)]))
+
+
+def bench_embedding(n: int, reference_n: int, full: bool = True) -> None:
+    from pipeline.embed import embed, prepare
+    from pipeline.reference import choose_reference, embed_with_reference
+
+    act, fea, _ = clustered_features(n)
+    z = prepare(fea, "fea")
+    print(f"FEA map of {n} points, reference {reference_n} ({load()})")
+    started = time.perf_counter()
+    rows = choose_reference(act, reference_n)
+    placed = embed_with_reference(fea, space="fea", rows=rows)
+    t_ref = time.perf_counter() - started
+    print(f"  reference + transform: {t_ref:7.1f} s, 10-NN preserved "
+          f"{knn_preserved(z, placed):.3f} ({load()})")
+    if not full:
+        return
+    started = time.perf_counter()
+    whole = embed(fea, space="fea")
+    t_full = time.perf_counter() - started
+    print(f"  full openTSNE:         {t_full:7.1f} s, 10-NN preserved "
+          f"{knn_preserved(z, whole):.3f} ({load()})")
+    print(f"  time ratio reference / full: {t_ref / t_full:.2f}")
+
+
+# ---------------------------------------------------------------- add
+
+
+def _big_run(n: int, checkpoint: Path) -> str:
+    """A run of n images' arrays (no image files) with the compact net's FEA width; its maps
+    are PCA layouts scaled like t-SNE maps: the time of `add` does not depend on their shape."""
+    import pandas as pd
+    import torch
+
+    from pipeline import store
+    from pipeline.model import load_checkpoint
+    from pipeline.reference import REFERENCE_FILE, choose_reference
+
+    run_id = f"scale-run-{n}"
+    data = scratch() / "data"
+    if (data / store.RUNS / run_id / "run.json").is_file():
+        return run_id
+    model, _ = load_checkpoint(checkpoint)
+    with torch.inference_mode():
+        width = model.features(torch.zeros(1, 1, 64, 64)).shape[1]
+    act, fea, prd = clustered_features(n, dims=width)
+    emb = {s: _layout(x) for s, x in (("act", act), ("fea", fea), ("prd", prd))}
+    images = pd.DataFrame({"image_id": [f"r{i}" for i in range(n)], "path": [""] * n,
+                           "split": ["test"] * n, "source": ["bench"] * n})
+    store.write_run(data, attributes=ATTRIBUTES, images=images, act=act, prd=prd, fea=fea,
+                    emb=emb, meta={"dataset": "none", "embedding": {"seed": 0, "perplexity": 30}},
+                    run_id=run_id,
+                    extra_files={"model.pt": lambda p: p.write_bytes(checkpoint.read_bytes()),
+                                 REFERENCE_FILE: lambda p: np.save(p, choose_reference(act))})
+    return run_id
+
+
+def _layout(x: np.ndarray) -> np.ndarray:
+    centred = np.asarray(x, np.float64) - np.mean(x, axis=0)
+    coords = centred @ np.linalg.svd(centred[:5000], full_matrices=False)[2][:2].T
+    return (30 * coords / coords.std(axis=0)).astype(np.float32)
+
+
+def _image_folder(n: int) -> Path:
+    from PIL import Image
+
+    folder = scratch() / f"incoming-{n}"
+    if folder.is_dir():
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    rng, rows = np.random.default_rng(1), []
+    for i in range(n):
+        pixels, act = _image(rng)
+        Image.fromarray(pixels.astype(np.uint16)).save(tmp / f"new{i:06d}.tif")
+        rows.append(",".join([f"new{i:06d}.tif", *map(str, act)]))
+    (tmp / "labels.csv").write_text("\n".join([",".join(["file", *ATTRIBUTES]), *rows]) + "\n")
+    tmp.rename(folder)
+    return folder
+
+
+def bench_add(n_run: int, n_add: int, scheduler: str) -> None:
+    from pipeline import store
+    from pipeline.add import add_images
+
+    checkpoint = bench_checkpoint()
+    run_id, folder = _big_run(n_run, checkpoint), _image_folder(n_add)
+    print(f"add {n_add} images to a run of {n_run}, scheduler {scheduler} ({load()})")
+    started = time.perf_counter()
+    path = add_images(scratch() / "data", run_id, folder, folder / "labels.csv",
+                      scheduler=scheduler, device="cpu", progress=False)
+    seconds = time.perf_counter() - started
+    run = store.get_run(path.name, scratch() / "data")
+    print(f"  {seconds:.1f} s in all; {run.meta['timings']} ({load()})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", nargs="+", default=["infer", "embed", "add"])
+    parser.add_argument("--n-infer", type=int, default=20_000)
+    parser.add_argument("--n-embed", type=int, default=100_000)
+    parser.add_argument("--reference-n", type=int, default=50_000)
+    parser.add_argument("--no-full", action="store_true", help="skip the full openTSNE map")
+    parser.add_argument("--n-run", type=int, default=100_000)
+    parser.add_argument("--n-add", type=int, default=10_000)
+    parser.add_argument("--add-scheduler", default="local")
+    args = parser.parse_args()
+    if "infer" in args.sections:
+        bench_inference(args.n_infer)
+    if "embed" in args.sections:
+        bench_embedding(args.n_embed, args.reference_n, full=not args.no_full)
+    if "add" in args.sections:
+        bench_add(args.n_run, args.n_add, args.add_scheduler)
+
+
+if __name__ == "__main__":
+    main()
