@@ -192,7 +192,8 @@ def test_points_placed_on_the_workers_land_where_they_land_here(client):
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(200, 5)) + np.repeat(np.eye(5) * 6, 40, axis=0)
-    coords = embed_maps(np.zeros((200, 3)), x, np.zeros((200, 3)))[0]["fea"]
+    act, prd = (rng.random((200, 3)) < 0.5).astype(np.uint8), rng.random((200, 3))
+    coords = embed_maps(act, x, prd)[0]["fea"]
     embedding, prepare_new = rebuild(x, coords, space="fea")
     new = prepare_new(x[:30] + rng.normal(0, 0.1, (30, 5)))
     np.testing.assert_allclose(place(embedding, new, client, chunk=7), place(embedding, new),
