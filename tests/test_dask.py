@@ -198,3 +198,16 @@ def test_points_placed_on_the_workers_land_where_they_land_here(client):
     new = prepare_new(x[:30] + rng.normal(0, 0.1, (30, 5)))
     np.testing.assert_allclose(place(embedding, new, client, chunk=7), place(embedding, new),
                                atol=1e-4)
+
+
+def test_the_scheduler_setting_sends_inference_to_that_cluster(trained, client, monkeypatch):
+    root, ds, checkpoint = trained
+    monkeypatch.setenv("XRAE_DASK_SCHEDULER", client.scheduler.address)
+    path = make_run(root / "data", ds, checkpoint, device="cpu", progress=False,
+                    run_id="by-setting")  # as retraining calls it: no scheduler argument
+    run = store.get_run(path.name, root / "data")
+    assert run.meta["scheduler"] == client.scheduler.address
+    monkeypatch.setenv("XRAE_DASK_SCHEDULER", "none")
+    path = make_run(root / "data", ds, checkpoint, device="cpu", progress=False,
+                    run_id="in-process")
+    assert store.get_run(path.name, root / "data").meta["scheduler"] == "none"
