@@ -1,163 +1,302 @@
-"""Scale benchmark of the dataset store: disk per image, and the writer's peak memory as the
-number of images grows.
+"""Scale: disk per image and the writer's memory in the chunk store (sections disk, memory; see
+benchmarks/scale_store.py), inference over Dask workers against the single process, maps of
+large runs by a reference sample + transform against full openTSNE, and `add` of new images to a
+large run.
 
-    python benchmarks/scale.py [--sections disk memory] [--disk-n 512] [--size 256]
-                               [--detector pilatus] [--memory-n 2500 5000] [--workdir DIR]
+    python benchmarks/scale.py [--sections disk memory infer embed add] [--disk-n 512]
+        [--size 256] [--detector pilatus] [--memory-n 2500 5000] [--n-infer 20000]
+        [--n-embed 100000] [--reference-n 50000] [--n-run 100000] [--n-add 10000]
 
-1. Disk per image: `simulate_dataset` writes --disk-n images at the default simulated size and
-   detector; prints the dataset's bytes per image, split into the chunk store's arrays (full-size
-   images, model inputs, thumbnails) and the tables, the number of files, and what the layout
-   before the chunk store took (one float32 .npy per image). Then the model inputs of all its
-   rows are read by `Dataset.load_inputs` in one batch, and made from each full-size image as
-   before the store; prints both rates.
-2. Peak memory: for each count in --memory-n a fresh process streams that many size² images
-   (Poisson counts about a ring, with a JSON parameter string per row as simulate writes)
-   through DatasetWriter, after one image has warmed its imports; prints the peak resident
-   memory (psutil, sampled every 10 ms) and how it grew from the smaller count to the larger.
-   Shards are written whole as they fill, so the pixels' share stays flat; what grows is the
-   images table (a row per image), which every reader holds in memory anyway.
+Images are 256² Poisson counts of random discs and rings (the demo's detector size) read by the
+compact net at 64²; the t-SNE data are 512-d features in 40 clusters whose label sets (17
+attributes) follow the cluster. Scratch data go to $XRAE_BENCH_DIR (default /tmp/xrae-scale),
+reused between runs. Figures and the machine load are printed; see benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # scale_store, after the project
 
-MB, KB = 2**20, 1024
+import numpy as np  # noqa: E402
 
-MEMORY_CHILD = """
-import json, sys, threading, time
-import numpy as np, psutil
-from pipeline.store import DatasetWriter
-data_dir, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-proc, peak_rss, done = psutil.Process(), [0], threading.Event()
-def sample():
-    while not done.is_set():
-        peak_rss[0] = max(peak_rss[0], proc.memory_info().rss)
-        time.sleep(0.01)
-y, x = np.mgrid[0:size, 0:size]
-r = np.hypot(x - size * 0.45, y - size * 0.55)
-pattern = 3000 / (1 + (r / (size / 40)) ** 2) + 15 + 400 * np.exp(-((r - size / 4) ** 2) / 20)
-rng = np.random.default_rng(0)
-with DatasetWriter(data_dir, "warm", ["a", "b"]) as ds:  # imports and first calls (torch, zarr)
-    ds.add(rng.poisson(pattern), [0, 1], params="{}")
-threading.Thread(target=sample, daemon=True).start()
-before = proc.memory_info().rss
-started = time.perf_counter()
-with DatasetWriter(data_dir, "mem", ["a", "b"]) as ds:
-    for i in range(n):
-        params = json.dumps({"seed": i, "beam": {"x": rng.random(), "y": rng.random()},
-                             "modules": [{"kind": "ring", "q": rng.random()}] * 12})
-        ds.add(rng.poisson(pattern), [i % 2, 1], params=params)
-seconds = time.perf_counter() - started
-done.set()
-print(json.dumps({"n": n, "rss_before": before,
-                  "rss_peak": max(peak_rss[0], proc.memory_info().rss), "seconds": seconds}))
-"""
+import pipeline  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
+
+N_ATTRIBUTES = 17
+ATTRIBUTES = [f"a{i:02d}" for i in range(N_ATTRIBUTES)]
 
 
-def disk_section(workdir: Path, n: int, size: int, detector: str) -> None:
-    from pipeline.simulate import simulate_dataset
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} on {os.cpu_count()} cores"
+
+
+def scratch() -> Path:
+    return Path(os.environ.get("XRAE_BENCH_DIR", "/tmp/xrae-scale"))
+
+
+# ---------------------------------------------------------------- data
+
+
+def _image(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    r = np.hypot(yy, xx)
+    act = (rng.random(N_ATTRIBUTES) < 0.3).astype(np.uint8)
+    expected = 5.0 + 400.0 * (r < size / 10) * act[0] + 150.0 * (np.abs(r - size / 3) < 2) * act[1]
+    return rng.poisson(expected).astype(np.float32), act
+
+
+def bench_dataset(n: int):
+    """A dataset of n images (written once, then reused)."""
+    from pipeline import store
+
+    data, dataset_id = scratch() / "data", f"scale-{n}"
+    if (data / store.DATASETS / dataset_id / "dataset.json").is_file():
+        return store.open_dataset(dataset_id, data)
+    rng = np.random.default_rng(0)
+    with store.DatasetWriter(data, dataset_id, ATTRIBUTES, meta={"source": "bench"}) as ds:
+        for _ in range(n):
+            pixels, act = _image(rng)
+            ds.add(pixels, act, split="test", source="bench")
+    return store.open_dataset(dataset_id, data)
+
+
+def bench_checkpoint() -> Path:
+    """An untrained compact net at the demo's input size: throughput does not need training."""
+    import torch
+
+    from pipeline.model import build_model, per_image_normalisation, save_checkpoint
+
+    path = scratch() / "compact.pt"
+    if not path.is_file():
+        torch.manual_seed(0)
+        save_checkpoint(path, build_model("compact", N_ATTRIBUTES).eval(), arch="compact",
+                        attributes=ATTRIBUTES, input_size=64,
+                        normalisation=per_image_normalisation())
+    return path
+
+
+def clustered_features(n: int, dims: int = 512, k: int = 40, seed: int = 0):
+    """FEA-like features in k clusters, the label set of each point that of its cluster (with
+    a little noise), and probabilities near the labels."""
+    rng = np.random.default_rng(seed)
+    centres, labels = rng.normal(0, 1, (k, dims)), rng.random((k, N_ATTRIBUTES)) < 0.3
+    which = rng.integers(0, k, n)
+    fea = (centres[which] + rng.normal(0, 0.6, (n, dims))).astype(np.float32)
+    act = (labels[which] ^ (rng.random((n, N_ATTRIBUTES)) < 0.02)).astype(np.uint8)
+    prd = np.clip(act * 0.7 + rng.random((n, N_ATTRIBUTES)) * 0.3, 0, 1).astype(np.float32)
+    return act, fea, prd
+
+
+# ---------------------------------------------------------------- inference
+
+
+def _in_process(checkpoint, ds, threads: int) -> float:
+    import torch
+
+    from pipeline.infer import infer
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # compute_threads then keeps what we set
+    torch.set_num_threads(threads)
+    try:
+        started = time.perf_counter()
+        infer(checkpoint, ds, device="cpu", progress=False)
+        return len(ds) / (time.perf_counter() - started)
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
+
+
+def _on_cluster(checkpoint, ds, workers: int) -> tuple[float, float]:
+    """(images/s once the workers are warm, seconds to start and warm the cluster)."""
+    from pipeline.cluster import connect
+    from pipeline.infer_shards import infer_on_cluster, infer_shard
 
     started = time.perf_counter()
-    path = simulate_dataset(workdir / "disk", n, size=size, seed=0, dataset_id="disk",
-                            detector=detector, progress=False)
+    with connect("local", n_workers=workers) as client:
+        shared = {"checkpoint": str(checkpoint), "dataset": str(ds.path), "device": "cpu",
+                  "multiscale": False, "batch_size": 64}
+        warm = [client.submit(infer_shard, 0, 8, **shared, pure=False, workers=[w])
+                for w in client.nthreads()]
+        client.gather(warm)  # torch imported and the model loaded on every worker
+        ready = time.perf_counter() - started
+        started = time.perf_counter()
+        infer_on_cluster(client, checkpoint, ds, device="cpu", progress=False)
+        return len(ds) / (time.perf_counter() - started), ready
+
+
+def bench_inference(n: int) -> None:
+    ds, checkpoint = bench_dataset(n), bench_checkpoint()
+    print(f"inference, compact net at 64² from 256² images, {n} images ({load()})")
+    for threads in (1, 2):
+        rate = _in_process(checkpoint, ds, threads)
+        print(f"  single process, {threads} torch thread(s): {rate:7.1f} images/s ({load()})")
+    rates = {}
+    for workers in (1, 2):
+        rates[workers], ready = _on_cluster(checkpoint, ds, workers)
+        print(f"  Dask, {workers} worker(s) × 1 thread: {rates[workers]:7.1f} images/s "
+              f"(cluster start and warm-up {ready:.1f} s; {load()})")
+    print(f"  2 workers / 1 worker: {rates[2] / rates[1]:.2f}×")
+
+
+# ---------------------------------------------------------------- embedding
+
+
+def knn_preserved(z: np.ndarray, coords: np.ndarray, k: int = 10, n_probe: int = 2000,
+                  seed: int = 0) -> float:
+    """Mean share of each probed point's k nearest neighbours in `z` that are also among its k
+    nearest on the map."""
+    from sklearn.neighbors import NearestNeighbors
+
+    probe = np.random.default_rng(seed).choice(len(z), min(n_probe, len(z)), replace=False)
+    high = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z[probe])[1][:, 1:]
+    low = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords[probe])[1][:, 1:]
+    return float(np.mean([len(set(h) & set(m)) / k for h, m in zip(high, low, strict=True)]))
+
+
+def bench_embedding(n: int, reference_n: int, full: bool = True) -> None:
+    from pipeline.embed import embed, prepare
+    from pipeline.reference import choose_reference, embed_with_reference
+
+    act, fea, _ = clustered_features(n)
+    z = prepare(fea, "fea")
+    print(f"FEA map of {n} points, reference {reference_n} ({load()})")
+    started = time.perf_counter()
+    rows = choose_reference(act, reference_n)
+    placed = embed_with_reference(fea, space="fea", rows=rows)
+    t_ref = time.perf_counter() - started
+    print(f"  reference + transform: {t_ref:7.1f} s, 10-NN preserved "
+          f"{knn_preserved(z, placed):.3f} ({load()})")
+    if not full:
+        return
+    started = time.perf_counter()
+    whole = embed(fea, space="fea")
+    t_full = time.perf_counter() - started
+    print(f"  full openTSNE:         {t_full:7.1f} s, 10-NN preserved "
+          f"{knn_preserved(z, whole):.3f} ({load()})")
+    print(f"  time ratio reference / full: {t_ref / t_full:.2f}")
+
+
+# ---------------------------------------------------------------- add
+
+
+def _big_run(n: int, checkpoint: Path) -> str:
+    """A run of n images' arrays (no image files) with the compact net's FEA width; its maps
+    are PCA layouts scaled like t-SNE maps: the time of `add` does not depend on their shape."""
+    import pandas as pd
+    import torch
+
+    from pipeline import store
+    from pipeline.model import load_checkpoint
+    from pipeline.reference import REFERENCE_FILE, choose_reference
+
+    run_id = f"scale-run-{n}"
+    data = scratch() / "data"
+    if (data / store.RUNS / run_id / "run.json").is_file():
+        return run_id
+    model, _ = load_checkpoint(checkpoint)
+    with torch.inference_mode():
+        width = model.features(torch.zeros(1, 1, 64, 64)).shape[1]
+    act, fea, prd = clustered_features(n, dims=width)
+    emb = {s: _layout(x) for s, x in (("act", act), ("fea", fea), ("prd", prd))}
+    images = pd.DataFrame({"image_id": [f"r{i}" for i in range(n)], "path": [""] * n,
+                           "split": ["test"] * n, "source": ["bench"] * n})
+    store.write_run(data, attributes=ATTRIBUTES, images=images, act=act, prd=prd, fea=fea,
+                    emb=emb, meta={"dataset": "none", "embedding": {"seed": 0, "perplexity": 30}},
+                    run_id=run_id,
+                    extra_files={"model.pt": lambda p: p.write_bytes(checkpoint.read_bytes()),
+                                 REFERENCE_FILE: lambda p: np.save(p, choose_reference(act))})
+    return run_id
+
+
+def _layout(x: np.ndarray) -> np.ndarray:
+    centred = np.asarray(x, np.float64) - np.mean(x, axis=0)
+    coords = centred @ np.linalg.svd(centred[:5000], full_matrices=False)[2][:2].T
+    return (30 * coords / coords.std(axis=0)).astype(np.float32)
+
+
+def _image_folder(n: int) -> Path:
+    from PIL import Image
+
+    folder = scratch() / f"incoming-{n}"
+    if folder.is_dir():
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    rng, rows = np.random.default_rng(1), []
+    for i in range(n):
+        pixels, act = _image(rng)
+        Image.fromarray(pixels.astype(np.uint16)).save(tmp / f"new{i:06d}.tif")
+        rows.append(",".join([f"new{i:06d}.tif", *map(str, act)]))
+    (tmp / "labels.csv").write_text("\n".join([",".join(["file", *ATTRIBUTES]), *rows]) + "\n")
+    tmp.rename(folder)
+    return folder
+
+
+def bench_add(n_run: int, n_add: int, scheduler: str) -> None:
+    from pipeline import store
+    from pipeline.add import add_images
+
+    checkpoint = bench_checkpoint()
+    run_id, folder = _big_run(n_run, checkpoint), _image_folder(n_add)
+    print(f"add {n_add} images to a run of {n_run}, scheduler {scheduler} ({load()})")
+    started = time.perf_counter()
+    path = add_images(scratch() / "data", run_id, folder, folder / "labels.csv",
+                      scheduler=scheduler, device="cpu", progress=False)
     seconds = time.perf_counter() - started
-    files = [p for p in path.rglob("*") if p.is_file()]
-    total = sum(p.stat().st_size for p in files)
-    print(f"## disk per image: {n} simulated {size}² images ({detector}), "
-          f"written in {seconds:.0f} s")
-    print(f"  dataset           {total / n / KB:7.1f} KB/image  ({total / MB:.1f} MB, "
-          f"{len(files)} files)")
-    store = path / "images.zarr"
-    for part in sorted({p.relative_to(store).parts[0] for p in store.rglob("*") if p.is_dir()}):
-        shards = (store / part).rglob("c/*/0/0")
-        for array in sorted({p.parent.parent.parent.parent for p in shards}):
-            size_b = sum(p.stat().st_size for p in array.rglob("*") if p.is_file())
-            print(f"    {str(array.relative_to(store)):16s} {size_b / n / KB:7.1f} KB/image")
-    tables = sum(p.stat().st_size for p in files if store not in p.parents)
-    print(f"    {'tables':16s} {tables / n / KB:7.1f} KB/image")
-    old = size * size * 4 + 128  # float32 pixels and the .npy header
-    print(f"  before the store  {old / KB:7.1f} KB/image ({n} files): {old * n / total:.1f}× "
-          "the chunk store")
-    read_section(path)
+    run = store.get_run(path.name, scratch() / "data")
+    print(f"  {seconds:.1f} s in all; {run.meta['timings']} ({load()})")
 
 
-def read_section(path: Path, repeat: int = 3) -> None:
-    """Model inputs of every row: one batch read from the store against making each from its
-    full-size image (what reading the one-file-per-image layout took)."""
-    from pipeline.store import open_dataset
-    from pipeline.store.chunks import model_input
-
-    dataset = open_dataset(path)
-    n, size = len(dataset), dataset.input_size
-    batch, made = [], []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        dataset.load_inputs(range(n))
-        batch.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        for i in range(n):
-            model_input(dataset.load_image(i), size)
-        made.append(time.perf_counter() - started)
-    fast, slow = sorted(batch)[repeat // 2], sorted(made)[repeat // 2]
-    print(f"## model inputs of {n} rows at {size}² (median of {repeat})")
-    print(f"  load_inputs, one batch from the store  {n / fast:8.0f} images/s")
-    print(f"  each full-size image read and resized  {n / slow:8.0f} images/s  "
-          f"({slow / fast:.0f}× slower)")
+SECTIONS = ["disk", "memory", "infer", "embed", "add"]
 
 
-def memory_section(workdir: Path, counts: list[int], size: int) -> None:
-    print(f"## peak memory writing {size}² images through DatasetWriter (fresh process each)")
-    results = []
-    for n in counts:
-        folder = workdir / f"mem-{n}"
-        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(folder), str(n),
-                              str(size)], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parents[1])
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        results.append(result)
-        grown = (result["rss_peak"] - result["rss_before"]) / MB
-        print(f"  n={n:6d}: RSS peak "
-              f"{result['rss_peak'] / MB:7.1f} MB (+{grown:.1f} MB over the start), "
-              f"{n / result['seconds']:.0f} images/s")
-        shutil.rmtree(folder, ignore_errors=True)
-    first, last = results[0], results[-1]
-    extra = last["n"] - first["n"]
-    grown = last["rss_peak"] - first["rss_peak"]
-    print(f"  RSS peak: ×{last['rss_peak'] / first['rss_peak']:.2f} for "
-          f"×{last['n'] / first['n']:.1f} images ({grown / MB:+.1f} MB, "
-          f"{grown / extra:+.0f} bytes per extra image)")
+def store_sections(args) -> None:
+    """The chunk store's disk and memory sections, in a scratch folder of their own."""
+    if not {"disk", "memory"} & set(args.sections):
+        return
+    from scale_store import disk_section, memory_section
 
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", default=["disk", "memory"],
-                        choices=["disk", "memory"])
-    parser.add_argument("--disk-n", type=int, default=512)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--detector", default="pilatus")
-    parser.add_argument("--memory-n", type=int, nargs=2, default=[2500, 5000],
-                        help="the two image counts to compare")
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="xrae-scale-"))
+    workdir = Path(tempfile.mkdtemp(prefix="xrae-scale-store-"))
     try:
         if "disk" in args.sections:
             disk_section(workdir, args.disk_n, args.size, args.detector)
         if "memory" in args.sections:
             memory_section(workdir, sorted(args.memory_n), args.size)
     finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", nargs="+", default=SECTIONS, choices=SECTIONS)
+    parser.add_argument("--disk-n", type=int, default=512)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--detector", default="pilatus")
+    parser.add_argument("--memory-n", type=int, nargs=2, default=[2500, 5000],
+                        help="the two image counts to compare")
+    parser.add_argument("--n-infer", type=int, default=20_000)
+    parser.add_argument("--n-embed", type=int, default=100_000)
+    parser.add_argument("--reference-n", type=int, default=50_000)
+    parser.add_argument("--no-full", action="store_true", help="skip the full openTSNE map")
+    parser.add_argument("--n-run", type=int, default=100_000)
+    parser.add_argument("--n-add", type=int, default=10_000)
+    parser.add_argument("--add-scheduler", default="local")
+    args = parser.parse_args()
+    store_sections(args)
+    if "infer" in args.sections:
+        bench_inference(args.n_infer)
+    if "embed" in args.sections:
+        bench_embedding(args.n_embed, args.reference_n, full=not args.no_full)
+    if "add" in args.sections:
+        bench_add(args.n_run, args.n_add, args.add_scheduler)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def _dataset(data_dir: Path, config: DemoConfig, seed: int, progress: bool) -> s
 def run_demo(data_dir=None, *, n: int | None = None, fast: bool = False, seed: int = 0,
              progress: bool = True, arch: str | None = None, input_size: int | None = None,
              steps: int | None = None, epochs: int | None = None, device: str | None = None,
-             batch_size: int | None = None) -> Path:
+             batch_size: int | None = None, scheduler: str | None = None) -> Path:
     """simulate → train → infer → embed → metrics; print the AP table; return the run directory."""
     from pipeline.infer import make_run
     from pipeline.train import train, use_all_cores
@@ -121,7 +121,7 @@ def run_demo(data_dir=None, *, n: int | None = None, fast: bool = False, seed: i
             timings["train_s"] = round(time.perf_counter() - t0, 2)
             meta = {"demo": {**asdict(config), "seed": seed, "fast": fast}, "timings": timings}
             path = make_run(data_dir, ds, checkpoint, device=config.device, meta_extra=meta,
-                            progress=False, on_progress=bar)
+                            progress=False, on_progress=bar, scheduler=scheduler)
     finally:
         bar.close()
     total = time.perf_counter() - started

@@ -70,11 +70,28 @@ def embed(x: np.ndarray, *, space: str, seed: int = 0, perplexity: float = 30,
     z = prepare(x, space, seed)
     if len(z) < MIN_TSNE_POINTS:
         return _pca_layout(z)
+    return as_coords(fit_tsne(z, seed=seed, perplexity=perplexity, progress=progress,
+                              on_iteration=on_iteration, method=method, desc=f"embed {space}"),
+                     name)
+
+
+def as_coords(embedding, name: str) -> np.ndarray:
+    """N × 2 float32 coordinates, refused when any is not finite."""
+    coords = np.asarray(embedding, dtype=np.float32)
+    if not np.isfinite(coords).all():
+        raise PipelineError(f"t-SNE of the {name} gave non-finite coordinates")
+    return coords
+
+
+def fit_tsne(z: np.ndarray, *, seed: int = 0, perplexity: float = 30, progress: bool = False,
+             on_iteration: Callable[[int], None] | None = None, method: str = "auto",
+             desc: str = "embed"):
+    """openTSNE's TSNEEmbedding of prepared inputs `z` (at least MIN_TSNE_POINTS rows)."""
     perplexity = float(min(perplexity, (len(z) - 1) / 3))
     if not perplexity > 0:
         raise PipelineError(f"perplexity must be positive, got {perplexity}")
-    bar = tqdm(total=EARLY_ITER + MAIN_ITER, desc=f"embed {space}", unit="it",
-               disable=not progress, leave=False)
+    bar = tqdm(total=EARLY_ITER + MAIN_ITER, desc=desc, unit="it", disable=not progress,
+               leave=False)
     done = [0]
 
     def tick(iteration, error, embedding):
@@ -90,12 +107,9 @@ def embed(x: np.ndarray, *, space: str, seed: int = 0, perplexity: float = 30,
                 early_exaggeration_iter=EARLY_ITER, n_iter=MAIN_ITER, callbacks=tick,
                 callbacks_every_iters=CALLBACK_EVERY, verbose=False)
     try:
-        coords = np.asarray(tsne.fit(z), dtype=np.float32)
+        return tsne.fit(z)
     finally:
         bar.close()
-    if not np.isfinite(coords).all():
-        raise PipelineError(f"t-SNE of the {name} gave non-finite coordinates")
-    return coords
 
 
 def _jobs() -> int:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline import metrics, store
-from pipeline.embed import embed_all, embedding_meta
+from pipeline import cluster, metrics, store
+from pipeline.embed import embedding_meta
 from pipeline.errors import PipelineError, Stopped
 from pipeline.model import (
     compute_threads,
@@ -144,29 +144,40 @@ def _images_table(ds: store.Dataset, data_dir: Path):
 def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
              multiscale: bool = False, run_id: str | None = None, meta_extra: dict | None = None,
              progress: bool = True, should_stop: Callable[[], bool] | None = None,
-             on_progress: Callable[[str, float], None] | None = None) -> Path:
+             on_progress: Callable[[str, float], None] | None = None,
+             scheduler: str | None = None, parent_maps: dict | None = None) -> Path:
     """infer → embed → metrics → one run written whole; returns the run directory.
 
     `act` replaces the dataset's labels as the run's ACT (e.g. corrected labels after a review).
     The checkpoint goes into the run as model.pt (our format, with no optimizer state).
+    `scheduler` (see pipeline.cluster) says where inference and embedding run; `parent_maps`
+    ({space: N × 2}) starts each map from a parent run's coordinates.
     """
+    from pipeline.reference import REFERENCE_FILE, embed_maps
+
     data_dir = store.resolve_data_dir(data_dir)
     ds = as_dataset(dataset, data_dir)
     act = labels_for(ds, act).astype(np.uint8)
     timings = {}
-    started = time.perf_counter()
     model, info = load_checkpoint(checkpoint, attributes=ds.attributes)
-    prd, fea = predict(model, info, ds, device=device, multiscale=multiscale, progress=progress,
-                       on_progress=on_progress, should_stop=should_stop)
-    timings["infer_s"] = round(time.perf_counter() - started, 2)
-    started = time.perf_counter()
-    emb = embed_all(act, fea, prd, progress=progress, on_progress=on_progress,
-                    should_stop=should_stop)
-    timings["embed_s"] = round(time.perf_counter() - started, 2)
+    where = cluster.resolve(scheduler, len(ds))
+    with cluster.maybe_client(where) as client:
+        started = time.perf_counter()
+        prd, fea = infer_all(client, checkpoint, model, info, ds, device=device,
+                              multiscale=multiscale, progress=progress, on_progress=on_progress,
+                              should_stop=should_stop)
+        timings["infer_s"] = round(time.perf_counter() - started, 2)
+        started = time.perf_counter()
+        emb, reference = embed_maps(act, fea, prd, progress=progress, client=client,
+                                    parent=parent_maps, on_progress=on_progress,
+                                    should_stop=should_stop)
+        timings["embed_s"] = round(time.perf_counter() - started, 2)
     scores = _scores(info, ds, act, prd)
     meta = {"dataset": ds.id, "model": _model_meta(checkpoint, info, multiscale),
             "device": str(pick_device(device)), **scores, "timings": timings,
-            "embedding": embedding_meta(len(ds)),
+            "embedding": {**embedding_meta(len(ds)), "reference_n": len(reference),
+                          "from_parent": parent_maps is not None},
+            "scheduler": where or "none",
             **(meta_extra or {})}
     if meta_extra and "timings" in meta_extra:
         meta["timings"] = {**meta_extra["timings"], **timings}
@@ -181,8 +192,18 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
 
     return store.write_run(data_dir, attributes=ds.attributes, colours=ds.colours,
                            images=_images_table(ds, data_dir), act=act, prd=prd, fea=fea,
-                           emb=emb, meta=meta, extra_files={"model.pt": write_model},
-                           run_id=run_id)
+                           emb=emb, meta=meta, run_id=run_id,
+                           extra_files={"model.pt": write_model,
+                                        REFERENCE_FILE: lambda path: np.save(path, reference)})
+
+
+def infer_all(client, checkpoint, model, info, ds, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """predict() here, or sharded over the Dask client's workers when there is one."""
+    if client is None:
+        return predict(model, info, ds, **kw)
+    from pipeline.infer_shards import infer_on_cluster
+
+    return infer_on_cluster(client, checkpoint, ds, **kw)
 
 
 def _model_meta(checkpoint, info: dict, multiscale: bool) -> dict:

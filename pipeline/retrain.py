@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline import corrections, jobs, metrics, store
 from pipeline.errors import PipelineError, Stopped
+from pipeline.store import SPACES
 
 FINE_TUNE_EPOCHS = 3
 MAX_EPOCHS = 200  # the most a dashboard user may ask for (the form's limit, checked by the server)
@@ -118,11 +119,13 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
                 snapshot: pd.DataFrame | None = None,
                 should_stop: Callable[[], bool] | None = None,
                 on_progress: Callable[[str, float], None] | None = None,
-                max_jobs: int | None = None) -> Path:
+                max_jobs: int | None = None, scheduler: str | None = None) -> Path:
     """Fine-tune `run_id`'s model on the corrected labels and write the result as a new run.
 
     The corrections come from `snapshot` when given, else from the data directory's database.
     With `max_jobs`, the job refuses to start while that many others run on the data directory.
+    `scheduler` (default $XRAE_DASK_SCHEDULER, see pipeline.cluster) is where inference and
+    embedding run. The new maps start from the parent run's, so an image stays about where it was.
 
     on_progress(stage name, fraction of the whole job in 0..1). should_stop() → True, or a
     jobs.request_cancel() for the run, stops the job with Cancelled (a PipelineError). A stopped or
@@ -146,7 +149,7 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
             path = _fine_tune_and_write(
                 data_dir, run, settings, scratch, device=device, progress=progress,
                 new_run_id=new_run_id, snapshot=snapshot, should_stop=stopping,
-                report=_Progress(on_progress, lock))
+                report=_Progress(on_progress, lock), scheduler=scheduler)
     except Stopped as err:
         raise Cancelled(f"retraining of run {run.id} was cancelled; no run was written") from err
     finally:
@@ -158,7 +161,8 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
 
 
 def _fine_tune_and_write(data_dir: Path, run: store.Run, settings: dict, scratch: Path, *,
-                         device, progress, new_run_id, snapshot, should_stop, report) -> Path:
+                         device, progress, new_run_id, snapshot, should_stop, report,
+                         scheduler=None) -> Path:
     from pipeline.infer import make_run
     from pipeline.train import train
 
@@ -177,7 +181,8 @@ def _fine_tune_and_write(data_dir: Path, run: store.Run, settings: dict, scratch
             "timings": {"fine_tune_s": round(time.perf_counter() - t0, 2)}}
     return make_run(data_dir, ds, checkpoint, act=act, device=device,
                     run_id=new_run_id or store.new_id(f"{ds.id} retrained"), meta_extra=meta,
-                    progress=progress, should_stop=should_stop, on_progress=report)
+                    progress=progress, should_stop=should_stop, on_progress=report,
+                    scheduler=scheduler, parent_maps={s: np.asarray(run.emb(s)) for s in SPACES})
 
 
 

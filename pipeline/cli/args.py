@@ -60,3 +60,12 @@ def add_max_pixels(parser: argparse.ArgumentParser) -> None:
         default=MAX_PIXELS,
         help=f"refuse images declaring more pixels than this (default {MAX_PIXELS:,})",
     )
+
+
+def add_scheduler(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scheduler", default=None,
+        help="where inference and embedding run: none (this process), local (a Dask cluster of "
+             "one single-threaded worker per core), tcp://host:8786 (a running Dask scheduler) or "
+             "auto (local from 10,000 images); default: $XRAE_DASK_SCHEDULER, else auto",
+    )

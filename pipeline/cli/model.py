@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import metrics, store
-from pipeline.cli.args import add_data_dir, non_negative_int
+from pipeline.cli.args import add_data_dir, add_scheduler, non_negative_int
 from pipeline.demo import DEFAULT, FAST, run_demo, threshold_note
 from pipeline.errors import PipelineError
 
@@ -26,6 +26,7 @@ def register(subparsers) -> None:
     _register_infer(subparsers)
     _register_metrics(subparsers)
     _register_embed(subparsers)
+    _register_add(subparsers)
 
 
 def _register_demo(subparsers) -> None:
@@ -46,6 +47,7 @@ def _register_demo(subparsers) -> None:
     p.add_argument("--batch-size", type=non_negative_int, default=None,
                    help=f"default {DEFAULT.batch_size}")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    add_scheduler(p)
     add_data_dir(p)
     p.set_defaults(func=cmd_demo)
 
@@ -53,7 +55,7 @@ def _register_demo(subparsers) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(args.data_dir, n=args.n, fast=args.fast, seed=args.seed, arch=args.arch,
              input_size=args.input_size, steps=args.steps, epochs=args.epochs,
-             device=args.device, batch_size=args.batch_size)
+             device=args.device, batch_size=args.batch_size, scheduler=args.scheduler)
     return 0
 
 
@@ -106,6 +108,7 @@ def _register_infer(subparsers) -> None:
                    help="average 3 scales × 5 crops per image (Wang et al., WACV 2017)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--run-id", default=None, help="id of the new run (default: generated)")
+    add_scheduler(p)
     add_data_dir(p)
     p.set_defaults(func=cmd_infer)
 
@@ -116,7 +119,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     use_all_cores()
     path = make_run(args.data_dir, args.dataset, args.checkpoint, device=args.device,
-                    multiscale=args.multiscale, run_id=args.run_id)
+                    multiscale=args.multiscale, run_id=args.run_id, scheduler=args.scheduler)
     run = store.get_run(path.name, path.parent.parent)
     scores = run.meta.get("metrics_at_thresholds") or run.meta["metrics"]
     print(metrics.format_ap_table(run.attributes, scores))
@@ -178,4 +181,35 @@ def cmd_embed(args: argparse.Namespace) -> int:
     run = store.get_run(args.run, args.data_dir)
     path = reembed_run(run, seed=args.seed, perplexity=args.perplexity, run_id=args.run_id)
     print(f"run written to {path}")
+    return 0
+
+
+def _register_add(subparsers) -> None:
+    p = subparsers.add_parser(
+        "add", help="place new images on a run's maps, written as a new run (old points stay put)")
+    p.add_argument("--run", required=True, help="id of the run to add to")
+    p.add_argument("--images", required=True, help="folder holding the new image files")
+    p.add_argument("--labels", default=None,
+                   help="CSV: image file column + one 0/1 column per attribute of the run "
+                        "(without it the model's calls at the run's thresholds stand in)")
+    p.add_argument("--inverted", action="store_true",
+                   help="images were exported with inverted contrast (dark = intense)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--run-id", default=None, help="id of the new run (default: generated)")
+    add_scheduler(p)
+    add_data_dir(p)
+    p.set_defaults(func=cmd_add)
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from pipeline.add import add_images
+    from pipeline.train import use_all_cores
+
+    use_all_cores()
+    path = add_images(args.data_dir, args.run, args.images, args.labels, device=args.device,
+                      new_run_id=args.run_id, scheduler=args.scheduler, inverted=args.inverted)
+    run = store.get_run(path.name, path.parent.parent)
+    added = run.meta["added"]
+    print(f"{added['n_images']} images ({added['labels']} labels) added to run "
+          f"{run.meta['parent_run']}; run {run.id} written to {path}")
     return 0

@@ -16,7 +16,7 @@ from pipeline.audit import (
     audit_run,
     format_ranking,
 )
-from pipeline.cli.args import add_data_dir, positive_int
+from pipeline.cli.args import add_data_dir, add_scheduler, positive_int
 from pipeline.corrections import active, db_path, export_csv, history, labels_in_force
 from pipeline.errors import PipelineError
 from pipeline.retrain import (
@@ -113,6 +113,7 @@ def _register_retrain(subparsers) -> None:
                    help="refuse to start while this many retraining jobs run (default: no limit)")
     p.add_argument("--json-progress", action="store_true",
                    help="print progress and the new run id as JSON lines (for the dashboard)")
+    add_scheduler(p)
     add_data_dir(p)
     p.set_defaults(func=cmd_retrain)
 
@@ -128,7 +129,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         path = retrain_run(data_dir, args.run, epochs=args.epochs, lr=args.lr,
                            batch_size=args.batch_size, device=args.device,
                            new_run_id=args.run_id, progress=not args.json_progress,
-                           snapshot=snapshot, on_progress=report, max_jobs=args.max_jobs)
+                           snapshot=snapshot, on_progress=report, max_jobs=args.max_jobs,
+                           scheduler=args.scheduler)
     except Cancelled as err:
         print(f"cancelled: {err}", file=sys.stderr)
         return EXIT_CANCELLED

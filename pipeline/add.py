@@ -1,0 +1,174 @@
+"""`python -m pipeline add`: new images put on an existing run's three maps, written as a new run
+whose parent is the old one; every old point keeps its coordinates bit for bit.
+
+The images are ingested into a dataset of their own (pipeline/ingest.py), inferred with the run's
+checkpoint and placed by openTSNE's transform against the run's reference embedding (rebuilt from
+its reference rows and their coordinates). Without a labels CSV the model's own calls at the
+run's thresholds stand in as the new images' ACT (the run records that they are predicted).
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import cluster, metrics, store
+from pipeline.embed import SPACES
+from pipeline.errors import PipelineError
+from pipeline.reference import REFERENCE_FILE, REFERENCE_N, place, rebuild
+from pipeline.store.files import read_npy
+
+ADDED_SPLIT = "added"
+KEPT_META = ("id", "created", "pipeline_version", "n_images", "n_attributes", "timings",
+             "parent_run", "added", "scheduler", "embedded_from", "retrained")
+
+
+def add_images(data_dir, run_id: str, images_dir, labels=None, *, dataset_id: str | None = None,
+               new_run_id: str | None = None, device: str = "auto", scheduler: str | None = None,
+               progress: bool = True, **ingest_options) -> Path:
+    """Ingest `images_dir` (with `labels`, a CSV, when given), infer, place, write a new run.
+
+    A failure at any step leaves no new run and no new dataset behind.
+    """
+    data_dir = store.resolve_data_dir(data_dir)
+    run = store.get_run(run_id, data_dir)
+    if run.checkpoint is None:
+        raise PipelineError(f"run {run.id} has no model.pt; images can be added only to a run "
+                            "made from a checkpoint")
+    reference = reference_rows(run)
+    cluster.resolve(scheduler, 0)  # a bad scheduler is refused before anything is read
+    if labels is not None:
+        _check_attributes(labels, run)
+    dataset_id = store.check_id(dataset_id or store.new_id(f"{run.id[-24:]} added"), "dataset")
+    ds = _ingest(data_dir, run, images_dir, labels, dataset_id, progress, ingest_options)
+    try:
+        return _infer_place_write(data_dir, run, ds, reference, labelled=labels is not None,
+                                  new_run_id=new_run_id, device=device, scheduler=scheduler,
+                                  progress=progress)
+    except BaseException:
+        shutil.rmtree(ds.path, ignore_errors=True)  # the new images belong to no run: gone
+        raise
+
+
+def reference_rows(run: store.Run) -> np.ndarray:
+    """The rows the run's maps were fitted on: its stored reference, else (older runs) all rows
+    of a run small enough to have been embedded whole."""
+    file = run.path / REFERENCE_FILE
+    if file.is_file():
+        rows = read_npy(file)
+        if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= len(run):
+            raise PipelineError(f"{file} does not hold row numbers of run {run.id}")
+        return rows.astype(np.int64)
+    if len(run) > REFERENCE_N:
+        raise PipelineError(f"run {run.id} has no {REFERENCE_FILE}; re-embed it "
+                            "(python -m pipeline embed) before adding images")
+    return np.arange(len(run))
+
+
+def _ingest(data_dir: Path, run: store.Run, images_dir, labels, dataset_id: str, progress: bool,
+            options: dict) -> store.Dataset:
+    from pipeline.ingest import ingest
+
+    with tempfile.TemporaryDirectory(prefix="xrae-add-") as scratch:
+        csv_file = Path(labels) if labels is not None else _blank_labels(
+            Path(images_dir), run.attributes, Path(scratch) / "labels.csv")
+        result = ingest(images_dir, csv_file, data_dir, dataset_id=dataset_id, test_fraction=0.0,
+                        progress=progress, **options)
+    return store.open_dataset(result.path)
+
+
+def _check_attributes(labels, run: store.Run) -> None:
+    from pipeline.labels import read_labels
+
+    found = read_labels(labels).attributes
+    if list(found) != list(run.attributes):
+        raise PipelineError(f"labels CSV {labels} has attributes {found}, but run {run.id} has "
+                            f"{run.attributes}")
+
+
+def _blank_labels(images_dir: Path, attributes: list[str], out: Path) -> Path:
+    """A labels CSV naming every image file of the folder, all labels 0 (replaced later)."""
+    from pipeline.ingest import ImageIndex
+
+    files = ImageIndex(images_dir).files
+    if not files:
+        raise PipelineError(f"images folder {images_dir} holds no image file we can read")
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", *attributes])
+        writer.writerows([rel, *[0] * len(attributes)] for rel in files)
+    return out
+
+
+def _infer_place_write(data_dir: Path, run: store.Run, ds: store.Dataset, reference, *,
+                       labelled: bool, new_run_id, device, scheduler, progress) -> Path:
+    from pipeline.infer import infer_all
+    from pipeline.model import load_checkpoint
+
+    timings, started = {}, time.perf_counter()
+    model, info = load_checkpoint(run.checkpoint, attributes=ds.attributes)
+    with cluster.maybe_client(cluster.resolve(scheduler, len(ds))) as client:
+        prd, fea = infer_all(client, run.checkpoint, model, info, ds, device=device,
+                             progress=progress)
+        timings["infer_s"] = round(time.perf_counter() - started, 2)
+        started = time.perf_counter()
+        act = ds.act if labelled else _predicted_labels(run, prd)
+        new = {"act": act, "fea": fea, "prd": prd}
+        emb = {s: np.concatenate([np.asarray(run.emb(s)), _placed(run, s, reference, new[s],
+                                                                  client)]) for s in SPACES}
+        timings["place_s"] = round(time.perf_counter() - started, 2)
+    meta = {k: v for k, v in run.meta.items() if k not in KEPT_META}
+    meta.update(parent_run=run.id, timings=timings, added={
+        "dataset": ds.id, "n_images": len(ds), "labels": "annotated" if labelled else "predicted"})
+    if labelled:
+        meta["added"]["metrics"] = metrics.evaluate(act, prd, _thresholds(run))
+    return store.write_run(
+        data_dir, attributes=run.attributes, colours=run.colours,
+        images=_images(run, ds), act=np.concatenate([np.asarray(run.act), act]),
+        prd=np.concatenate([np.asarray(run.prd), prd]),
+        fea=np.concatenate([np.asarray(run.fea), fea]), emb=emb, meta=meta,
+        run_id=new_run_id or store.new_id(f"{run.id[-24:]} added"),
+        extra_files={"model.pt": lambda path: shutil.copyfile(run.checkpoint, path),
+                     REFERENCE_FILE: lambda path: np.save(path, reference)})
+
+
+def _placed(run: store.Run, space: str, reference: np.ndarray, x_new: np.ndarray,
+            client) -> np.ndarray:
+    """The new rows' coordinates on the run's map of `space`."""
+    setting = run.meta.get("embedding") or {}
+    x_old = {"act": run.act, "fea": run.fea, "prd": run.prd}[space]
+    embedding, prepare_new = rebuild(
+        np.asarray(x_old[reference]), np.asarray(run.emb(space))[reference], space=space,
+        seed=int(setting.get("seed", 0)), perplexity=float(setting.get("perplexity", 30.0)))
+    return place(embedding, prepare_new(x_new), client)
+
+
+def _thresholds(run: store.Run) -> np.ndarray | float:
+    """The run's per-attribute thresholds, else its global threshold."""
+    chosen = run.meta.get("thresholds")
+    if isinstance(chosen, dict) and set(chosen) == set(run.attributes):
+        return np.array([float(chosen[a]) for a in run.attributes])
+    return float(run.meta.get("threshold", 0.5))
+
+
+def _predicted_labels(run: store.Run, prd: np.ndarray) -> np.ndarray:
+    """The model's calls at the run's thresholds: the ACT of images added without labels."""
+    return (prd >= _thresholds(run)).astype(np.uint8)
+
+
+def _images(run: store.Run, ds: store.Dataset) -> pd.DataFrame:
+    """The run's image table followed by the new images (split "added"); new ids that clash
+    with old ones are prefixed with the new dataset's id."""
+    old = run.images.drop(columns=["index"], errors="ignore")
+    new = ds.images.copy()
+    new["split"] = ADDED_SPLIT
+    ids = new["image_id"].astype(str)
+    if ids.isin(set(old["image_id"].astype(str))).any():
+        new["image_id"] = ds.id + "/" + ids
+    return pd.concat([old, new], ignore_index=True)

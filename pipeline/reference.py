@@ -1,0 +1,196 @@
+"""Maps of large runs, and new points placed on existing maps: openTSNE on a reference sample
+(stratified by label combination), every other point placed by TSNEEmbedding.transform.
+
+A run records its reference rows (reference_rows.npy); with them and the run's own arrays the
+reference embedding is rebuilt later, so images added to a run land on the same map while every
+old point keeps its coordinates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from openTSNE import TSNEEmbedding
+from openTSNE.affinity import PerplexityBasedNN
+from scipy.linalg import orthogonal_procrustes
+from sklearn.decomposition import PCA
+
+from pipeline import cluster
+from pipeline.embed import (
+    MIN_TSNE_POINTS,
+    PCA_DIMS,
+    _jobs,
+    as_coords,
+    fit_tsne,
+    gradient_method,
+    prepare,
+)
+from pipeline.errors import PipelineError
+
+REFERENCE_N = 50_000  # t-SNE proper on at most this many points; the rest are placed
+TRANSFORM_CHUNK = 5_000  # points placed per task: independent of each other, so any cut is exact
+REFERENCE_FILE = "reference_rows.npy"
+
+
+def choose_reference(act: np.ndarray, n_ref: int = REFERENCE_N, seed: int = 0) -> np.ndarray:
+    """Sorted row indices of a sample of `n_ref` rows (all rows when there are no more),
+    stratified by label combination: each combination keeps its share, and at least one row."""
+    act = np.asarray(act)
+    n = len(act)
+    if n <= n_ref:
+        return np.arange(n)
+    _, group, counts = np.unique(act, axis=0, return_inverse=True, return_counts=True)
+    group = group.ravel()
+    take = _quotas(counts, n_ref)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(group == g), k, replace=False)
+              for g, k in enumerate(take) if k]
+    return np.sort(np.concatenate(chosen))
+
+
+def _quotas(counts: np.ndarray, total: int) -> np.ndarray:
+    """Whole-number shares of `total` in proportion to `counts`, at least 1 each where possible,
+    by largest remainder."""
+    exact = counts * total / counts.sum()
+    take = np.minimum(counts, np.maximum(1, np.floor(exact).astype(int)))
+    while take.sum() > total:  # many rare combinations: trim the largest groups
+        take[np.argmax(take)] -= 1
+    room = np.flatnonzero(take < counts)
+    spare = total - take.sum()
+    if spare > 0:
+        order = room[np.argsort(-(exact[room] - take[room]), kind="stable")]
+        take[order[:spare]] += 1
+    return take
+
+
+def reference_inputs(x_ref: np.ndarray, space: str, seed: int = 0
+                     ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """What t-SNE sees of the reference rows (exactly embed.prepare's), and the function that
+    prepares any other rows the same way (the PCA fitted on the reference, fresh jitter)."""
+    x_ref = np.asarray(x_ref, dtype=np.float64)
+    if space == "fea" and x_ref.shape[1] > PCA_DIMS and len(x_ref) > PCA_DIMS:
+        pca = PCA(n_components=PCA_DIMS, random_state=seed)
+        return pca.fit_transform(x_ref), lambda x: pca.transform(np.asarray(x, np.float64))
+    if space == "act":
+        def jitter(x):
+            x = np.asarray(x, np.float64)
+            return prepare(x, "act", seed + 1 + len(x))  # its own stream, never the reference's
+        return prepare(x_ref, "act", seed), jitter
+    return prepare(x_ref, space, seed), lambda x: np.asarray(x, np.float64)
+
+
+def place(embedding: TSNEEmbedding, z: np.ndarray, client=None,
+          chunk: int = TRANSFORM_CHUNK) -> np.ndarray:
+    """Coordinates of new points `z` on `embedding` (openTSNE transform), in chunks; over the
+    Dask workers when a client is given."""
+    if len(z) == 0:
+        return np.zeros((0, 2), np.float32)
+    parts = cluster.shards(len(z), chunk)
+    if client is None:
+        placed = [transform_chunk(z[r.start : r.stop], embedding) for r in parts]
+    else:
+        # Dask would ship the TSNEEmbedding (an ndarray subclass) as a bare array: wrap it.
+        shared = client.scatter(Shipped(embedding), broadcast=True)
+        placed = cluster.gather(client, transform_chunk, [(z[r.start : r.stop],) for r in parts],
+                                desc="place", progress=False, sizes=[len(r) for r in parts],
+                                embedding=shared)
+    return as_coords(np.concatenate(placed), "placed points")
+
+
+class Shipped:
+    """A TSNEEmbedding on its way to the workers, pickled whole with its affinities."""
+
+    def __init__(self, embedding: TSNEEmbedding):
+        self.embedding = embedding
+
+
+def transform_chunk(z: np.ndarray, embedding: TSNEEmbedding | Shipped) -> np.ndarray:
+    if isinstance(embedding, Shipped):
+        embedding = embedding.embedding
+    return np.asarray(embedding.transform(z), dtype=np.float32)
+
+
+def embed_with_reference(x: np.ndarray, *, space: str, rows: np.ndarray, seed: int = 0,
+                         perplexity: float = 30, client=None,
+                         on_iteration: Callable[[int], None] | None = None) -> np.ndarray:
+    """N × 2 coordinates: t-SNE of the reference `rows`, the others placed by transform."""
+    x = np.asarray(x)
+    if len(rows) < MIN_TSNE_POINTS:
+        raise PipelineError(f"a reference of {len(rows)} points is too small for t-SNE")
+    z_ref, prepare_other = reference_inputs(x[rows], space, seed)
+    embedding = fit_tsne(z_ref, seed=seed, perplexity=perplexity, on_iteration=on_iteration)
+    coords = np.empty((len(x), 2), np.float32)
+    coords[rows] = as_coords(embedding, f"{space.upper()} reference")
+    others = np.setdiff1d(np.arange(len(x)), rows)
+    coords[others] = place(embedding, prepare_other(x[others]), client)
+    return coords
+
+
+def rebuild(x_ref: np.ndarray, coords_ref: np.ndarray, *, space: str, seed: int = 0,
+            perplexity: float = 30):
+    """The reference TSNEEmbedding of a stored run, from its reference rows and their
+    coordinates, and the function that prepares new rows for it."""
+    if len(x_ref) < MIN_TSNE_POINTS:
+        raise PipelineError(f"a map of {len(x_ref)} points is too small to place images on")
+    z_ref, prepare_other = reference_inputs(x_ref, space, seed)
+    perplexity = float(min(perplexity, (len(z_ref) - 1) / 3))
+    affinities = PerplexityBasedNN(z_ref, perplexity=perplexity, metric="euclidean",
+                                   n_jobs=_jobs(), random_state=seed, verbose=False)
+    embedding = TSNEEmbedding(np.asarray(coords_ref, dtype=np.float64), affinities,
+                              negative_gradient_method=gradient_method(len(z_ref)),
+                              random_state=seed, n_jobs=_jobs())
+    return embedding, prepare_other
+
+
+def embed_maps(act, fea, prd, *, seed: int = 0, progress: bool = False, client=None,
+               parent: dict[str, np.ndarray] | None = None, reference_n: int = REFERENCE_N,
+               on_progress: Callable[[str, float], None] | None = None,
+               should_stop: Callable[[], bool] | None = None
+               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The three maps and the reference rows they were fitted on.
+
+    Up to `reference_n` images this is embed.embed_all, unchanged. Beyond, t-SNE runs on a
+    stratified sample and the other images are placed by transform (on the client's workers
+    when given). With `parent` ({space: N × 2}, e.g. the run a retrained one came from) each
+    map is then turned, scaled and moved onto the parent's, so an image sits about where it sat.
+    """
+    from pipeline.embed import EARLY_ITER, MAIN_ITER, SPACES, embed_all
+    from pipeline.errors import Stopped
+
+    rows = choose_reference(act, reference_n, seed)
+    if len(rows) == len(act) or len(act) < MIN_TSNE_POINTS:
+        out = embed_all(act, fea, prd, seed=seed, progress=progress, on_progress=on_progress,
+                        should_stop=should_stop)
+        return _aligned(out, parent), rows
+    arrays, out = {"act": act, "fea": fea, "prd": prd}, {}
+    for k, space in enumerate(SPACES):
+        def heard(done, k=k):
+            if should_stop and should_stop():
+                raise Stopped("embedding stopped; no run was written")
+            if on_progress:
+                on_progress("embed", (k + done / (EARLY_ITER + MAIN_ITER)) / len(SPACES))
+
+        out[space] = embed_with_reference(arrays[space], space=space, rows=rows, seed=seed,
+                                          client=client, on_iteration=heard)
+    return _aligned(out, parent), rows
+
+
+def _aligned(maps: dict[str, np.ndarray], parent: dict[str, np.ndarray] | None) -> dict:
+    if parent is None:
+        return maps
+    return {s: align(coords, parent[s]) for s, coords in maps.items()}
+
+
+def align(coords: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """`coords` turned (or mirrored), scaled and moved to lie closest to `target` in the least
+    squares sense (orthogonal Procrustes): t-SNE maps have no fixed orientation, so two maps of
+    nearly the same data can come out rotated against each other."""
+    coords, target = np.asarray(coords, np.float64), np.asarray(target, np.float64)
+    if coords.shape != target.shape or len(coords) < 2:
+        return coords.astype(np.float32)
+    a, b = coords - coords.mean(0), target - target.mean(0)
+    rotation, scale = orthogonal_procrustes(a, b)
+    size = (a**2).sum()
+    factor = scale / size if size > 0 else 1.0
+    return (factor * a @ rotation + target.mean(0)).astype(np.float32)
