@@ -31,6 +31,7 @@ def audit_panel(locked: str | None = None) -> html.Div:
                     "carrying it (vote); ● = confident by the attribute's own threshold. Click a "
                     "row to open the image.", className="small text-muted mb-1")
     return html.Div([summary, hint,
+                     html.Div(id=ids.AUDIT_PREDICTIONS, className="small mb-1"),
                      html.Div(id=ids.AUDIT_TABLE, className="table-scroll",
                               style={"maxHeight": "260px"}),
                      retrain_box(locked),
@@ -100,6 +101,15 @@ def audit_table(rows: list[dict], colours: dict[str, str] | None = None) -> html
         ]))
     return dbc.Table([head, html.Tbody(body)], size="sm", hover=True,
                      className="metric-table audit-table")
+
+
+def predictions_note(source: str, run_id: str) -> str:
+    """Which predictions the audit ranked on (pipeline.audit.run_predictions' phrase) and, for
+    in-sample ones, the command that makes better ones."""
+    if source.startswith("out-of-fold"):
+        return f"Ranked on {source}: no image was scored by a model that trained on it."
+    return (f"Ranked on {source}, which hide some of the errors; out-of-fold predictions rank "
+            f"better: python -m pipeline audit --run {run_id} --folds 5")
 
 
 def corrections_summary(n_active: int, n_events: int, dataset: str) -> str:
