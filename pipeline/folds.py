@@ -60,7 +60,7 @@ def fold_settings(run: store.Run, steps: int | None = None) -> dict:
     model = run.meta.get("model") or {}
     training = model.get("training") or {}
     parent = run.meta.get("parent_run")
-    if training.get("init_checkpoint") and parent:  # a fine-tune: its parent trained from scratch
+    if run.meta.get("retrained") and parent:  # a fine-tune: its parent trained from scratch
         try:
             return fold_settings(store.get_run(parent, run.data_dir), steps)
         except PipelineError:

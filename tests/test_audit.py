@@ -38,7 +38,8 @@ def test_unlabelled_high_background_like_image_88_is_the_top_suspect():
     j = NAMES.index("High background")
     neighbour_of_88 = np.flatnonzero(act[:, j] == 1)[0]
     fea[88], act[88, j], prd[88, j] = fea[neighbour_of_88], 0, 0.97  # the model sees it
-    ranking = audit.rank_labels(act, prd, fea, [f"img{i}" for i in range(len(act))], NAMES)
+    ranking = audit.rank_labels(act, prd, fea, [f"img{i}" for i in range(len(act))], NAMES,
+                                weight=0.5)
     top = ranking.iloc[0]
     assert (top["image_id"], top["attribute"], top["label"]) == ("img88", "High background", 0)
     assert top["prd"] == pytest.approx(0.97)
@@ -154,6 +155,7 @@ def test_clicking_an_audit_row_opens_the_image_and_selects_it_in_the_views(dash_
     open_audit_tab(dash_duo)
     dash_duo.wait_for_contains_text("#text-audit-summary", "0 labels corrected")
     dash_duo.wait_for_contains_text("#audit-table", top["image_id"])
+    dash_duo.wait_for_contains_text("#text-audit-predictions", "Ranked on in-sample predictions")
 
     click(dash_duo, ".audit-open")
     row = int(top["index"])

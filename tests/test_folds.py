@@ -159,3 +159,45 @@ def test_audit_with_a_bad_number_of_folds_exits_2_with_one_line(synthetic_run, c
 def test_folds_of_a_run_without_training_settings_are_refused(synthetic_run):
     with pytest.raises(PipelineError, match="does not record how its model was trained"):
         folds.run_folds(synthetic_run.data_dir, synthetic_run.id, 3, progress=False)
+
+
+@pytest.mark.slow
+def test_audit_with_folds_saves_them_and_ranks_on_them(trainable_run, capsys):
+    data_dir = str(trainable_run.data_dir)
+    assert main(["audit", "--run", trainable_run.id, "--data-dir", data_dir, "--folds", "3",
+                 "--steps", "1", "--top", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("out-of-fold predictions of 3 models (1 steps each) saved")
+    assert "ranked on out-of-fold predictions (3 models, 1 steps" in out[1]
+    assert len(out) == 3 + 4
+    run = store.get_run(trainable_run.id, data_dir)
+    assert json.loads((run.path / "run.json").read_text())["oof"]["folds"] == 3
+    assert main(["audit", "--run", trainable_run.id, "--data-dir", data_dir]) == 0
+    assert "ranked on out-of-fold predictions" in capsys.readouterr().out  # kept for later audits
+
+
+def test_the_audit_tab_says_which_predictions_it_ranks_on(synthetic_run, monkeypatch):
+    from callbacks.audit import show_audit
+
+    monkeypatch.setenv("XRAE_DATA_DIR", str(synthetic_run.data_dir))
+    _, _, source = show_audit(synthetic_run.id, 0)
+    assert source.startswith("Ranked on in-sample predictions")
+    assert f"audit --run {synthetic_run.id} --folds 5" in source
+    n = len(synthetic_run)
+    folds.write_oof(synthetic_run, synthetic_run.prd, folds.fold_assignment(n, 4),
+                    {"folds": 4, "steps": 9, "created": "2026-11-29T11:00:00+00:00"})
+    _, _, source = show_audit(synthetic_run.id, 1)  # the same Run object, memoised
+    assert source.startswith("Ranked on out-of-fold predictions (4 models, 9 steps, 2026-11-29)")
+
+
+def test_a_fine_tuned_run_trains_its_folds_with_its_parents_settings(trainable_run):
+    child = write_synthetic_run(trainable_run.data_dir, n=N, seed=1)
+    meta = json.loads((child.path / "run.json").read_text())
+    meta |= {"parent_run": trainable_run.id, "retrained": {"epochs": 3},
+             "model": {"arch": "compact", "input_size": 32,
+                       "training": {"steps": 9, "batch_size": 8, "lr": 1e-4, "seed": 0}}}
+    (child.path / "run.json").write_text(json.dumps(meta))
+    store.open_run.cache_clear()
+    child = store.get_run(child.id, child.data_dir)
+    assert folds.fold_settings(child) == folds.fold_settings(trainable_run)
+    assert folds.fold_settings(child)["steps"] == 2 and folds.fold_settings(child, 5)["steps"] == 5

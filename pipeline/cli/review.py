@@ -45,7 +45,8 @@ def _register_audit(subparsers) -> None:
     parser.add_argument("--k", type=positive_int, default=DEFAULT_K,
                         help="neighbours in FEA space (10)")
     parser.add_argument("--weight", type=float, default=DEFAULT_WEIGHT,
-                        help="share of the PRD signal in the score, 0..1 (0.5)")
+                        help="share of the model's doubt in the score, 0..1; below 1 the "
+                             "FEA-neighbour vote makes up the rest (1: it measured no better)")
     parser.add_argument("--csv", default=None, metavar="FILE", help="also write all rows to FILE")
     parser.add_argument("--folds", type=int, default=None, metavar="K",
                         help="first train K models of the run's settings, each on the other "
