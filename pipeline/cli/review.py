@@ -62,8 +62,9 @@ def _register_audit(subparsers) -> None:
 def cmd_audit(args: argparse.Namespace) -> int:
     run = get_run(args.run, args.data_dir)
     if args.folds is not None:
-        if _audit_folds(args, len(run)) != 0:
-            return EXIT_CANCELLED
+        code = _audit_folds(args, len(run))
+        if code:
+            return code
         run = get_run(args.run, args.data_dir)
     corrected = labels_in_force(run).corrected
     ranking = audit_run(run, k=args.k, weight=args.weight,
@@ -78,7 +79,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _audit_folds(args: argparse.Namespace, n_images: int) -> int:
-    """Train the fold models and save the out-of-fold predictions; 0, or 3 when cancelled."""
+    """Train the fold models and save the out-of-fold predictions; 0, or EXIT_CANCELLED."""
     from pipeline.folds import Cancelled as FoldsCancelled
     from pipeline.folds import check_folds, run_folds
     from pipeline.train import use_all_cores
@@ -90,7 +91,7 @@ def _audit_folds(args: argparse.Namespace, n_images: int) -> int:
                          device=args.device)
     except FoldsCancelled as err:
         print(f"cancelled: {err}", file=sys.stderr)
-        return 1
+        return EXIT_CANCELLED
     print(f"out-of-fold predictions of {note['folds']} models ({note['steps']} steps each) "
           f"saved with run {args.run} in {note['seconds']:.0f} s")
     return 0
