@@ -8,7 +8,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, hooks, no_update
 
 from callbacks.common import Refused, column_index, row_index, run_labels, try_run
 from components import ids
-from components.audit import audit_table, corrections_summary
+from components.audit import audit_table, corrections_summary, predictions_note
 from pipeline import audit, corrections
 from pipeline.errors import PipelineError
 from pipeline.spreadsheet import formula_safe
@@ -19,24 +19,28 @@ TOP_ROWS = 30
 
 @hooks.callback(
     Output(ids.AUDIT_TABLE, "children"), Output(ids.AUDIT_SUMMARY, "children"),
+    Output(ids.AUDIT_PREDICTIONS, "children"),
     Input(ids.RUN_PICKER, "value"), Input(ids.STORE_CORRECTIONS, "data"),
 )
 def show_audit(run_id, _version):
-    """The top suspicious labels of the run, counting the corrections already made."""
+    """The top suspicious labels of the run, counting the corrections already made, and which
+    predictions they were ranked on."""
     run = try_run(run_id)
     if run is None:
-        return None, "No run chosen."
+        return None, "No run chosen.", None
     act, corrected = run_labels(run)  # the annotated labels while corrections are unreadable
     ranking = audit.audit_run(run, act=act, skip=corrected, top=TOP_ROWS)
     column = {name: j for j, name in enumerate(run.attributes)}
     rows = [{**r, "column": column[r["attribute"]]} for r in ranking.to_dict("records")]
     table = audit_table(rows, dict(zip(run.attributes, run.colours, strict=True)))
+    source = predictions_note(ranking.attrs["predictions"], run.id)
     dataset = str(run.meta.get("dataset", ""))
     try:
         n_events = len(corrections.history(resolve_data_dir(), dataset)) if dataset else 0
     except PipelineError:
-        return table, "Corrections unavailable: the corrections database cannot be read."
-    return table, corrections_summary(int(corrected.sum()), n_events, dataset or "–")
+        return (table, "Corrections unavailable: the corrections database cannot be read.",
+                source)
+    return table, corrections_summary(int(corrected.sum()), n_events, dataset or "–"), source
 
 
 @hooks.callback(

@@ -26,11 +26,13 @@ def audit_panel(locked: str | None = None) -> html.Div:
                    color="secondary", outline=True),
         dcc.Download(id=ids.DOWNLOAD_CORRECTIONS),
     ], className="d-flex align-items-center flex-wrap gap-1 mb-1")
-    hint = html.Div("Most suspicious labels first: score = mean of the model's probability of "
-                    "the other label (PRD) and the share of the 10 nearest images in FEA space "
-                    "carrying it (vote); ● = confident by the attribute's own threshold. Click a "
-                    "row to open the image.", className="small text-muted mb-1")
+    hint = html.Div("Most suspicious labels first: score = how far the label lies from what "
+                    "the model's probabilities of all attributes (PRD) and the image's other "
+                    "labels lead one to expect (expected: the chance of a 1); ● = confident by "
+                    "the attribute's own threshold. Click a row to open the image.",
+                    className="small text-muted mb-1")
     return html.Div([summary, hint,
+                     html.Div(id=ids.AUDIT_PREDICTIONS, className="small mb-1"),
                      html.Div(id=ids.AUDIT_TABLE, className="table-scroll",
                               style={"maxHeight": "260px"}),
                      retrain_box(locked),
@@ -73,13 +75,14 @@ def _num(value, digits: int = 2) -> str:
 def audit_table(rows: list[dict], colours: dict[str, str] | None = None) -> html.Div | dbc.Table:
     """The ranked suspicious labels; each row is a button that opens its image.
 
-    rows: dicts with index, column, image_id, attribute, label, prd, vote, score, confident.
+    rows: dicts with index, column, image_id, attribute, label, prd, expected, score, confident.
     """
     if not rows:
         return html.Div("No label to audit.", className="summary-note")
     colours = colours or {}
     head = html.Thead(html.Tr([html.Th(h) for h in
-                               ("#", "image", "attribute", "label", "PRD", "vote", "score")]))
+                               ("#", "image", "attribute", "label", "PRD", "expected",
+                                "score")]))
     body = []
     for rank, r in enumerate(rows, start=1):
         swatch = html.Span(className="swatch",
@@ -93,13 +96,22 @@ def audit_table(rows: list[dict], colours: dict[str, str] | None = None) -> html
             html.Td([swatch, r["attribute"]], className="attr"),
             html.Td(str(r["label"]), className="num"),
             html.Td(_num(r["prd"]), className="num"),
-            html.Td(_num(r["vote"]), className="num"),
+            html.Td(_num(r["expected"]), className="num"),
             html.Td([_num(r["score"]), html.Span(" ●" if r.get("confident") else "",
                                                  title=CONFIDENT_TIP, className="text-danger")],
                     className="num fw-bold"),
         ]))
     return dbc.Table([head, html.Tbody(body)], size="sm", hover=True,
                      className="metric-table audit-table")
+
+
+def predictions_note(source: str, run_id: str) -> str:
+    """Which predictions the audit ranked on (pipeline.audit.run_predictions' phrase) and, for
+    in-sample ones, the command that makes better ones."""
+    if source.startswith("out-of-fold"):
+        return f"Ranked on {source}: no image was scored by a model that trained on it."
+    return (f"Ranked on {source}, which hide some of the errors; out-of-fold predictions rank "
+            f"better: python -m pipeline audit --run {run_id} --folds 5")
 
 
 def corrections_summary(n_active: int, n_events: int, dataset: str) -> str:

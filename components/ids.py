@@ -76,6 +76,7 @@ NEIGHBOURS = "detail-neighbours"
 # ---- label audit, corrections, retraining: callbacks/audit.py & co.
 AUDIT_SUMMARY = "text-audit-summary"  # corrections count of the run's dataset
 AUDIT_TABLE = "audit-table"
+AUDIT_PREDICTIONS = "text-audit-predictions"  # which predictions the audit ranks on
 AUDIT_ROW = "audit-row"  # pattern-matching type: {"type": AUDIT_ROW, "index": "row/column"}
 EXPORT_CORRECTIONS = "button-export-corrections"
 DOWNLOAD_CORRECTIONS = "download-corrections-csv"

@@ -59,8 +59,10 @@ def lock_is_stale(path: Path, holder: dict, stale_after: float = LOCK_STALE_S) -
 
 
 @contextlib.contextmanager
-def run_lock(data_dir, run_id: str, stale_after: float = LOCK_STALE_S) -> Iterator[Path]:
-    """Hold `<data_dir>/runs/.lock-<run_id>` for the block (O_EXCL create, pid inside).
+def run_lock(data_dir, run_id: str, stale_after: float = LOCK_STALE_S,
+             job: str = "retrained") -> Iterator[Path]:
+    """Hold `<data_dir>/runs/.lock-<run_id>` for the block (O_EXCL create, pid inside); `job`
+    (what the holder does to the run) is written in it for the refusals of others.
 
     A lock left by a dead process is taken over; a live one is a PipelineError naming its holder.
     """
@@ -76,15 +78,16 @@ def run_lock(data_dir, run_id: str, stale_after: float = LOCK_STALE_S) -> Iterat
             if holder is None:
                 continue  # released between our two looks
             if not lock_is_stale(path, holder, stale_after):
+                doing = holder.get("job", "retrained")
                 raise PipelineError(
-                    f"run {run_id} is already being retrained (pid {holder.get('pid')} on "
+                    f"run {run_id} is already being {doing} (pid {holder.get('pid')} on "
                     f"{holder.get('host')} since {holder.get('started')}); wait for it, or "
                     f"delete {path} if that job is gone") from None
             _remove_if_unchanged(path, holder)
     else:
         raise PipelineError(f"could not take the lock {path}; try again")
     with os.fdopen(fd, "w") as fh:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "token": token,
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "token": token, "job": job,
                    "started": time.strftime("%Y-%m-%d %H:%M:%S")}, fh)
     try:
         yield path

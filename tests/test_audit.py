@@ -38,7 +38,8 @@ def test_unlabelled_high_background_like_image_88_is_the_top_suspect():
     j = NAMES.index("High background")
     neighbour_of_88 = np.flatnonzero(act[:, j] == 1)[0]
     fea[88], act[88, j], prd[88, j] = fea[neighbour_of_88], 0, 0.97  # the model sees it
-    ranking = audit.rank_labels(act, prd, fea, [f"img{i}" for i in range(len(act))], NAMES)
+    ranking = audit.rank_labels(act, prd, fea, [f"img{i}" for i in range(len(act))], NAMES,
+                                weight=0.5)
     top = ranking.iloc[0]
     assert (top["image_id"], top["attribute"], top["label"]) == ("img88", "High background", 0)
     assert top["prd"] == pytest.approx(0.97)
@@ -63,12 +64,37 @@ def test_score_is_the_weighted_doubt_of_model_and_neighbours():
     prd = np.array([[0.9], [0.8], [0.7], [0.6]])
     fea = np.eye(4)
     nbr = np.array([[1, 2], [0, 2], [0, 1], [0, 1]])  # image 3's neighbours are all labelled 1
-    s = audit.audit_scores(act, prd, fea, nbr=nbr, weight=0.75)
+    s = audit.audit_scores(act, prd, fea, nbr=nbr, weight=0.75, context=False)
     assert s["vote"][:, 0].tolist() == [1.0, 1.0, 1.0, 1.0]
     assert s["score"][3, 0] == pytest.approx(0.75 * 0.6 + 0.25 * 1.0)
     assert s["score"][0, 0] == pytest.approx(0.75 * 0.1)
     with pytest.raises(PipelineError, match="weight must lie in"):
         audit.audit_scores(act, prd, fea, nbr=nbr, weight=1.5)
+
+
+def test_a_label_its_companion_attributes_contradict_is_suspected_by_the_context():
+    # Halo always comes with Ring here, and the model cannot tell either (all PRD 0.5); image 7
+    # is annotated Ring without Halo: only the other labels give that cell away.
+    rng = np.random.default_rng(1)
+    ring = (rng.random(200) < 0.4).astype(np.uint8)
+    act = np.stack([ring, ring, rng.random(200) < 0.5], axis=1).astype(np.uint8)
+    act[7] = [1, 0, 1]
+    expected = audit.label_context(act, np.full(act.shape, 0.5), np.arange(200) % 5)
+    assert expected[7, 1] > 0.6  # a Halo is expected where Ring is annotated
+    scores = audit.audit_scores(act, np.full(act.shape, 0.5), np.eye(200)[:, :3], weight=1.0)
+    top = np.unravel_index(np.argsort(-scores["score"], axis=None)[:2], act.shape)
+    assert (7, 1) in set(zip(*top, strict=True)) or (7, 0) in set(zip(*top, strict=True))
+
+
+def test_a_label_never_takes_part_in_its_own_context_score():
+    act, prd, _, _ = _noisy_labels(n=100)
+    folds = np.arange(100) % 4
+    before = audit.label_context(act, prd, folds)
+    flipped = act.copy()
+    flipped[10, 2] = 1 - flipped[10, 2]
+    after = audit.label_context(flipped, prd, folds)
+    assert after[10, 2] == pytest.approx(before[10, 2])  # fitted on the other folds only
+    assert not np.allclose(after[folds != 2], before[folds != 2])  # they did learn from it
 
 
 def test_corrected_labels_leave_the_audit_and_count_as_reviewed(synthetic_run):
@@ -129,6 +155,7 @@ def test_clicking_an_audit_row_opens_the_image_and_selects_it_in_the_views(dash_
     open_audit_tab(dash_duo)
     dash_duo.wait_for_contains_text("#text-audit-summary", "0 labels corrected")
     dash_duo.wait_for_contains_text("#audit-table", top["image_id"])
+    dash_duo.wait_for_contains_text("#text-audit-predictions", "Ranked on in-sample predictions")
 
     click(dash_duo, ".audit-open")
     row = int(top["index"])

@@ -25,8 +25,8 @@ def test_the_detail_view_and_the_audit_share_one_neighbour_index(synthetic_run):
     graph = run_neighbour_graph(synthetic_run, 8)
     for row in (0, 17, 59):
         assert nearest_images(synthetic_run, row, 8) == graph[row].tolist()
-    # The audit's neighbour vote is built on the same graph.
-    ranking = audit_run(synthetic_run, k=8, top=None)
+    # The audit's neighbour vote (when mixed in) is built on the same graph.
+    ranking = audit_run(synthetic_run, k=8, top=None, weight=0.5)
     act = np.asarray(synthetic_run.act, dtype=float)
     first = ranking.iloc[0]
     column = synthetic_run.attributes.index(first["attribute"])

@@ -47,8 +47,9 @@ def test_detail_table_markers_and_audit_show_the_annotated_labels(run):
     act, corrected, mine = common.image_labels(run, 3)
     assert (act == run.act[3]).all() and not corrected.any() and mine.empty
     assert views.hover_card(run, 3)
-    rows, summary = audit.show_audit(run.id, 0)
+    rows, summary, source = audit.show_audit(run.id, 0)
     assert rows is not None and summary.startswith("Corrections unavailable")
+    assert source.startswith("Ranked on in-sample predictions")
     assert correction_callbacks.mark_detail_table(1, 3, 0.5, run.id) is not None
 
 

@@ -45,14 +45,27 @@ def _register_audit(subparsers) -> None:
     parser.add_argument("--k", type=positive_int, default=DEFAULT_K,
                         help="neighbours in FEA space (10)")
     parser.add_argument("--weight", type=float, default=DEFAULT_WEIGHT,
-                        help="share of the PRD signal in the score, 0..1 (0.5)")
+                        help="share of the model's doubt in the score, 0..1; below 1 the "
+                             "FEA-neighbour vote makes up the rest (1: it measured no better)")
     parser.add_argument("--csv", default=None, metavar="FILE", help="also write all rows to FILE")
+    parser.add_argument("--folds", type=int, default=None, metavar="K",
+                        help="first train K models of the run's settings, each on the other "
+                             "folds, and save their out-of-fold predictions with the run "
+                             "(e.g. 5); later audits rank on them")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="optimizer steps of each fold model (default: the run's)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (with --folds)")
     add_data_dir(parser)
     parser.set_defaults(func=cmd_audit)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     run = get_run(args.run, args.data_dir)
+    if args.folds is not None:
+        code = _audit_folds(args, len(run))
+        if code:
+            return code
+        run = get_run(args.run, args.data_dir)
     corrected = labels_in_force(run).corrected
     ranking = audit_run(run, k=args.k, weight=args.weight,
                         top=None if args.csv else args.top)
@@ -60,8 +73,27 @@ def cmd_audit(args: argparse.Namespace) -> int:
         ranking.to_csv(args.csv, index=False)
         print(f"wrote {len(ranking)} rows to {args.csv}")
     print(f"run {run.id}: {len(run)} images, {int(corrected.sum())} labels corrected "
-          f"(not ranked); most suspicious labels first")
+          f"(not ranked); ranked on {ranking.attrs['predictions']}; most suspicious first")
     print(format_ranking(ranking.head(args.top)))
+    return 0
+
+
+def _audit_folds(args: argparse.Namespace, n_images: int) -> int:
+    """Train the fold models and save the out-of-fold predictions; 0, or EXIT_CANCELLED."""
+    from pipeline.folds import Cancelled as FoldsCancelled
+    from pipeline.folds import check_folds, run_folds
+    from pipeline.train import use_all_cores
+
+    check_folds(args.folds, n_images)  # before torch loads: bad input answers at once
+    use_all_cores()
+    try:
+        note = run_folds(args.data_dir, args.run, args.folds, steps=args.steps,
+                         device=args.device)
+    except FoldsCancelled as err:
+        print(f"cancelled: {err}", file=sys.stderr)
+        return EXIT_CANCELLED
+    print(f"out-of-fold predictions of {note['folds']} models ({note['steps']} steps each) "
+          f"saved with run {args.run} in {note['seconds']:.0f} s")
     return 0
 
 
