@@ -163,7 +163,9 @@ def cancel_probe(n_clicks, request):
     if refused:
         return _alert(refused)
     jobs.request_cancel(resolve_data_dir(), job)
-    return _alert("Cancelled: the probe stopped; nothing was written.", "warning")
+    if jobs.wait_until_stopped(resolve_data_dir(), job, timeout=30):  # and clears the flag
+        return _alert("Cancelled: the probe stopped; nothing was written.", "warning")
+    return _alert("Cancel requested; the probe stops after its current images.", "warning")
 
 
 @hooks.callback(

@@ -254,6 +254,8 @@ def test_the_server_refuses_a_probe_it_cannot_or_should_not_run(tmp_path, monkey
     monkeypatch.setenv("XRAE_READ_ONLY", "1")
     request, status = robustness_callbacks.request_probe(1, SMALL_RUN, "sample", 10, [], [])
     assert request is no_update and "read-only" in json.dumps(status.to_plotly_json())
+    for crafted in ({"ticket": "../../etc"}, {"ticket": 7}, "x", None):
+        assert robustness_callbacks.cancel_probe(1, crafted) is no_update
     forged = {"run": SMALL_RUN, "n": 3, "scope": "x", "table": [{"perturbation": "rm -rf"}]}
     figure, _ = robustness_callbacks.draw_robustness(forged, "AP", SMALL_RUN)
     assert "press Start probe" in json.dumps(figure)
@@ -272,6 +274,9 @@ def test_a_request_names_its_rows_on_the_server_and_gives_the_browser_a_ticket(
     name, rows = robustness_callbacks.probe_rows(get_run(SMALL_RUN, small_data), "sample", 7,
                                                  [], [])
     assert name == "Random sample (sampled)" and len(rows) == 7
+    status = robustness_callbacks.cancel_probe(1, request)  # its job is not running (yet)
+    assert "Cancelled" in json.dumps(status.to_plotly_json())
+    assert sorted(p.name for p in (small_data / RUNS).glob(".*")) == []  # the flag is cleared
 
 
 # ---------------------------------------------------------------- in a real browser
