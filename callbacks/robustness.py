@@ -55,11 +55,11 @@ def probe_rows(run, scope, size, selection, groups) -> tuple[str, np.ndarray]:
     when it holds more. The size is checked here: the input's max is only a courtesy."""
     size = whole_number(size, 1, MAX_IMAGES, "the number of images")
     name, rows = group_rows(run, scope, selection, groups)
-    if scope == SAMPLE:
-        name = "Random sample"
     if len(rows) > size:
         rows = rows[robustness.sample_rows(len(rows), size, SEED)]
         name = f"{name} (sampled)"
+    if scope == SAMPLE:
+        name = "Random sample"
     return name, rows
 
 

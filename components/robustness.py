@@ -26,6 +26,7 @@ EXPLANATION = (
     f"{MAX_IMAGES:,} images; a larger scope is sampled.")
 MEAN_COLOUR = "#212529"
 SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
+COLUMNS, ROWS = ([0.0, 0.45], [0.55, 1.0]), ([0.62, 0.96], [0.12, 0.46])  # of the 2 × 2 grid
 
 
 def robustness_tab() -> html.Div:
@@ -92,23 +93,24 @@ def robustness_figure(records: list[dict], attributes, colours, metric: str) -> 
                 "xaxis": f"x{axis}", "yaxis": f"y{axis}", "customdata": settings,
                 "hovertemplate": f"{name}<br>%{{customdata}}: {metric} %{{y:.3f}}<extra></extra>",
             })
-        gap = 0.1
         layout[f"xaxis{axis}"] = {
-            "domain": [col * (0.5 + gap / 2), col * (0.5 + gap / 2) + 0.5 - gap / 2],
+            "domain": COLUMNS[col],
             "anchor": f"y{axis}", "tickmode": "array", "tickvals": list(range(len(settings))),
             "ticktext": [f"L{i}" for i in range(len(settings))], "tickfont": {"size": 10},
             "title": {"text": "level", "font": {"size": 10}, "standoff": 2}}
         layout[f"yaxis{axis}"] = {
-            "domain": [0.58 - row * 0.58, 1.0 - row * 0.58], "anchor": f"x{axis}",
+            "domain": ROWS[row], "anchor": f"x{axis}",
             "range": [0, 1.04], "tickfont": {"size": 10},
             "title": {"text": metric, "font": {"size": 10}, "standoff": 2}}
     layout["annotations"] = [
         {"text": TITLES[kind], "showarrow": False, "xref": "paper", "yref": "paper",
-         "x": (p % 2) * 0.55 + 0.225, "y": 1.0 - (p // 2) * 0.58, "yanchor": "bottom",
-         "font": {"size": 12}} for p, kind in enumerate(PERTURBATIONS)]
-    layout.update({"height": 560, "margin": {"l": 50, "r": 10, "t": 24, "b": 40},
+         "x": COLUMNS[p % 2][0], "xanchor": "left", "y": ROWS[p // 2][1],
+         "yanchor": "bottom", "font": {"size": 11}} for p, kind in enumerate(PERTURBATIONS)]
+    # The legend goes below: beside the grid it would take a third of the panel's width.
+    layout.update({"height": 620, "margin": {"l": 50, "r": 10, "t": 24, "b": 20},
                    "plot_bgcolor": "#ffffff", "hovermode": "closest",
-                   "legend": {"font": {"size": 10}, "tracegroupgap": 0}})
+                   "legend": {"font": {"size": 10}, "orientation": "h", "x": 0, "y": 0.0,
+                              "yanchor": "top"}})
     return {"data": data, "layout": layout}
 
 

@@ -273,7 +273,7 @@ def test_a_request_names_its_rows_on_the_server_and_gives_the_browser_a_ticket(
     assert np.asarray(held["labels"]).shape == (3, len(ATTRIBUTES))
     name, rows = robustness_callbacks.probe_rows(get_run(SMALL_RUN, small_data), "sample", 7,
                                                  [], [])
-    assert name == "Random sample (sampled)" and len(rows) == 7
+    assert name == "Random sample" and len(rows) == 7
     status = robustness_callbacks.cancel_probe(1, request)  # its job is not running (yet)
     assert "Cancelled" in json.dumps(status.to_plotly_json())
     assert sorted(p.name for p in (small_data / RUNS).glob(".*")) == []  # the flag is cleared
