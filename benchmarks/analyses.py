@@ -1,8 +1,10 @@
 """Time of each analysis on runs of 10,000 and 100,000 images: the co-occurrence matrix and the
-bootstrap intervals (each answers a gesture: target ≤ 300 ms at 100k), and the cross-space
-disagreement (computed once per run, then read by every gesture).
+bootstrap intervals (each answers a gesture: target ≤ 300 ms at 100k), the cross-space
+disagreement (computed once per run, then read by every gesture), and with --run the robustness
+probe of a real run's model (target: 500 images in ≤ 2 minutes on 2 CPU cores).
 
     python benchmarks/analyses.py [--sizes 10000 100000] [--repeat 5] [--disagreement-max 20000]
+    python benchmarks/analyses.py --sizes --run RUN_ID --data-dir DIR [--probe-n 500]
 
 Arrays are synthetic: 17 attributes in clusters, probabilities that agree with the labels most of
 the time, 512-dimensional features. Medians of --repeat runs, with the load average.
@@ -46,15 +48,38 @@ def median_ms(fn, repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--disagreement-max", type=int, default=20_000,
                         help="largest run the (once per run) disagreement is timed on")
+    parser.add_argument("--run", default=None, help="also time the robustness probe of this run")
+    parser.add_argument("--data-dir", default=None, help="where --run lives")
+    parser.add_argument("--probe-n", type=int, default=500, help="images the probe re-infers")
     args = parser.parse_args()
+    if args.run:
+        print(probe_time(args.run, args.data_dir, args.probe_n))
     print(f"load average {os.getloadavg()[0]:.1f}; medians of {args.repeat}")
     print(f"{'images':>8s} {'matrix ms':>10s} {'bootstrap ms':>13s} {'disagreement s':>15s}")
     for n in args.sizes:
         print(row(n, args))
+
+
+def probe_time(run_id: str, data_dir, n: int) -> str:
+    """One robustness probe of n images (17 inferences each), timed once: torch's import and
+    the checkpoint's load are outside the timing, as in a job already started."""
+    import pipeline.infer  # noqa: F401  (torch's import, seconds, is not the probe's)
+    from pipeline.robustness import probe, variants
+    from pipeline.store import get_run
+
+    run = get_run(run_id, data_dir)
+    before = os.getloadavg()[0]
+    start = time.perf_counter()
+    probe(run, n=n, device="cpu")
+    seconds = time.perf_counter() - start
+    images = min(n, len(run)) * len(variants())
+    return (f"robustness probe, run {run.id}: {min(n, len(run))} images × {len(variants())} "
+            f"variants in {seconds:.1f} s ({images / seconds:.0f} images/s); load average "
+            f"{before:.1f} → {os.getloadavg()[0]:.1f}")
 
 
 def row(n: int, args) -> str:

@@ -9,6 +9,7 @@ from callbacks import (  # noqa: F401  (imported for their callbacks)
     corrections,
     detail,
     retrain,
+    robustness,
     science,
     selection,
     views,

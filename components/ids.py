@@ -116,3 +116,18 @@ DISAGREEMENT_LIST = "disagreement-list"  # panel F tab: the most disagreeing ima
 DISAGREEMENT_TAB_STATUS = "text-disagreement-tab-status"
 DISAGREEING = "disagreeing"  # pattern-matching type of the list's thumbnails: {"index": row}
 FILTER_DISAGREEING = "checklist-filter-disagreeing"  # panel B: ["top"] keeps the top 5 %
+
+# ---- robustness probe in panel F: callbacks/robustness.py
+ROBUSTNESS_PANEL = "robustness-panel"  # the tab's content
+ROBUSTNESS_SCOPE = "dropdown-robustness-scope"  # sample | selection | saved group number
+ROBUSTNESS_SIZE = "input-robustness-size"  # the most images one probe re-infers
+ROBUSTNESS_METRIC = "radio-robustness-metric"  # AP | agreement
+ROBUSTNESS_START = "button-robustness-start"
+ROBUSTNESS_CANCEL = "button-robustness-cancel"
+ROBUSTNESS_PROGRESS = "progress-robustness"
+ROBUSTNESS_PROGRESS_BOX = "robustness-progress-box"
+ROBUSTNESS_STATUS = "text-robustness-status"
+ROBUSTNESS_GRAPH = "graph-robustness"  # small multiples: score against level
+ROBUSTNESS_NOTE = "text-robustness-note"  # what each level of each perturbation means
+STORE_ROBUSTNESS_REQUEST = "store-robustness-request"  # data: {"ticket": …}
+STORE_ROBUSTNESS = "store-robustness-result"  # data: {run, n, scope, table records}

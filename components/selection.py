@@ -10,6 +10,7 @@ from dash import dcc, html
 from components import ids
 from components.analyses import cooccurrence_tab, disagreement_tab
 from components.figures import f1_figure
+from components.robustness import robustness_tab
 from pipeline.analyses.uncertainty import differ
 
 SCORES = (("accuracy", "Acc"), ("precision", "Prec"), ("recall", "Rec"), ("f1", "F1"))
@@ -50,6 +51,7 @@ def selection_manager(audit: html.Div) -> dbc.Card:
             dbc.Tab(compare, label="Compare", tab_id="compare"),
             dbc.Tab(cooccurrence_tab(), label="Co-occurrence", tab_id="cooccurrence"),
             dbc.Tab(disagreement_tab(), label="Disagreement", tab_id="disagreement"),
+            dbc.Tab(robustness_tab(), label="Robustness", tab_id="robustness"),
             dbc.Tab(html.Div(audit, id=ids.AUDIT_PANEL), label="Label audit", tab_id="audit"),
         ], id=ids.SELECTION_TABS, active_tab="metrics"), className="manager-body"),
     ], id=ids.SELECTION_MANAGER, className="bottom-card")
