@@ -1,8 +1,11 @@
 """Time of each analysis on runs of 10,000 and 100,000 images: the co-occurrence matrix and the
 bootstrap intervals (each answers a gesture: target ≤ 300 ms at 100k), and the cross-space
-disagreement (computed once per run, then read by every gesture).
+disagreement (computed once per run, then read by every gesture); and one saliency map of the
+detail view (Grad-CAM of one simulated image, the demo's 256² detector; target ≤ 2 s) for each
+architecture at its input size, on the CPU with the web process's threads, then from the cache.
 
     python benchmarks/analyses.py [--sizes 10000 100000] [--repeat 5] [--disagreement-max 20000]
+                                  [--saliency-size 256]
 
 Arrays are synthetic: 17 attributes in clusters, probabilities that agree with the labels most of
 the time, 512-dimensional features. Medians of --repeat runs, with the load average.
@@ -50,11 +53,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--disagreement-max", type=int, default=20_000,
                         help="largest run the (once per run) disagreement is timed on")
+    parser.add_argument("--saliency-size", type=int, default=256,
+                        help="side of the simulated detector image the saliency is timed on")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f}; medians of {args.repeat}")
     print(f"{'images':>8s} {'matrix ms':>10s} {'bootstrap ms':>13s} {'disagreement s':>15s}")
     for n in args.sizes:
         print(row(n, args))
+    print(f"\nsaliency map of one {args.saliency_size}² image (ms, median of {args.repeat}):")
+    print(f"{'model':>16s} {'computed':>9s} {'cached':>7s}")
+    for arch, input_size in SALIENCY_MODELS:
+        print(saliency_row(arch, input_size, args))
 
 
 def row(n: int, args) -> str:
@@ -68,6 +77,32 @@ def row(n: int, args) -> str:
     else:
         dis_text = f"{'(not timed)':>15s}"
     return f"{n:8d} {matrix:10.1f} {boot:13.1f} {dis_text}"
+
+SALIENCY_MODELS = (("compact", 64), ("resnet18", 224), ("resnet50", 224))  # the demo's first
+
+
+def saliency_row(arch: str, input_size: int, args) -> str:
+    """One saliency map, computed (a new attribute each time, as a user picks them) and then
+    brought from the cached coarse map to the detector's pixels."""
+    import torch
+
+    from pipeline.attributes import ATTRIBUTES
+    from pipeline.model import build_model, per_image_normalisation
+    from pipeline.saliency import coarse_map, saliency_map, to_detector
+    from pipeline.simulate import simulate_image
+
+    torch.manual_seed(0)  # the time does not depend on the weights, only on the architecture
+    model = build_model(arch, len(ATTRIBUTES)).eval()
+    info = {"attributes": list(ATTRIBUTES), "input_size": input_size,
+            "normalisation": per_image_normalisation()}
+    image, _, _ = simulate_image(np.random.default_rng(0), args.saliency_size)
+    saliency_map(model, info, image, 0)  # the first call pays for torch's own warm-up
+    picks = iter(range(1, 1 + args.repeat))
+    computed = median_ms(lambda: saliency_map(model, info, image, next(picks)), args.repeat)
+    cam = coarse_map(model, info, image, 0)
+    cached = median_ms(lambda: to_detector(cam, image.shape), args.repeat)
+    return f"{arch + f' @ {input_size}':>16s} {computed:9.0f} {cached:7.1f}"
+
 
 if __name__ == "__main__":
     main()

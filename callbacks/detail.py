@@ -120,9 +120,14 @@ def draw_detail_image(index, colour_map, run_id, attribute=None, opacity=None):
     if attribute is None or run.checkpoint is None:  # no model: the picker's note says so
         return figure
     try:
-        return with_saliency(figure, _saliency_layer(run, index, attribute, opacity))
+        found, name, opacity = _saliency(run, index, attribute, opacity)
     except (PipelineError, OSError, ValueError) as err:
         return _with_note(figure, f"No saliency shown: {err}")
+    if not found.any():  # Grad-CAM keeps evidence for the attribute only, and there was none
+        return _with_note(figure, f"Nothing in this image raised the model's score for {name}.")
+    from pipeline.saliency import METHOD
+
+    return with_saliency(figure, saliency_layer(found, name, opacity, METHOD))
 
 
 def opacity_value(value) -> float:
@@ -132,13 +137,14 @@ def opacity_value(value) -> float:
     return float(value)
 
 
-def _saliency_layer(run, index: int, attribute, opacity) -> dict:
+def _saliency(run, index: int, attribute, opacity):
+    """The map of image `index` for the attribute named, its name and the opacity, each value
+    the browser sent checked."""
     from pipeline import saliency  # torch loads only once someone asks for a map
 
     opacity = opacity_value(opacity)
-    column = saliency.attribute_number(run, attribute)  # refuses a name that is not the run's
-    found = saliency.run_saliency(run, index, run.attributes[column], disk_cache(run, "saliency"))
-    return saliency_layer(found, run.attributes[column], opacity, saliency.METHOD)
+    name = run.attributes[saliency.attribute_number(run, attribute)]  # refuses any other value
+    return saliency.run_saliency(run, index, name, disk_cache(run, "saliency")), name, opacity
 
 
 def _with_note(figure: dict, text: str) -> dict:

@@ -11,16 +11,20 @@ web process must never initialise CUDA.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.imaging import DEFAULT_COLOUR_MAP, false_colour
 from pipeline.infer import model_input
 from pipeline.model import load_checkpoint
 
@@ -167,3 +171,34 @@ def run_saliency(run, index, attribute, cache=None) -> np.ndarray:
         if cache is not None:
             cache[key] = cam
     return to_detector(cam, image.shape)
+
+
+# ---------------------------------------------------------------- a picture of it
+
+OVERLAY_RGB = np.array([0, 229, 255], np.float32)  # cyan, as the detail view draws it
+
+
+def overlay_picture(image: np.ndarray, found: np.ndarray, opacity: float = 0.6,
+                    colour_map: str = DEFAULT_COLOUR_MAP) -> Image.Image:
+    """The detector image drawn as everywhere else (pipeline.imaging), the saliency over it in
+    cyan: each pixel's share of cyan is opacity × its saliency."""
+    if not 0 <= opacity <= 1:
+        raise PipelineError(f"opacity must be from 0 to 1, got {opacity}")
+    base = false_colour(image, colour_map=colour_map).astype(np.float32)
+    alpha = (opacity * np.asarray(found, np.float32))[..., None]
+    return Image.fromarray(((1 - alpha) * base + alpha * OVERLAY_RGB).round().astype(np.uint8))
+
+
+def write_overlay(out, picture: Image.Image) -> Path:
+    """Write a PNG whole (temporary file, then rename); return its path."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise PipelineError(f"saliency output {out} must be a .png file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        picture.save(tmp, format="PNG")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

@@ -198,3 +198,42 @@ def test_a_run_without_a_model_says_so_instead_of_a_picker(tmp_path, monkeypatch
     options, value, disabled, note = detail.offer_saliency(2, run.id)
     assert (options, value, disabled) == ([], None, True)
     assert "keeps no model" in note and "imported" in note
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_the_command_writes_the_image_under_its_strongest_attributes_map(model_run, tmp_path,
+                                                                         capsys):
+    from PIL import Image
+
+    from pipeline.cli import main
+
+    def picture(name: str, *more: str) -> np.ndarray:
+        out = tmp_path / name
+        assert main(["saliency", "--run", model_run.id, "--image", "6", "--out", str(out),
+                     "--data-dir", str(model_run.data_dir), *more]) == 0
+        return np.asarray(Image.open(out))
+
+    assert picture("strongest.png").shape == (*model_run.load_image(6).shape, 3)
+    assert strongest_attribute(model_run, 6) in capsys.readouterr().out
+    # Without the map (opacity 0) the picture differs where the model looked.
+    shown = picture("shown.png", "--attribute", ATTRIBUTES[0])
+    assert (picture("plain.png", "--attribute", ATTRIBUTES[0], "--opacity", "0") != shown).any()
+
+
+def test_the_command_refuses_an_attribute_the_run_lacks(model_run, tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["saliency", "--run", model_run.id, "--image", "1", "--attribute", "Haze",
+                 "--out", str(tmp_path / "s.png"), "--data-dir", str(model_run.data_dir)]) == 2
+    assert "'Haze' is not one of run" in capsys.readouterr().err
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_an_attribute_nothing_in_the_image_speaks_for_is_said_not_drawn(model_run):
+    empty = next(a for a in ATTRIBUTES if not run_saliency(model_run, 7, a).any())
+    figure = detail.draw_detail_image(7, "Inferno", model_run.id, empty, 0.6)
+    assert len(figure["data"]) == 1
+    assert figure["layout"]["annotations"][0]["text"] == (
+        f"Nothing in this image raised the model's score for {empty}.")

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "pipeline.cli.model",
     "pipeline.cli.data",
     "pipeline.cli.review",
+    "pipeline.cli.saliency",
 )
 
 
