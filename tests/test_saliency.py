@@ -138,6 +138,7 @@ def test_a_runs_map_is_computed_once_then_read_from_the_cache(model_run):
     assert first.shape == model_run.load_image(4).shape
     assert np.array_equal(run_saliency(model_run, 4, ATTRIBUTES[2], cache), first)
     assert len(cache) == 1
+    assert not torch.cuda.is_initialized()  # the web process must never start CUDA
 
 
 @pytest.mark.parametrize("attribute", ["no such attribute", None, 3, ["Beamstop"]])
