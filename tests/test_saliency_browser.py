@@ -56,7 +56,7 @@ def test_an_opened_image_shows_where_the_model_looked_and_another_attribute_can_
 def test_a_run_of_imported_vectors_says_it_has_no_model_to_ask(dash_duo, tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     monkeypatch.setenv("XRAE_DATA_DIR", str(data_dir))
-    run = write_imageless_run(data_dir, n=30)
+    run = write_imageless_run(data_dir, n=60)
     patient(dash_duo)
     dash_duo.start_server(create_app(data_dir), port=free_port())
     dash_duo.wait_for_text_to_equal("#header-fea", f"{len(run)} images")
