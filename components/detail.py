@@ -58,10 +58,10 @@ def saliency_controls() -> html.Div:
                         "for this attribute"),
         dcc.Dropdown(id=ids.SALIENCY_ATTRIBUTE, options=[], value=None, clearable=True,
                      placeholder="none", className="saliency-attribute"),
-        html.Span("opacity", className="ms-2 me-1 small text-muted"),
-        html.Div(dcc.Slider(id=ids.SALIENCY_OPACITY, min=0, max=1, step=0.05, value=0.6,
-                            marks=None, tooltip={"placement": "bottom"}),
-                 className="saliency-opacity"),
+        html.Div([html.Span("opacity", className="ms-2 me-1 small text-muted"),
+                  html.Div(dcc.Slider(id=ids.SALIENCY_OPACITY, min=0, max=1, step=0.05,
+                                      value=0.6, marks=None, tooltip={"placement": "bottom"}),
+                           className="saliency-opacity")], className="map-row"),
         html.Span(id=ids.SALIENCY_NOTE, className="ms-2 small text-muted saliency-note"),
     ], className="map-row saliency-row")
 
