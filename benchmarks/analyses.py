@@ -1,9 +1,13 @@
 """Time of each analysis on runs of 10,000 and 100,000 images: the co-occurrence matrix and the
 bootstrap intervals (each answers a gesture: target ≤ 300 ms at 100k), the cross-space
-disagreement (computed once per run, then read by every gesture), and with --run the robustness
-probe of a real run's model (target: 500 images in ≤ 2 minutes on 2 CPU cores).
+disagreement (computed once per run, then read by every gesture), one saliency map of the detail
+view (Grad-CAM of one simulated image, the demo's 256² detector; target ≤ 2 s) for each
+architecture at its input size, on the CPU with the web process's threads, then from the cache;
+and with --run the robustness probe of a real run's model (target: 500 images in ≤ 2 minutes on
+2 CPU cores).
 
     python benchmarks/analyses.py [--sizes 10000 100000] [--repeat 5] [--disagreement-max 20000]
+                                  [--saliency-size 256]
     python benchmarks/analyses.py --sizes --run RUN_ID --data-dir DIR [--probe-n 500]
 
 Arrays are synthetic: 17 attributes in clusters, probabilities that agree with the labels most of
@@ -55,6 +59,8 @@ def main() -> None:
     parser.add_argument("--run", default=None, help="also time the robustness probe of this run")
     parser.add_argument("--data-dir", default=None, help="where --run lives")
     parser.add_argument("--probe-n", type=int, default=500, help="images the probe re-infers")
+    parser.add_argument("--saliency-size", type=int, default=256,
+                        help="side of the simulated detector image the saliency is timed on")
     args = parser.parse_args()
     if args.run:
         print(probe_time(args.run, args.data_dir, args.probe_n))
@@ -62,6 +68,10 @@ def main() -> None:
     print(f"{'images':>8s} {'matrix ms':>10s} {'bootstrap ms':>13s} {'disagreement s':>15s}")
     for n in args.sizes:
         print(row(n, args))
+    print(f"\nsaliency map of one {args.saliency_size}² image (ms, median of {args.repeat}):")
+    print(f"{'model':>16s} {'computed':>9s} {'cached':>7s}")
+    for arch, input_size in SALIENCY_MODELS:
+        print(saliency_row(arch, input_size, args))
 
 
 def probe_time(run_id: str, data_dir, n: int) -> str:
@@ -93,6 +103,34 @@ def row(n: int, args) -> str:
     else:
         dis_text = f"{'(not timed)':>15s}"
     return f"{n:8d} {matrix:10.1f} {boot:13.1f} {dis_text}"
+
+
+
+SALIENCY_MODELS = (("compact", 64), ("resnet18", 224), ("resnet50", 224))  # the demo's first
+
+
+def saliency_row(arch: str, input_size: int, args) -> str:
+    """One saliency map, computed (a new attribute each time, as a user picks them) and then
+    brought from the cached coarse map to the detector's pixels."""
+    import torch
+
+    from pipeline.attributes import ATTRIBUTES
+    from pipeline.model import build_model, per_image_normalisation
+    from pipeline.saliency import coarse_map, saliency_map, to_detector
+    from pipeline.simulate import simulate_image
+
+    torch.manual_seed(0)  # the time does not depend on the weights, only on the architecture
+    model = build_model(arch, len(ATTRIBUTES)).eval()
+    info = {"attributes": list(ATTRIBUTES), "input_size": input_size,
+            "normalisation": per_image_normalisation()}
+    image, _, _ = simulate_image(np.random.default_rng(0), args.saliency_size)
+    saliency_map(model, info, image, 0)  # the first call pays for torch's own warm-up
+    picks = iter(range(1, 1 + args.repeat))
+    computed = median_ms(lambda: saliency_map(model, info, image, next(picks)), args.repeat)
+    cam = coarse_map(model, info, image, 0)
+    cached = median_ms(lambda: to_detector(cam, image.shape), args.repeat)
+    return f"{arch + f' @ {input_size}':>16s} {computed:9.0f} {cached:7.1f}"
+
 
 if __name__ == "__main__":
     main()

@@ -154,7 +154,8 @@ def text_value(value, what: str, max_len: int) -> str:
     return value.strip()
 
 
-CACHE_LIMITS = {"thumbnails": 2**30, "science": 2**29}  # bytes on disk, per data directory
+CACHE_LIMITS = {"thumbnails": 2**30, "science": 2**29,  # bytes on disk, per data directory
+                "saliency": 2**28}
 
 
 @lru_cache(maxsize=8)

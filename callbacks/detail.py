@@ -1,5 +1,6 @@
 """Behaviour of panel G: thumbnails of the selection, the image opened large (from a click in a
-view, a thumbnail or a neighbour), its ACT vs PRD table and its FEA-space neighbours.
+view, a thumbnail or a neighbour) under an attribute's saliency, its ACT vs PRD table and its
+FEA-space neighbours.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dash.exceptions import PreventUpdate
 from callbacks.common import (
     Refused,
     chosen_run,
+    disk_cache,
     neighbours,
     row_index,
     row_list,
@@ -18,8 +20,8 @@ from callbacks.common import (
 )
 from callbacks.common import thumbnail as thumbnail_of
 from components import ids
-from components.detail import act_prd_table, thumbnail
-from components.figures import POINTS, empty_figure, image_figure
+from components.detail import act_prd_table, saliency_options, thumbnail
+from components.figures import POINTS, empty_figure, image_figure, saliency_layer, with_saliency
 from pipeline.errors import PipelineError
 from pipeline.imaging import COLOUR_MAPS
 
@@ -97,21 +99,88 @@ def _clicked_row(run, trigger, clicks, selection, current):
     Output(ids.DETAIL_IMAGE, "figure"),
     Input(ids.STORE_DETAIL_INDEX, "data"), Input(ids.COLOUR_MAP, "value"),
     State(ids.RUN_PICKER, "value"),
+    Input(ids.SALIENCY_ATTRIBUTE, "value"), Input(ids.SALIENCY_OPACITY, "value"),
 )
-def draw_detail_image(index, colour_map, run_id):
-    """The image large, in log intensity and the chosen false-colour map."""
+def draw_detail_image(index, colour_map, run_id, attribute=None, opacity=None):
+    """The image large, in log intensity and the chosen false-colour map, under the chosen
+    attribute's saliency when the run keeps a model."""
     if index is None:
         return empty_figure("Click a point or a thumbnail to open an image")
     run = chosen_run(run_id)
     if colour_map not in COLOUR_MAPS:
         colour_map = "Inferno"  # only the maps the dropdown offers
     try:
-        pixels = run.load_image(row_index(run, index))
+        index = row_index(run, index)
+        pixels = run.load_image(index)
     except Refused as err:
         return empty_figure(f"Cannot show that image: {err}")
     except (PipelineError, OSError, ValueError) as err:
         return empty_figure(f"Cannot show image #{index}: {err}")
-    return image_figure(pixels, colour_map)
+    figure = image_figure(pixels, colour_map)
+    if attribute is None or run.checkpoint is None:  # no model: the picker's note says so
+        return figure
+    try:
+        found, name, opacity = _saliency(run, index, attribute, opacity)
+    except (PipelineError, OSError, ValueError) as err:
+        return _with_note(figure, f"No saliency shown: {err}")
+    if not found.any():  # Grad-CAM keeps evidence for the attribute only, and there was none
+        return _with_note(figure, f"Nothing in this image raised the model's score for {name}.")
+    from pipeline.saliency import METHOD
+
+    return with_saliency(figure, saliency_layer(found, name, opacity, METHOD))
+
+
+def opacity_value(value) -> float:
+    """The saliency layer's opacity: a number in 0..1 (the slider's range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise Refused(f"the saliency opacity must be a number from 0 to 1, not {value!r:.40}")
+    return float(value)
+
+
+def _saliency(run, index: int, attribute, opacity):
+    """The map of image `index` for the attribute named, its name and the opacity, each value
+    the browser sent checked."""
+    from pipeline import saliency  # torch loads only once someone asks for a map
+
+    opacity = opacity_value(opacity)
+    name = run.attributes[saliency.attribute_number(run, attribute)]  # refuses any other value
+    return saliency.run_saliency(run, index, name, disk_cache(run, "saliency")), name, opacity
+
+
+def _with_note(figure: dict, text: str) -> dict:
+    """The figure with a line of text under the image (why the saliency is missing)."""
+    note = {"text": text[:160], "showarrow": False, "xref": "paper", "yref": "paper", "x": 0,
+            "y": 0, "xanchor": "left", "yanchor": "top", "font": {"color": "#b02a37", "size": 11}}
+    layout = {**figure["layout"], "margin": {**figure["layout"]["margin"], "b": 24},
+              "annotations": [note]}
+    return {"data": figure["data"], "layout": layout}
+
+
+NO_MODEL = ("This run keeps no model (its vectors were imported), so it cannot show where a model "
+            "looked.")
+
+
+@hooks.callback(
+    Output(ids.SALIENCY_ATTRIBUTE, "options"), Output(ids.SALIENCY_ATTRIBUTE, "value"),
+    Output(ids.SALIENCY_ATTRIBUTE, "disabled"), Output(ids.SALIENCY_NOTE, "children"),
+    Input(ids.STORE_DETAIL_INDEX, "data"), State(ids.RUN_PICKER, "value"),
+)
+def offer_saliency(index, run_id):
+    """The attributes whose saliency can cover the open image, its strongest prediction
+    picked; a run without a model says so instead."""
+    if index is None:
+        return [], None, True, ""
+    run = chosen_run(run_id)
+    if run.checkpoint is None:
+        return [], None, True, NO_MODEL
+    try:
+        index = row_index(run, index)
+    except Refused as err:
+        return [], None, True, f"No saliency: {err}"
+    from pipeline.saliency import strongest_attribute  # torch: only for runs with a model
+
+    return (saliency_options(run.attributes, run.prd[index]), strongest_attribute(run, index),
+            False, "")
 
 
 @hooks.callback(

@@ -1,5 +1,6 @@
 """Panel G, the detail image view: thumbnails of the selection, one image large (log intensity,
-false colour), its ACT vs PRD table, its nearest neighbours in FEA space, and the science slot.
+false colour, optionally under one attribute's saliency), its ACT vs PRD table, its nearest
+neighbours in FEA space, and the science slot.
 """
 
 import dash_bootstrap_components as dbc
@@ -20,6 +21,7 @@ def detail_view(correction_form: html.Div) -> dbc.Card:
                                options=[{"label": m.replace("Greys_r", "Grey"), "value": m}
                                         for m in COLOUR_MAPS],
                                clearable=False, className="colour-map")], className="map-row"),
+        saliency_controls(),
         dcc.Graph(id=ids.DETAIL_IMAGE, className="detail-graph",
                   config={"displaylogo": False, "scrollZoom": True},
                   figure={"data": [], "layout": {}}),
@@ -45,6 +47,29 @@ def detail_view(correction_form: html.Div) -> dbc.Card:
             html.Div(id=ids.DETAIL_SCIENCE, className="detail-science mt-2"),
         ]),
     ], id=ids.DETAIL_VIEW, className="bottom-card")
+
+
+def saliency_controls() -> html.Div:
+    """Which attribute's saliency covers the large image (none: the image alone), how opaque,
+    and a note when there is none to show."""
+    return html.Div([
+        html.Span("saliency for", className="me-2 small text-muted",
+                  title="Grad-CAM: the regions of the image that raised the model's score "
+                        "for this attribute"),
+        dcc.Dropdown(id=ids.SALIENCY_ATTRIBUTE, options=[], value=None, clearable=True,
+                     placeholder="none", className="saliency-attribute"),
+        html.Div([html.Span("opacity", className="ms-2 me-1 small text-muted"),
+                  html.Div(dcc.Slider(id=ids.SALIENCY_OPACITY, min=0, max=1, step=0.05,
+                                      value=0.6, marks=None, tooltip={"placement": "bottom"}),
+                           className="saliency-opacity")], className="map-row"),
+        html.Span(id=ids.SALIENCY_NOTE, className="ms-2 small text-muted saliency-note"),
+    ], className="map-row saliency-row")
+
+
+def saliency_options(attributes, prd_row) -> list[dict]:
+    """The picker's attributes in the run's order, each with the model's probability."""
+    return [{"label": f"{name} · {float(p):.2f}", "value": name}
+            for name, p in zip(attributes, prd_row, strict=True)]
 
 
 def thumbnail(kind: str, index: int, uri: str, caption: str, active: bool = False):

@@ -376,6 +376,39 @@ def image_figure(pixels, colour_map: str = DEFAULT_COLOUR_MAP, max_side: int = 5
         "plot_bgcolor": "white"}}
 
 
+# The saliency overlay: clear where the model did not look, then cyan to white where it did, so
+# it reads over every colour map the detail image offers (none of them holds cyan).
+SALIENCY_SCALE = [[0.0, "rgba(0,229,255,0)"], [0.35, "rgba(0,229,255,0.35)"],
+                  [0.7, "rgba(0,229,255,0.8)"], [1.0, "rgba(255,255,255,1)"]]
+
+
+def saliency_layer(saliency, attribute: str, opacity: float, method: str,
+                   max_side: int = 512) -> dict:
+    """A saliency map (H × W in 0..1, the detector image's shape) as a heatmap trace over
+    detector_heatmap's, on the same pixel grid, with a colour bar under the image saying what
+    it shows."""
+    saliency = np.asarray(saliency, np.float32)
+    z = downsample(saliency, max_side)
+    step = max(saliency.shape) / max(z.shape)
+    return {
+        "type": "heatmap", "name": f"saliency · {attribute}", "z": typed(z), "zmin": 0, "zmax": 1,
+        "colorscale": SALIENCY_SCALE, "opacity": float(opacity),
+        "dx": step, "dy": step, "x0": (step - 1) / 2, "y0": (step - 1) / 2,
+        "colorbar": {"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.02,
+                     "yanchor": "top", "thickness": 8, "len": 0.9, "tickvals": [0, 0.5, 1],
+                     "title": {"text": f"where the model looked for {attribute} ({method})",
+                               "side": "top", "font": {"size": 11}}},
+        "hovertemplate": (f"x %{{x:.0f}}, y %{{y:.0f}}<br>saliency for {attribute} %{{z:.2f}}"
+                          "<extra></extra>"),
+    }
+
+
+def with_saliency(figure: dict, layer: dict) -> dict:
+    """image_figure's figure with a saliency layer on top and room below for its colour bar."""
+    layout = {**figure["layout"], "margin": {**figure["layout"]["margin"], "b": 52}}
+    return {"data": [*figure["data"], layer], "layout": layout}
+
+
 def thumbnail_uri(pixels, size: int = 72, colour_map: str = DEFAULT_COLOUR_MAP) -> str:
     """A small PNG data URI of an image, drawn as everywhere else (pipeline.imaging)."""
     pil = Image.fromarray(false_colour(pixels, size, colour_map), "RGB")

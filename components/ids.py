@@ -72,6 +72,9 @@ DETAIL_IMAGE = "graph-detail-image"
 COLOUR_MAP = "dropdown-colour-map"
 DETAIL_TABLE = "detail-act-prd-table"
 NEIGHBOURS = "detail-neighbours"
+SALIENCY_ATTRIBUTE = "dropdown-saliency-attribute"  # panel G: the attribute whose saliency shows
+SALIENCY_OPACITY = "slider-saliency-opacity"
+SALIENCY_NOTE = "text-saliency-note"  # why no saliency shows (no model, a refused value)
 
 # ---- label audit, corrections, retraining: callbacks/audit.py & co.
 AUDIT_SUMMARY = "text-audit-summary"  # corrections count of the run's dataset

@@ -46,6 +46,14 @@ def _views(image: np.ndarray, input_size: int, stats: dict, multiscale: bool) ->
     return views
 
 
+def model_input(images: list[np.ndarray], info: dict, multiscale: bool = False) -> torch.Tensor:
+    """The batch the model sees for these detector images (views × channels × side × side,
+    float32, image by image): inference and the saliency maps prepare images only here."""
+    size, stats = info["input_size"], info["normalisation"]
+    views = [v for image in images for v in _views(image, size, stats, multiscale)]
+    return torch.from_numpy(np.stack(views)[:, None])
+
+
 def _batches(n: int, batch_size: int) -> Iterator[range]:
     for start in range(0, n, batch_size):
         yield range(start, min(start + batch_size, n))
@@ -74,7 +82,6 @@ def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=6
     dev = pick_device(device)
     cuda = dev.type == "cuda"
     model = model.to(dev).to(memory_format=torch.channels_last)  # faster on CPU and GPU alike
-    size, stats = info["input_size"], info["normalisation"]
     n_views = 15 if multiscale else 1
     per_batch = max(1, batch_size // n_views)
     prd = np.empty((len(ds), len(ds.attributes)), np.float32)
@@ -85,8 +92,7 @@ def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=6
         for rows in _batches(len(ds), per_batch):
             if should_stop and should_stop():
                 raise Stopped("inference stopped; no run was written")
-            views = [v for i in rows for v in _views(ds.load_image(i), size, stats, multiscale)]
-            x = torch.from_numpy(np.stack(views)[:, None]).to(dev)
+            x = model_input([ds.load_image(i) for i in rows], info, multiscale).to(dev)
             x = x.contiguous(memory_format=torch.channels_last)
             f = model.features(x)
             p = torch.sigmoid(model.fc(f).float())

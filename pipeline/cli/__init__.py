@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "pipeline.cli.data",
     "pipeline.cli.review",
     "pipeline.cli.robustness",
+    "pipeline.cli.saliency",
 )
 
 
