@@ -86,10 +86,16 @@ def picture_view(run, space, colours, focus, viewport, size, groups, rings) -> d
     values, scale, crange, codes = colours
     uri = png_uri(render_view(xy, values, scale, crange, focus, box, pixel_size(size), codes))
     base = dot_size(len(run))
+    shown = overlay_groups(run, groups, box, xy)
+    rings_of_groups = groups_trace(xy, shown, base)
+    if not any(len(g["indices"]) for g in shown):
+        # One point at no place keeps the trace selectable, and so plotly's box and lasso
+        # tools in the mode bar (plotly hides them when no trace can be selected).
+        rings_of_groups["x"], rings_of_groups["y"] = [None], [None]
     return {
         "picture": layout_image(uri, box), "extent": extent(run, space),
         POINTS: hover_surface(xy, box),
-        GROUPS: groups_trace(xy, overlay_groups(run, groups, box, xy), base),
+        GROUPS: rings_of_groups,
         SELECTED: selected_trace(xy, in_view(xy, rings, box, OVERLAY_CAP)),
         CORRECTED: corrected_trace(xy, in_view(xy, corrected_rows(run), box, OVERLAY_CAP), base),
     }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 from dash import ALL, Input, Output, Patch, State, ctx, hooks, html, no_update
-from dash.exceptions import PreventUpdate
 
 from callbacks.common import (
     WITH_CORRECTIONS,
@@ -359,7 +358,8 @@ def select(sel_act, sel_fea, sel_prd, _clear, group_clicks, run_id, groups):
                 return no_update, no_update
             run = try_run(run_id)
             if run is not None and is_raster(len(run)) and data is not None:
-                return _rows_in_drawn_shape(run, space, data), space
+                rows = _rows_in_drawn_shape(run, space, data)
+                return (no_update, no_update) if rows is None else (rows, space)
             return selected_rows(data), space
     if isinstance(trigger, dict) and trigger.get("type") == ids.GROUP_SELECT:
         if not any(group_clicks):
@@ -369,16 +369,13 @@ def select(sel_act, sel_fea, sel_prd, _clear, group_clicks, run_id, groups):
     return [], None
 
 
-def _rows_in_drawn_shape(run, space: str, data) -> list[int]:
+def _rows_in_drawn_shape(run, space: str, data) -> list[int] | None:
     """A large run's selection, found on the server from the box or lasso drawn (the picture
-    has no points for plotly to select); a malformed shape changes nothing."""
+    has no points for plotly to select); None for a malformed shape, which changes nothing."""
     try:
-        rows = rows_in_shape(run.emb(space), data)
+        return rows_in_shape(run.emb(space), data)
     except SelectionRefused:
-        raise PreventUpdate from None
-    if rows is None:
-        raise PreventUpdate
-    return rows
+        return None
 
 
 @hooks.callback(

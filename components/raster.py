@@ -218,3 +218,16 @@ def rows_in_shape(xy, selected_data) -> list[int] | None:
     kind, xs, ys = shape
     rows = rows_in_box(xy, xs, ys) if kind == "range" else rows_in_lasso(xy, xs, ys)
     return rows.tolist()
+
+
+def warm_up() -> None:
+    """Draw a tiny picture of each kind once, so that numba compiles datashader's kernels
+    (seconds) before the first user waits for them rather than during their first draw."""
+    rng = np.random.default_rng(0)
+    xy = rng.random((64, 2)).astype(np.float32)
+    codes = rng.integers(0, 4, 64).astype(np.float32)
+    focus = np.arange(64) % 2 == 0
+    box = [0.0, 1.0, 0.0, 1.0]
+    render_view(xy, codes, [[0, "#000000"], [1, "#ffffff"]], (0, 1), focus, box, (32, 32))
+    render_view(xy, codes, [[0, "#000000"], [1, "#ffffff"]], (0, 3), focus, box, (32, 32), 4)
+    hover_surface(xy, box, 8)
