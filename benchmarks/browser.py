@@ -94,7 +94,8 @@ def timed(driver, action, done) -> float:
     """Seconds from the action to `done(before, now)` holding for the views, then painted.
     Also notes the callbacks' requests it waited on (how many, the longest: server time)."""
     before = states(driver)
-    mark = driver.execute_script("return performance.now()")
+    mark = driver.execute_script(
+        "performance.setResourceTimingBufferSize(100000); return performance.now()")
     start = time.perf_counter()
     action()
     wait(lambda: done(before, states(driver)))
