@@ -12,8 +12,6 @@ import base64
 import io
 import os
 
-import datashader as ds
-import datashader.transfer_functions as tf
 import numpy as np
 import pandas as pd
 import plotly.colors
@@ -70,6 +68,9 @@ def scale_colours(scale, n: int = 256) -> list[str]:
 def _layer(canvas, frame, rows, scale, crange, alpha: int, categories: int | None):
     """One layer's picture: the points `rows`, coloured by their mean value per pixel (or, for
     codes, the mix of their categories), every drawn pixel at opacity `alpha` (0..255)."""
+    import datashader as ds  # here, not on top: importing it (numba) slows every server start
+    import datashader.transfer_functions as tf
+
     part = frame.iloc[rows] if rows is not None else frame
     colours = scale_colours(scale)
     if categories:
@@ -92,6 +93,9 @@ def render_view(xy, values, scale, crange, focus, box, size, categories: int | N
     `box` is [x0, x1, y0, y1] in data units, `size` (width, height) in pixels; `categories`
     says the values are codes 0..categories-1 (outcomes), mixed per pixel rather than averaged.
     """
+    import datashader as ds
+    import datashader.transfer_functions as tf
+
     xy = np.asarray(xy)
     frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "v": np.asarray(values, np.float32)})
     canvas = ds.Canvas(plot_width=size[0], plot_height=size[1], x_range=tuple(box[:2]),
@@ -129,6 +133,8 @@ def hover_surface(xy, box, cells: int = HOVER_CELLS) -> dict:
     """An invisible heatmap over the box whose cells answer hover and click: plotly reports the
     cell's centre and its z, 1 where the cell holds an image (the server then finds the image
     nearest to the centre), 0 where it holds none. One byte a cell keeps it small to send."""
+    import datashader as ds
+
     from components.figures import typed
 
     xy = np.asarray(xy)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dash.testing.wait import until
+from selenium.webdriver.common.action_chains import ActionChains
 
 from app import create_app
 from components.figures import CORRECTED, FIRST_FLOWER, GROUPS, POINTS
@@ -96,13 +97,11 @@ def test_hovering_a_picture_shows_the_nearest_images_thumbnail_and_a_click_opens
         "return document.querySelector('#tooltip-act').textContent"), timeout=WAIT_S)
     dash_duo.wait_for_element("#tooltip-act .hover-thumb")
     [(x, y)] = to_pixels(dash_duo, "view-act", [xy[row]])
-    dash_duo.driver.execute_script("""
-        const el = document.elementFromPoint(arguments[0], arguments[1]);
-        for (const kind of ['mousedown', 'mouseup', 'click']) {
-            el.dispatchEvent(new MouseEvent(kind, {bubbles: true, clientX: arguments[0],
-                                                   clientY: arguments[1]}));
-        }""", x, y)
-    dash_duo.wait_for_contains_text("#detail-title", run.images["image_id"].iloc[row])
+    actions = ActionChains(dash_duo.driver)
+    actions.w3c_actions.pointer_action.move_to_location(round(x), round(y))
+    actions.w3c_actions.pointer_action.click()
+    actions.perform()
+    dash_duo.wait_for_contains_text("#text-detail-title", run.images["image_id"].iloc[row])
     assert dash_duo.get_logs() == []
 
 
