@@ -240,9 +240,10 @@ def measure(n: int, raster_above: int | None) -> dict:
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)],
                               env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    driver = browser()
-    DRIVER[:] = [driver]
+    driver = None
     try:
+        driver = browser()
+        DRIVER[:] = [driver]
         wait(lambda: _serving(port), timeout=120)
         # The server compiles its picture code in the background as it starts (tens of seconds
         # on a loaded machine); a user opening the page later does not wait for it.
@@ -256,7 +257,8 @@ def measure(n: int, raster_above: int | None) -> dict:
         result["bare plotly.js scattergl draw"] = bare_plotly_s(driver, n)
         return result
     finally:
-        driver.quit()
+        if driver is not None:
+            driver.quit()
         server.terminate()
         server.wait(30)
 

@@ -92,13 +92,17 @@ def picture_view(run, space, colours, focus, viewport, size, groups, rings) -> d
         # One point at no place keeps the trace selectable, and so plotly's box and lasso
         # tools in the mode bar (plotly hides them when no trace can be selected).
         rings_of_groups["x"], rings_of_groups["y"] = [None], [None]
-    return {
-        "picture": layout_image(uri, box), "extent": extent(run, space),
-        POINTS: hover_surface(xy, box),
+    overlays = {
         GROUPS: rings_of_groups,
         SELECTED: selected_trace(xy, in_view(xy, rings, box, OVERLAY_CAP)),
         CORRECTED: corrected_trace(xy, in_view(xy, corrected_rows(run), box, OVERLAY_CAP), base),
     }
+    for trace in overlays.values():
+        # SVG, not WebGL: a figure without WebGL traces needs no GL context, which a browser
+        # without a GPU emulates at great cost on every redraw; the overlays are capped.
+        trace["type"] = "scatter"
+    return {"picture": layout_image(uri, box), "extent": extent(run, space),
+            POINTS: hover_surface(xy, box), **overlays}
 
 
 def colour_codes(colour_by) -> int | None:
