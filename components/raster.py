@@ -131,8 +131,9 @@ def layout_image(uri: str, box) -> dict:
 
 def hover_surface(xy, box, cells: int = HOVER_CELLS) -> dict:
     """An invisible heatmap over the box whose cells answer hover and click: plotly reports the
-    cell's centre and its z, 1 where the cell holds an image (the server then finds the image
-    nearest to the centre), 0 where it holds none. One byte a cell keeps it small to send."""
+    cell's centre and its z, 1 where the cell or a neighbour holds an image (the server then
+    finds the image nearest to the centre), 0 where none is near. One byte a cell keeps it
+    small to send."""
     import datashader as ds
 
     from components.figures import typed
@@ -141,7 +142,13 @@ def hover_surface(xy, box, cells: int = HOVER_CELLS) -> dict:
     x0, x1, y0, y1 = box
     canvas = ds.Canvas(plot_width=cells, plot_height=cells, x_range=(x0, x1), y_range=(y0, y1))
     counts = canvas.points(pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1]}), "x", "y", ds.count())
-    z = (np.asarray(counts.values) > 0).astype(np.uint8)
+    held = np.pad(np.asarray(counts.values) > 0, 1)
+    # A cell next to one holding an image answers too: the mouse on an image's dot may be
+    # just over the edge of the image's own cell.
+    z = np.zeros((cells, cells), np.uint8)
+    for dy_ in range(3):
+        for dx_ in range(3):
+            z |= held[dy_:dy_ + cells, dx_:dx_ + cells]
     dx, dy = (x1 - x0) / cells, (y1 - y0) / cells
     return {"type": "heatmap", "name": "images", "z": typed(z), "x0": x0 + dx / 2, "dx": dx,
             "y0": y0 + dy / 2, "dy": dy, "opacity": 0, "showscale": False,

@@ -116,7 +116,7 @@ def test_zooming_in_draws_flowers_over_the_picture_and_redraws_it_for_the_box(pi
     dash_duo.driver.execute_script(
         "const gd = document.querySelector('#view-fea .js-plotly-plot');"
         "Plotly.relayout(gd, {'xaxis.range': arguments[0], 'yaxis.range': arguments[1]});",
-        [lo[0], hi[0]], [lo[1], hi[1]])
+        [float(lo[0]), float(hi[0])], [float(lo[1]), float(hi[1])])
     dash_duo.wait_for_text_to_equal("#header-fea", f"flowers: {inside} of {inside} in view")
     until(lambda: changed(dash_duo, "view-fea", before), timeout=WAIT_S)
     image = figure_data(dash_duo, "view-fea", "gd._fullLayout.images[0]")
