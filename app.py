@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 
 import dash
 import flask
@@ -53,7 +54,17 @@ def create_app(data_dir=None, *, auth_file=None, trust_user_header=None, read_on
     app.server.config[access.CONFIG_KEY] = settings
     if settings.authenticates:
         app.server.before_request(lambda: sign_in(settings))
+    warm_up_pictures()
     return app
+
+
+def warm_up_pictures() -> None:
+    """When a run is large enough to be drawn as pictures, compile their drawing code now, in
+    the background, rather than during the first user's first draw."""
+    from components import raster
+
+    if any(raster.is_raster(len(run)) for run in scan_runs()[0]):
+        threading.Thread(target=raster.warm_up, name="xrae-warm-up", daemon=True).start()
 
 
 def sign_in(settings: access.Settings) -> flask.Response | None:

@@ -25,6 +25,7 @@ from callbacks.common import (
     thumbnail,
     try_run,
 )
+from callbacks.raster import colour_codes, focus_mask, picture_view, pointed_row
 from components import ids
 from components.encoding import (
     DEFAULT_CAP,
@@ -52,6 +53,7 @@ from components.figures import (
     typed,
     view_figure,
 )
+from components.raster import SelectionRefused, is_raster, rows_in_shape
 from components.views import colour_legend, correction_key
 from pipeline.filters import filter_mask
 
@@ -123,34 +125,45 @@ def flowers_in_view(run, act, space, mode, shown, threshold, mask, viewport, cap
 
 
 def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
-                filters, selection, groups, viewports, which=WITH_CORRECTIONS):
-    """The three view figures and their header texts, everything on screen applied."""
+                filters, selection, groups, viewports, which=WITH_CORRECTIONS, sizes=None):
+    """The three view figures and their header texts, everything on screen applied; a large
+    run's points come as a picture drawn here (callbacks.raster) at each view's pixel size."""
     act = labels_used(run, which)
     mask = match_mask(run, act, threshold, *filters)
-    values, scale, crange = view_colours(run, act, colour_by, colour_attribute, threshold,
-                                         metric, which)
-    values, alpha = typed(values), typed(opacities(mask))  # encoded once for the three views
+    raw, scale, crange = view_colours(run, act, colour_by, colour_attribute, threshold,
+                                      metric, which)
+    values, alpha = typed(raw), typed(opacities(mask))  # encoded once for the three views
     size = point_size(run, mode, metric, which)
     size = size if np.isscalar(size) else typed(size)
     mine = [g for g in groups or [] if g.get("run") == run.id]
     corrected = corrected_rows(run)
     selection = run_rows(selection, len(run))  # drawn again by every full redraw
+    raster = is_raster(len(run))
+    focus = focus_mask(mask, selection) if raster else None
     figures, headers = [], []
     for space in SPACES:
         xy = run.emb(space)
-        points = points_trace(xy, values, scale, crange, alpha, size)
-        points["selectedpoints"] = selection or None
         flowers = flower_templates(mode, run.attributes, run.colours)
+        if raster:
+            picture = picture_view(run, space, (raw, scale, crange, colour_codes(colour_by)),
+                                   focus, viewports.get(space), (sizes or {}).get(space), mine,
+                                   selection if mode != "dots" else None)
+            traces = [picture[k] for k in (POINTS, GROUPS, SELECTED, CORRECTED)]
+        else:
+            points = points_trace(xy, values, scale, crange, alpha, size)
+            points["selectedpoints"] = selection or None
+            traces = [points, groups_trace(xy, mine, dot_size(len(run))),
+                      selected_trace(xy, selection if mode != "dots" else None),
+                      corrected_trace(xy, corrected, dot_size(len(run)))]
+            picture = {"picture": None, "extent": None}
         header = f"{len(run):,} images"
         if mode != "dots":
             geometry, header = flowers_in_view(run, act, space, mode, shown, threshold, mask,
                                                viewports.get(space), cap)
             for trace, (x, y) in zip(flowers, geometry, strict=True):
                 trace["x"], trace["y"] = typed(x), typed(y)
-        rings = selected_trace(xy, selection if mode != "dots" else None)
-        figures.append(view_figure(points, groups_trace(xy, mine, dot_size(len(run))), rings,
-                                   corrected_trace(xy, corrected, dot_size(len(run))), flowers,
-                                   uirevision=run.id))
+        figures.append(view_figure(*traces, flowers, uirevision=run.id,
+                                   picture=picture["picture"], extent=picture["extent"]))
         headers.append(header)
     return figures, headers
 
@@ -184,10 +197,11 @@ def _attribute(run, index) -> int:
     State(ids.STORE_SELECTION, "data"), State(ids.STORE_GROUPS, "data"),
     [State(ids.STORE_VIEWPORTS[s], "data") for s in SPACES], State(ids.LABELS_USED, "value"),
     State(ids.FILTER_DISAGREEING, "value"),
+    [State(ids.STORE_VIEW_SIZES[s], "data") for s in SPACES],
 )
 def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
                f_attributes, f_match, f_on, selection, groups, vp_act, vp_fea, vp_prd,
-               which=WITH_CORRECTIONS, disagreeing=None):
+               which=WITH_CORRECTIONS, disagreeing=None, *sizes):
     run = chosen_run(run_id)
     viewports = (vp_act, vp_fea, vp_prd)
     if ctx.triggered_id == ids.RUN_PICKER:
@@ -196,7 +210,8 @@ def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, th
     filters = (f_attributes, f_match, f_on, disagreeing)
     figures, headers = build_views(
         run, mode or "dots", shown, colour_by, colour_attribute, metric, cap, threshold,
-        filters, selection, groups, dict(zip(SPACES, viewports, strict=True)), which)
+        filters, selection, groups, dict(zip(SPACES, viewports, strict=True)), which,
+        dict(zip(SPACES, sizes, strict=False)))
     mask = match_mask(run, labels_used(run, which), threshold, *filters)
     return (*figures, *headers, count_text(mask))
 
@@ -217,6 +232,8 @@ def fade_filtered(attributes, match, on, threshold, run_id, which=WITH_CORRECTIO
     run = chosen_run(run_id)
     mask = match_mask(run, labels_used(run, which), threshold, attributes, match, on,
                       disagreeing)
+    if is_raster(len(run)):  # the pictures fade it (callbacks.raster)
+        return (*[no_update] * len(SPACES), count_text(mask))
     alpha = typed(opacities(mask))
     patches = []
     for _ in SPACES:
@@ -241,6 +258,8 @@ def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute, metric
     if colour_by in ("probability", "disagreement") or (colour_by != "outcome" and on_threshold):
         return [no_update] * len(SPACES)
     run = chosen_run(run_id)
+    if is_raster(len(run)):  # the pictures recolour (callbacks.raster)
+        return [no_update] * len(SPACES)
     values, _, _ = view_colours(run, labels_used(run, which), colour_by, colour_attribute,
                                 threshold, metric, which)
     colours = typed(values)
@@ -284,7 +303,8 @@ def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_i
         for k, (x, y) in enumerate(geometry):
             patch["data"][FIRST_FLOWER + k]["x"] = typed(x)
             patch["data"][FIRST_FLOWER + k]["y"] = typed(y)
-        if mode == "joint" and labels_changed:  # the centre dots grow with the error distance
+        # The centre dots grow with the error distance (a picture's dots do not).
+        if mode == "joint" and labels_changed and not is_raster(len(run)):
             patch["data"][POINTS]["marker"]["size"] = typed(point_size(run, mode, metric, which))
         figures.append(patch)
         headers.append(header)
@@ -336,6 +356,10 @@ def select(sel_act, sel_fea, sel_prd, _clear, group_clicks, run_id, groups):
         if trigger == ids.VIEWS[space]:
             if not drawn_by_user(data):
                 return no_update, no_update
+            run = try_run(run_id)
+            if run is not None and is_raster(len(run)) and data is not None:
+                rows = _rows_in_drawn_shape(run, space, data)
+                return (no_update, no_update) if rows is None else (rows, space)
             return selected_rows(data), space
     if isinstance(trigger, dict) and trigger.get("type") == ids.GROUP_SELECT:
         if not any(group_clicks):
@@ -343,6 +367,15 @@ def select(sel_act, sel_fea, sel_prd, _clear, group_clicks, run_id, groups):
         mine = [g for g in groups or [] if g.get("run") == run_id]
         return sorted(mine[trigger["index"]]["indices"]), None
     return [], None
+
+
+def _rows_in_drawn_shape(run, space: str, data) -> list[int] | None:
+    """A large run's selection, found on the server from the box or lasso drawn (the picture
+    has no points for plotly to select); None for a malformed shape, which changes nothing."""
+    try:
+        return rows_in_shape(run.emb(space), data)
+    except SelectionRefused:
+        return None
 
 
 @hooks.callback(
@@ -355,12 +388,14 @@ def highlight_selection(selection, source, mode=None, run_id=None):
     """Linked brushing: the selected rows light up in all three views. Only the indices go
     (and, among flowers, whose petals stay vivid, rings round the selected centres)."""
     run = try_run(run_id)
-    rows = (run_rows(selection, len(run)) or None) if run is not None else None
-    rings = run is not None and mode not in (None, "dots")
+    raster = run is not None and is_raster(len(run))  # the pictures light it up
+    rows = (run_rows(selection, len(run)) or None) if run is not None and not raster else None
+    rings = run is not None and mode not in (None, "dots") and not raster
     patches = []
     for space in SPACES:
         patch = Patch()
-        patch["data"][POINTS]["selectedpoints"] = rows
+        if not raster:
+            patch["data"][POINTS]["selectedpoints"] = rows
         if rings:
             ring = selected_trace(run.emb(space), rows)
             patch["data"][SELECTED]["x"], patch["data"][SELECTED]["y"] = ring["x"], ring["y"]
@@ -379,6 +414,8 @@ def highlight_selection(selection, source, mode=None, run_id=None):
 def outline_groups(groups, run_id):
     """Saved groups stay outlined in the views, each in its colour."""
     run = chosen_run(run_id)
+    if is_raster(len(run)):  # outlined, in view, with the pictures (callbacks.raster)
+        return [no_update] * len(SPACES)
     mine = [g for g in groups or [] if g.get("run") == run.id]
     patches = []
     for space in SPACES:
@@ -399,8 +436,9 @@ def mark_corrected(_version, run_id, drawn):
     correction; the key above the views counts them."""
     run = chosen_run(run_id)
     rows = corrected_rows(run)
-    if ctx.triggered_id == ids.RUN_PICKER or not drawn:
-        # The full draw of a new run (or the first draw, still on its way) brings the diamonds.
+    if ctx.triggered_id == ids.RUN_PICKER or not drawn or is_raster(len(run)):
+        # The full draw of a new run (or the first draw, still on its way) brings the diamonds;
+        # a large run's pictures bring those in view (callbacks.raster).
         return (*[no_update] * len(SPACES), correction_key(len(rows)))
     patches = []
     for space in SPACES:
@@ -488,11 +526,11 @@ for _space in SPACES:
     def show_hover(hover, run_id, viewport, space=_space):
         """The hovered image's thumbnail and strongest predicted attributes, in a card that
         opens towards the middle of the page so that it shows whole."""
-        point = (hover or {}).get("points", [{}])[0]
+        points = hover.get("points") if isinstance(hover, dict) else None
+        point = points[0] if isinstance(points, list) and points else None
         run = try_run(run_id)
-        index = point.get("pointIndex")
-        if (run is None or point.get("curveNumber") != POINTS or not isinstance(index, int)
-                or not 0 <= index < len(run)):
+        index = pointed_row(run, space, point) if run is not None else None
+        if index is None:
             return False, no_update, no_update, no_update
         return (True, point.get("bbox"), hover_card(run, index),
                 card_side(run, space, index, viewport))

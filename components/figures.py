@@ -212,15 +212,25 @@ def flower_geometry(mode: str, centres, act, prd, threshold: float, shown, radiu
 
 
 def view_figure(points: dict, groups: dict, selected: dict, corrected: dict, flowers: list[dict],
-                uirevision) -> dict:
+                uirevision, picture: dict | None = None, extent=None) -> dict:
     """One embedded view: points, group rings, selection rings, corrected-label diamonds, then
     the petal traces.
 
     Axes are not locked to equal scale, so elongated maps use the whole plot; petals are sized
-    per axis (petal_radius) and so stay round.
+    per axis (petal_radius) and so stay round. A large run's points come as a `picture` (a
+    layout image) over the axes' `extent`, which a double-click returns to.
     """
     axis = {"showticklabels": False, "showgrid": False, "zeroline": False, "showline": True,
             "mirror": True, "linecolor": "#d0d4da", "ticks": ""}
+    figure = _view_layout(points, groups, selected, corrected, flowers, uirevision, axis)
+    if picture is not None:
+        figure["layout"]["images"] = [picture]
+        figure["layout"]["xaxis"] = {**axis, "range": list(extent[:2]), "autorange": False}
+        figure["layout"]["yaxis"] = {**axis, "range": list(extent[2:]), "autorange": False}
+    return figure
+
+
+def _view_layout(points, groups, selected, corrected, flowers, uirevision, axis) -> dict:
     return {
         "data": [points, groups, selected, corrected, *flowers],
         "layout": {

@@ -20,6 +20,7 @@ def stores() -> list:
         dcc.Store(id=ids.STORE_SELECTION_SOURCE, data=None),  # view the selection came from
         # One viewport store per view, so a zoom redraws the flowers of that view only.
         *[dcc.Store(id=store, data=None) for store in ids.STORE_VIEWPORTS.values()],
+        *[dcc.Store(id=store, data=None) for store in ids.STORE_VIEW_SIZES.values()],
         dcc.Store(id=ids.STORE_CORRECTIONS, data=0),  # newest correction event seen
         dcc.Interval(id=ids.CORRECTIONS_POLL, interval=CORRECTIONS_POLL_MS),
         dcc.Download(id=ids.DOWNLOAD),

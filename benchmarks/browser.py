@@ -1,0 +1,291 @@
+"""What a user waits for in a real browser: `python app.py` on synthetic runs of 10k, 100k and
+1M images, driven by headless Chromium (Selenium), each gesture timed from the action to its
+result drawn in all three views; then the JS heap and the floor of a point-based design (a bare
+plotly.js page drawing one scattergl trace of the same size).
+
+    python benchmarks/browser.py [--sizes 10000 100000 1000000] [--raster-above N]
+
+Targets: 1M first draw ≤ 10 s, every gesture ≤ 2 s, heap ≤ 1 GB; 100k every gesture ≤ 1 s.
+Runs are written as benchmarks/dashboard.py writes them (no images: hover thumbnails are grey).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+
+from benchmarks.dashboard import synthetic_run  # noqa: E402
+
+CHROMIUM_FLAGS = ["--headless", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-sync", "--disable-smooth-scrolling",
+                  # as the browser tests run it (root in a container): no sandbox, no /dev/shm
+                  "--no-sandbox", "--disable-dev-shm-usage",
+                  "--window-size=1600,1200", "--enable-precise-memory-info"]
+VIEWS = ("view-act", "view-fea", "view-prd")
+TIMEOUT_S = 600
+
+# The state of a view as JavaScript: what tells a gesture's result is on screen in it.
+VIEW_STATE = """
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+if (!gd || !gd._fullLayout || !gd._fullData || !gd._fullData.length) return null;
+const img = (gd._fullLayout.images || [])[0];
+const pts = gd.data[0];
+return {picture: img ? img.source.length + ':' + img.source.slice(-48) : null,
+        length: gd._fullData[0]._length,
+        selected: pts && pts.selectedpoints ? pts.selectedpoints.length : 0,
+        colour: pts && pts.marker && pts.marker.color && pts.marker.color.bdata
+            ? pts.marker.color.bdata.length + ':' + pts.marker.color.bdata.slice(-48) : null,
+        opacity: pts && pts.marker && pts.marker.opacity && pts.marker.opacity.bdata
+            ? pts.marker.opacity.bdata.slice(-64) + pts.marker.opacity.bdata.length : null,
+        flowers: gd._fullData.slice(4).reduce((n, t) => n + (t._length || 0), 0)};
+"""
+PAINTED = """const done = arguments[arguments.length - 1];
+requestAnimationFrame(() => requestAnimationFrame(() => done(true)));"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def browser() -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options)
+    driver.set_script_timeout(TIMEOUT_S)
+    return driver
+
+
+def wait(condition, timeout: float = TIMEOUT_S, step: float = 0.05):
+    """Poll until condition() is truthy; returns it (a benchmark has no other way to see)."""
+    end = time.perf_counter() + timeout
+    while time.perf_counter() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise TimeoutError("the browser did not show the result in time")
+
+
+def states(driver) -> dict:
+    return {v: driver.execute_script(VIEW_STATE, v) for v in VIEWS}
+
+
+REQUESTS = """return performance.getEntriesByType('resource')
+    .filter(e => e.name.includes('_dash-update-component') && e.startTime >= arguments[0])
+    .map(e => e.duration / 1000);"""
+
+
+def timed(driver, action, done) -> float:
+    """Seconds from the action to `done(before, now)` holding for the views, then painted.
+    Also notes the callbacks' requests it waited on (how many, the longest: server time)."""
+    before = states(driver)
+    mark = driver.execute_script(
+        "performance.setResourceTimingBufferSize(100000); return performance.now()")
+    start = time.perf_counter()
+    action()
+    wait(lambda: done(before, states(driver)))
+    driver.execute_async_script(PAINTED)
+    took = time.perf_counter() - start
+    requests = driver.execute_script(REQUESTS, mark)
+    REQUEST_NOTES.append(f"{len(requests)} requests, longest {max(requests, default=0):.2f} s")
+    return took
+
+
+REQUEST_NOTES: list[str] = []
+
+
+def text(driver, element_id: str) -> str:
+    return driver.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';",
+        element_id)
+
+
+def drawn(n: int):
+    def done(_before, now):
+        return all(s and (s["picture"] or s["length"] == n) for s in now.values())
+    return done
+
+
+def changed(keys, views=VIEWS):
+    """Done when, in each of `views`, one of `keys` of its state differs from before."""
+    def done(before, now):
+        return all(now[v] and any(now[v][k] != before[v][k] for k in keys) for v in views)
+    return done
+
+
+def with_text(element_id: str, wanted, inner):
+    def done(before, now):
+        return wanted(text(DRIVER[0], element_id)) and inner(before, now)
+    return done
+
+
+DRIVER: list = []
+
+
+def set_prop(driver, component_id: str, value) -> None:
+    """Set a control's value as the user's click or drag would (Dash runs the same callbacks)."""
+    driver.execute_script("window.dash_clientside.set_props(arguments[0], {value: arguments[1]})",
+                          component_id, value)
+
+
+def click_radio(driver, component_id: str, value: str) -> None:
+    driver.find_element("css selector", f"#{component_id} input[value='{value}']").click()
+
+
+def box_select(driver, graph_id: str) -> None:
+    """Drag a box over the middle fifth of a view with the mouse."""
+    x0, y0, x1, y1 = driver.execute_script("""
+        const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+        const b = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return [b.left + 0.4 * b.width, b.top + 0.4 * b.height,
+                b.left + 0.6 * b.width, b.top + 0.6 * b.height];""", graph_id)
+    actions = ActionChains(driver)
+    pointer = actions.w3c_actions.pointer_action
+    pointer.move_to_location(round(x0), round(y0))
+    pointer.pointer_down()
+    for t in (0.33, 0.66, 1.0):
+        pointer.move_to_location(round(x0 + t * (x1 - x0)), round(y0 + t * (y1 - y0)))
+    pointer.pointer_up()
+    actions.perform()
+
+
+def zoom(driver, graph_id: str) -> None:
+    """Zoom the view onto its middle third, as a scroll or drag zoom reports it."""
+    driver.execute_script("""
+        const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+        const xr = gd._fullLayout.xaxis.range, yr = gd._fullLayout.yaxis.range;
+        const third = (r) => [r[0] + (r[1] - r[0]) / 3, r[1] - (r[1] - r[0]) / 3];
+        Plotly.relayout(gd, {'xaxis.range': third(xr), 'yaxis.range': third(yr)});""", graph_id)
+
+
+def gestures(driver, n: int) -> dict[str, float]:
+    """Each gesture's wall time in seconds, in the order a user might make them."""
+    picture = ["picture"]
+    out = {}
+    out["box select in FEA → ACT, PRD lit"] = timed(
+        driver, lambda: box_select(driver, "view-fea"),
+        with_text("text-selection-title", lambda t: t.startswith("Selection:"),
+                  changed(picture + ["selected"], ("view-act", "view-prd"))))
+    out["switch to joint flowers"] = timed(
+        driver, lambda: click_radio(driver, "radio-point-mode", "joint"),
+        with_text("header-prd", lambda t: t.startswith("flowers"), changed(["flowers"])))
+    out["zoom FEA (flowers, picture)"] = timed(
+        driver, lambda: zoom(driver, "view-fea"),
+        with_text("header-fea", lambda t: "flowers" in t,
+                  changed(["flowers", "picture"], ("view-fea",))))
+    out["filter (2 attributes, ACT)"] = timed(
+        driver, lambda: set_prop(driver, "dropdown-filter-attributes", [2, 5]),
+        with_text("text-filter-count", lambda t: "match" in t,
+                  changed(picture + ["opacity"])))
+    click_radio(driver, "radio-colour-by", "outcome")
+    wait(lambda: "Outcome" in text(driver, "colour-legend"))
+    wait(lambda: all(s and (s["picture"] or s["colour"]) for s in states(driver).values()))
+    time.sleep(2 if n < 500_000 else 8)  # the recolour's own callbacks settle (not timed)
+    out["threshold 0.5 → 0.3 (outcome colours)"] = timed(
+        driver, lambda: set_prop(driver, "slider-threshold", 0.3),
+        changed(picture + ["colour"]))
+    return out
+
+
+def heap_mb(driver) -> float:
+    return driver.execute_script("return performance.memory.usedJSHeapSize") / 2**20
+
+
+def bare_plotly_s(driver, n: int) -> float:
+    """Seconds a bare plotly.js page takes to draw one scattergl trace of n points."""
+    import plotly
+
+    bundle = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    with tempfile.NamedTemporaryFile("w", suffix=".html", delete=False) as page:
+        page.write(f"<html><body><div id='g' style='width:450px;height:410px'></div>"
+                   f"<script src='file://{bundle}'></script></body></html>")
+    driver.get(f"file://{page.name}")
+    wait(lambda: driver.execute_script("return typeof Plotly !== 'undefined'"))
+    took = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1], n = arguments[0];
+        const x = new Float32Array(n), y = new Float32Array(n), c = new Float32Array(n);
+        for (let i = 0; i < n; i++) {
+            x[i] = Math.random(); y[i] = Math.random(); c[i] = Math.random(); }
+        const start = performance.now();
+        Plotly.newPlot('g', [{type: 'scattergl', mode: 'markers', x: x, y: y,
+                              marker: {color: c, size: 3}}], {dragmode: 'select'})
+            .then(() => requestAnimationFrame(() => requestAnimationFrame(
+                () => done((performance.now() - start) / 1000))));""", n)
+    os.unlink(page.name)
+    return took
+
+
+def measure(n: int, raster_above: int | None) -> dict:
+    data_dir = Path(tempfile.mkdtemp(prefix=f"raster-bench-{n}-"))
+    synthetic_run(data_dir, n)
+    port = free_port()
+    env = {**os.environ, "XRAE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
+    if raster_above is not None:
+        env["XRAE_RASTER_ABOVE"] = str(raster_above)
+    server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)],
+                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    driver = None
+    try:
+        driver = browser()
+        DRIVER[:] = [driver]
+        wait(lambda: _serving(port), timeout=120)
+        # The server compiles its picture code in the background as it starts (tens of seconds
+        # on a loaded machine); a user opening the page later does not wait for it.
+        time.sleep(40 if n > 50_000 else 0)
+        result = {"first draw": timed(driver, lambda: driver.get(f"http://127.0.0.1:{port}"),
+                                      with_text("header-fea", lambda t: "images" in t,
+                                                drawn(n)))}
+        time.sleep(2)
+        result.update(gestures(driver, n))
+        result["JS heap (MB)"] = heap_mb(driver)
+        result["bare plotly.js scattergl draw"] = bare_plotly_s(driver, n)
+        return result
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.terminate()
+        server.wait(30)
+
+
+def _serving(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--raster-above", type=int, default=None,
+                        help="XRAE_RASTER_ABOVE for the app (default: the app's own)")
+    args = parser.parse_args(argv)
+    for n in args.sizes:
+        load = Path("/proc/loadavg").read_text().split()[:3]
+        result = measure(n, args.raster_above)
+        print(f"\n{n:,} images (load average before: {' '.join(load)})", flush=True)
+        notes = iter(REQUEST_NOTES)
+        for name, value in result.items():
+            unit = " MB" if "MB" in name else " s"
+            note = next(notes, "") if unit == " s" and "plotly.js" not in name else ""
+            print(f"  {name:42s} {value:8.2f}{unit}  {note}", flush=True)
+        REQUEST_NOTES.clear()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The views of large runs (above XRAE_RASTER_ABOVE images) as pictures drawn on the server:
+redrawn for every gesture at the view's pixel size, with the hovered or clicked image found by
+a k-d tree, so the browser never holds the run's points.
+
+Small runs keep the scattergl views (callbacks/views.py): every callback here leaves them be.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from dash import Input, Output, State, ctx, hooks, no_update
+from scipy.spatial import cKDTree
+
+from callbacks.common import (
+    WITH_CORRECTIONS,
+    chosen_run,
+    corrected_rows,
+    extent,
+    labels_used,
+    run_rows,
+    try_run,
+)
+from components import ids
+from components.encoding import dot_size
+from components.figures import (
+    CORRECTED,
+    GROUPS,
+    POINTS,
+    SELECTED,
+    corrected_trace,
+    groups_trace,
+    selected_trace,
+)
+from components.raster import (
+    hover_surface,
+    in_view,
+    is_raster,
+    layout_image,
+    pixel_size,
+    png_uri,
+    render_view,
+)
+from pipeline.store import open_run
+
+SPACES = tuple(ids.VIEWS)
+OVERLAY_CAP = 5_000  # group rings, diamonds or selection rings drawn per view, at most
+OUTCOME_CODES = 4  # TP, FP, FN, TN: mixed per pixel, not averaged
+
+
+def picture_box(run, space: str, viewport) -> list[float]:
+    """The data box a view shows: its zoom box, else the box round all its points."""
+    if (isinstance(viewport, list) and len(viewport) == 4
+            and all(isinstance(v, (int, float)) and np.isfinite(v) for v in viewport)
+            and viewport[1] > viewport[0] and viewport[3] > viewport[2]):
+        return [float(v) for v in viewport]
+    return extent(run, space)
+
+
+def focus_mask(mask, selection: list[int]) -> np.ndarray:
+    """The points drawn vivid: those the filter keeps and, when images are selected, selected
+    (the others fade, as plotly fades unselected points)."""
+    mask = np.asarray(mask, bool)
+    if not selection:
+        return mask
+    chosen = np.zeros(len(mask), bool)
+    chosen[selection] = True
+    return mask & chosen
+
+
+def overlay_groups(run, groups, box, xy) -> list[dict]:
+    """The run's saved groups cut to their members in view (at most OVERLAY_CAP each)."""
+    mine = [g for g in groups or [] if isinstance(g, dict) and g.get("run") == run.id]
+    return [{"colour": g.get("colour"), "indices": in_view(xy, run_rows(g.get("indices"), len(run)),
+                                                          box, OVERLAY_CAP)} for g in mine]
+
+
+def picture_view(run, space, colours, focus, viewport, size, groups, rings) -> dict:
+    """Everything of one view of a large run: the picture (a layout image), the hover surface
+    in the image trace's place, and group rings, selection rings and correction diamonds for
+    what is in view. `colours` is (values, scale, range, codes-or-None); `rings` the selected
+    rows that get a ring (flower modes) or None."""
+    xy = np.asarray(run.emb(space))
+    box = picture_box(run, space, viewport)
+    values, scale, crange, codes = colours
+    uri = png_uri(render_view(xy, values, scale, crange, focus, box, pixel_size(size), codes))
+    base = dot_size(len(run))
+    shown = overlay_groups(run, groups, box, xy)
+    rings_of_groups = groups_trace(xy, shown, base)
+    if not any(len(g["indices"]) for g in shown):
+        # One point at no place keeps the trace selectable, and so plotly's box and lasso
+        # tools in the mode bar (plotly hides them when no trace can be selected).
+        rings_of_groups["x"], rings_of_groups["y"] = [None], [None]
+    overlays = {
+        GROUPS: rings_of_groups,
+        SELECTED: selected_trace(xy, in_view(xy, rings, box, OVERLAY_CAP)),
+        CORRECTED: corrected_trace(xy, in_view(xy, corrected_rows(run), box, OVERLAY_CAP), base),
+    }
+    for trace in overlays.values():
+        # SVG, not WebGL: a figure without WebGL traces needs no GL context, which a browser
+        # without a GPU emulates at great cost on every redraw; the overlays are capped.
+        trace["type"] = "scatter"
+    return {"picture": layout_image(uri, box), "extent": extent(run, space),
+            POINTS: hover_surface(xy, box), **overlays}
+
+
+def colour_codes(colour_by) -> int | None:
+    return OUTCOME_CODES if colour_by == "outcome" else None
+
+
+# ---------------------------------------------------------------- redraw on every gesture
+
+
+def _redrawn_spaces() -> set[str]:
+    """The views a gesture changes: the one zoomed or resized, else all three."""
+    own = {ids.STORE_VIEWPORTS[s]: s for s in SPACES} | {ids.STORE_VIEW_SIZES[s]: s
+                                                          for s in SPACES}
+    triggered = {p.rsplit(".", 1)[0] for p in ctx.triggered_prop_ids}
+    if triggered and triggered <= set(own):
+        return {own[t] for t in triggered}
+    return set(SPACES)
+
+
+@hooks.callback(
+    [Output(ids.VIEWS[s], "figure", allow_duplicate=True) for s in SPACES],
+    Input(ids.STORE_SELECTION, "data"), Input(ids.THRESHOLD, "value"),
+    Input(ids.FILTER_ATTRIBUTES, "value"), Input(ids.FILTER_MATCH, "value"),
+    Input(ids.FILTER_ON, "value"), Input(ids.FILTER_DISAGREEING, "value"),
+    Input(ids.LABELS_USED, "value"), Input(ids.STORE_CORRECTIONS, "data"),
+    Input(ids.STORE_GROUPS, "data"),
+    [Input(ids.STORE_VIEWPORTS[s], "data") for s in SPACES],
+    [Input(ids.STORE_VIEW_SIZES[s], "data") for s in SPACES],
+    State(ids.RUN_PICKER, "value"), State(ids.POINT_MODE, "value"),
+    State(ids.COLOUR_BY, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
+    State(ids.DISTANCE, "value"),
+    prevent_initial_call=True,
+)
+def redraw_pictures(selection, threshold, f_attributes, f_match, f_on, disagreeing, which,
+                    _version, groups, vp_act, vp_fea, vp_prd, size_act, size_fea, size_prd,
+                    run_id, mode, colour_by, colour_attribute, metric):
+    """A large run's views drawn again for what changed: the selection lit up in all three,
+    the filter's fading, the threshold's outcome colours, the labels used, saved groups, and
+    a view's zoom box or pixel size (that view only)."""
+    run = try_run(run_id)
+    if run is None or not is_raster(len(run)):
+        return [no_update] * len(SPACES)
+    from callbacks.views import match_mask, view_colours  # views imports this module
+
+    which = which or WITH_CORRECTIONS
+    act = labels_used(run, which)
+    mask = match_mask(run, act, threshold, f_attributes, f_match, f_on, disagreeing)
+    rows = run_rows(selection, len(run))
+    values, scale, crange = view_colours(run, act, colour_by, colour_attribute, threshold,
+                                         metric, which)
+    colours = (values, scale, crange, colour_codes(colour_by))
+    focus = focus_mask(mask, rows)
+    rings = rows if mode not in (None, "dots") else None
+    viewports = dict(zip(SPACES, (vp_act, vp_fea, vp_prd), strict=True))
+    sizes = dict(zip(SPACES, (size_act, size_fea, size_prd), strict=True))
+    redrawn = _redrawn_spaces()
+    return [picture_patch(picture_view(run, s, colours, focus, viewports[s], sizes[s], groups,
+                                       rings)) if s in redrawn else no_update for s in SPACES]
+
+
+def picture_patch(view: dict):
+    """A Patch that puts one view's new picture and overlay traces in place."""
+    from dash import Patch
+
+    patch = Patch()
+    patch["layout"]["images"] = [view["picture"]]
+    for trace in (POINTS, GROUPS, SELECTED, CORRECTED):
+        patch["data"][trace] = view[trace]
+    return patch
+
+
+for _space in SPACES:
+    # The plot area's size in pixels, read in the browser after each relayout (a resize too);
+    # written only when it changed, so a zoom does not redraw the picture twice.
+    hooks.clientside_callback(
+        f"""function(_relayout, previous) {{
+            const gd = document.querySelector('#{ids.VIEWS[_space]} .js-plotly-plot');
+            if (!gd || !gd._fullLayout || !gd._fullLayout._size) {{
+                return window.dash_clientside.no_update;
+            }}
+            const size = [Math.round(gd._fullLayout._size.w), Math.round(gd._fullLayout._size.h)];
+            if (previous && previous[0] === size[0] && previous[1] === size[1]) {{
+                return window.dash_clientside.no_update;
+            }}
+            return size;
+        }}""",
+        Output(ids.STORE_VIEW_SIZES[_space], "data"),
+        Input(ids.VIEWS[_space], "relayoutData"),
+        State(ids.STORE_VIEW_SIZES[_space], "data"),
+        prevent_initial_call=True,
+    )
+
+
+# ---------------------------------------------------------------- hover and click
+
+
+@lru_cache(maxsize=6)
+def _tree(run_path: str, space: str) -> cKDTree:
+    return cKDTree(np.asarray(open_run(run_path).emb(space), np.float64))
+
+
+def nearest_row(run, space: str, x: float, y: float) -> int:
+    """The image nearest to (x, y) in a view (a k-d tree per run and view, built once)."""
+    _, row = _tree(str(run.path), space).query([x, y])
+    return int(row)
+
+
+def pointed_row(run, space: str, point) -> int | None:
+    """The image a hover or click event points at: its index in the image trace (small runs),
+    or the image nearest to the hovered cell of the picture's hover surface when that cell
+    holds one (large runs); None for any other trace, an empty cell or anything malformed."""
+    if not isinstance(point, dict) or point.get("curveNumber") != POINTS:
+        return None
+    if is_raster(len(run)):
+        x, y = point.get("x"), point.get("y")
+        if point.get("z") != 1:
+            return None
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
+        return nearest_row(run, space, x, y) if numbers and np.isfinite([x, y]).all() else None
+    index = point.get("pointIndex")
+    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(run):
+        return index
+    return None
+
+
+@hooks.callback(
+    Output(ids.STORE_DETAIL_INDEX, "data", allow_duplicate=True),
+    [Input(ids.VIEWS[s], "clickData") for s in SPACES], State(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,
+)
+def open_clicked_picture(click_act, click_fea, click_prd, run_id):
+    """A click on a large run's picture opens the image nearest to it (small runs: panel G's
+    own callback opens the clicked point)."""
+    run = chosen_run(run_id)
+    if not is_raster(len(run)):
+        return no_update
+    clicks = dict(zip(SPACES, (click_act, click_fea, click_prd), strict=True))
+    for space in SPACES:
+        if ctx.triggered_id == ids.VIEWS[space]:
+            points = (clicks[space] or {}).get("points") if isinstance(clicks[space], dict) \
+                else None
+            point = points[0] if isinstance(points, list) and points else None
+            row = pointed_row(run, space, point)
+            return no_update if row is None else row
+    return no_update

@@ -1,0 +1,246 @@
+"""The embedded views of large runs drawn on the server: each view is a picture of its points
+(datashader), the selection is found on the server from the box or lasso the user drew.
+
+Above `raster_above()` images a scattergl trace of every point costs the browser minutes (it
+draws and selects client-side); a picture of the view at its pixel size costs it nothing.
+Pure functions: arrays in, images, figure parts or row numbers out.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+
+import numpy as np
+import pandas as pd
+import plotly.colors
+
+from pipeline.errors import PipelineError
+
+RASTER_ABOVE = 50_000  # images; runs above it are drawn as pictures (XRAE_RASTER_ABOVE)
+DEFAULT_SIZE = (440, 406)  # plot-area pixels of one view before the browser reports its own
+MAX_SIDE = 2400  # pixels: a larger size from the browser is clipped
+HOVER_CELLS = 128  # hover surface cells along each axis
+MAX_LASSO = 20_000  # lasso vertices accepted from the browser
+FOCUS_ALPHA, BACKGROUND_ALPHA = 235, 26  # of the points shown, and of the faded ones
+
+
+class SelectionRefused(PipelineError):
+    """A selection event from the browser that is not a box or lasso of finite numbers."""
+
+
+def raster_above() -> int:
+    """Image count above which the views are pictures: XRAE_RASTER_ABOVE, else 50,000."""
+    value = os.environ.get("XRAE_RASTER_ABOVE", "")
+    try:
+        return max(int(value), 0) if value.strip() else RASTER_ABOVE
+    except ValueError:
+        raise PipelineError(f"XRAE_RASTER_ABOVE must be a whole number, not {value!r}") from None
+
+
+def is_raster(n_images: int) -> bool:
+    return n_images > raster_above()
+
+
+def pixel_size(size) -> tuple[int, int]:
+    """The plot-area size the browser reported ([width, height]), clipped; else the default."""
+    if (isinstance(size, list) and len(size) == 2
+            and all(isinstance(v, (int, float)) and np.isfinite(v) for v in size)):
+        return tuple(int(np.clip(v, 16, MAX_SIDE)) for v in size)
+    return DEFAULT_SIZE
+
+
+# ---------------------------------------------------------------- drawing
+
+
+def scale_colours(scale, n: int = 256) -> list[str]:
+    """A plotly colour scale ([[0, c0], …, [1, c1]]) as n hex colours, for datashader."""
+    stops = [float(s) for s, _ in scale]
+    rgb = np.array([plotly.colors.hex_to_rgb(c) if c.startswith("#")
+                    else plotly.colors.unlabel_rgb(c) for _, c in scale], float)
+    t = np.linspace(0, 1, n)
+    # A stepped scale repeats a stop: interp then takes the later colour, as plotly does.
+    channels = [np.interp(t, stops, rgb[:, k]) for k in range(3)]
+    return ["#" + "".join(f"{int(round(c[i])):02x}" for c in channels) for i in range(n)]
+
+
+def _layer(canvas, frame, rows, scale, crange, alpha: int, categories: int | None):
+    """One layer's picture: the points `rows`, coloured by their mean value per pixel (or, for
+    codes, the mix of their categories), every drawn pixel at opacity `alpha` (0..255)."""
+    import datashader as ds  # here, not on top: importing it (numba) slows every server start
+    import datashader.transfer_functions as tf
+
+    part = frame.iloc[rows] if rows is not None else frame
+    colours = scale_colours(scale)
+    if categories:
+        part = part.assign(c=pd.Categorical(part["v"].astype(np.int8),
+                                            categories=range(categories)))
+        agg = canvas.points(part, "x", "y", ds.by("c", ds.count()))
+        lo, hi = crange
+        key = [colours[int(round(255 * (k - lo) / max(hi - lo, 1e-9)))] for k in range(categories)]
+        image = tf.shade(agg, color_key=key, min_alpha=alpha, alpha=alpha)
+    else:
+        agg = canvas.points(part, "x", "y", ds.mean("v"))
+        image = tf.shade(agg, cmap=colours, span=list(crange), how="linear", alpha=alpha)
+    return tf.dynspread(image, threshold=0.5, max_px=2)
+
+
+def render_view(xy, values, scale, crange, focus, box, size, categories: int | None = None):
+    """The view as an RGBA array (rows top to bottom): points in `focus` (matching the filter
+    and, when there is a selection, selected) drawn vivid over the others, faded.
+
+    `box` is [x0, x1, y0, y1] in data units, `size` (width, height) in pixels; `categories`
+    says the values are codes 0..categories-1 (outcomes), mixed per pixel rather than averaged.
+    """
+    import datashader as ds
+    import datashader.transfer_functions as tf
+
+    xy = np.asarray(xy)
+    frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "v": np.asarray(values, np.float32)})
+    canvas = ds.Canvas(plot_width=size[0], plot_height=size[1], x_range=tuple(box[:2]),
+                       y_range=tuple(box[2:]))
+    focus = np.asarray(focus, bool)
+    layers = []
+    if not focus.all():
+        layers.append(_layer(canvas, frame, np.flatnonzero(~focus), scale, crange,
+                             BACKGROUND_ALPHA, categories))
+    layers.append(_layer(canvas, frame, np.flatnonzero(focus), scale, crange, FOCUS_ALPHA,
+                         categories))
+    picture = tf.stack(*layers) if len(layers) > 1 else layers[0]
+    return np.asarray(picture.to_pil(origin="lower"))
+
+
+def png_uri(rgba) -> str:
+    """An RGBA array as a PNG data URI (fast compression: it is sent once per gesture)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(rgba, np.uint8), "RGBA").save(buffer, format="PNG",
+                                                             compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def layout_image(uri: str, box) -> dict:
+    """The picture placed on the view's axes, stretched over the box it was drawn for."""
+    x0, x1, y0, y1 = box
+    return {"source": uri, "xref": "x", "yref": "y", "x": x0, "y": y1, "sizex": x1 - x0,
+            "sizey": y1 - y0, "xanchor": "left", "yanchor": "top", "sizing": "stretch",
+            "layer": "below"}
+
+
+def hover_surface(xy, box, cells: int = HOVER_CELLS) -> dict:
+    """An invisible heatmap over the box whose cells answer hover and click: plotly reports the
+    cell's centre and its z, 1 where the cell or a neighbour holds an image (the server then
+    finds the image nearest to the centre), 0 where none is near. One byte a cell keeps it
+    small to send."""
+    import datashader as ds
+
+    from components.figures import typed
+
+    xy = np.asarray(xy)
+    x0, x1, y0, y1 = box
+    canvas = ds.Canvas(plot_width=cells, plot_height=cells, x_range=(x0, x1), y_range=(y0, y1))
+    counts = canvas.points(pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1]}), "x", "y", ds.count())
+    held = np.pad(np.asarray(counts.values) > 0, 1)
+    # A cell next to one holding an image answers too: the mouse on an image's dot may be
+    # just over the edge of the image's own cell.
+    z = np.zeros((cells, cells), np.uint8)
+    for dy_ in range(3):
+        for dx_ in range(3):
+            z |= held[dy_:dy_ + cells, dx_:dx_ + cells]
+    dx, dy = (x1 - x0) / cells, (y1 - y0) / cells
+    return {"type": "heatmap", "name": "images", "z": typed(z), "x0": x0 + dx / 2, "dx": dx,
+            "y0": y0 + dy / 2, "dy": dy, "opacity": 0, "showscale": False,
+            "hoverinfo": "none", "hovertemplate": None,
+            "colorscale": [[0, "white"], [1, "white"]], "zmin": 0, "zmax": 1}
+
+
+def in_view(xy, rows, box, cap: int) -> np.ndarray:
+    """Those of `rows` inside the box, at most `cap` of them (the first by row): what an overlay
+    trace (group rings, diamonds, selection rings) draws over the picture."""
+    rows = np.asarray(rows if rows is not None else [], dtype=np.int64)
+    if len(rows) == 0:
+        return rows
+    xy = np.asarray(xy)[rows]
+    inside = ((xy[:, 0] >= box[0]) & (xy[:, 0] <= box[1]) & (xy[:, 1] >= box[2])
+              & (xy[:, 1] <= box[3]))
+    return rows[inside][:cap]
+
+
+# ---------------------------------------------------------------- selection on the server
+
+
+def _numbers(values, what: str, limit: int) -> np.ndarray:
+    if (not isinstance(values, list) or not 0 < len(values) <= limit
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise SelectionRefused(f"the selection's {what} must be a list of at most {limit} "
+                               f"numbers, not {values!r:.40}")
+    array = np.asarray(values, np.float64)
+    if not np.isfinite(array).all():
+        raise SelectionRefused(f"the selection's {what} holds a number that is not finite")
+    return array
+
+
+def drawn_shape(selected_data) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """The box ("range") or lasso ("lasso") of a plotly selection event as (kind, xs, ys);
+    None for an event without one. Anything malformed is refused (SelectionRefused)."""
+    if not isinstance(selected_data, dict):
+        return None
+    for key, kind, limit in (("range", "range", 2), ("lassoPoints", "lasso", MAX_LASSO)):
+        shape = selected_data.get(key)
+        if shape is None:
+            continue
+        if not isinstance(shape, dict) or not {"x", "y"} <= set(shape):
+            raise SelectionRefused(f"the selection's {key} must hold x and y, not {shape!r:.40}")
+        xs, ys = _numbers(shape["x"], f"{key} x", limit), _numbers(shape["y"], f"{key} y", limit)
+        if len(xs) != len(ys) or len(xs) < (2 if kind == "range" else 3):
+            raise SelectionRefused(f"the selection's {key} has {len(xs)} x and {len(ys)} y")
+        return kind, xs, ys
+    return None
+
+
+def rows_in_box(xy, xs, ys) -> np.ndarray:
+    """Rows whose point lies in the box spanned by xs and ys (edges included)."""
+    xy = np.asarray(xy)
+    return np.flatnonzero((xy[:, 0] >= xs.min()) & (xy[:, 0] <= xs.max())
+                          & (xy[:, 1] >= ys.min()) & (xy[:, 1] <= ys.max()))
+
+
+def rows_in_lasso(xy, xs, ys) -> np.ndarray:
+    """Rows whose point lies inside the lasso polygon (even-odd rule, as plotly's own lasso)."""
+    candidates = rows_in_box(xy, xs, ys)
+    px, py = (np.asarray(xy)[candidates, k].astype(np.float64) for k in (0, 1))
+    inside = np.zeros(len(candidates), bool)
+    x2, y2 = np.roll(xs, 1), np.roll(ys, 1)
+    for ax, ay, bx, by in zip(xs, ys, x2, y2, strict=True):
+        crosses = (ay > py) != (by > py)
+        if not crosses.any():
+            continue
+        at = ax + (py - ay) * (bx - ax) / np.where(by == ay, 1, by - ay)
+        inside ^= crosses & (px < at)
+    return candidates[inside]
+
+
+def rows_in_shape(xy, selected_data) -> list[int] | None:
+    """The rows a box or lasso selection event encloses (sorted); None when the event has no
+    shape (plotly's redraw without an outline)."""
+    shape = drawn_shape(selected_data)
+    if shape is None:
+        return None
+    kind, xs, ys = shape
+    rows = rows_in_box(xy, xs, ys) if kind == "range" else rows_in_lasso(xy, xs, ys)
+    return rows.tolist()
+
+
+def warm_up() -> None:
+    """Draw a tiny picture of each kind once, so that numba compiles datashader's kernels
+    (seconds) before the first user waits for them rather than during their first draw."""
+    rng = np.random.default_rng(0)
+    xy = rng.random((64, 2)).astype(np.float32)
+    codes = rng.integers(0, 4, 64).astype(np.float32)
+    focus = np.arange(64) % 2 == 0
+    box = [0.0, 1.0, 0.0, 1.0]
+    render_view(xy, codes, [[0, "#000000"], [1, "#ffffff"]], (0, 1), focus, box, (32, 32))
+    render_view(xy, codes, [[0, "#000000"], [1, "#ffffff"]], (0, 3), focus, box, (32, 32), 4)
+    hover_surface(xy, box, 8)

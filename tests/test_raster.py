@@ -1,0 +1,191 @@
+"""The server-side path of large runs' views: selections found from the box or lasso drawn,
+hostile selection events refused, pictures that colour, fade and light up the right pixels, and
+the callbacks that send pictures instead of points (forced onto small runs by the setting)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from dash import Patch, no_update
+from PIL import Image
+
+from callbacks import raster as raster_callbacks
+from callbacks import views
+from components import raster
+from components.figures import GROUPS, POINTS
+from pipeline.errors import PipelineError
+from tests.test_callbacks import EVERY, call, texts
+from tests.test_callbacks import run as run  # noqa: F401  (fixture)
+
+SQUARE = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.5, 0.5], [2.0, 2.0]]
+
+
+@pytest.fixture
+def pictures(monkeypatch):
+    monkeypatch.setenv("XRAE_RASTER_ABOVE", "10")
+
+
+def test_a_box_selects_the_points_inside_it_edges_included_in_either_drag_direction():
+    xy = np.array(SQUARE)
+    box = {"range": {"x": [1.0, 0.0], "y": [0.0, 1.0]}}
+    assert raster.rows_in_shape(xy, box) == [0, 1, 2, 3, 4]
+    assert raster.rows_in_shape(xy, {"range": {"x": [1.5, 2.5], "y": [1.5, 2.5]}}) == [5]
+    assert raster.rows_in_shape(xy, {"range": {"x": [5, 6], "y": [5, 6]}}) == []
+
+
+def test_a_lasso_selects_the_points_inside_its_polygon_not_its_bounding_box():
+    rng = np.random.default_rng(0)
+    xy = rng.random((2000, 2)) * 2
+    triangle = {"lassoPoints": {"x": [0.0, 2.0, 0.0], "y": [0.0, 0.0, 2.0]}}
+    got = raster.rows_in_shape(xy, triangle)
+    assert got == np.flatnonzero(xy.sum(axis=1) < 2).tolist()
+    # A concave outline (an L): the notch's points are left out.
+    ell = {"lassoPoints": {"x": [0, 2, 2, 1, 1, 0], "y": [0, 0, 1, 1, 2, 2]}}
+    notch = (xy[:, 0] > 1) & (xy[:, 1] > 1)
+    assert set(raster.rows_in_shape(xy, ell)) == set(np.flatnonzero(~notch).tolist())
+
+
+@pytest.mark.parametrize("event", [
+    {"range": {"x": [0, "1"], "y": [0, 1]}},
+    {"range": {"x": [0, float("nan")], "y": [0, 1]}},
+    {"range": {"x": [0, float("inf")], "y": [0, 1]}},
+    {"range": {"x": [0, 1, 2], "y": [0, 1, 2]}},
+    {"range": {"x": [0, 1]}},
+    {"range": [0, 1]},
+    {"lassoPoints": {"x": [0, 1], "y": [0, 1]}},
+    {"lassoPoints": {"x": [0, 1, 2], "y": [0, 1]}},
+    {"lassoPoints": {"x": [True, 1, 2], "y": [0, 1, 2]}},
+    {"lassoPoints": {"x": list(range(raster.MAX_LASSO + 1)),
+                     "y": list(range(raster.MAX_LASSO + 1))}},
+])
+def test_a_malformed_or_oversized_selection_event_is_refused(event):
+    with pytest.raises(raster.SelectionRefused, match="selection"):
+        raster.rows_in_shape(np.array(SQUARE), event)
+
+
+def test_an_event_without_a_box_or_lasso_selects_nothing_new():
+    assert raster.rows_in_shape(np.array(SQUARE), {"points": []}) is None
+    assert raster.rows_in_shape(np.array(SQUARE), None) is None
+
+
+def test_the_raster_setting_is_a_whole_number(monkeypatch):
+    monkeypatch.setenv("XRAE_RASTER_ABOVE", "1000")
+    assert raster.is_raster(1001) and not raster.is_raster(1000)
+    monkeypatch.setenv("XRAE_RASTER_ABOVE", "many")
+    with pytest.raises(PipelineError, match="XRAE_RASTER_ABOVE"):
+        raster.raster_above()
+    monkeypatch.delenv("XRAE_RASTER_ABOVE")
+    assert raster.raster_above() == raster.RASTER_ABOVE
+
+
+def test_a_picture_draws_focused_points_vivid_in_their_colour_and_the_rest_faded():
+    xy = np.array([[0.25, 0.25], [0.75, 0.75]], np.float32)
+    scale = [[0, "#0000ff"], [1, "#ff0000"]]
+    rgba = raster.render_view(xy, [0.0, 1.0], scale, (0, 1), [True, False], [0, 1, 0, 1],
+                              (40, 40))
+    assert rgba.shape == (40, 40, 4)
+    low_left, up_right = rgba[30, 10], rgba[10, 30]  # rows run top to bottom
+    assert low_left[2] > 200 and low_left[0] < 50 and low_left[3] == raster.FOCUS_ALPHA
+    assert up_right[0] > 200 and 0 < up_right[3] <= raster.BACKGROUND_ALPHA
+    assert rgba[20, 20, 3] == 0  # nothing drawn between them
+
+
+def test_outcome_codes_are_coloured_by_category_not_averaged():
+    xy = np.array([[0.5, 0.5]] * 2 + [[0.1, 0.1]], np.float32)
+    scale = [[0, "#00ff00"], [0.5, "#00ff00"], [0.5, "#ff0000"], [1, "#ff0000"]]
+    rgba = raster.render_view(xy, [0.0, 0.0, 3.0], scale, (0, 3), [True] * 3, [0, 1, 0, 1],
+                              (20, 20), categories=4)
+    assert tuple(rgba[10, 10, :3]) == (0, 255, 0)
+    assert tuple(rgba[18, 2, :3]) == (255, 0, 0)
+
+
+def decode_png(uri: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+def test_a_large_runs_full_draw_sends_pictures_at_the_views_size_not_points(run, pictures):
+    out = call(views.draw_views, "radio-point-mode.value", run.id, "dots", EVERY, "error", 0,
+               "cosine", 500, 0.5, [], "any", "act", [], [], None, None, None, "with", None,
+               [300, 200], None, None)
+    act, fea = out[0], out[1]
+    assert act["data"][POINTS]["type"] == "heatmap"
+    assert decode_png(act["layout"]["images"][0]["source"]).shape == (200, 300, 4)
+    assert decode_png(fea["layout"]["images"][0]["source"]).shape[:2] == raster.DEFAULT_SIZE[::-1]
+    xy = np.asarray(run.emb("act"))
+    assert act["layout"]["images"][0]["x"] < xy[:, 0].min()
+    assert act["layout"]["xaxis"]["range"][1] > xy[:, 0].max()
+
+
+def test_a_box_in_a_large_runs_view_selects_on_the_server_and_relights_all_three(run, pictures):
+    xy = np.asarray(run.emb("fea"))
+    event = {"points": [], "range": {"x": [-0.5, 1.0], "y": [-1.0, 0.5]}}
+    rows, source = call(views.select, "view-fea.selectedData", None, event, None, None, [],
+                        run.id, [])
+    inside = (xy[:, 0] >= -0.5) & (xy[:, 0] <= 1.0) & (xy[:, 1] >= -1.0) & (xy[:, 1] <= 0.5)
+    assert rows == np.flatnonzero(inside).tolist() and source == "fea"
+    hostile = {"range": {"x": [0, "1e9"], "y": [0, 1]}}
+    assert call(views.select, "view-fea.selectedData", None, hostile, None, None, [], run.id,
+                []) == (no_update, no_update)
+    before = call(raster_callbacks.redraw_pictures, "store-selection.data", [], 0.5, [], "any",
+                  "act", None, "with", 0, [], None, None, None, None, None, None, run.id,
+                  "dots", "error", 0, "cosine")
+    after = call(raster_callbacks.redraw_pictures, "store-selection.data", rows, 0.5, [], "any",
+                 "act", None, "with", 0, [], None, None, None, None, None, None, run.id,
+                 "dots", "error", 0, "cosine")
+    for old, new in zip(before, after, strict=True):
+        assert isinstance(new, Patch)
+        old_alpha = decode_png(picture_of(old))[..., 3]
+        new_alpha = decode_png(picture_of(new))[..., 3]
+        # Fewer pixels stay vivid once only the selected images are in focus.
+        assert (new_alpha == raster.FOCUS_ALPHA).sum() < (old_alpha == raster.FOCUS_ALPHA).sum()
+
+
+def picture_of(patch: Patch) -> str:
+    for op in patch.to_plotly_json()["operations"]:
+        if op["location"] == ["layout", "images"]:
+            return op["params"]["value"][0]["source"]
+    raise AssertionError("no picture in the patch")
+
+
+def test_a_zoom_redraws_only_that_views_picture_for_its_box(run, pictures):
+    out = call(raster_callbacks.redraw_pictures, "store-viewport-prd.data", [], 0.5, [], "any",
+               "act", None, "with", 0, [], None, None, [0, 1, 0, 1], None, None, None, run.id,
+               "dots", "error", 0, "cosine")
+    assert out[0] is no_update and out[1] is no_update
+    image = [op for op in out[2].to_plotly_json()["operations"]
+             if op["location"] == ["layout", "images"]][0]["params"]["value"][0]
+    assert (image["x"], image["sizex"], image["y"], image["sizey"]) == (0, 1, 1, 1)
+
+
+def test_saved_groups_are_ringed_in_view_and_small_runs_are_left_to_their_points(run,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("XRAE_RASTER_ABOVE", "10")
+    group = {"run": run.id, "name": "g", "colour": "#ff7f0e", "indices": [1, 2, 3]}
+    out = call(raster_callbacks.redraw_pictures, "store-groups.data", [], 0.5, [], "any",
+               "act", None, "with", 0, [group], None, None, None, None, None, None, run.id,
+               "dots", "error", 0, "cosine")
+    ops = {tuple(op["location"]): op["params"].get("value")
+           for op in out[0].to_plotly_json()["operations"]}
+    assert ops[("data", GROUPS)]["marker"]["color"] == ["#ff7f0e"] * 3
+    monkeypatch.setenv("XRAE_RASTER_ABOVE", "1000")
+    assert call(raster_callbacks.redraw_pictures, "store-groups.data", [], 0.5, [], "any",
+                "act", None, "with", 0, [group], None, None, None, None, None, None, run.id,
+                "dots", "error", 0, "cosine") == [no_update] * 3
+
+
+def test_hover_and_click_on_a_picture_find_the_nearest_image(run, pictures):
+    xy = np.asarray(run.emb("prd"))
+    near = {"points": [{"curveNumber": POINTS, "x": float(xy[7, 0]) + 1e-4,
+                        "y": float(xy[7, 1]), "z": 1, "pointIndex": [3, 4]}]}
+    show, _, body, _ = call(views.VIEW_HOVERS["prd"], "view-prd.hoverData", near, run.id, None)
+    assert show is True and texts(body)[0].startswith("#7 · ")
+    empty = {"points": [{**near["points"][0], "z": 0}]}
+    assert call(views.VIEW_HOVERS["prd"], "view-prd.hoverData", empty, run.id, None)[0] is False
+    assert call(raster_callbacks.open_clicked_picture, "view-prd.clickData", None, None, near,
+                run.id) == 7
+    hostile = {"points": [{"curveNumber": POINTS, "x": "7", "y": None, "z": 1}]}
+    assert call(raster_callbacks.open_clicked_picture, "view-prd.clickData", None, None,
+                hostile, run.id) is no_update
