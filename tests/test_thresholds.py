@@ -86,6 +86,22 @@ def test_run_thresholds_come_in_attribute_order_and_broken_ones_are_named():
             run_thresholds({"id": "r", "thresholds": bad}, names_)
 
 
+def test_the_metrics_command_scores_at_the_runs_own_thresholds_and_names_broken_ones(
+        tmp_path, capsys):
+    from pipeline.attributes import ATTRIBUTES
+    from pipeline.cli import main
+
+    data = tmp_path / "data"
+    own = own_thresholds(ATTRIBUTES)
+    run = write_synthetic_run(data, n=N, meta={"thresholds": own})
+    assert main(["metrics", "--run", run.id, "--data-dir", str(data), "--split", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "each attribute's own threshold" in out and "0.650" in out
+    broken = write_synthetic_run(data, n=N, seed=2, meta={"thresholds": {**own, "other": 0.5}})
+    assert main(["metrics", "--run", broken.id, "--data-dir", str(data)]) == 2
+    assert f"run {broken.id}: its thresholds do not name each" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- the dashboard's definition
 
 
@@ -264,6 +280,7 @@ def test_the_server_answers_a_crafted_threshold_with_a_message_or_no_change(runs
 
 
 def tiles(dash_duo) -> dict[str, int]:
+    """The whole run's TP/FP/FN/TN tiles as the page shows them."""
     found = {el.find_element("css selector", ".tile-label").text:
              el.find_element("css selector", ".tile-value").text
              for el in dash_duo.find_elements("#selection-summary .tile")}
@@ -271,18 +288,23 @@ def tiles(dash_duo) -> dict[str, int]:
 
 
 def wait_for_tiles(dash_duo, want: dict):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     want = {k: want[k] for k in ("TP", "FP", "FN", "TN")}
-    WebDriverWait(dash_duo.driver, dash_duo._wait_timeout).until(
+    # The summary is redrawn while it is read: a vanished tile means "read again".
+    WebDriverWait(dash_duo.driver, dash_duo._wait_timeout,
+                  ignored_exceptions=[StaleElementReferenceException]).until(
         lambda _: tiles(dash_duo) == want, message=f"tiles never showed {want}")
 
 
 @pytest.mark.browser
 def test_the_panel_shows_the_runs_thresholds_scores_at_them_and_the_slider_overrides(dashboard):
-    dash_duo, plain = dashboard
+    from selenium.webdriver.common.keys import Keys
+
     from pipeline.attributes import ATTRIBUTES
 
+    dash_duo, plain = dashboard
     choice = f"#{ids.THRESHOLD_CHOICE}"
     dash_duo.wait_for_contains_text(f"#{ids.THRESHOLD_NOTE}", "no per-attribute thresholds")
     assert not dash_duo.find_element(choice).is_displayed()
@@ -303,11 +325,12 @@ def test_the_panel_shows_the_runs_thresholds_scores_at_them_and_the_slider_overr
     dash_duo.wait_for_contains_text(f"#{ids.SELECTION_SUMMARY}",
                                     "at the validated per-attribute thresholds")
 
-    box = dash_duo.find_element(f"#{ids.THRESHOLD} input.dash-range-slider-max-input")
-    box.clear()
-    box.send_keys("0.7")
-    dash_duo.find_element(f"#{ids.RUN_SUMMARY}").click()  # leaving the box sets the value
-    wait_for_tiles(dash_duo, group_summary(tuned.act, tuned.prd, 0.7)["overall"])
+    # Two big steps up from 0.5 with the keyboard, as an analyst would nudge the slider.
+    thumb = dash_duo.find_element(f"#{ids.THRESHOLD} [role='slider']")
+    dash_duo.driver.execute_script("arguments[0].focus()", thumb)
+    thumb.send_keys(Keys.PAGE_UP)
+    thumb.send_keys(Keys.PAGE_UP)
+    wait_for_tiles(dash_duo, group_summary(tuned.act, tuned.prd, np.float32(0.7))["overall"])
     dash_duo.wait_for_contains_text(f"#{ids.SELECTION_SUMMARY}", "at threshold 0.70")
     assert dash_duo.find_element(
         f"#{ids.THRESHOLD_MODE} input[value='one']").is_selected()
