@@ -1,6 +1,6 @@
 """Behaviour of the analyses: the co-occurrence and conditional error matrix in panel F, which
-follows the threshold, the filters, the labels used and the chosen group, and whose cells select
-their images in all three views.
+follows the thresholds in force, the filters, the labels used and the chosen group, and whose
+cells select their images in all three views.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from callbacks.common import (
     labels_used,
     row_index,
     run_rows,
-    threshold_value,
+    threshold_words,
+    thresholds_in_force,
     thumbnail,
 )
 from callbacks.views import match_mask
@@ -29,6 +30,7 @@ from components.analyses import (
     cooccurrence_figure,
     disagreeing_caption,
 )
+from components.control import ONE_FOR_ALL
 from components.detail import thumbnail as thumbnail_button
 from components.figures import empty_figure
 from pipeline.analyses.cooccurrence import ERROR_KINDS, cell_rows, conditional_errors
@@ -88,22 +90,25 @@ def list_cooccurrence_groups(groups, run_id):
     Input(ids.COOCCURRENCE_KIND, "value"), Input(ids.COOCCURRENCE_GROUP, "value"),
     Input(ids.THRESHOLD, "value"), *FILTERS,
     Input(ids.STORE_SELECTION, "data"), Input(ids.STORE_GROUPS, "data"),
-    Input(ids.RUN_PICKER, "value"), *LABELS,
+    Input(ids.RUN_PICKER, "value"), *LABELS, Input(ids.THRESHOLD_MODE, "value"),
 )
 def draw_cooccurrence(kind, group, threshold, f_attributes, f_match, f_on, f_disagreeing,
-                      selection, groups, run_id, which=WITH_CORRECTIONS, _version=0):
+                      selection, groups, run_id, which=WITH_CORRECTIONS, _version=0,
+                      threshold_choice=ONE_FOR_ALL):
     """The conditional error matrix of the images counted, and a note saying which they are."""
     if group != SELECTION and _triggers() == {ids.STORE_SELECTION}:
         return no_update, no_update  # the matrix does not count the selection: nothing changed
     run = chosen_run(run_id)
     try:
-        kind, threshold = error_kind(kind), threshold_value(threshold)
+        kind = error_kind(kind)
+        words = threshold_words(run, threshold_choice, threshold)
+        threshold = thresholds_in_force(run, threshold_choice, threshold)
     except Refused as err:
         return empty_figure(str(err)), str(err)
     act = labels_used(run, which)
     filters = (f_attributes, f_match, f_on, f_disagreeing)
     name, rows = counted_rows(run, act, threshold, filters, group, selection, groups)
-    note = f"{name}: {len(rows):,} images counted at threshold {threshold:.2f}."
+    note = f"{name}: {len(rows):,} images counted at {words}."
     if len(rows) == 0:
         return empty_figure("No image of this group passes the filters."), note
     table = conditional_errors(act, run.prd, threshold, kind, rows)
@@ -123,17 +128,19 @@ def _triggers() -> set[str]:
     State(ids.THRESHOLD, "value"), [State(i.component_id, "value") for i in FILTERS],
     State(ids.STORE_SELECTION, "data"), State(ids.STORE_GROUPS, "data"),
     State(ids.RUN_PICKER, "value"), State(ids.LABELS_USED, "value"),
+    State(ids.THRESHOLD_MODE, "value"),
     prevent_initial_call=True,
 )
 def select_cell(click, kind, group, threshold, f_attributes, f_match, f_on, f_disagreeing,
-                selection, groups, run_id, which=WITH_CORRECTIONS):
+                selection, groups, run_id, which=WITH_CORRECTIONS, threshold_choice=ONE_FOR_ALL):
     """Clicking cell (i, j) selects the images counted there (i labelled, j wrong; on the
     diagonal, j wrong), in all three views, as a box selection would."""
     run = chosen_run(run_id)
     try:
         point = click["points"][0]
         i, j = column_index(run, point["y"]), column_index(run, point["x"])
-        kind, threshold = error_kind(kind), threshold_value(threshold)
+        kind = error_kind(kind)
+        threshold = thresholds_in_force(run, threshold_choice, threshold)
     except (Refused, KeyError, IndexError, TypeError):
         return no_update, no_update  # not a cell of this run's matrix: nothing to select
     act = labels_used(run, which)

@@ -1,6 +1,7 @@
 """What the dashboard's callbacks share: opening the chosen run, checking every value the browser
 sends, cached thumbnails (diskcache under <data_dir>/cache, keyed by run id + row), nearest
-neighbours in FEA space per run, and the labels in force (annotated plus corrections).
+neighbours in FEA space per run, the labels in force (annotated plus corrections) and the
+decision thresholds in force (thresholds_in_force).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import numpy as np
 import pandas as pd
 from dash.exceptions import PreventUpdate
 
+from components.control import ONE_FOR_ALL, PER_ATTRIBUTE
 from components.encoding import full_extent
 from components.figures import thumbnail_uri
-from pipeline import access, corrections
+from pipeline import access, corrections, metrics
 from pipeline.analyses.disagreement import run_disagreement
 from pipeline.errors import PipelineError
 from pipeline.metrics import error_distance
@@ -141,6 +143,67 @@ def threshold_value(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise Refused(f"the threshold must be a number from 0 to 1, not {value!r:.40}")
     return float(value)
+
+
+THRESHOLD_MODES = (PER_ATTRIBUTE, ONE_FOR_ALL)
+
+
+def threshold_mode(value) -> str:
+    """The threshold choice sent by the browser: per attribute or one for all."""
+    if value not in THRESHOLD_MODES:
+        raise Refused(f"the threshold choice must be one of {THRESHOLD_MODES}, not {value!r:.40}")
+    return value
+
+
+def run_thresholds(run: Run) -> np.ndarray | None:
+    """The run's own per-attribute thresholds (chosen on validation when it was trained); None
+    when it has none or they are unusable (threshold_problem says which)."""
+    try:
+        return metrics.run_thresholds(run.meta, run.attributes)
+    except PipelineError:
+        return None
+
+
+def threshold_problem(run: Run) -> str | None:
+    """Why the run's own thresholds cannot be used, when it has some that are broken."""
+    try:
+        metrics.run_thresholds(run.meta, run.attributes)
+    except PipelineError as err:
+        return str(err)
+    return None
+
+
+def thresholds_in_force(run: Run, mode, value) -> np.ndarray:
+    """The decision threshold of every attribute, shape (A,): the dashboard's one definition,
+    which every outcome, filter, colour, flower, metric, matrix and export uses.
+
+    Per attribute: the run's own (chosen on validation), or `value` for a run without them;
+    one for all: `value` everywhere. Both come from the browser and are checked (Refused).
+    float32, as the probabilities are, so every comparison agrees whichever function makes it.
+    """
+    mode, value = threshold_mode(mode), threshold_value(value)
+    own = run_thresholds(run) if mode == PER_ATTRIBUTE else None
+    if own is None:
+        return np.full(len(run.attributes), value, dtype=np.float32)
+    return own.astype(np.float32)
+
+
+def thresholds_sent(run: Run, mode, value) -> np.ndarray:
+    """thresholds_in_force, or no change to the outputs (PreventUpdate) for a crafted choice or
+    value: for views and scores, where a refusal has no place to be shown."""
+    try:
+        return thresholds_in_force(run, mode, value)
+    except Refused:
+        raise PreventUpdate from None
+
+
+def threshold_words(run: Run, mode, value) -> str:
+    """The thresholds in force in words, for notes: 'the validated per-attribute thresholds'
+    or 'threshold 0.50' (after the same checks as thresholds_in_force)."""
+    mode, value = threshold_mode(mode), threshold_value(value)
+    if mode == PER_ATTRIBUTE and run_thresholds(run) is not None:
+        return "the validated per-attribute thresholds"
+    return f"threshold {value:.2f}"
 
 
 def text_value(value, what: str, max_len: int) -> str:

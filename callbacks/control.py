@@ -1,13 +1,21 @@
-"""Behaviour of panel A: the run list (read fresh on every page load, newest first) and the
-options that follow the chosen run's attributes.
+"""Behaviour of panel A: the run list (read fresh on every page load, newest first), the
+options that follow the chosen run's attributes, and the decision threshold's choice.
 """
 
 from __future__ import annotations
 
-from dash import Input, Output, State, hooks, html
+from dash import Input, Output, State, hooks, html, no_update
 
-from callbacks.common import try_run
+from callbacks.common import (
+    Refused,
+    run_thresholds,
+    threshold_mode,
+    threshold_problem,
+    threshold_value,
+    try_run,
+)
 from components import ids
+from components.control import ONE_FOR_ALL, PER_ATTRIBUTE, threshold_list
 from pipeline.store import resolve_data_dir, scan_runs
 
 
@@ -88,3 +96,45 @@ def run_summary(run) -> list:
 @hooks.callback(Output(ids.COLOUR_ATTRIBUTE, "disabled"), Input(ids.COLOUR_BY, "value"))
 def colour_attribute_needed(colour_by):
     return colour_by in ("error", "disagreement")
+
+
+@hooks.callback(
+    Output(ids.THRESHOLD_MODE, "value"),
+    Input(ids.THRESHOLD, "value"), State(ids.THRESHOLD_MODE, "value"),
+    prevent_initial_call=True,
+)
+def slider_means_one_for_all(_value, mode):
+    """Moving the slider sets one threshold for all at its value, whatever was chosen before;
+    the analyst can choose the per-attribute ones again. (Dash holds back the callbacks that
+    read both until this one answers, so they run once, with the new choice.)"""
+    return ONE_FOR_ALL if mode != ONE_FOR_ALL else no_update
+
+
+@hooks.callback(
+    Output(ids.THRESHOLD_CHOICE, "style"), Output(ids.THRESHOLD_LIST, "children"),
+    Output(ids.THRESHOLD_NOTE, "children"), Output(ids.THRESHOLD_SLIDER_BOX, "className"),
+    Input(ids.RUN_PICKER, "value"), Input(ids.THRESHOLD_MODE, "value"),
+    Input(ids.THRESHOLD, "value"),
+)
+def describe_thresholds(run_id, mode, value):
+    """The choice and each attribute's own threshold for a run that has them; for one without,
+    the slider alone and a note saying why."""
+    run = try_run(run_id)
+    if run is None:
+        return {"display": "none"}, None, "", ""
+    try:
+        mode, value = threshold_mode(mode), threshold_value(value)
+    except Refused as err:
+        return no_update, no_update, str(err), no_update
+    own = run_thresholds(run)
+    if own is None:
+        problem = threshold_problem(run)
+        why = (f"Its thresholds cannot be used ({problem})." if problem else
+               "This run has no per-attribute thresholds (imported vectors, or a model trained "
+               "before they were chosen on validation).")
+        return {"display": "none"}, None, f"{why} One for all: {value:.2f}.", ""
+    listing = threshold_list(run.attributes, run.colours, own)
+    if mode == PER_ATTRIBUTE:
+        note = "Each attribute's own threshold is in force; moving the slider sets one for all."
+        return {}, listing, note, "threshold-idle"
+    return {}, listing, f"One for all: {value:.2f}.", ""

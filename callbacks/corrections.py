@@ -18,7 +18,7 @@ from callbacks.common import (
     run_labels,
     signed_in_name,
     text_value,
-    threshold_value,
+    thresholds_in_force,
     try_run,
 )
 from components import ids
@@ -28,6 +28,7 @@ from components.audit import (
     corrections_banner,
     image_corrections,
 )
+from components.control import ONE_FOR_ALL
 from components.detail import act_prd_table
 from pipeline import corrections
 from pipeline.errors import PipelineError
@@ -155,15 +156,16 @@ def notice_other_corrections(_ticks, seen, run_id):
     Output(ids.DETAIL_TABLE, "children", allow_duplicate=True),
     Input(ids.STORE_CORRECTIONS, "data"), State(ids.STORE_DETAIL_INDEX, "data"),
     State(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
+    State(ids.THRESHOLD_MODE, "value"),
     prevent_initial_call=True,
 )
-def mark_detail_table(_version, index, threshold, run_id):
+def mark_detail_table(_version, index, threshold, run_id, threshold_choice=ONE_FOR_ALL):
     """After a flip or undo, the ACT/PRD table of the open image shows the label now in force."""
     run = try_run(run_id)
     if _open_image(run, index) is None:
         return no_update
     try:
-        threshold = threshold_value(threshold)
+        threshold = thresholds_in_force(run, threshold_choice, threshold)
     except Refused:
         return no_update
     act, corrected = run_labels(run)

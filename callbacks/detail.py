@@ -16,10 +16,11 @@ from callbacks.common import (
     row_index,
     row_list,
     run_labels,
-    threshold_value,
+    thresholds_in_force,
 )
 from callbacks.common import thumbnail as thumbnail_of
 from components import ids
+from components.control import ONE_FOR_ALL
 from components.detail import act_prd_table, saliency_options, thumbnail
 from components.figures import POINTS, empty_figure, image_figure, saliency_layer, with_saliency
 from pipeline.errors import PipelineError
@@ -187,15 +188,17 @@ def offer_saliency(index, run_id):
     Output(ids.DETAIL_TITLE, "children"), Output(ids.DETAIL_TABLE, "children"),
     Output(ids.NEIGHBOURS, "children"),
     Input(ids.STORE_DETAIL_INDEX, "data"), Input(ids.THRESHOLD, "value"),
-    State(ids.RUN_PICKER, "value"),
+    State(ids.RUN_PICKER, "value"), Input(ids.THRESHOLD_MODE, "value"),
 )
-def describe_detail(index, threshold, run_id):
-    """The open image's name, its ACT vs PRD table and its 8 nearest neighbours in FEA space."""
+def describe_detail(index, threshold, run_id, threshold_choice=ONE_FOR_ALL):
+    """The open image's name, its ACT vs PRD table (outcomes at the thresholds in force) and
+    its 8 nearest neighbours in FEA space."""
     if index is None:
         return "no image open", None, None
     run = chosen_run(run_id)
     try:
-        index, threshold = row_index(run, index), threshold_value(threshold)
+        index = row_index(run, index)
+        threshold = thresholds_in_force(run, threshold_choice, threshold)
     except Refused as err:
         return f"Cannot open that image: {err}", None, None
     row = run.images.iloc[index]

@@ -20,6 +20,7 @@ from callbacks.common import (
     extent,
     labels_used,
     run_rows,
+    thresholds_sent,
     try_run,
 )
 from components import ids
@@ -125,7 +126,8 @@ def _redrawn_spaces() -> set[str]:
 @hooks.callback(
     [Output(ids.VIEWS[s], "figure", allow_duplicate=True) for s in SPACES],
     Input(ids.STORE_SELECTION, "data"), Input(ids.THRESHOLD, "value"),
-    Input(ids.FILTER_ATTRIBUTES, "value"), Input(ids.FILTER_MATCH, "value"),
+    Input(ids.THRESHOLD_MODE, "value"), Input(ids.FILTER_ATTRIBUTES, "value"),
+    Input(ids.FILTER_MATCH, "value"),
     Input(ids.FILTER_ON, "value"), Input(ids.FILTER_DISAGREEING, "value"),
     Input(ids.LABELS_USED, "value"), Input(ids.STORE_CORRECTIONS, "data"),
     Input(ids.STORE_GROUPS, "data"),
@@ -136,9 +138,9 @@ def _redrawn_spaces() -> set[str]:
     State(ids.DISTANCE, "value"),
     prevent_initial_call=True,
 )
-def redraw_pictures(selection, threshold, f_attributes, f_match, f_on, disagreeing, which,
-                    _version, groups, vp_act, vp_fea, vp_prd, size_act, size_fea, size_prd,
-                    run_id, mode, colour_by, colour_attribute, metric):
+def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_match, f_on,
+                    disagreeing, which, _version, groups, vp_act, vp_fea, vp_prd, size_act,
+                    size_fea, size_prd, run_id, mode, colour_by, colour_attribute, metric):
     """A large run's views drawn again for what changed: the selection lit up in all three,
     the filter's fading, the threshold's outcome colours, the labels used, saved groups, and
     a view's zoom box or pixel size (that view only)."""
@@ -148,6 +150,7 @@ def redraw_pictures(selection, threshold, f_attributes, f_match, f_on, disagreei
     from callbacks.views import match_mask, view_colours  # views imports this module
 
     which = which or WITH_CORRECTIONS
+    threshold = thresholds_sent(run, threshold_choice, threshold)
     act = labels_used(run, which)
     mask = match_mask(run, act, threshold, f_attributes, f_match, f_on, disagreeing)
     rows = run_rows(selection, len(run))

@@ -1,5 +1,5 @@
 """Behaviour of panel F: metrics of the current selection and of saved groups (overall and per
-attribute, at the current threshold), saving and deleting groups, comparing two, CSV export.
+attribute, at the thresholds in force), saving and deleting groups, comparing two, CSV export.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ from callbacks.common import (
     row_list,
     run_labels,
     run_rows,
-    threshold_value,
+    threshold_words,
+    thresholds_in_force,
+    thresholds_sent,
 )
 from components import ids
+from components.control import ONE_FOR_ALL
 from components.selection import GROUP_COLOURS, compare_table, group_row, summary_block
 from pipeline.analyses.uncertainty import bootstrap_intervals
 from pipeline.metrics import OUTCOMES, group_summary, outcomes
@@ -40,11 +43,12 @@ def labels_note(run, which: str) -> str:
     return f"Scored on the labels with corrections ({n:,} corrected)."
 
 
-def summarise(run, rows, threshold: float, which: str = WITH_CORRECTIONS,
+def summarise(run, rows, threshold, which: str = WITH_CORRECTIONS,
               intervals: bool = False) -> dict:
-    """group_summary of the given rows (all rows when None) at the threshold, on the labels
-    used (by default those in force: annotated plus corrections); with `intervals`, also the
-    scores' 95 % bootstrap intervals (None for a group of no image)."""
+    """group_summary of the given rows (all rows when None) at the thresholds in force (shape
+    (A,), or one number), on the labels used (by default those in force: annotated plus
+    corrections); with `intervals`, also the scores' 95 % bootstrap intervals (None for a group
+    of no image)."""
     rows = slice(None) if rows is None else np.asarray(run_rows(rows, len(run)), dtype=np.int64)
     act, prd = np.asarray(labels_used(run, which)[rows]), np.asarray(run.prd[rows])
     summary = group_summary(act, prd, threshold)
@@ -58,9 +62,9 @@ def my_groups(groups, run_id) -> list[dict]:
     return [g for g in groups or [] if g.get("run") == run_id]
 
 
-def group_frame(run, rows, threshold: float, which: str = WITH_CORRECTIONS) -> pd.DataFrame:
+def group_frame(run, rows, threshold, which: str = WITH_CORRECTIONS) -> pd.DataFrame:
     """One row per image: id, row, split, then ACT (the labels used), PRD and outcome for every
-    attribute."""
+    attribute, each outcome at that attribute's threshold in force."""
     rows = np.asarray(sorted(rows), dtype=np.int64)
     act, prd = np.asarray(labels_used(run, which)[rows]), np.asarray(run.prd[rows])
     codes = outcomes(act, prd, threshold)
@@ -76,22 +80,24 @@ def group_frame(run, rows, threshold: float, which: str = WITH_CORRECTIONS) -> p
 @hooks.callback(
     Output(ids.SELECTION_TITLE, "children"), Output(ids.SELECTION_SUMMARY, "children"),
     Input(ids.STORE_SELECTION, "data"), Input(ids.THRESHOLD, "value"),
-    Input(ids.RUN_PICKER, "value"), *LABELS,
+    Input(ids.RUN_PICKER, "value"), *LABELS, Input(ids.THRESHOLD_MODE, "value"),
 )
-def summarise_selection(selection, threshold, run_id, which=WITH_CORRECTIONS, _version=0):
+def summarise_selection(selection, threshold, run_id, which=WITH_CORRECTIONS, _version=0,
+                        threshold_choice=ONE_FOR_ALL):
     """The selection's counts and scores; all images (the model overall) when none is chosen.
-    The note says which labels the counts are scored on."""
+    The note says which labels the counts are scored on, and at which thresholds."""
     run = chosen_run(run_id)
-    threshold = threshold_value(threshold)
+    limits = thresholds_sent(run, threshold_choice, threshold)
+    words = threshold_words(run, threshold_choice, threshold)
     if selection:
         title = f"Selection: {len(selection):,} images"
-        note = labels_note(run, which)
+        note = f"At {words}. {labels_note(run, which)}"
     else:
         title = "No selection: box or lasso select in a view"
-        note = (f"Showing all {len(run):,} images (the whole run) at threshold "
-                f"{threshold:.2f}. {labels_note(run, which)}")
-    summary = summarise(run, selection or None, threshold, which, intervals=True)
-    everything = summarise(run, None, threshold, which) if selection else summary
+        note = (f"Showing all {len(run):,} images (the whole run) at {words}. "
+                f"{labels_note(run, which)}")
+    summary = summarise(run, selection or None, limits, which, intervals=True)
+    everything = summarise(run, None, limits, which) if selection else summary
     return title, summary_block(summary, run.attributes, run.colours, note, everything)
 
 
@@ -125,10 +131,12 @@ def edit_groups(_save, delete_clicks, name, selection, groups, run_id):
     Output(ids.GROUP_LIST, "children"),
     Output(ids.COMPARE_A, "options"), Output(ids.COMPARE_B, "options"),
     Input(ids.STORE_GROUPS, "data"), Input(ids.THRESHOLD, "value"),
-    Input(ids.RUN_PICKER, "value"), *LABELS,
+    Input(ids.RUN_PICKER, "value"), *LABELS, Input(ids.THRESHOLD_MODE, "value"),
 )
-def list_groups(groups, threshold, run_id, which=WITH_CORRECTIONS, _version=0):
+def list_groups(groups, threshold, run_id, which=WITH_CORRECTIONS, _version=0,
+                threshold_choice=ONE_FOR_ALL):
     run = chosen_run(run_id)
+    threshold = thresholds_sent(run, threshold_choice, threshold)
     mine = my_groups(groups, run_id)
     options = [{"label": "Current selection", "value": SELECTION},
                {"label": "All images", "value": EVERYTHING}]
@@ -158,11 +166,13 @@ def _pick(choice, selection, mine):
     Input(ids.COMPARE_A, "value"), Input(ids.COMPARE_B, "value"),
     Input(ids.STORE_GROUPS, "data"), Input(ids.STORE_SELECTION, "data"),
     Input(ids.THRESHOLD, "value"), Input(ids.RUN_PICKER, "value"), *LABELS,
+    Input(ids.THRESHOLD_MODE, "value"),
 )
 def compare_groups(choice_a, choice_b, groups, selection, threshold, run_id,
-                   which=WITH_CORRECTIONS, _version=0):
+                   which=WITH_CORRECTIONS, _version=0, threshold_choice=ONE_FOR_ALL):
     """Two groups side by side (an empty selection counts as all images)."""
     run = chosen_run(run_id)
+    threshold = thresholds_sent(run, threshold_choice, threshold)
     mine = my_groups(groups, run_id)
     (name_a, rows_a), (name_b, rows_b) = (_pick(c, selection, mine) for c in (choice_a, choice_b))
     a, b = (summarise(run, rows, threshold, which, intervals=True) for rows in (rows_a, rows_b))
@@ -175,10 +185,11 @@ def compare_groups(choice_a, choice_b, groups, selection, threshold, run_id,
     Input({"type": ids.GROUP_EXPORT, "index": ALL}, "n_clicks"),
     State(ids.STORE_SELECTION, "data"), State(ids.STORE_GROUPS, "data"),
     State(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"), State(ids.LABELS_USED, "value"),
+    State(ids.THRESHOLD_MODE, "value"),
     prevent_initial_call=True,
 )
 def export_csv(_export, group_clicks, selection, groups, threshold, run_id,
-               which=WITH_CORRECTIONS):
+               which=WITH_CORRECTIONS, threshold_choice=ONE_FOR_ALL):
     """A CSV of image ids with ACT, PRD and outcome per attribute for the selection or a group."""
     run = chosen_run(run_id)
     trigger = ctx.triggered_id
@@ -186,7 +197,8 @@ def export_csv(_export, group_clicks, selection, groups, threshold, run_id,
         return no_update  # the buttons were just drawn, not clicked
     try:
         name, rows = _export_rows(run, trigger, selection, groups)
-        frame = group_frame(run, rows or range(len(run)), threshold_value(threshold), which)
+        limits = thresholds_in_force(run, threshold_choice, threshold)
+        frame = group_frame(run, rows or range(len(run)), limits, which)
     except Refused:
         return no_update  # not a selection or group of this run: nothing to send
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "group"

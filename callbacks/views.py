@@ -22,11 +22,13 @@ from callbacks.common import (
     run_error,
     run_rows,
     selected_rows,
+    thresholds_sent,
     thumbnail,
     try_run,
 )
 from callbacks.raster import colour_codes, focus_mask, picture_view, pointed_row
 from components import ids
+from components.control import ONE_FOR_ALL
 from components.encoding import (
     DEFAULT_CAP,
     ERROR_SCALE,
@@ -78,11 +80,12 @@ LABELS = [Input(ids.LABELS_USED, "value"), Input(ids.STORE_CORRECTIONS, "data")]
 # ---------------------------------------------------------------- pure helpers on a run
 
 
-def match_mask(run, act, threshold: float, attributes, match: str, on: str,
+def match_mask(run, act, threshold, attributes, match: str, on: str,
                disagreeing=None) -> np.ndarray:
     """Images passing the attribute filter on the labels used and, when `disagreeing` holds
     "top", among the 5 % whose neighbourhoods disagree most; attribute numbers the run does
-    not have are ignored (they come from the browser)."""
+    not have are ignored (they come from the browser). `threshold`: the thresholds in force,
+    shape (A,) (common.thresholds_in_force)."""
     attributes = [a for a in attributes or []
                   if isinstance(a, int) and 0 <= a < len(run.attributes)]
     mask = filter_mask(act, run.prd, threshold, attributes, match or "any", on or "act")
@@ -196,13 +199,14 @@ def _attribute(run, index) -> int:
     State(ids.THRESHOLD, "value"), [State(i.component_id, "value") for i in FILTERS],
     State(ids.STORE_SELECTION, "data"), State(ids.STORE_GROUPS, "data"),
     [State(ids.STORE_VIEWPORTS[s], "data") for s in SPACES], State(ids.LABELS_USED, "value"),
-    State(ids.FILTER_DISAGREEING, "value"),
+    State(ids.FILTER_DISAGREEING, "value"), State(ids.THRESHOLD_MODE, "value"),
     [State(ids.STORE_VIEW_SIZES[s], "data") for s in SPACES],
 )
 def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
                f_attributes, f_match, f_on, selection, groups, vp_act, vp_fea, vp_prd,
-               which=WITH_CORRECTIONS, disagreeing=None, *sizes):
+               which=WITH_CORRECTIONS, disagreeing=None, threshold_choice=ONE_FOR_ALL, *sizes):
     run = chosen_run(run_id)
+    threshold = thresholds_sent(run, threshold_choice, threshold)
     viewports = (vp_act, vp_fea, vp_prd)
     if ctx.triggered_id == ids.RUN_PICKER:
         selection = []  # rows and zoom boxes of the previous run mean nothing in this one
@@ -222,14 +226,15 @@ def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, th
 @hooks.callback(
     _outputs(ids.VIEWS, "figure"), Output(ids.FILTER_COUNT, "children", allow_duplicate=True),
     *FILTERS, Input(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
-    *LABELS, Input(ids.FILTER_DISAGREEING, "value"),
+    *LABELS, Input(ids.FILTER_DISAGREEING, "value"), Input(ids.THRESHOLD_MODE, "value"),
     prevent_initial_call=True,
 )
 def fade_filtered(attributes, match, on, threshold, run_id, which=WITH_CORRECTIONS, _version=0,
-                  disagreeing=None):
+                  disagreeing=None, threshold_choice=ONE_FOR_ALL):
     """Filtered-out points fade (low opacity) in all three views; the count says how many.
     A filter on labels follows the labels used, and so a correction."""
     run = chosen_run(run_id)
+    threshold = thresholds_sent(run, threshold_choice, threshold)
     mask = match_mask(run, labels_used(run, which), threshold, attributes, match, on,
                       disagreeing)
     if is_raster(len(run)):  # the pictures fade it (callbacks.raster)
@@ -247,19 +252,20 @@ def fade_filtered(attributes, match, on, threshold, run_id, which=WITH_CORRECTIO
     _outputs(ids.VIEWS, "figure"),
     Input(ids.THRESHOLD, "value"), State(ids.RUN_PICKER, "value"),
     State(ids.COLOUR_BY, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
-    State(ids.DISTANCE, "value"), *LABELS,
+    State(ids.DISTANCE, "value"), *LABELS, Input(ids.THRESHOLD_MODE, "value"),
     prevent_initial_call=True,
 )
 def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute, metric=None,
-                          which=WITH_CORRECTIONS, _version=0):
-    """Outcome colours follow the decision threshold; colours that come from the labels follow
+                          which=WITH_CORRECTIONS, _version=0, threshold_choice=ONE_FOR_ALL):
+    """Outcome colours follow the decision thresholds; colours that come from the labels follow
     the labels used and the corrections; probabilities follow neither."""
-    on_threshold = ctx.triggered_id == ids.THRESHOLD
+    on_threshold = ctx.triggered_id in (ids.THRESHOLD, ids.THRESHOLD_MODE)
     if colour_by in ("probability", "disagreement") or (colour_by != "outcome" and on_threshold):
         return [no_update] * len(SPACES)
     run = chosen_run(run_id)
     if is_raster(len(run)):  # the pictures recolour (callbacks.raster)
         return [no_update] * len(SPACES)
+    threshold = thresholds_sent(run, threshold_choice, threshold)
     values, _, _ = view_colours(run, labels_used(run, which), colour_by, colour_attribute,
                                 threshold, metric, which)
     colours = typed(values)
@@ -278,14 +284,17 @@ def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute, metric
     State(ids.RUN_PICKER, "value"), State(ids.POINT_MODE, "value"),
     State(ids.FLOWER_ATTRIBUTES, "value"), State(ids.FLOWER_CAP, "value"),
     *LABELS, State(ids.DISTANCE, "value"), Input(ids.FILTER_DISAGREEING, "value"),
+    Input(ids.THRESHOLD_MODE, "value"),
     prevent_initial_call=True,
 )
 def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_id, mode, shown,
-                 cap, which=WITH_CORRECTIONS, _version=0, metric=None, disagreeing=None):
-    """Redraw the flowers of the views whose viewport, threshold, filter or labels changed."""
+                 cap, which=WITH_CORRECTIONS, _version=0, metric=None, disagreeing=None,
+                 threshold_choice=ONE_FOR_ALL):
+    """Redraw the flowers of the views whose viewport, thresholds, filter or labels changed."""
     if not mode or mode == "dots":
         return [no_update] * 2 * len(SPACES)
     run = chosen_run(run_id)
+    threshold = thresholds_sent(run, threshold_choice, threshold)
     act = labels_used(run, which)
     mask = match_mask(run, act, threshold, attributes, match, on, disagreeing)
     moved = {s for s in SPACES if ctx.triggered_id == ids.STORE_VIEWPORTS[s]}

@@ -14,6 +14,11 @@ POINT_MODE_OPTIONS = [
     {"label": "Flowers · PRD probabilities", "value": "prd"},
     {"label": "Flowers · joint (TP / FN / FP)", "value": "joint"},
 ]
+PER_ATTRIBUTE, ONE_FOR_ALL = "per", "one"  # the threshold choice's values
+THRESHOLD_MODE_OPTIONS = [
+    {"label": "per attribute (chosen on validation)", "value": PER_ATTRIBUTE},
+    {"label": "one for all (the slider)", "value": ONE_FOR_ALL},
+]
 LABELS_USED_OPTIONS = [
     {"label": "with corrections", "value": "with"},
     {"label": "as annotated", "value": "annotated"},
@@ -33,6 +38,34 @@ def section(title: str, *children, hint: str | None = None) -> html.Div:
     if hint:
         head.append(html.Span(hint, className="section-hint"))
     return html.Div([html.Div(head, className="section-head"), *children], className="section")
+
+
+def threshold_section() -> html.Div:
+    """The decision threshold: the run's own per attribute (the default) or one for all set by
+    the slider; moving the slider chooses one for all (callbacks/control.py)."""
+    return section(
+        "Decision threshold",
+        html.Div(dbc.RadioItems(id=ids.THRESHOLD_MODE, options=THRESHOLD_MODE_OPTIONS,
+                                value=PER_ATTRIBUTE, className="compact-radio"),
+                 id=ids.THRESHOLD_CHOICE),
+        html.Div(dcc.Slider(id=ids.THRESHOLD, min=0, max=1, step=0.01, value=0.5,
+                            marks={v: f"{v:g}" for v in (0, 0.25, 0.5, 0.75, 1)},
+                            updatemode="mouseup"), id=ids.THRESHOLD_SLIDER_BOX),
+        html.Div(id=ids.THRESHOLD_NOTE, className="key-note"),
+        html.Div(id=ids.THRESHOLD_LIST))
+
+
+def threshold_list(attributes, colours, values) -> html.Details:
+    """Each attribute's own threshold, folded: a colour swatch, the name and the value, two to a
+    row; the summary line gives their range."""
+    cells = [html.Div([html.Span(className="swatch", style={"background": c}),
+                       html.Span(n, className="threshold-name"),
+                       html.Span(f"{v:.2f}", className="threshold-value")],
+                      title=f"{n}: {v:.3f}", className="threshold-item")
+             for n, c, v in zip(attributes, colours, values, strict=True)]
+    summary = f"each attribute's threshold ({min(values):.2f}–{max(values):.2f})"
+    return html.Details([html.Summary(summary), html.Div(cells, className="threshold-grid")],
+                        className="threshold-list")
 
 
 def control_panel() -> dbc.Card:
@@ -56,10 +89,7 @@ def control_panel() -> dbc.Card:
                                options=[{"label": "cosine", "value": "cosine"},
                                         {"label": "Euclidean", "value": "euclidean"}]),
                 hint="ACT–PRD error distance"),
-        section("Decision threshold",
-                dcc.Slider(id=ids.THRESHOLD, min=0, max=1, step=0.01, value=0.5,
-                           marks={v: f"{v:g}" for v in (0, 0.25, 0.5, 0.75, 1)},
-                           updatemode="mouseup")),
+        threshold_section(),
         section("Labels",
                 dbc.RadioItems(id=ids.LABELS_USED, options=LABELS_USED_OPTIONS, value="with",
                                inline=True),

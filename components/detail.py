@@ -4,6 +4,7 @@ neighbours in FEA space, and the science slot.
 """
 
 import dash_bootstrap_components as dbc
+import numpy as np
 from dash import dcc, html
 
 from components import ids
@@ -79,17 +80,19 @@ def thumbnail(kind: str, index: int, uri: str, caption: str, active: bool = Fals
                        className="thumb active" if active else "thumb")
 
 
-def act_prd_table(attributes, colours, act_row, prd_row, threshold: float,
+def act_prd_table(attributes, colours, act_row, prd_row, threshold,
                   corrected_row=None) -> dbc.Table:
     """For one image: each attribute's label, predicted probability (as a bar) and outcome.
 
-    corrected_row (bools, optional): labels an analyst corrected, marked ✎.
+    threshold: one number or one per attribute (each outcome at the attribute's own; its value
+    is the outcome's tooltip). corrected_row (bools, optional): labels an analyst corrected, ✎.
     """
+    limits = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(attributes),))
     rows = []
     for j, name in enumerate(attributes):
         p, a = float(prd_row[j]), int(act_row[j])
         mark = " ✎" if corrected_row is not None and corrected_row[j] else ""
-        said = p >= threshold
+        said = np.float32(prd_row[j]) >= limits[j]
         outcome = OUTCOMES[0 if a and said else 1 if said else 2 if a else 3]
         bar = html.Div(html.Div(style={"width": f"{100 * p:.0f}%", "background": colours[j]},
                                 className="bar-fill"), className="bar")
@@ -99,7 +102,8 @@ def act_prd_table(attributes, colours, act_row, prd_row, threshold: float,
             html.Td(("1" if a else "0") + mark, className="num"),
             html.Td(html.Div([bar, html.Span(f"{p:.2f}", className="num")], className="bar-cell")),
             html.Td(html.Span(outcome, className="outcome-badge",
-                              style={"background": OUTCOME_COLOURS[outcome]})),
+                              style={"background": OUTCOME_COLOURS[outcome]},
+                              title=f"threshold {limits[j]:.2f}")),
         ], className=f"outcome-{outcome}"))
     head = html.Thead(html.Tr([html.Th("attribute"), html.Th("ACT"), html.Th("PRD"),
                                html.Th("outcome")]))

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.metrics import OUTCOMES, error_distance, outcomes
+from pipeline.metrics import OUTCOMES, error_distance, outcomes, threshold_columns
 
 POINT_MODES = ("dots", "act", "prd", "joint")
 COLOUR_BYS = ("error", "outcome", "label", "probability")
@@ -20,16 +20,18 @@ OUTCOME_COLOURS = {"TP": "#1a9850", "FP": "#d73027", "FN": "#7b3294", "TN": "#c7
 ERROR_SCALE = [[0.0, "#3b6fb6"], [0.5, "#f2d36b"], [1.0, "#c8102e"]]
 
 
-def colour_values(colour_by: str, act, prd, threshold: float, attribute: int, colour: str,
+def colour_values(colour_by: str, act, prd, threshold, attribute: int, colour: str,
                   metric: str = "cosine"):
-    """Per-point colour numbers with the colour scale and range that turn them into colours."""
+    """Per-point colour numbers with the colour scale and range that turn them into colours.
+    `threshold`: one number or one per attribute (the attribute's own decides its outcome)."""
     j = int(attribute)
     if colour_by == "label":
         return np.asarray(act[:, j], np.float32), [[0, "#d4d4d4"], [1, colour]], (0, 1)
     if colour_by == "probability":
         return np.asarray(prd[:, j], np.float32), [[0, "#e3e3e3"], [1, colour]], (0, 1)
     if colour_by == "outcome":
-        codes = outcomes(act[:, [j]], prd[:, [j]], threshold)[:, 0].astype(np.float32)
+        codes = outcomes(act[:, [j]], prd[:, [j]], threshold_columns(threshold, [j]))[:, 0]
+        codes = codes.astype(np.float32)
         return codes, outcome_scale(), (0, 3)
     if colour_by == "error":
         return error_distance(act, prd, metric), ERROR_SCALE, (0, 1)

@@ -14,6 +14,7 @@ DETAIL_VIEW = "detail-view"  # G
 # Controls and state shared between panels
 RUN_PICKER = "run-picker"  # value: run id
 THRESHOLD = "slider-threshold"  # value: decision threshold in [0, 1]
+THRESHOLD_MODE = "radio-threshold-mode"  # per (the run's own, per attribute) | one (the slider)
 LABELS_USED = "radio-labels-used"  # with (corrections applied) | annotated
 STORE_SELECTION = "store-selection"  # data: list of run row indices currently selected
 STORE_DETAIL_INDEX = "store-detail-index"  # data: run row index of the image shown large
@@ -33,6 +34,10 @@ DISTANCE = "radio-error-distance"  # cosine | euclidean
 COLOUR_BY = "radio-colour-by"  # label | probability | outcome | error
 COLOUR_ATTRIBUTE = "dropdown-colour-attribute"  # attribute index used by colour-by
 RUN_SUMMARY = "text-run-summary"
+THRESHOLD_CHOICE = "threshold-choice"  # holds THRESHOLD_MODE; hidden for a run without thresholds
+THRESHOLD_SLIDER_BOX = "threshold-slider-box"  # greyed while the per-attribute ones are in force
+THRESHOLD_NOTE = "text-threshold-note"  # what is in force, or why there is only the slider
+THRESHOLD_LIST = "threshold-list"  # each attribute's own threshold: swatch, name, value
 
 # B Attribute filters
 FILTER_ATTRIBUTES = "dropdown-filter-attributes"

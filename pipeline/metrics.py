@@ -9,12 +9,18 @@
 - AP of an attribute with no positive label: NaN; mAP averages the defined APs only;
 - Jaccard index of an image with no label and no prediction: 1 (the two empty sets agree);
 - macro averages skip NaN entries; an average of nothing is NaN.
+
+A `threshold` is one number for every attribute, or an (A,) array with one per attribute (the
+run's own, chosen on a validation share at training time): comparisons broadcast over the
+attribute axis, so every function here takes either.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import average_precision_score
+
+from pipeline.errors import PipelineError
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
 
@@ -23,7 +29,7 @@ def _as_bool(array) -> np.ndarray:
     return np.asarray(array).astype(bool)
 
 
-def outcomes(act, prd, threshold: float = 0.5) -> np.ndarray:
+def outcomes(act, prd, threshold: float | np.ndarray = 0.5) -> np.ndarray:
     """Per image and attribute, the outcome as an index into OUTCOMES (N × A int8)."""
     truth = _as_bool(act)
     said = np.asarray(prd) >= threshold
@@ -31,7 +37,7 @@ def outcomes(act, prd, threshold: float = 0.5) -> np.ndarray:
     return np.where(truth, np.where(said, 0, 2), np.where(said, 1, 3)).astype(np.int8)
 
 
-def counts(act, prd, threshold: float = 0.5) -> dict[str, np.ndarray]:
+def counts(act, prd, threshold: float | np.ndarray = 0.5) -> dict[str, np.ndarray]:
     """TP, FP, FN, TN per attribute (length-A integer arrays) at the threshold."""
     truth = _as_bool(act)
     said = np.asarray(prd) >= threshold
@@ -77,7 +83,7 @@ def nanmean(values) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def jaccard(act, prd, threshold: float = 0.5) -> np.ndarray:
+def jaccard(act, prd, threshold: float | np.ndarray = 0.5) -> np.ndarray:
     """Per-image Jaccard index |ACT ∩ PRD| / |ACT ∪ PRD|; 1 where both are empty."""
     truth = _as_bool(act)
     said = np.asarray(prd) >= threshold
@@ -86,7 +92,7 @@ def jaccard(act, prd, threshold: float = 0.5) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def group_summary(act, prd, threshold: float = 0.5) -> dict:
+def group_summary(act, prd, threshold: float | np.ndarray = 0.5) -> dict:
     """Everything the selection manager shows for one group of images.
 
     overall: counts pooled over all (image, attribute) pairs and the scores of those (micro);
@@ -102,6 +108,29 @@ def group_summary(act, prd, threshold: float = 0.5) -> dict:
         "per_attribute": {**{k: v.tolist() for k, v in c.items()},
                           **{k: v.tolist() for k, v in per.items()}},
     }
+
+
+def threshold_columns(threshold: float | np.ndarray, columns) -> float | np.ndarray:
+    """The threshold(s) of some attribute columns: one number stays itself, an (A,) array gives
+    those columns' own, so that `prd[:, columns] >= threshold_columns(t, columns)` holds."""
+    return threshold if np.ndim(threshold) == 0 else np.asarray(threshold)[columns]
+
+
+def run_thresholds(meta: dict, attributes: list[str]) -> np.ndarray | None:
+    """A run's own per-attribute thresholds (run.json "thresholds", chosen on a validation share
+    when the model was trained) in attribute order; None when the run has none (imported
+    vectors, older runs). Anything but one number in 0..1 per attribute is a PipelineError."""
+    chosen = meta.get("thresholds")
+    if chosen is None:
+        return None
+    if not isinstance(chosen, dict) or set(chosen) != set(attributes):
+        raise PipelineError(f"run {meta.get('id')}: its thresholds do not name each of its "
+                            f"{len(attributes)} attributes once")
+    values = [chosen[a] for a in attributes]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+               for v in values):
+        raise PipelineError(f"run {meta.get('id')}: its thresholds must be numbers from 0 to 1")
+    return np.array(values, dtype=float)
 
 
 def select_thresholds(act, prd, default: float = 0.5) -> np.ndarray:

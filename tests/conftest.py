@@ -12,11 +12,13 @@ from pipeline.attributes import ATTRIBUTES
 from pipeline.store import DatasetWriter, get_run, write_run
 
 
-def write_synthetic_run(data_dir, n: int = 60, seed: int = 0, image_size: int = 32):
+def write_synthetic_run(data_dir, n: int = 60, seed: int = 0, image_size: int = 32,
+                        meta: dict | None = None):
     """A run of n images with correlated labels/probabilities and random images; returns the Run.
 
     Labels are random; probabilities agree with them most of the time, so every outcome
     (TP, FP, FN, TN) occurs. Embeddings are noisy functions of the arrays, as t-SNE would give.
+    `meta` adds to run.json (per-attribute "thresholds", say).
     """
     rng = np.random.default_rng(seed)
     a = len(ATTRIBUTES)
@@ -34,7 +36,8 @@ def write_synthetic_run(data_dir, n: int = 60, seed: int = 0, image_size: int = 
     emb = {s: rng.normal(size=(n, 2)).astype(np.float32) for s in ("act", "fea", "prd")}
     path = write_run(
         data_dir, attributes=ATTRIBUTES, images=images[["image_id", "path", "split", "source"]],
-        act=act, prd=prd, fea=fea, emb=emb, meta={"dataset": dataset_id, "model": {"arch": "none"}},
+        act=act, prd=prd, fea=fea, emb=emb,
+        meta={"dataset": dataset_id, "model": {"arch": "none"}, **(meta or {})},
         run_id=f"run-{dataset_id}",
     )
     return get_run(path.name, data_dir)

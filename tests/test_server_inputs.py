@@ -167,7 +167,8 @@ def test_the_server_answers_a_crafted_image_number_with_a_message_not_a_500(clie
         [(ids.DETAIL_TITLE, "children"), (ids.DETAIL_TABLE, "children"),
          (ids.NEIGHBOURS, "children")],
         [{"id": ids.STORE_DETAIL_INDEX, "property": "data", "value": -1},
-         {"id": ids.THRESHOLD, "property": "value", "value": 0.5}],
+         {"id": ids.THRESHOLD, "property": "value", "value": 0.5},
+         {"id": ids.THRESHOLD_MODE, "property": "value", "value": "per"}],
         [{"id": ids.RUN_PICKER, "property": "value", "value": run.id}])
     assert response.status_code == 200
     title = response.get_json()["response"][ids.DETAIL_TITLE]["children"]

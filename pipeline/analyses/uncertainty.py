@@ -58,7 +58,7 @@ def _image_patterns(act, prd, threshold) -> tuple[np.ndarray, np.ndarray]:
 def bootstrap_intervals(act, prd, threshold=0.5, *, n_boot: int = N_BOOT, level: float = LEVEL,
                         seed: int = 0) -> dict:
     """Intervals of the group (all rows of act/prd): {"overall": {metric: (lo, hi)},
-    "per_attribute": {metric: A × 2 array}}."""
+    "per_attribute": {metric: A × 2 array}}. `threshold`: one number, or one per attribute."""
     act = np.asarray(act)
     n = len(act)
     if n == 0:

@@ -158,11 +158,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _run_threshold(run: store.Run) -> float | np.ndarray:
-    """The run's per-attribute thresholds when it has them, else its global threshold."""
-    chosen = run.meta.get("thresholds")
-    if isinstance(chosen, dict) and set(chosen) == set(run.attributes):
-        return np.array([float(chosen[a]) for a in run.attributes])
-    return float(run.meta.get("threshold", 0.5))
+    """The run's per-attribute thresholds when it has them, else its global threshold (the
+    dashboard reads them through the same metrics.run_thresholds)."""
+    chosen = metrics.run_thresholds(run.meta, run.attributes)
+    return float(run.meta.get("threshold", 0.5)) if chosen is None else chosen
 
 
 def _register_embed(subparsers) -> None:
