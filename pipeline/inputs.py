@@ -4,7 +4,9 @@ more channels, and, for the compact net, a radial profile at the detector's own 
 
 Channels: "mean" is the antialiased resize of the log-intensity image; "min" keeps the darkest
 detector pixel under each input pixel, so a beamstop rod a few detector pixels wide, which the
-mean blurs into background at 64², still shows as a dark line.
+mean blurs into background at 64², still shows as a dark line; "beam" is a window a quarter of
+the detector wide about the estimated beam centre, at the detector's resolution for a 256²
+detector and a 64² input, where a rod's end, a disc on its arm and a wedge's apex differ.
 
 The radial profile is the log intensity averaged over rings about the beam centre (estimated
 from the image itself), at the detector's pixel resolution, on radii spaced logarithmically:
@@ -24,7 +26,7 @@ from scipy import ndimage
 from pipeline.errors import PipelineError
 from pipeline.model import five_crops, log_intensity, multiscale_sizes, resize, scale_intensity
 
-CHANNELS = ("mean", "min")
+CHANNELS = ("mean", "min", "beam")
 PROFILE_STATS = ("mean", "sd", "max", "cover")
 # Radii as a share of the (square) image's side: from 1.5 px of a 256² detector to a corner of
 # an image whose beam lies well off its edge. 128 log-spaced bins are 4 % apart in radius,
@@ -33,6 +35,7 @@ PROFILE = {"bins": 128, "r_min": 1.5 / 256, "r_max": 1.5, "stats": list(PROFILE_
 # The inputs of checkpoints written before inputs were recorded, and of every ResNet (whose
 # one-channel stem plain torchvision weights fit).
 ONE_CHANNEL = {"channels": ["mean"], "profile": None}
+BEAM_WINDOW = 0.25  # side of the "beam" channel's window, as a share of the image's side
 CENTRE_GRID = 64  # the beam is looked for on a grid of this side
 CENTRE_SMOOTHING = 3.0  # grid pixels: the parasitic scatter's peak, not a Bragg spot's
 
@@ -79,22 +82,29 @@ def check_inputs(path, inputs) -> None:
 def prepare(image, input_size: int, stats: dict | None, inputs: dict,
             multiscale: bool = False) -> Prepared:
     """The model's input for one image: its views (1, or 15 with `multiscale`: Wang et al.'s
-    3 scales × 5 crops, WACV 2017) and its radial profile, intensities scaled by `stats`."""
+    3 scales × 5 crops, WACV 2017) and its radial profile, intensities scaled by `stats`.
+    The beam window is the same in every view."""
     square = log_intensity(image)
     channels = inputs["channels"]
+    centre = beam_estimate(square) if "beam" in channels or inputs.get("profile") else None
     sizes = multiscale_sizes(input_size) if multiscale else [input_size]
     views = []
     for size in sizes:
-        stack = np.stack([image_channel(square, size, c) for c in channels])
+        stack = np.stack([image_channel(square, size, c, centre) for c in channels])
         stack = scale_intensity(stack, _stats_of(stack, stats))
         views += five_crops(stack.transpose(1, 2, 0), input_size) if multiscale else [stack]
     if multiscale:
-        views = [v.transpose(2, 0, 1) for v in views]
+        views = [v.transpose(2, 0, 1).copy() for v in views]  # crops overlap: own copies
+        if "beam" in channels:
+            window = prepare(image, input_size, stats, {"channels": ["beam"]}).views[0, 0]
+            for v in views:
+                v[channels.index("beam")] = window
     views = np.ascontiguousarray(np.stack(views), dtype=np.float32)
     profile = None
     if inputs.get("profile"):
         spec = inputs["profile"]
-        profile = scaled_profile(radial_profile(square, spec), spec["stats"], stats, square)
+        profile = radial_profile(square, spec, centre)
+        profile = scaled_profile(profile, spec["stats"], stats, square)
     return Prepared(views, profile)
 
 
@@ -109,8 +119,9 @@ def _stats_of(stack: np.ndarray, stats: dict | None) -> dict:
     return {"centre": centre, "scale": scale}
 
 
-def image_channel(square: np.ndarray, size: int, channel: str) -> np.ndarray:
-    """One channel of the square log-intensity image at size × size."""
+def image_channel(square: np.ndarray, size: int, channel: str,
+                  centre: tuple[float, float] | None = None) -> np.ndarray:
+    """One channel of the square log-intensity image at size × size (`centre`: the beam's)."""
     if channel == "mean":
         return resize(square, size)
     if channel == "min":
@@ -119,7 +130,20 @@ def image_channel(square: np.ndarray, size: int, channel: str) -> np.ndarray:
 
         t = torch.from_numpy(np.ascontiguousarray(square, dtype=np.float32))[None, None]
         return (-F.adaptive_max_pool2d(-t, size))[0, 0].numpy()
+    if channel == "beam":
+        return resize(beam_window(square, centre or beam_estimate(square)), size)
     raise PipelineError(f"unknown input channel {channel!r}")
+
+
+def beam_window(square: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
+    """The BEAM_WINDOW-wide square about the beam; zeros where it leaves the image."""
+    side = square.shape[0]
+    width = max(1, round(side * BEAM_WINDOW))
+    pad = width // 2 + 1
+    padded = np.pad(square, pad)
+    x0 = min(max(round(centre[0]) + pad - width // 2, 0), padded.shape[1] - width)
+    y0 = min(max(round(centre[1]) + pad - width // 2, 0), padded.shape[0] - width)
+    return padded[y0 : y0 + width, x0 : x0 + width]
 
 
 def beam_estimate(square: np.ndarray) -> tuple[float, float]:
@@ -149,12 +173,13 @@ def _vertex(three: np.ndarray) -> float:
         if curvature < 0 else 0.0
 
 
-def radial_profile(square: np.ndarray, spec: dict) -> np.ndarray:
+def radial_profile(square: np.ndarray, spec: dict,
+                   centre: tuple[float, float] | None = None) -> np.ndarray:
     """Per log-spaced ring about the estimated beam centre: the statistics `spec` names of the
     log intensity of pixels with counts (K × bins, unscaled). Rings with no such pixel take
     their neighbours' values, so the profile has no holes at small radii."""
     side = square.shape[0]
-    cx, cy = beam_estimate(square)
+    cx, cy = centre or beam_estimate(square)
     bins = spec["bins"]
     low, high = np.log(spec["r_min"]), np.log(spec["r_max"])
     ys, xs = np.nonzero(square > 0)
