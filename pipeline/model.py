@@ -98,8 +98,14 @@ class CompactNet(nn.Module):
     """
 
     def __init__(self, n_attributes: int, widths: tuple[int, ...] = COMPACT_WIDTHS,
-                 in_channels: int = 1, profile_channels: int = 0):
+                 in_channels: int = 1, profile_channels: int = 0,
+                 window_channel: int | None = None):
         super().__init__()
+        self.window_channel = window_channel
+        if window_channel is not None:  # the beam window is not aligned with the other channels
+            in_channels -= 1
+            self.window = nn.Sequential(_conv_bn(1, 8), _conv_bn(8, 16, stride=2),
+                                        _conv_bn(16, 32, stride=2), _conv_bn(32, 32, stride=2))
         layers = [_conv_bn(in_channels, widths[0])]
         for c_in, c_out in zip(widths, widths[1:], strict=False):
             layers += [_conv_bn(c_in, c_out, stride=2), _conv_bn(c_out, c_out)]
@@ -109,7 +115,7 @@ class CompactNet(nn.Module):
             _conv1d_bn(profile_channels, width), _conv1d_bn(width, width),
             _conv1d_bn(width, 2 * width, stride=2), _conv1d_bn(2 * width, 2 * width),
         ) if profile_channels else None
-        extra = 4 * width if profile_channels else 0
+        extra = (4 * width if profile_channels else 0) + (64 if window_channel is not None else 0)
         self.fc = nn.Linear(2 * widths[-1] + extra, n_attributes)
         self.arch = "compact"
         for m in self.modules():
@@ -123,8 +129,14 @@ class CompactNet(nn.Module):
     def features(self, x: torch.Tensor, profile: torch.Tensor | None = None) -> torch.Tensor:
         """The penultimate activations: the last conv block average- then max-pooled, and the
         profile branch's likewise when the net has one (N × feature_dim)."""
+        parts = []
+        if self.window_channel is not None:
+            k = self.window_channel
+            w = self.window(x[:, k : k + 1])
+            parts += [w.mean(dim=(2, 3)), w.amax(dim=(2, 3))]
+            x = torch.cat([x[:, :k], x[:, k + 1 :]], dim=1)
         x = self.body(x)
-        parts = [x.mean(dim=(2, 3)), x.amax(dim=(2, 3))]
+        parts = [x.mean(dim=(2, 3)), x.amax(dim=(2, 3)), *parts]
         if self.profile is not None:
             if profile is None:
                 raise PipelineError("this compact net also takes the image's radial profile; "
@@ -153,8 +165,10 @@ def build_model(arch: str, n_attributes: int, inputs: dict | None = None) -> nn.
     inputs = inputs or default_inputs(arch)
     if arch == "compact":
         profile = inputs.get("profile")
-        return CompactNet(n_attributes, in_channels=len(inputs["channels"]),
-                          profile_channels=len(profile["stats"]) if profile else 0)
+        channels = inputs["channels"]
+        return CompactNet(n_attributes, in_channels=len(channels),
+                          profile_channels=len(profile["stats"]) if profile else 0,
+                          window_channel=channels.index("beam") if "beam" in channels else None)
     if len(inputs["channels"]) != 1 or inputs.get("profile"):
         raise PipelineError(f"a {arch} takes one image channel and no profile")
     return AttributeResNet(arch, n_attributes)

@@ -29,8 +29,8 @@ def test_a_rod_one_detector_pixel_wide_stays_dark_in_the_min_channel_at_64():
     image = np.full((256, 256), 1000.0)
     image[:, 101] = 0  # a beamstop rod: 1 of 256 pixels, a quarter of a 64² input pixel
     views = prepare(image, 64, STATS, default_inputs("compact")).views
-    assert views.shape == (1, 3, 64, 64)
-    mean, darkest, _ = views[0]
+    assert views.shape == (1, 2, 64, 64)
+    mean, darkest = views[0]
     full = np.log1p(1000.0) / STATS["scale"]  # the rod's whole contrast, scaled
     assert darkest[:, 10].mean() - darkest[:, 25].mean() == pytest.approx(full, rel=1e-3)
     assert mean[:, 10].mean() - mean[:, 20:30].min(axis=1).mean() < 0.35 * full  # blurred away
@@ -74,8 +74,8 @@ def test_every_flip_and_rotation_of_an_image_gives_the_same_profile():
 
 
 def test_multiscale_gives_fifteen_views_of_every_channel_and_one_profile():
-    prepared = prepare(_pattern(128, 128, 30), 32, STATS, default_inputs("compact"),
-                       multiscale=True)
+    with_window = {"channels": ["mean", "min", "beam"], "profile": PROFILE}
+    prepared = prepare(_pattern(128, 128, 30), 32, STATS, with_window, multiscale=True)
     assert prepared.views.shape == (15, 3, 32, 32)
     assert all(np.array_equal(v[2], prepared.views[0, 2]) for v in prepared.views)  # beam window
     assert prepared.profile.shape == (4, PROFILE["bins"])

@@ -178,3 +178,18 @@ def test_on_simulated_detector_images_a_short_run_ranks_attributes_well_above_ch
     defined = np.isfinite(ap)
     assert np.mean(ap[defined]) > np.mean(chance[defined]) + 0.15
     assert (ap[defined] > chance[defined]).mean() >= 0.7
+
+
+def test_a_compact_net_reads_the_beam_window_in_its_own_branch_and_records_it(tmp_path):
+    inputs = {**default_inputs("compact"), "channels": ["mean", "min", "beam"]}
+    model = build_model("compact", 2, inputs).eval()
+    # the window is not aligned with the whole-image channels, so it has its own convolutions
+    assert model.body[0][0].in_channels == 2 and model.window[0][0].in_channels == 1
+    assert model.feature_dim == 384 + 64
+    save_checkpoint(tmp_path / "w.pt", model, arch="compact", attributes=["a", "b"],
+                    input_size=32, normalisation={}, inputs=inputs)
+    loaded, info = load_checkpoint(tmp_path / "w.pt")
+    assert info["inputs"]["channels"] == ["mean", "min", "beam"]
+    x, profile = torch.randn(2, 3, 32, 32), _compact_inputs(2, 32)[1]
+    with torch.no_grad():
+        assert torch.equal(model(x, profile), loaded(x, profile))
