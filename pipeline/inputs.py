@@ -4,10 +4,11 @@ more channels, and, for the compact net, a radial profile at the detector's own 
 
 Channels: "mean" is the antialiased resize of the log-intensity image; "min" keeps the darkest
 detector pixel under each input pixel, so a beamstop rod a few detector pixels wide, which the
-mean blurs into background at 64², still shows as a dark line; "beam" (not in the default) is a
+mean blurs into background at 64², still shows as a dark line; "beam" is a
 window a quarter of the detector wide about the estimated beam centre, at the detector's
 resolution for a 256² detector and a 64² input, where a rod's end, a disc on its arm and a
-wedge's apex differ.
+wedge's apex differ (the compact net reads it in a branch of its own: it is not aligned with
+the other channels).
 
 The radial profile is the log intensity averaged over rings about the beam centre (estimated
 from the image itself), at the detector's pixel resolution, on radii spaced logarithmically:
@@ -29,10 +30,10 @@ from pipeline.model import five_crops, log_intensity, multiscale_sizes, resize, 
 
 CHANNELS = ("mean", "min", "beam")  # every channel this code can make
 # The compact net's default. The beam window, fed as a third channel of the same stem, lifted
-# the beamstops in the default demo (Linear beamstop AP 0.54 → 0.77, Circ. 0.86 → 0.96) but cost
-# the diffuse attributes more (Halo 0.89 → 0.76, Diffuse low-q 0.84 → 0.67; benchmarks/
-# RESULTS.md); the compact net now reads it in a branch of its own, not yet the default.
-DEFAULT_CHANNELS = ("mean", "min")
+# the beamstops but cost the diffuse attributes more (Halo AP 0.89 → 0.76, Diffuse low-q 0.84 →
+# 0.67); read by a branch of its own it keeps the beamstops' gain without that cost (demo mAP
+# 0.777 without it, 0.750 in the stem, 0.791 in its branch; benchmarks/RESULTS.md).
+DEFAULT_CHANNELS = ("mean", "min", "beam")
 PROFILE_STATS = ("mean", "sd", "max", "cover")
 # Radii as a share of the (square) image's side: from 1.5 px of a 256² detector to a corner of
 # an image whose beam lies well off its edge. 128 log-spaced bins are 4 % apart in radius,

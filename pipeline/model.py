@@ -92,9 +92,11 @@ class CompactNet(nn.Module):
     which at 64–96² erases thin beamstops, wedges and sharp peaks; here a 3×3 stride-1 stem keeps
     full resolution and each stage (a stride-2 and a stride-1 3×3 convolution) halves the side
     and doubles the width. The head joins average pooling (how much of a pattern there is) with
-    max pooling (whether a small feature occurs anywhere). With `profile_channels`, a 1-D branch
-    of four 5-tap convolutions reads the radial profile (pipeline.inputs), pooled the same way,
-    beside the image's features; FEA is both, 2 × 128 + 2 × 64 wide.
+    max pooling (whether a small feature occurs anywhere). With `window_channel`, that channel
+    (the full-resolution window about the beam, not aligned with the others) goes through four
+    convolutions of its own (8–32 wide); with `profile_channels`, a 1-D branch of four 5-tap
+    convolutions reads the radial profile (pipeline.inputs). Both are pooled the same way and
+    joined to the image's features: FEA is 2 × 128 + 2 × 32 + 2 × 64 = 448 wide by default.
     """
 
     def __init__(self, n_attributes: int, widths: tuple[int, ...] = COMPACT_WIDTHS,

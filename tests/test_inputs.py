@@ -29,8 +29,8 @@ def test_a_rod_one_detector_pixel_wide_stays_dark_in_the_min_channel_at_64():
     image = np.full((256, 256), 1000.0)
     image[:, 101] = 0  # a beamstop rod: 1 of 256 pixels, a quarter of a 64² input pixel
     views = prepare(image, 64, STATS, default_inputs("compact")).views
-    assert views.shape == (1, 2, 64, 64)
-    mean, darkest = views[0]
+    assert views.shape == (1, 3, 64, 64)
+    mean, darkest, _ = views[0]
     full = np.log1p(1000.0) / STATS["scale"]  # the rod's whole contrast, scaled
     assert darkest[:, 10].mean() - darkest[:, 25].mean() == pytest.approx(full, rel=1e-3)
     assert mean[:, 10].mean() - mean[:, 20:30].min(axis=1).mean() < 0.35 * full  # blurred away
