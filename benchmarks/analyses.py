@@ -115,6 +115,7 @@ def saliency_row(arch: str, input_size: int, args) -> str:
     import torch
 
     from pipeline.attributes import ATTRIBUTES
+    from pipeline.inputs import default_inputs
     from pipeline.model import build_model, per_image_normalisation
     from pipeline.saliency import coarse_map, saliency_map, to_detector
     from pipeline.simulate import simulate_image
@@ -122,7 +123,7 @@ def saliency_row(arch: str, input_size: int, args) -> str:
     torch.manual_seed(0)  # the time does not depend on the weights, only on the architecture
     model = build_model(arch, len(ATTRIBUTES)).eval()
     info = {"attributes": list(ATTRIBUTES), "input_size": input_size,
-            "normalisation": per_image_normalisation()}
+            "normalisation": per_image_normalisation(), "inputs": default_inputs(arch)}
     image, _, _ = simulate_image(np.random.default_rng(0), args.saliency_size)
     saliency_map(model, info, image, 0)  # the first call pays for torch's own warm-up
     picks = iter(range(1, 1 + args.repeat))

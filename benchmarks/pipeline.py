@@ -56,6 +56,7 @@ def bench_model(device_name: str, arch: str, size: int, batch: int, channels_las
                 threads: int | None = None) -> None:
     import torch
 
+    from pipeline.inputs import default_inputs
     from pipeline.model import build_model, pick_device
     from pipeline.train import bce_loss
 
@@ -65,7 +66,11 @@ def bench_model(device_name: str, arch: str, size: int, batch: int, channels_las
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(arch, 17).to(dev).to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.randn(batch, 1, size, size, device=dev).contiguous(memory_format=fmt)
+    inputs = default_inputs(arch)  # the channels and radial profile the model takes
+    x = torch.randn(batch, len(inputs["channels"]), size, size, device=dev)
+    x = x.contiguous(memory_format=fmt)
+    spec = inputs["profile"]
+    profile = torch.randn(batch, len(spec["stats"]), spec["bins"], device=dev) if spec else None
     y = (torch.rand(batch, 17, device=dev) < 0.3).float()
 
     def sync():
@@ -75,7 +80,7 @@ def bench_model(device_name: str, arch: str, size: int, batch: int, channels_las
     def train_step():
         model.train()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = bce_loss(model(x), y)
+            loss = bce_loss(model(x, profile), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -84,7 +89,7 @@ def bench_model(device_name: str, arch: str, size: int, batch: int, channels_las
     def infer_step():
         model.eval()
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
-            model.fc(model.features(x))
+            model.fc(model.features(x, profile))
         sync()
 
     layout = "channels_last" if channels_last else "contiguous"

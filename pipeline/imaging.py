@@ -2,7 +2,7 @@
 window → a false-colour map. The detail image, the thumbnails, the montage and the scientific
 views all draw through these functions, so one image looks the same wherever it appears.
 
-(The model's input transform, pipeline.model.normalise, is a different thing: it is what the
+(The model's input transform, pipeline.inputs.prepare, is a different thing: it is what the
 network was trained on, not what a person looks at.)
 """
 

@@ -17,41 +17,32 @@ from tqdm.auto import tqdm
 from pipeline import cluster, metrics, store
 from pipeline.embed import embedding_meta
 from pipeline.errors import PipelineError, Stopped
+from pipeline.inputs import inputs_of, prepare
 from pipeline.model import (
     compute_threads,
     file_digest,
-    five_crops,
     load_checkpoint,
-    log_intensity,
-    multiscale_sizes,
-    normalise,
     pick_device,
-    resize,
     save_checkpoint,
-    scale_intensity,
 )
-from pipeline.train import as_dataset, labels_for
+from pipeline.train import as_batch, as_dataset, labels_for
 
 EVAL_SPLIT = "test"
 
 
-def _views(image: np.ndarray, input_size: int, stats: dict, multiscale: bool) -> list[np.ndarray]:
-    """The model inputs for one image: itself resized, or Wang et al.'s 3 scales × 5 crops."""
-    if not multiscale:
-        return [normalise(image, input_size, stats)]
-    square = log_intensity(image)
-    views = []
-    for size in multiscale_sizes(input_size):
-        views += five_crops(scale_intensity(resize(square, size), stats), input_size)
-    return views
-
-
-def model_input(images: list[np.ndarray], info: dict, multiscale: bool = False) -> torch.Tensor:
-    """The batch the model sees for these detector images (views × channels × side × side,
-    float32, image by image): inference and the saliency maps prepare images only here."""
-    size, stats = info["input_size"], info["normalisation"]
-    views = [v for image in images for v in _views(image, size, stats, multiscale)]
-    return torch.from_numpy(np.stack(views)[:, None])
+def model_input(images: list[np.ndarray], info: dict, multiscale: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What the model takes for these detector images: every view (image-major; views ×
+    channels × side × side, float32) and each view's radial profile (None for a model without
+    one). Inference and the saliency maps prepare images only here (pipeline.inputs.prepare)."""
+    size, stats, inputs = info["input_size"], info["normalisation"], inputs_of(info)
+    prepared = [prepare(image, size, stats, inputs, multiscale) for image in images]
+    x = torch.from_numpy(np.concatenate([p.views for p in prepared]))
+    if prepared[0].profile is None:
+        return x, None
+    per_view = len(prepared[0].views)
+    profile = torch.from_numpy(np.stack([p.profile for p in prepared]))
+    return x, profile.repeat_interleave(per_view, dim=0)
 
 
 def _batches(n: int, batch_size: int) -> Iterator[range]:
@@ -92,9 +83,8 @@ def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=6
         for rows in _batches(len(ds), per_batch):
             if should_stop and should_stop():
                 raise Stopped("inference stopped; no run was written")
-            x = model_input([ds.load_image(i) for i in rows], info, multiscale).to(dev)
-            x = x.contiguous(memory_format=torch.channels_last)
-            f = model.features(x)
+            x, profile = model_input([ds.load_image(i) for i in rows], info, multiscale)
+            f = model.features(*as_batch(x, profile, dev))
             p = torch.sigmoid(model.fc(f).float())
             fea[rows.start : rows.stop] = f.float().reshape(len(rows), n_views, -1).mean(1).cpu()
             prd[rows.start : rows.stop] = p.reshape(len(rows), n_views, -1).mean(1).cpu()
@@ -194,7 +184,7 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
             extra["thresholds"] = info["thresholds"]
         save_checkpoint(path, model, arch=info["arch"], attributes=info["attributes"],
                         input_size=info["input_size"], normalisation=info["normalisation"],
-                        extra=extra)
+                        inputs=info["inputs"], extra=extra)
 
     return store.write_run(data_dir, attributes=ds.attributes, colours=ds.colours,
                            images=_images_table(ds, data_dir), act=act, prd=prd, fea=fea,

@@ -58,24 +58,31 @@ class AttributeResNet(ResNet):
     def feature_dim(self) -> int:
         return self.fc.in_features
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate activations (N × 512 for resnet18/34, N × 2048 for resnet50)."""
+    def features(self, x: torch.Tensor, profile: torch.Tensor | None = None) -> torch.Tensor:
+        """The penultimate activations (N × 512 for resnet18/34, N × 2048 for resnet50); a
+        ResNet takes no radial profile."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, profile: torch.Tensor | None = None) -> torch.Tensor:
         return self.fc(self.features(x))
 
 
 # Channels of the compact net: the stem at full resolution, then stages at half the previous side
 # and twice the width. A fourth stage (256) measured slower and worse at the demo's step budget.
 COMPACT_WIDTHS = (16, 32, 64, 128)
+PROFILE_WIDTH = 32  # channels of the radial-profile branch's first convolutions (twice that later)
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
                          nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+def _conv1d_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv1d(c_in, c_out, 5, stride=stride, padding=2, bias=False),
+                         nn.BatchNorm1d(c_out), nn.ReLU(inplace=True))
 
 
 class CompactNet(nn.Module):
@@ -85,45 +92,87 @@ class CompactNet(nn.Module):
     which at 64–96² erases thin beamstops, wedges and sharp peaks; here a 3×3 stride-1 stem keeps
     full resolution and each stage (a stride-2 and a stride-1 3×3 convolution) halves the side
     and doubles the width. The head joins average pooling (how much of a pattern there is) with
-    max pooling (whether a small feature occurs anywhere), so FEA has 2 × the last width.
+    max pooling (whether a small feature occurs anywhere). With `window_channel`, that channel
+    (the full-resolution window about the beam, not aligned with the others) goes through four
+    convolutions of its own (8–32 wide); with `profile_channels`, a 1-D branch of four 5-tap
+    convolutions reads the radial profile (pipeline.inputs). Both are pooled the same way and
+    joined to the image's features: FEA is 2 × 128 + 2 × 32 + 2 × 64 = 448 wide by default.
     """
 
-    def __init__(self, n_attributes: int, widths: tuple[int, ...] = COMPACT_WIDTHS):
+    def __init__(self, n_attributes: int, widths: tuple[int, ...] = COMPACT_WIDTHS,
+                 in_channels: int = 1, profile_channels: int = 0,
+                 window_channel: int | None = None):
         super().__init__()
-        layers = [_conv_bn(1, widths[0])]
+        self.window_channel = window_channel
+        if window_channel is not None:  # the beam window is not aligned with the other channels
+            in_channels -= 1
+            self.window = nn.Sequential(_conv_bn(1, 8), _conv_bn(8, 16, stride=2),
+                                        _conv_bn(16, 32, stride=2), _conv_bn(32, 32, stride=2))
+        layers = [_conv_bn(in_channels, widths[0])]
         for c_in, c_out in zip(widths, widths[1:], strict=False):
             layers += [_conv_bn(c_in, c_out, stride=2), _conv_bn(c_out, c_out)]
         self.body = nn.Sequential(*layers)
-        self.fc = nn.Linear(2 * widths[-1], n_attributes)
+        width = PROFILE_WIDTH
+        self.profile = nn.Sequential(
+            _conv1d_bn(profile_channels, width), _conv1d_bn(width, width),
+            _conv1d_bn(width, 2 * width, stride=2), _conv1d_bn(2 * width, 2 * width),
+        ) if profile_channels else None
+        extra = (4 * width if profile_channels else 0) + (64 if window_channel is not None else 0)
+        self.fc = nn.Linear(2 * widths[-1] + extra, n_attributes)
         self.arch = "compact"
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, nn.Conv1d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     @property
     def feature_dim(self) -> int:
         return self.fc.in_features
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate activations: N × 2·width, average- then max-pooled."""
+    def features(self, x: torch.Tensor, profile: torch.Tensor | None = None) -> torch.Tensor:
+        """The penultimate activations: the last conv block average- then max-pooled, and the
+        profile branch's likewise when the net has one (N × feature_dim)."""
+        parts = []
+        if self.window_channel is not None:
+            k = self.window_channel
+            w = self.window(x[:, k : k + 1])
+            parts += [w.mean(dim=(2, 3)), w.amax(dim=(2, 3))]
+            x = torch.cat([x[:, :k], x[:, k + 1 :]], dim=1)
         x = self.body(x)
-        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+        parts = [x.mean(dim=(2, 3)), x.amax(dim=(2, 3)), *parts]
+        if self.profile is not None:
+            if profile is None:
+                raise PipelineError("this compact net also takes the image's radial profile; "
+                                    "prepare inputs with pipeline.inputs.prepare")
+            p = self.profile(profile.to(x.dtype))
+            parts += [p.mean(dim=2), p.amax(dim=2)]
+        return torch.cat(parts, dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
+    def forward(self, x: torch.Tensor, profile: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fc(self.features(x, profile))
 
 
-def build_model(arch: str, n_attributes: int) -> nn.Module:
+def build_model(arch: str, n_attributes: int, inputs: dict | None = None) -> nn.Module:
     """A freshly initialised model (no downloaded weights) with one logit per attribute.
 
-    Every model has `features(x)` (FEA, N × feature_dim), `fc` (features → logits) and `arch`.
+    Every model has `features(x, profile)` (FEA, N × feature_dim), `fc` (features → logits)
+    and `arch`; `inputs` (pipeline.inputs) says which channels and profile it takes: by default
+    the architecture's own, one channel and no profile for a ResNet.
     """
+    from pipeline.inputs import default_inputs
+
     if arch not in ARCHS:
         raise PipelineError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     if n_attributes < 1:
         raise PipelineError(f"a model needs at least one attribute, got {n_attributes}")
+    inputs = inputs or default_inputs(arch)
     if arch == "compact":
-        return CompactNet(n_attributes)
+        profile = inputs.get("profile")
+        channels = inputs["channels"]
+        return CompactNet(n_attributes, in_channels=len(channels),
+                          profile_channels=len(profile["stats"]) if profile else 0,
+                          window_channel=channels.index("beam") if "beam" in channels else None)
+    if len(inputs["channels"]) != 1 or inputs.get("profile"):
+        raise PipelineError(f"a {arch} takes one image channel and no profile")
     return AttributeResNet(arch, n_attributes)
 
 
@@ -240,15 +289,21 @@ def per_image_normalisation() -> dict:
 
 
 def save_checkpoint(path, model: nn.Module, *, arch: str, attributes, input_size: int,
-                    normalisation: dict, extra: dict | None = None) -> None:
-    """Write a checkpoint atomically (temporary file, then os.replace): never half a file."""
+                    normalisation: dict, inputs: dict | None = None,
+                    extra: dict | None = None) -> None:
+    """Write a checkpoint atomically (temporary file, then os.replace): never half a file.
+
+    `inputs` (pipeline.inputs) is what the model takes; None: the architecture's default."""
+    from pipeline.inputs import default_inputs
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     payload = {
         "format": CHECKPOINT_FORMAT, "version": 1, "arch": arch,
         "attributes": [str(a) for a in attributes], "input_size": int(input_size),
-        "normalisation": dict(normalisation), "model": state, **(extra or {}),
+        "normalisation": dict(normalisation), "inputs": inputs or default_inputs(arch),
+        "model": state, **(extra or {}),
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:6]}.tmp")
     try:
@@ -293,6 +348,8 @@ def load_checkpoint(path, attributes: list[str] | None = None, arch: str | None 
     Takes our own checkpoints or a plain torchvision ResNet state dict (3- or 1-channel conv1);
     for the latter, `attributes` names the outputs and the architecture is read off the weights.
     """
+    from pipeline.inputs import ONE_CHANNEL, inputs_of
+
     payload = read_checkpoint(path)
     if payload.get("format") == CHECKPOINT_FORMAT:
         check_checkpoint_meta(path, payload)
@@ -310,11 +367,12 @@ def load_checkpoint(path, attributes: list[str] | None = None, arch: str | None 
                                 f"{len(names)} attributes")
         info = {"format": "torchvision-state-dict", "arch": _infer_arch(path, state),
                 "attributes": names, "input_size": 224, "normalisation": per_image_normalisation(),
-                "training": None}
+                "inputs": dict(ONE_CHANNEL), "training": None}
         state = _one_channel(state)
     if arch is not None and arch != info["arch"]:
         raise PipelineError(f"checkpoint {path} holds a {info['arch']}, not a {arch}")
-    model = build_model(info["arch"], len(info["attributes"]))
+    info["inputs"] = inputs_of(info)  # checkpoints from before inputs were recorded: one channel
+    model = build_model(info["arch"], len(info["attributes"]), info["inputs"])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -341,6 +399,9 @@ def check_checkpoint_meta(path, payload: dict) -> None:
     if not isinstance(payload.get("model"), dict):
         raise PipelineError(f"checkpoint {path} holds no model weights")
     _check_normalisation(path, payload.get("normalisation"))
+    from pipeline.inputs import check_inputs
+
+    check_inputs(path, payload.get("inputs"))
     _check_thresholds(path, payload.get("thresholds"), names)
 
 

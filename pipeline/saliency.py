@@ -55,7 +55,8 @@ def last_conv_block(model: nn.Module) -> nn.Module:
         block = holding[-1]
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, attribute: int) -> np.ndarray:
+def grad_cam(model: nn.Module, x: torch.Tensor, attribute: int,
+             profile: torch.Tensor | None = None) -> np.ndarray:
     """The coarse map (the last block's grid, h × w, float32 in 0..1) for logit `attribute`,
     averaged over the views in x. All zeros when nothing in the image speaks for it."""
     block = last_conv_block(model)
@@ -63,7 +64,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, attribute: int) -> np.ndarray:
     handle = block.register_forward_hook(lambda _m, _i, out: seen.__setitem__("act", out))
     try:
         with torch.enable_grad():
-            logits = model.fc(model.features(x))  # as pipeline.infer.predict computes them
+            # as pipeline.infer.predict computes them
+            logits = model.fc(model.features(*([x] if profile is None else [x, profile])))
             (grad,) = torch.autograd.grad(logits[:, attribute].sum(), seen["act"])
     finally:
         handle.remove()
@@ -107,8 +109,8 @@ def coarse_map(model: nn.Module, info: dict, image: np.ndarray, attribute: int) 
         raise PipelineError(f"attribute number {attribute} is not one of the model's "
                             f"{len(info['attributes'])}")
     with _LOCK, _few_threads():
-        x = model_input([image], info).to("cpu")
-        return grad_cam(model.to("cpu").eval(), x, attribute)
+        x, profile = model_input([image], info)
+        return grad_cam(model.to("cpu").eval(), x, attribute, profile)
 
 
 def saliency_map(model: nn.Module, info: dict, image: np.ndarray, attribute: int) -> np.ndarray:

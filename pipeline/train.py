@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from pipeline import metrics, store
 from pipeline.errors import PipelineError, Stopped
+from pipeline.inputs import default_inputs, inputs_of, prepare
 from pipeline.model import (
     ARCHS,
     MAX_INPUT_SIZE,
@@ -29,7 +31,6 @@ from pipeline.model import (
     compute_threads,
     fit_normalisation,
     load_checkpoint,
-    normalise,
     pick_device,
     read_checkpoint,
     save_checkpoint,
@@ -82,18 +83,44 @@ def split_validation(train_idx: np.ndarray, fraction: float, seed: int
     return np.sort(train_idx[order[n_val:]]), np.sort(train_idx[order[:n_val]])
 
 
-def load_inputs(ds: store.Dataset, indices, input_size: int, stats: dict, *, progress=True,
-                on_progress=None, should_stop=None) -> torch.Tensor:
-    """Normalised images as one float16 tensor (n × 1 × S × S), read once for every epoch."""
-    out = torch.empty((len(indices), 1, input_size, input_size), dtype=torch.float16)
+@dataclass(frozen=True)
+class Inputs:
+    """A set of prepared images: x (n × C × S × S, float16) and profiles (n × K × bins) or None."""
+
+    x: torch.Tensor
+    profile: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, rows) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.x[rows], None if self.profile is None else self.profile[rows]
+
+
+def load_inputs(ds: store.Dataset, indices, input_size: int, stats: dict, inputs: dict, *,
+                progress=True, on_progress=None, should_stop=None) -> Inputs:
+    """The images prepared as the model takes them (pipeline.inputs.prepare), read once for every
+    epoch; images in float16, profiles in float32."""
+    xs, profiles = [], []
     for k, i in enumerate(tqdm(indices, desc="load images", unit="img", disable=not progress,
                                leave=False)):
         if should_stop and should_stop():
             raise Stopped("stopped while loading images")
-        out[k, 0] = torch.from_numpy(normalise(ds.load_image(i), input_size, stats))
+        prepared = prepare(ds.load_image(i), input_size, stats, inputs)
+        xs.append(torch.from_numpy(prepared.views[0]).half())
+        if prepared.profile is not None:
+            profiles.append(torch.from_numpy(prepared.profile))
         if on_progress and k % 32 == 0:
             on_progress("load", k / len(indices))
-    return out
+    channels = len(inputs["channels"])
+    x = torch.stack(xs) if xs else torch.empty((0, channels, input_size, input_size),
+                                              dtype=torch.float16)
+    profile = None
+    if inputs.get("profile"):
+        spec = inputs["profile"]
+        profile = torch.stack(profiles) if profiles else torch.empty(
+            (0, len(spec["stats"]), spec["bins"]))
+    return Inputs(x, profile)
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
@@ -134,26 +161,29 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _start(ds, *, arch, input_size, seed, checkpoint_out, resume, init, steps, progress):
-    """Model, normalisation and saved training state (None when starting afresh)."""
+    """Model, normalisation, the inputs it takes (pipeline.inputs) and saved training state
+    (None when starting afresh). A fine-tuned or resumed model keeps the inputs it had."""
     state = None
     if resume and Path(checkpoint_out).is_file():
         state = read_checkpoint(checkpoint_out)
         _check_resumable(checkpoint_out, state, ds, arch, input_size, steps)
-        model, _ = load_checkpoint(checkpoint_out, attributes=ds.attributes)
-        return model, state["normalisation"], state
+        model, info = load_checkpoint(checkpoint_out, attributes=ds.attributes)
+        return model, state["normalisation"], info["inputs"], state
     if resume and progress:
         tqdm.write(f"no checkpoint at {checkpoint_out} yet; starting from step 1")
     torch.manual_seed(seed)
     if init is not None:
         model, info = init
+        inputs = inputs_of(info)
         if info["normalisation"].get("centre") is not None:
-            return model, info["normalisation"], None
+            return model, info["normalisation"], inputs, None
     else:
-        model = build_model(arch, len(ds.attributes))
+        inputs = default_inputs(arch)
+        model = build_model(arch, len(ds.attributes), inputs)
     train_idx = ds.indices("train")
     sample = np.random.default_rng(seed).permutation(train_idx)[:NORMALISATION_SAMPLE]
     stats = fit_normalisation((ds.load_image(i) for i in sample), input_size, seed)
-    return model, stats, state
+    return model, stats, inputs, state
 
 
 def _check_resumable(path, state, ds, arch, input_size, steps) -> None:
@@ -212,21 +242,21 @@ def train(dataset, *, arch: str = "compact", steps: int | None = None,
     _check_settings(arch, n_steps, input_size, batch_size, lr)
     checkpoint_out = Path(checkpoint_out)
     dev = pick_device(device)
-    model, stats, state = _start(ds, arch=arch, input_size=input_size, seed=seed,
+    model, stats, inputs, state = _start(ds, arch=arch, input_size=input_size, seed=seed,
                                  checkpoint_out=checkpoint_out, resume=resume, init=init,
                                  steps=n_steps, progress=progress)
     training = (state or {}).get("training") or {}
     if training.get("complete"):
         return checkpoint_out
     load = dict(progress=progress, on_progress=on_progress, should_stop=should_stop)
-    x_fit = load_inputs(ds, fit_idx, input_size, stats, **load)
-    x_val = load_inputs(ds, val_idx, input_size, stats, **load)
+    x_fit = load_inputs(ds, fit_idx, input_size, stats, inputs, **load)
+    x_val = load_inputs(ds, val_idx, input_size, stats, inputs, **load)
     settings = {"dataset": ds.id, "steps": n_steps, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "seed": seed, "n_train": len(fit_idx), "n_validation": len(val_idx),
                 "val_fraction": val_fraction, "device": str(dev),
                 "init_checkpoint": str(init_checkpoint) if init_checkpoint else None}
     meta = {"arch": arch, "attributes": ds.attributes, "input_size": input_size,
-            "normalisation": stats}
+            "normalisation": stats, "inputs": inputs}
     with compute_threads(arch, dev):
         loop = _Loop(model, dev, x_fit, torch.from_numpy(labels[fit_idx]), batch_size=batch_size,
                      lr=lr, total_steps=n_steps, seed=seed, state=training, progress=progress,
@@ -242,39 +272,47 @@ def train(dataset, *, arch: str = "compact", steps: int | None = None,
     return checkpoint_out
 
 
-def _thresholds(model, dev, x_val: torch.Tensor, y_val: np.ndarray, attributes) -> dict:
+def _thresholds(model, dev, x_val: Inputs, y_val: np.ndarray, attributes) -> dict:
     """Per attribute, the threshold of best F1 on the validation images ({name: value})."""
     prd = probabilities(model, x_val, dev) if len(x_val) else np.zeros((0, len(attributes)))
     chosen = metrics.select_thresholds(y_val, prd)
     return {str(a): float(t) for a, t in zip(attributes, chosen, strict=True)}
 
 
-def probabilities(model, x: torch.Tensor, dev: torch.device, batch_size: int = 128
+def probabilities(model, inputs: Inputs, dev: torch.device, batch_size: int = 128
                   ) -> np.ndarray:
-    """Sigmoid outputs (n × A) of a model for inputs already normalised."""
+    """Sigmoid outputs (n × A) of a model for inputs already prepared."""
     model.eval()
     out = []
     with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16,
                                                 enabled=dev.type == "cuda"):
-        for chunk in x.split(batch_size):
-            chunk = chunk.to(dev, torch.float32).contiguous(memory_format=torch.channels_last)
-            out.append(torch.sigmoid(model(chunk).float()).cpu().numpy())
+        for start in range(0, len(inputs), batch_size):
+            x, profile = as_batch(*inputs.take(slice(start, start + batch_size)), dev)
+            out.append(torch.sigmoid(model(x, profile).float()).cpu().numpy())
     return np.concatenate(out)
+
+
+def as_batch(x: torch.Tensor, profile: torch.Tensor | None, dev: torch.device
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Prepared inputs on the device in float32; images channels-last, which suits tensor
+    cores and measured 10 % faster on CPU too (benchmarks/RESULTS.md)."""
+    x = x.to(dev, torch.float32).contiguous(memory_format=torch.channels_last)
+    return x, None if profile is None else profile.to(dev, torch.float32)
 
 
 class _Loop:
     """The optimizer, schedule and random streams of one training run, resumable per pass."""
 
-    def __init__(self, model, dev, x_all, y_all, *, batch_size, lr, total_steps, seed, state,
-                 progress, should_stop, on_progress):
+    def __init__(self, model, dev, x_all: Inputs, y_all, *, batch_size, lr, total_steps, seed,
+                 state, progress, should_stop, on_progress):
         self.dev, self.x_all, self.y_all = dev, x_all, y_all
         if dev.type == "cuda":  # the float16 training set fits on the GPU: no copy per batch
-            self.x_all, self.y_all = x_all.to(dev), y_all.to(dev)
+            profile = None if x_all.profile is None else x_all.profile.to(dev)
+            self.x_all, self.y_all = Inputs(x_all.x.to(dev), profile), y_all.to(dev)
         self.batch_size, self.total_steps = batch_size, total_steps
         self.progress, self.should_stop, self.on_progress = progress, should_stop, on_progress
         self.cuda = dev.type == "cuda"
-        # NHWC suits tensor cores and measured 10 % faster on CPU too (benchmarks/RESULTS.md)
-        self.model = model.to(dev).to(memory_format=torch.channels_last)
+        self.model = model.to(dev).to(memory_format=torch.channels_last)  # as as_batch's images
         self.per_epoch = len(_batches(len(x_all), batch_size, torch.Generator().manual_seed(0)))
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-4)
         # A quarter of the steps warm up; a very short run needs more than one warm-up step or
@@ -306,7 +344,9 @@ class _Loop:
             if self.should_stop and self.should_stop():
                 raise Stopped(f"training stopped during epoch {self.epoch + 1}; the checkpoint "
                               "of the last complete epoch is kept")
-            loss = self._step(augment(self.x_all[idx], self.gen), self.y_all[idx])
+            # The profile needs no augmenting: rings about the beam are the same in all 8 views.
+            x, profile = self.x_all.take(idx)
+            loss = self._step(augment(x, self.gen), profile, self.y_all[idx])
             total, seen, self.step = total + loss * len(idx), seen + len(idx), self.step + 1
             bar.set_postfix(loss=f"{total / seen:.3f}")
             if self.on_progress:
@@ -321,10 +361,10 @@ class _Loop:
                        f"{self.total_steps}): loss {total / max(seen, 1):.3f}, "
                        f"{seen / seconds:.0f} images/s")
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        x = x.to(self.dev, torch.float32).contiguous(memory_format=torch.channels_last)
+    def _step(self, x: torch.Tensor, profile: torch.Tensor | None, y: torch.Tensor) -> float:
+        x, profile = as_batch(x, profile, self.dev)
         with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cuda):
-            loss = bce_loss(self.model(x), y.to(self.dev))
+            loss = bce_loss(self.model(x, profile), y.to(self.dev))
         if not torch.isfinite(loss):
             raise PipelineError("training diverged (loss is not finite); try a lower --lr")
         self.opt.zero_grad(set_to_none=True)

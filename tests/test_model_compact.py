@@ -8,7 +8,9 @@ import torch
 
 from pipeline import metrics, store
 from pipeline.attributes import ATTRIBUTES
+from pipeline.errors import PipelineError
 from pipeline.infer import infer, make_run
+from pipeline.inputs import ONE_CHANNEL, default_inputs
 from pipeline.model import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.train import augment, d4, split_validation, train
 from tests.test_train_infer import TOY_ATTRIBUTES, write_toy_dataset
@@ -17,31 +19,70 @@ torch.set_num_threads(1)
 A = len(ATTRIBUTES)
 
 
-def test_compact_net_keeps_full_resolution_first_and_gives_average_and_max_pooled_features():
+def _compact_inputs(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    spec = default_inputs("compact")
+    x = torch.randn(n, len(spec["channels"]), size, size)
+    return x, torch.randn(n, len(spec["profile"]["stats"]), spec["profile"]["bins"])
+
+
+def test_compact_net_keeps_full_resolution_first_and_joins_image_and_profile_features():
     model = build_model("compact", A).eval()
-    assert model.feature_dim == 256  # average and max pooling of the 128-wide last stage
+    # average and max pooling of the 128-wide last conv block, the 32-wide beam-window branch
+    # and the 64-wide profile branch
+    assert model.feature_dim == 2 * 128 + 2 * 32 + 2 * 64
     assert sum(p.numel() for p in model.parameters()) < 0.5e6  # small enough for a CPU
-    x = torch.randn(3, 1, 64, 64)
+    x, profile = _compact_inputs(3, 64)
     with torch.no_grad():
-        features, logits = model.features(x), model(x)
-        first = model.body[0](x)
+        features, logits = model.features(x, profile), model(x, profile)
+        whole = x[:, :2]  # the mean and darkest-pixel channels; the third is the beam window
+        first = model.body[0](whole)
+        last_block = model.body[-1](model.body[:-1](whole))
     assert first.shape[-2:] == (64, 64)  # no stride-2 stem, no max-pool
-    assert features.shape == (3, 256) and logits.shape == (3, A)
+    assert model.window[0][0].in_channels == 1  # the beam window has convolutions of its own
+    assert last_block.shape == (3, 128, 8, 8)  # a conv block still ends the image path
+    assert features.shape == (3, 448) and logits.shape == (3, A)
     assert torch.allclose(model.fc(features), logits, atol=1e-5)
+    with pytest.raises(PipelineError, match="radial profile"):
+        model(x)
 
 
-def test_compact_checkpoint_records_its_arch_and_rebuilds_with_the_same_outputs(tmp_path):
+def test_compact_checkpoint_records_its_inputs_and_rebuilds_with_the_same_outputs(tmp_path):
     model = build_model("compact", 3).eval()
     path = tmp_path / "compact.pt"
     save_checkpoint(path, model, arch="compact", attributes=["a", "b", "c"], input_size=48,
                     normalisation={"centre": 1.0, "scale": 2.0},
                     extra={"thresholds": {"a": 0.3, "b": 0.5, "c": 0.7}})
     loaded, info = load_checkpoint(path)
-    assert info["arch"] == "compact" and info["feature_dim"] == 256
+    assert info["arch"] == "compact" and info["feature_dim"] == 448
+    assert info["inputs"] == default_inputs("compact")
     assert info["thresholds"] == {"a": 0.3, "b": 0.5, "c": 0.7}
-    x = torch.randn(2, 1, 48, 48)
+    x, profile = _compact_inputs(2, 48)
     with torch.no_grad():
-        assert torch.equal(model(x), loaded(x))
+        assert torch.equal(model(x, profile), loaded(x, profile))
+
+
+def test_a_compact_checkpoint_from_before_inputs_were_recorded_loads_as_one_channel(tmp_path):
+    old = build_model("compact", 2, ONE_CHANNEL).eval()
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, old, arch="compact", attributes=["a", "b"], input_size=32,
+                    normalisation={"centre": 1.0, "scale": 2.0}, inputs=ONE_CHANNEL)
+    payload = torch.load(path, weights_only=True)
+    del payload["inputs"]  # as the checkpoints of earlier versions were written
+    torch.save(payload, path)
+    loaded, info = load_checkpoint(path)
+    assert info["inputs"] == ONE_CHANNEL and info["feature_dim"] == 256
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(old(x), loaded(x))
+
+
+def test_checkpoint_with_unknown_input_channels_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "odd-inputs.pt"
+    save_checkpoint(path, build_model("compact", 2), arch="compact", attributes=["a", "b"],
+                    input_size=32, normalisation={},
+                    inputs={"channels": ["mean", "sepia"], "profile": None})
+    with pytest.raises(PipelineError, match=r"odd-inputs.pt has unusable input channels"):
+        load_checkpoint(path)
 
 
 def test_checkpoint_with_thresholds_outside_0_1_is_refused_naming_the_file(tmp_path):
@@ -117,7 +158,7 @@ def test_a_short_compact_run_learns_the_drawn_shapes_and_writes_thresholds_into_
     run = store.get_run(make_run(tmp_path / "data", ds, checkpoint, device="cpu",
                                  progress=False).name, tmp_path / "data")
     assert set(run.meta["thresholds"]) == set(TOY_ATTRIBUTES) and run.meta["threshold"] == 0.5
-    assert run.fea.shape == (96, 256)
+    assert run.fea.shape == (96, 448)
     held_out = run.meta["metrics"]  # the 24 test images were never trained on
     prevalence = run.act[run.images["split"] == "test"].mean(axis=0)
     assert all(ap > p + 0.2 for ap, p in zip(held_out["per_attribute"]["AP"], prevalence,
@@ -140,3 +181,18 @@ def test_on_simulated_detector_images_a_short_run_ranks_attributes_well_above_ch
     defined = np.isfinite(ap)
     assert np.mean(ap[defined]) > np.mean(chance[defined]) + 0.15
     assert (ap[defined] > chance[defined]).mean() >= 0.7
+
+
+def test_a_compact_net_without_the_beam_window_has_no_window_branch_and_records_that(
+        tmp_path):
+    inputs = {**default_inputs("compact"), "channels": ["mean", "min"]}
+    model = build_model("compact", 2, inputs).eval()
+    assert model.body[0][0].in_channels == 2 and model.window_channel is None
+    assert model.feature_dim == 384
+    save_checkpoint(tmp_path / "w.pt", model, arch="compact", attributes=["a", "b"],
+                    input_size=32, normalisation={}, inputs=inputs)
+    loaded, info = load_checkpoint(tmp_path / "w.pt")
+    assert info["inputs"]["channels"] == ["mean", "min"]
+    x, profile = torch.randn(2, 2, 32, 32), _compact_inputs(2, 32)[1]
+    with torch.no_grad():
+        assert torch.equal(model(x, profile), loaded(x, profile))

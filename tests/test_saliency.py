@@ -11,6 +11,7 @@ import torch
 from callbacks import detail
 from pipeline.attributes import ATTRIBUTES
 from pipeline.errors import PipelineError
+from pipeline.inputs import default_inputs
 from pipeline.model import CompactNet, build_model, per_image_normalisation, save_checkpoint
 from pipeline.saliency import (
     NoModel,
@@ -27,7 +28,7 @@ def model_and_info(arch: str = "compact", attributes=ATTRIBUTES, input_size: int
     torch.manual_seed(seed)
     model = build_model(arch, len(attributes)).eval()
     return model, {"arch": arch, "attributes": list(attributes), "input_size": input_size,
-                   "normalisation": per_image_normalisation()}
+                   "normalisation": per_image_normalisation(), "inputs": default_inputs(arch)}
 
 
 def give_model(run, seed: int = 0) -> None:
@@ -107,7 +108,7 @@ def test_a_trained_model_looks_at_the_shadow_when_asked_about_the_shadow():
     info = {"input_size": 48, "normalisation": per_image_normalisation(),
             "attributes": ["shadow", "spot"]}
     data = [draw_blocked(rng) for _ in range(400)]
-    x = model_input([d[0] for d in data], info)
+    x, _ = model_input([d[0] for d in data], info)  # one mean channel, no profile
     y = torch.from_numpy(np.stack([d[1] for d in data]))
     model = CompactNet(2)
     optimiser = torch.optim.Adam(model.parameters(), 3e-3)

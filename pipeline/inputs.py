@@ -1,0 +1,228 @@
+"""What a model sees of one detector image, made by one function (`prepare`) for training,
+inference and anything else that feeds a model: the image at the model's input size in one or
+more channels, and, for the compact net, a radial profile at the detector's own resolution.
+
+Channels: "mean" is the antialiased resize of the log-intensity image; "min" keeps the darkest
+detector pixel under each input pixel, so a beamstop rod a few detector pixels wide, which the
+mean blurs into background at 64², still shows as a dark line; "beam" is a
+window a quarter of the detector wide about the estimated beam centre, at the detector's
+resolution for a 256² detector and a 64² input, where a rod's end, a disc on its arm and a
+wedge's apex differ (the compact net reads it in a branch of its own: it is not aligned with
+the other channels).
+
+The radial profile is the log intensity averaged over rings about the beam centre (estimated
+from the image itself), at the detector's pixel resolution, on radii spaced logarithmically:
+sharp rings stay sharp, and a lattice's ratio of ring radii (BCC 1 : √2 : √3, FCC √3 : √4 : √8)
+is the same pattern of offsets whatever its spacing, which a 1-D convolution can find anywhere.
+Besides the mean it keeps the spread and maximum of each ring (spotty polycrystalline rings are
+bright in a few places) and the share of the ring's area on the detector with any counts.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import ndimage
+
+from pipeline.errors import PipelineError
+from pipeline.model import five_crops, log_intensity, multiscale_sizes, resize, scale_intensity
+
+CHANNELS = ("mean", "min", "beam")  # every channel this code can make
+# The compact net's default. The beam window, fed as a third channel of the same stem, lifted
+# the beamstops but cost the diffuse attributes more (Halo AP 0.89 → 0.76, Diffuse low-q 0.84 →
+# 0.67); read by a branch of its own it keeps the beamstops' gain without that cost (demo mAP
+# 0.777 without it, 0.750 in the stem, 0.791 in its branch; benchmarks/RESULTS.md).
+DEFAULT_CHANNELS = ("mean", "min", "beam")
+PROFILE_STATS = ("mean", "sd", "max", "cover")
+# Radii as a share of the (square) image's side: from 1.5 px of a 256² detector to a corner of
+# an image whose beam lies well off its edge. 128 log-spaced bins are 4 % apart in radius,
+# finer than the 15 % between FCC's first two rings.
+PROFILE = {"bins": 128, "r_min": 1.5 / 256, "r_max": 1.5, "stats": list(PROFILE_STATS)}
+# The inputs of checkpoints written before inputs were recorded, and of every ResNet (whose
+# one-channel stem plain torchvision weights fit).
+ONE_CHANNEL = {"channels": ["mean"], "profile": None}
+BEAM_WINDOW = 0.25  # side of the "beam" channel's window, as a share of the image's side
+CENTRE_GRID = 64  # the beam is looked for on a grid of this side
+CENTRE_SMOOTHING = 3.0  # grid pixels: the parasitic scatter's peak, not a Bragg spot's
+
+
+class Prepared(NamedTuple):
+    """One image as a model takes it: views (V × C × S × S) and a profile (K × bins) or None."""
+
+    views: np.ndarray
+    profile: np.ndarray | None
+
+
+def default_inputs(arch: str) -> dict:
+    """The inputs a freshly built model of this architecture takes."""
+    if arch == "compact":
+        return {"channels": list(DEFAULT_CHANNELS), "profile": dict(PROFILE)}
+    return dict(ONE_CHANNEL)
+
+
+def inputs_of(info: dict) -> dict:
+    """A checkpoint description's inputs (one mean channel when it records none)."""
+    return info.get("inputs") or dict(ONE_CHANNEL)
+
+
+def check_inputs(path, inputs) -> None:
+    """Refuse a recorded input description this code cannot reproduce."""
+    if inputs is None:
+        return
+    channels = inputs.get("channels") if isinstance(inputs, dict) else None
+    if not (isinstance(channels, list) and channels and set(channels) <= set(CHANNELS)):
+        raise PipelineError(f"checkpoint {path} has unusable input channels {channels!r}; "
+                            f"expected some of {', '.join(CHANNELS)}")
+    profile = inputs.get("profile")
+    if profile is None:
+        return
+    ok = isinstance(profile, dict) and type(profile.get("bins")) is int and \
+        8 <= profile["bins"] <= 4096 and isinstance(profile.get("stats"), list) and \
+        profile["stats"] and set(profile["stats"]) <= set(PROFILE_STATS) and all(
+            isinstance(profile.get(k), (int, float)) for k in ("r_min", "r_max")) and \
+        0 < profile["r_min"] < profile["r_max"]
+    if not ok:
+        raise PipelineError(f"checkpoint {path} has an unusable radial-profile description")
+
+
+def prepare(image, input_size: int, stats: dict | None, inputs: dict,
+            multiscale: bool = False) -> Prepared:
+    """The model's input for one image: its views (1, or 15 with `multiscale`: Wang et al.'s
+    3 scales × 5 crops, WACV 2017) and its radial profile, intensities scaled by `stats`.
+    The beam window is the same in every view."""
+    square = log_intensity(image)
+    channels = inputs["channels"]
+    centre = beam_estimate(square) if "beam" in channels or inputs.get("profile") else None
+    sizes = multiscale_sizes(input_size) if multiscale else [input_size]
+    views = []
+    for size in sizes:
+        stack = np.stack([image_channel(square, size, c, centre) for c in channels])
+        stack = scale_intensity(stack, _stats_of(stack, stats))
+        views += five_crops(stack.transpose(1, 2, 0), input_size) if multiscale else [stack]
+    if multiscale:
+        views = [v.transpose(2, 0, 1).copy() for v in views]  # crops overlap: own copies
+        if "beam" in channels:
+            window = prepare(image, input_size, stats, {"channels": ["beam"]}).views[0, 0]
+            for v in views:
+                v[channels.index("beam")] = window
+    views = np.ascontiguousarray(np.stack(views), dtype=np.float32)
+    profile = None
+    if inputs.get("profile"):
+        spec = inputs["profile"]
+        profile = radial_profile(square, spec, centre)
+        profile = scaled_profile(profile, spec["stats"], stats, square)
+    return Prepared(views, profile)
+
+
+def _stats_of(stack: np.ndarray, stats: dict | None) -> dict:
+    """The stored stats, or the first (mean) channel's own when there are none: all channels
+    are log intensities and share one scale."""
+    if stats and stats.get("centre") is not None and stats.get("scale") is not None:
+        return stats
+    from pipeline.model import robust_stats
+
+    centre, scale = robust_stats(stack[0])
+    return {"centre": centre, "scale": scale}
+
+
+def image_channel(square: np.ndarray, size: int, channel: str,
+                  centre: tuple[float, float] | None = None) -> np.ndarray:
+    """One channel of the square log-intensity image at size × size (`centre`: the beam's)."""
+    if channel == "mean":
+        return resize(square, size)
+    if channel == "min":
+        import torch
+        import torch.nn.functional as F
+
+        t = torch.from_numpy(np.ascontiguousarray(square, dtype=np.float32))[None, None]
+        return (-F.adaptive_max_pool2d(-t, size))[0, 0].numpy()
+    if channel == "beam":
+        return resize(beam_window(square, centre or beam_estimate(square)), size)
+    raise PipelineError(f"unknown input channel {channel!r}")
+
+
+def beam_window(square: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
+    """The BEAM_WINDOW-wide square about the beam; zeros where it leaves the image."""
+    side = square.shape[0]
+    width = max(1, round(side * BEAM_WINDOW))
+    pad = width // 2 + 1
+    padded = np.pad(square, pad)
+    x0 = min(max(round(centre[0]) + pad - width // 2, 0), padded.shape[1] - width)
+    y0 = min(max(round(centre[1]) + pad - width // 2, 0), padded.shape[0] - width)
+    return padded[y0 : y0 + width, x0 : x0 + width]
+
+
+def beam_estimate(square: np.ndarray) -> tuple[float, float]:
+    """Where the beam most likely is (x, y in pixels): the peak of the smoothed log intensity
+    of pixels with counts. Every image has parasitic scatter that is brightest beside the
+    beamstop and falls steeply away from it; shadows and gaps are left out of the average."""
+    side = square.shape[0]
+    good = (square > 0).astype(np.float32)
+    grid = min(CENTRE_GRID, side)
+    values, weights = resize(square, grid), resize(good, grid)
+    smooth = ndimage.gaussian_filter(values, CENTRE_SMOOTHING)
+    weight = ndimage.gaussian_filter(weights, CENTRE_SMOOTHING)
+    level = np.where(weights > 0.5, smooth / np.maximum(weight, 1e-6), -np.inf)
+    y, x = np.unravel_index(int(np.argmax(level)), level.shape)
+    f = side / grid
+    x, y = x + _vertex(level[y, x - 1 : x + 2]), y + _vertex(level[y - 1 : y + 2, x])
+    return (x + 0.5) * f - 0.5, (y + 0.5) * f - 0.5
+
+
+def _vertex(three: np.ndarray) -> float:
+    """Where a parabola through three neighbouring values peaks, relative to the middle one
+    (0 at the grid's edge or where the neighbours are masked)."""
+    if len(three) != 3 or not np.isfinite(three).all():
+        return 0.0
+    curvature = three[0] - 2 * three[1] + three[2]
+    return float(np.clip(0.5 * (three[0] - three[2]) / curvature, -0.5, 0.5)) \
+        if curvature < 0 else 0.0
+
+
+def radial_profile(square: np.ndarray, spec: dict,
+                   centre: tuple[float, float] | None = None) -> np.ndarray:
+    """Per log-spaced ring about the estimated beam centre: the statistics `spec` names of the
+    log intensity of pixels with counts (K × bins, unscaled). Rings with no such pixel take
+    their neighbours' values, so the profile has no holes at small radii."""
+    side = square.shape[0]
+    cx, cy = centre or beam_estimate(square)
+    bins = spec["bins"]
+    low, high = np.log(spec["r_min"]), np.log(spec["r_max"])
+    ys, xs = np.nonzero(square > 0)
+    values = square[ys, xs].astype(np.float64)
+    radius = np.hypot(xs - cx, ys - cy) / side
+    ring = np.floor((np.log(np.maximum(radius, 1e-12)) - low) / (high - low) * bins)
+    keep = (ring >= 0) & (ring < bins)
+    ring, values = ring[keep].astype(np.int64), values[keep]
+    count = np.bincount(ring, minlength=bins).astype(np.float64)
+    mean = np.bincount(ring, values, minlength=bins) / np.maximum(count, 1)
+    square_mean = np.bincount(ring, values**2, minlength=bins) / np.maximum(count, 1)
+    found = {
+        "mean": mean,
+        "sd": np.sqrt(np.maximum(square_mean - mean**2, 0)),
+        "max": np.asarray(ndimage.maximum(values, ring, np.arange(bins)), float)
+        if len(ring) else np.zeros(bins),
+    }
+    seen = count > 0
+    centres = np.arange(bins)
+    for key, profile in found.items():
+        found[key] = np.interp(centres, centres[seen], profile[seen]) if seen.any() else profile
+    edges = np.exp(low + (high - low) * np.arange(bins + 1) / bins) * side
+    found["cover"] = np.minimum(count / (np.pi * np.diff(edges**2)), 1.0)
+    return np.stack([found[k] for k in spec["stats"]]).astype(np.float32)
+
+
+def scaled_profile(profile: np.ndarray, kinds: list[str], stats: dict | None,
+                   square: np.ndarray) -> np.ndarray:
+    """Intensity rows (mean, max) scaled as the image is, the spread only divided by the scale,
+    the cover share left as it is; without stored stats, the image's own at 64²."""
+    scaling = _stats_of(resize(square, min(64, square.shape[0]))[None], stats)
+    centre, scale = np.float32(scaling["centre"]), np.float32(scaling["scale"])
+    out = profile.copy()
+    for k, kind in enumerate(kinds):
+        if kind in ("mean", "max"):
+            out[k] = (out[k] - centre) / scale
+        elif kind == "sd":
+            out[k] = out[k] / scale
+    return out
