@@ -159,6 +159,9 @@ def test_clicking_a_cooccurrence_cell_selects_its_images_in_all_three_views(dash
     errors = np.where(np.eye(17, dtype=bool), 0, table["errors_with"])
     i, j = (int(v) for v in np.unravel_index(np.argmax(errors), errors.shape))
     want = cell_rows(run.act, run.prd, 0.5, i, j, "fn").tolist()
+    # the matrix in the middle of the window, whatever the panels above it have grown to
+    dash_duo.driver.execute_script(
+        "document.getElementById('cooccurrence-matrix').scrollIntoView({block: 'center'})")
     x, y = figure_data(dash_duo, "cooccurrence-matrix", f"""(() => {{
         const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
         const box = gd.querySelector('.nsewdrag').getBoundingClientRect();

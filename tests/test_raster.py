@@ -109,7 +109,7 @@ def decode_png(uri: str) -> np.ndarray:
 def test_a_large_runs_full_draw_sends_pictures_at_the_views_size_not_points(run, pictures):
     out = call(views.draw_views, "radio-point-mode.value", run.id, "dots", EVERY, "error", 0,
                "cosine", 500, 0.5, [], "any", "act", [], [], None, None, None, "with", None,
-               [300, 200], None, None)
+               "one", [300, 200], None, None)
     act, fea = out[0], out[1]
     assert act["data"][POINTS]["type"] == "heatmap"
     assert decode_png(act["layout"]["images"][0]["source"]).shape == (200, 300, 4)
@@ -129,11 +129,11 @@ def test_a_box_in_a_large_runs_view_selects_on_the_server_and_relights_all_three
     hostile = {"range": {"x": [0, "1e9"], "y": [0, 1]}}
     assert call(views.select, "view-fea.selectedData", None, hostile, None, None, [], run.id,
                 []) == (no_update, no_update)
-    before = call(raster_callbacks.redraw_pictures, "store-selection.data", [], 0.5, [], "any",
-                  "act", None, "with", 0, [], None, None, None, None, None, None, run.id,
+    before = call(raster_callbacks.redraw_pictures, "store-selection.data", [], 0.5, "one", [],
+                  "any", "act", None, "with", 0, [], None, None, None, None, None, None, run.id,
                   "dots", "error", 0, "cosine")
-    after = call(raster_callbacks.redraw_pictures, "store-selection.data", rows, 0.5, [], "any",
-                 "act", None, "with", 0, [], None, None, None, None, None, None, run.id,
+    after = call(raster_callbacks.redraw_pictures, "store-selection.data", rows, 0.5, "one", [],
+                 "any", "act", None, "with", 0, [], None, None, None, None, None, None, run.id,
                  "dots", "error", 0, "cosine")
     for old, new in zip(before, after, strict=True):
         assert isinstance(new, Patch)
@@ -151,9 +151,9 @@ def picture_of(patch: Patch) -> str:
 
 
 def test_a_zoom_redraws_only_that_views_picture_for_its_box(run, pictures):
-    out = call(raster_callbacks.redraw_pictures, "store-viewport-prd.data", [], 0.5, [], "any",
-               "act", None, "with", 0, [], None, None, [0, 1, 0, 1], None, None, None, run.id,
-               "dots", "error", 0, "cosine")
+    out = call(raster_callbacks.redraw_pictures, "store-viewport-prd.data", [], 0.5, "one", [],
+               "any", "act", None, "with", 0, [], None, None, [0, 1, 0, 1], None, None, None,
+               run.id, "dots", "error", 0, "cosine")
     assert out[0] is no_update and out[1] is no_update
     image = [op for op in out[2].to_plotly_json()["operations"]
              if op["location"] == ["layout", "images"]][0]["params"]["value"][0]
@@ -164,14 +164,14 @@ def test_saved_groups_are_ringed_in_view_and_small_runs_are_left_to_their_points
                                                                                   monkeypatch):
     monkeypatch.setenv("XRAE_RASTER_ABOVE", "10")
     group = {"run": run.id, "name": "g", "colour": "#ff7f0e", "indices": [1, 2, 3]}
-    out = call(raster_callbacks.redraw_pictures, "store-groups.data", [], 0.5, [], "any",
+    out = call(raster_callbacks.redraw_pictures, "store-groups.data", [], 0.5, "one", [], "any",
                "act", None, "with", 0, [group], None, None, None, None, None, None, run.id,
                "dots", "error", 0, "cosine")
     ops = {tuple(op["location"]): op["params"].get("value")
            for op in out[0].to_plotly_json()["operations"]}
     assert ops[("data", GROUPS)]["marker"]["color"] == ["#ff7f0e"] * 3
     monkeypatch.setenv("XRAE_RASTER_ABOVE", "1000")
-    assert call(raster_callbacks.redraw_pictures, "store-groups.data", [], 0.5, [], "any",
+    assert call(raster_callbacks.redraw_pictures, "store-groups.data", [], 0.5, "one", [], "any",
                 "act", None, "with", 0, [group], None, None, None, None, None, None, run.id,
                 "dots", "error", 0, "cosine") == [no_update] * 3
 
