@@ -13,6 +13,8 @@ import json
 import os
 import re
 import socket
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -221,3 +223,47 @@ def wait_until_stopped(data_dir, run_id: str, timeout: float = 30.0,
     store.sweep_stale(store.resolve_data_dir(data_dir) / store.RUNS)
     cancel_path(data_dir, run_id).unlink(missing_ok=True)
     return True
+
+
+# ---------------------------------------------------------------- a job in a child process
+
+EXIT_CANCELLED = 3  # the command line's exit status for a cancelled job
+
+
+def print_event(stage: str | None = None, fraction: float | None = None, **fields) -> None:
+    """One line of JSON on standard output for the parent of a job's command (run_child):
+    progress ({"stage", "fraction"}) or the job's result (any other fields)."""
+    if stage is not None:
+        fields |= {"stage": stage, "fraction": round(float(fraction), 4)}
+    print(json.dumps(fields), flush=True)
+
+
+def run_child(cmd: list[str], on_progress=None) -> tuple[int, dict, str]:
+    """Run a job's command line in a child process (no torch or CUDA in the web process):
+    relay its progress events to on_progress(stage, fraction) as they come, and return its
+    exit status, its last other event (its result; {} when none) and the last line it wrote to
+    standard error (its message). The child is killed if the parent is interrupted."""
+    with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: it can never fill up
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
+        result: dict = {}
+        try:
+            for line in proc.stdout:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a stray print of a library
+                if not isinstance(event, dict):
+                    continue
+                if "stage" in event:
+                    if on_progress:
+                        on_progress(event["stage"], event["fraction"])
+                else:
+                    result = event
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        errors.seek(0)
+        lines = [x.strip() for x in errors.read().splitlines() if x.strip()]
+    return code, result, lines[-1] if lines else ""

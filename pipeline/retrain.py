@@ -6,7 +6,6 @@ One job per run at a time (pipeline.jobs); a cancelled or failed job leaves ever
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pipeline.store import SPACES
 FINE_TUNE_EPOCHS = 3
 MAX_EPOCHS = 200  # the most a dashboard user may ask for (the form's limit, checked by the server)
 FINE_TUNE_LR_FACTOR = 0.25  # fine-tuning starts from trained weights: a gentler peak rate
-EXIT_CANCELLED = 3  # the command line's exit status for a cancelled job
+EXIT_CANCELLED = jobs.EXIT_CANCELLED  # the command line's exit status for a cancelled job
 # Share of the whole job each stage reported by train/make_run takes (measured on CPU runs).
 STAGES = {"load": (0.0, 0.05), "train": (0.05, 0.65), "infer": (0.65, 0.8),
           "embed": (0.8, 0.99)}
@@ -243,38 +242,9 @@ def retrain_in_subprocess(data_dir, run_id: str, *, epochs: int | None = None,
 
 
 def _run_job(cmd: list[str], data_dir: Path, on_progress) -> Path:
-    with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: it can never fill up
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
-        try:
-            new_run = _relay(proc, on_progress)
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        errors.seek(0)
-        message = _last_line(errors.read())
-    if code == 0 and new_run:
-        return data_dir / store.RUNS / new_run
+    code, result, message = jobs.run_child(cmd, on_progress)
+    if code == 0 and result.get("run"):
+        return data_dir / store.RUNS / result["run"]
     if code == EXIT_CANCELLED:
         raise Cancelled(message.removeprefix("cancelled: "))
     raise PipelineError(message.removeprefix("error: ") or f"retraining exited with {code}")
-
-
-def _relay(proc: subprocess.Popen, on_progress) -> str | None:
-    new_run = None
-    for line in proc.stdout:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a stray print of a library
-        if "run" in event:
-            new_run = event["run"]
-        elif on_progress and "stage" in event:
-            on_progress(event["stage"], event["fraction"])
-    return new_run
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""

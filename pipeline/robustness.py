@@ -9,7 +9,6 @@ only by `probe`), so the dashboard's web process can import this module for its 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ PERTURBATIONS = tuple(LEVELS)
 TITLES = {"smear": "Smear (motion blur)", "gaussian": "Gaussian noise",
           "poisson": "Lower dose (Poisson)", "resolution": "Lower resolution"}
 MEAN = "mean"  # the table's row for all attributes together
-EXIT_CANCELLED = 3
+EXIT_CANCELLED = jobs.EXIT_CANCELLED
 
 
 # ---------------------------------------------------------------- perturbations
@@ -325,29 +324,9 @@ def probe_in_subprocess(data_dir, run_id: str, rows, labels, *, seed: int, job: 
 
 
 def _run(cmd: list[str], on_progress) -> pd.DataFrame:
-    with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: it can never fill up
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
-        table = None
-        try:
-            for line in proc.stdout:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a stray print of a library
-                if "table" in event:
-                    table = pd.DataFrame(event["table"])
-                elif on_progress and "stage" in event:
-                    on_progress(event["stage"], event["fraction"])
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        errors.seek(0)
-        lines = [x.strip() for x in errors.read().splitlines() if x.strip()]
-    message = lines[-1] if lines else ""
-    if code == 0 and table is not None:
-        return table
+    code, result, message = jobs.run_child(cmd, on_progress)
+    if code == 0 and "table" in result:
+        return pd.DataFrame(result["table"])
     if code == EXIT_CANCELLED:
         raise Stopped(message.removeprefix("cancelled: "))
     raise PipelineError(message.removeprefix("error: ") or f"the probe exited with {code}")

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 
-from pipeline import store
+from pipeline import jobs, store
 from pipeline.access import ROLES, VIEWER, add_user
 from pipeline.audit import (
     DEFAULT_K,
@@ -155,7 +154,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     use_all_cores()
     data_dir = store.resolve_data_dir(args.data_dir)
-    report = _print_json if args.json_progress else None
+    report = jobs.print_event if args.json_progress else None
     snapshot = read_snapshot(args.corrections_json) if args.corrections_json else None
     try:
         path = retrain_run(data_dir, args.run, epochs=args.epochs, lr=args.lr,
@@ -167,7 +166,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print(f"cancelled: {err}", file=sys.stderr)
         return EXIT_CANCELLED
     if args.json_progress:
-        _print_json(run=path.name)
+        jobs.print_event(run=path.name)
         return 0
     before, after = store.get_run(args.run, data_dir), store.get_run(path.name, data_dir)
     table = compare_runs(before, after)
@@ -175,12 +174,6 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     print(f"{after.meta['retrained']['corrected_labels']} corrected labels; "
           f"new run written to {path}")
     return 0
-
-
-def _print_json(stage: str | None = None, fraction: float | None = None, **fields) -> None:
-    if stage is not None:
-        fields |= {"stage": stage, "fraction": round(float(fraction), 4)}
-    print(json.dumps(fields), flush=True)
 
 
 def _register_users(subparsers) -> None:

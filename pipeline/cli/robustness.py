@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import store
+from pipeline import jobs, store
 from pipeline.cli.args import add_data_dir, non_negative_int, positive_int
 from pipeline.errors import PipelineError, Stopped
 from pipeline.robustness import (
@@ -50,7 +50,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     run = store.get_run(args.run, data_dir)
     rows = read_rows(args.rows) if args.rows else None
     labels = _read_labels(args.labels_json) if args.labels_json else None
-    report = _print_json if args.json_progress else None
+    report = jobs.print_event if args.json_progress else None
     settings = {"rows": rows, "n": args.n, "seed": args.seed, "labels": labels,
                 "device": args.device, "on_progress": report}
     started = time.perf_counter()
@@ -64,7 +64,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         print(f"cancelled: {err}", file=sys.stderr)
         return EXIT_CANCELLED
     if args.json_progress:
-        _print_json(table=table.to_dict("records"))
+        jobs.print_event(table=table.to_dict("records"))
         return 0
     n = len(rows) if rows is not None else min(args.n, len(run))
     print(f"run {run.id}: {n} images ({'rows of ' + args.rows if rows else 'random sample'}, "
@@ -80,9 +80,3 @@ def _read_labels(path) -> list:
     except (OSError, ValueError) as err:
         raise PipelineError(f"labels file {path} is unreadable ({err.__class__.__name__})") \
             from err
-
-
-def _print_json(stage: str | None = None, fraction: float | None = None, **fields) -> None:
-    if stage is not None:
-        fields |= {"stage": stage, "fraction": round(float(fraction), 4)}
-    print(json.dumps(fields), flush=True)
