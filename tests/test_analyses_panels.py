@@ -148,7 +148,9 @@ def open_tab(dash_duo, label: str) -> None:
 @pytest.mark.browser
 def test_clicking_a_cooccurrence_cell_selects_its_images_in_all_three_views(dashboard):
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
 
+    from tests.conftest import WAIT_S
     from tests.test_browser import figure_data
 
     dash_duo, run = dashboard
@@ -162,6 +164,11 @@ def test_clicking_a_cooccurrence_cell_selects_its_images_in_all_three_views(dash
     # the matrix in the middle of the window, whatever the panels above it have grown to
     dash_duo.driver.execute_script(
         "document.getElementById('cooccurrence-matrix').scrollIntoView({block: 'center'})")
+    # A graph first drawn in a hidden tab is laid out again at its real width when shown:
+    # aim only once its layout has the width it is shown at.
+    WebDriverWait(dash_duo.driver, WAIT_S).until(lambda _: figure_data(
+        dash_duo, "cooccurrence-matrix",
+        "Math.abs(gd._fullLayout.width - gd.getBoundingClientRect().width) < 2"))
     x, y = figure_data(dash_duo, "cooccurrence-matrix", f"""(() => {{
         const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
         const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
