@@ -5,12 +5,6 @@ they vanish), a killed writer leaves nothing, and datasets of the old layout sti
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import h5py
@@ -26,6 +20,7 @@ from pipeline.ingest import ingest
 from pipeline.model import log_intensity, resize
 from pipeline.simulate import simulate_dataset, simulate_image
 from pipeline.store.chunks import SHARD, STORE
+from tests.test_store import kill_when_marked
 
 NAMES = ["Ring", "Halo"]
 REPO = Path(__file__).resolve().parents[1]
@@ -198,20 +193,7 @@ with store.DatasetWriter(data_dir, "killed", ["x"]) as ds:
 
 def test_a_writer_killed_midway_leaves_no_dataset_and_its_leftovers_are_swept(tmp_path):
     marker, data = tmp_path / "writing", tmp_path / "data"
-    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_WRITER), str(data),
-                               str(marker)], cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert writer.poll() is None, "writer exited early"
-            assert time.monotonic() < deadline, "writer never got past its first shard"
-            time.sleep(0.05)
-        os.kill(writer.pid, signal.SIGKILL)
-        writer.wait(timeout=30)
-    finally:
-        if writer.poll() is None:
-            writer.kill()
+    kill_when_marked(KILLED_WRITER, data, marker, timeout=120)
     with pytest.raises(PipelineError, match="no dataset 'killed'"):
         store.open_dataset("killed", data)
     [leftover] = list((data / store.DATASETS).iterdir())

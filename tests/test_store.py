@@ -88,22 +88,27 @@ store.write_run(data_dir, attributes=["x"], images=images, act=np.ones((n, 1)),
 """
 
 
-def test_a_writer_killed_midway_leaves_no_visible_run_and_its_leftovers_are_swept(tmp_path):
-    marker = tmp_path / "writing"
-    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_WRITER),
-                               str(tmp_path / "data"), str(marker)],
-                              cwd=Path(__file__).resolve().parents[1])
+def kill_when_marked(script: str, data_dir: Path, marker: Path, timeout: float) -> None:
+    """Run a writer `script` (argv: data_dir, marker) in a child process and SIGKILL it as soon
+    as it creates `marker`, i.e. midway through what it writes."""
+    repo = Path(__file__).resolve().parents[1]
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), str(data_dir),
+                               str(marker)], cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
     try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():  # wait until the run is half written
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
             assert writer.poll() is None, "writer exited early"
-            assert time.monotonic() < deadline, "writer never started writing"
+            assert time.monotonic() < deadline, "writer never got midway"
             time.sleep(0.05)
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait(timeout=30)
     finally:
         if writer.poll() is None:
             writer.kill()
+
+
+def test_a_writer_killed_midway_leaves_no_visible_run_and_its_leftovers_are_swept(tmp_path):
+    kill_when_marked(KILLED_WRITER, tmp_path / "data", tmp_path / "writing", timeout=60)
     runs = tmp_path / "data" / "runs"
     assert _visible(tmp_path / "data") == []
     assert store.list_runs(tmp_path / "data") == []
