@@ -63,17 +63,20 @@ def my_groups(groups, run_id) -> list[dict]:
 
 
 def group_frame(run, rows, threshold, which: str = WITH_CORRECTIONS) -> pd.DataFrame:
-    """One row per image: id, row, split, then ACT (the labels used), PRD and outcome for every
-    attribute, each outcome at that attribute's threshold in force."""
+    """One row per image: id, row, split, then ACT (the labels used), PRD, outcome and the
+    threshold that outcome was decided at, for every attribute. The threshold travels with the
+    file, so an outcome read later can be checked against the probability beside it."""
     rows = np.asarray(sorted(rows), dtype=np.int64)
     act, prd = np.asarray(labels_used(run, which)[rows]), np.asarray(run.prd[rows])
     codes = outcomes(act, prd, threshold)
+    limits = np.broadcast_to(np.asarray(threshold, dtype=float), (len(run.attributes),))
     frame = pd.DataFrame({"image_id": run.images["image_id"].to_numpy()[rows], "row": rows,
                           "split": run.images["split"].to_numpy()[rows]})
     for j, name in enumerate(run.attributes):
         frame[f"ACT {name}"] = act[:, j]
         frame[f"PRD {name}"] = np.round(prd[:, j], 4)
         frame[f"outcome {name}"] = np.asarray(OUTCOMES)[codes[:, j]]
+        frame[f"threshold {name}"] = round(float(limits[j]), 4)
     return frame
 
 

@@ -240,6 +240,9 @@ def test_saved_groups_are_outlined_compared_and_exported(run):
     first = run.attributes[0]
     assert frame[f"ACT {first}"].tolist() == np.asarray(run.act)[[1, 2, 3], 0].tolist()
     assert set(frame[f"outcome {first}"]) <= set(OUTCOMES)
+    assert frame[f"threshold {first}"].tolist() == [0.5] * 3  # the threshold each outcome used
+    said = frame[f"PRD {first}"] >= 0.5
+    assert (frame[f"outcome {first}"].isin(["TP", "FP"]) == said).all()
     kept, _ = call(selection.edit_groups, '{"index":0,"type":"group-delete"}.n_clicks', None,
                    [1, 0], "", [], groups, run.id, value=1)
     assert [g["name"] for g in kept] == ["group 2"]

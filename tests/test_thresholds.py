@@ -4,10 +4,12 @@ and the control panel offers the run's validated thresholds or one for all."""
 
 from __future__ import annotations
 
+import io
 import json
 from contextvars import copy_context
 
 import numpy as np
+import pandas as pd
 import pytest
 from dash import no_update
 from dash._callback_context import context_value
@@ -210,6 +212,18 @@ def test_the_detail_table_and_the_matrix_follow_the_choice(runs):
     figure, note = call(analyses.draw_cooccurrence, trigger, "fn", "all", 0.5, [], "any", "act",
                         [], [], [], tuned.id, "with", 0, "per")
     assert note == f"All images: {N} images counted at the validated per-attribute thresholds."
+
+
+def test_the_exported_csv_names_the_threshold_each_outcome_was_decided_at(runs):
+    _, tuned = runs
+    trigger = f"{ids.EXPORT_SELECTION}.n_clicks"
+    sent = call(selection.export_csv, trigger, 1, [], [0, 1, 2], [], 0.5, tuned.id, "with", "per")
+    frame = pd.read_csv(io.StringIO(sent["content"]))
+    for j, name in enumerate(tuned.attributes):
+        own = float(expected(tuned)[j])
+        assert frame[f"threshold {name}"].tolist() == pytest.approx([own] * 3, abs=1e-4)
+        said = np.asarray(tuned.prd)[[0, 1, 2], j] >= own
+        assert (frame[f"outcome {name}"].isin(["TP", "FP"]).to_numpy() == said).all()
 
 
 def test_the_panel_lists_each_attributes_threshold_or_says_why_there_is_only_the_slider(runs):
