@@ -137,7 +137,8 @@ def offer_new_run(result):
     except PipelineError as err:
         table = _alert(str(err))
     caption = html.Div(f"Before ({before.id}) and after ({after.id}), both judged on the "
-                       "corrected labels, test split:", className="small text-muted mt-1")
+                       "corrected labels, test split, each run at its own validated thresholds "
+                       "(0.5 where it has none):", className="small text-muted mt-1")
     return options, [caption, table], {"display": "inline-block"}
 
 

@@ -190,12 +190,14 @@ def _fine_tune_and_write(data_dir: Path, run: store.Run, settings: dict, scratch
 
 
 def compare_runs(before: store.Run, after: store.Run, act=None,
-                 threshold: float = 0.5) -> pd.DataFrame:
+                 threshold: float | None = None) -> pd.DataFrame:
     """Per-attribute AP, precision, recall, F1 of two runs judged against the same labels.
 
     `act` (default: the newer run's labels, i.e. with corrections) is the yardstick for both,
-    so a change in a score is the model's, not the labels'. Scores are on the test split when
-    the runs have one, else on every image. Rows: attributes, then 'mean' (macro, NaN skipped).
+    so a change in a score is the model's, not the labels'. Each run decides at its own
+    validated per-attribute thresholds (0.5 where it has none), as the dashboard does by
+    default, unless one `threshold` is given for both. Scores are on the test split when the
+    runs have one, else on every image. Rows: attributes, then 'mean' (macro, NaN skipped).
     """
     if list(before.attributes) != list(after.attributes) or len(before) != len(after):
         raise PipelineError(f"runs {before.id} and {after.id} do not share images and attributes")
@@ -204,12 +206,18 @@ def compare_runs(before: store.Run, after: store.Run, act=None,
     rows = rows if rows.any() else np.ones(len(after), bool)
     table = {"attribute": list(after.attributes) + ["mean"]}
     for name, run in (("before", before), ("after", after)):
-        scores = metrics.evaluate(act[rows], np.asarray(run.prd)[rows], threshold)
+        scores = metrics.evaluate(act[rows], np.asarray(run.prd)[rows],
+                                  _decided_at(run) if threshold is None else threshold)
         per = scores["per_attribute"]
         for key, label in (("AP", "AP"), ("precision", "P"), ("recall", "R"), ("f1", "F1")):
             values = list(per[key])
             table[f"{label} {name}"] = values + [metrics.nanmean(values)]
     return pd.DataFrame(table)
+
+
+def _decided_at(run: store.Run) -> np.ndarray | float:
+    own = metrics.run_thresholds(run.meta, list(run.attributes))
+    return 0.5 if own is None else own
 
 
 # ---------------------------------------------------------------- from a web worker

@@ -25,7 +25,15 @@ from pipeline.analyses.cooccurrence import conditional_errors
 from pipeline.analyses.uncertainty import bootstrap_intervals
 from pipeline.errors import PipelineError
 from pipeline.filters import filter_mask
-from pipeline.metrics import OUTCOMES, counts, group_summary, outcomes, run_thresholds
+from pipeline.metrics import (
+    OUTCOMES,
+    counts,
+    evaluate,
+    group_summary,
+    outcomes,
+    run_thresholds,
+)
+from pipeline.retrain import compare_runs
 from tests.conftest import N, write_synthetic_run
 
 # Two attributes with the same probabilities: only their thresholds tell them apart.
@@ -224,6 +232,20 @@ def test_the_exported_csv_names_the_threshold_each_outcome_was_decided_at(runs):
         assert frame[f"threshold {name}"].tolist() == pytest.approx([own] * 3, abs=1e-4)
         said = np.asarray(tuned.prd)[[0, 1, 2], j] >= own
         assert (frame[f"outcome {name}"].isin(["TP", "FP"]).to_numpy() == said).all()
+
+
+def test_retraining_compares_each_run_at_its_own_thresholds(runs):
+    plain, tuned = runs
+    table = compare_runs(plain, tuned)
+    test = np.asarray(tuned.images["split"]) == "test"
+    act = np.asarray(tuned.act)[test]
+    for run, side, limits in ((plain, "before", 0.5), (tuned, "after", expected(tuned))):
+        scored = evaluate(act, np.asarray(run.prd)[test], limits)["per_attribute"]
+        np.testing.assert_allclose(table[f"P {side}"][:-1], scored["precision"], equal_nan=True)
+    at_half = evaluate(act, np.asarray(tuned.prd)[test], 0.5)["per_attribute"]
+    assert not np.allclose(table["R after"][:-1], at_half["recall"], equal_nan=True)
+    one = compare_runs(plain, tuned, threshold=0.5)  # one threshold for both, when asked
+    np.testing.assert_allclose(one["R after"][:-1], at_half["recall"], equal_nan=True)
 
 
 def test_the_panel_lists_each_attributes_threshold_or_says_why_there_is_only_the_slider(runs):
