@@ -73,7 +73,8 @@ def bench_checkpoint() -> Path:
     """An untrained compact net at the demo's input size: throughput does not need training."""
     import torch
 
-    from pipeline.model import build_model, per_image_normalisation, save_checkpoint
+    from pipeline.checkpoints import save_checkpoint
+    from pipeline.model import build_model, per_image_normalisation
 
     path = scratch() / "compact.pt"
     if not path.is_file():
@@ -194,7 +195,7 @@ def _big_run(n: int, checkpoint: Path) -> str:
     import torch
 
     from pipeline import store
-    from pipeline.model import load_checkpoint
+    from pipeline.checkpoints import load_checkpoint
     from pipeline.reference import REFERENCE_FILE, choose_reference
 
     run_id = f"scale-run-{n}"

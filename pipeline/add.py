@@ -108,8 +108,8 @@ def _blank_labels(images_dir: Path, attributes: list[str], out: Path) -> Path:
 
 def _infer_place_write(data_dir: Path, run: store.Run, ds: store.Dataset, reference, *,
                        labelled: bool, new_run_id, device, scheduler, progress) -> Path:
+    from pipeline.checkpoints import load_checkpoint
     from pipeline.infer import infer_all
-    from pipeline.model import load_checkpoint
 
     timings, started = {}, time.perf_counter()
     model, info = load_checkpoint(run.checkpoint, attributes=ds.attributes)

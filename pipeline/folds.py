@@ -122,8 +122,8 @@ def fold_predictions(ds: store.Dataset, act, folds: np.ndarray, f: int, settings
                      should_stop=None, on_progress=None) -> tuple[np.ndarray, np.ndarray]:
     """(rows of fold f, their probabilities) from a model trained on every other fold's images
     with `settings` (no validation share: these models need no decision thresholds)."""
+    from pipeline.checkpoints import load_checkpoint
     from pipeline.infer import predict
-    from pipeline.model import load_checkpoint
     from pipeline.train import train
 
     act = np.asarray(act)

@@ -15,16 +15,11 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline import cluster, metrics, store
+from pipeline.checkpoints import file_digest, load_checkpoint, save_checkpoint
 from pipeline.embed import embedding_meta
 from pipeline.errors import PipelineError, Stopped
 from pipeline.inputs import inputs_of, prepare
-from pipeline.model import (
-    compute_threads,
-    file_digest,
-    load_checkpoint,
-    pick_device,
-    save_checkpoint,
-)
+from pipeline.model import compute_threads, pick_device
 from pipeline.train import as_batch, as_dataset, labels_for
 
 EVAL_SPLIT = "test"

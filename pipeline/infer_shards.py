@@ -40,7 +40,7 @@ def dataset_rows(ds: store.Dataset, rows: range) -> RowView:
 
 
 def _cached_model(checkpoint: str, attributes: tuple[str, ...]):
-    from pipeline.model import load_checkpoint
+    from pipeline.checkpoints import load_checkpoint
 
     key = (str(Path(checkpoint).resolve()), os.stat(checkpoint).st_mtime_ns, attributes)
     if key not in _MODELS:

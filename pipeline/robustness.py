@@ -213,9 +213,9 @@ def probe(run: store.Run, rows=None, *, n: int = DEFAULT_N, seed: int = 0, label
     'mean'), AP (against the labels) and agreement (share of decisions, at the run's thresholds
     or 0.5, equal to those on the clean image). should_stop() → True stops with Stopped.
     """
+    from pipeline.checkpoints import load_checkpoint
     from pipeline.corrections import labels_in_force
     from pipeline.infer import thresholds_of
-    from pipeline.model import load_checkpoint
 
     check_probe_ready(run)
     rows = sample_rows(len(run), n, seed) if rows is None else check_rows(run, rows)

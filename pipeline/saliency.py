@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from pipeline.checkpoints import load_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.imaging import DEFAULT_COLOUR_MAP, false_colour
 from pipeline.infer import model_input
-from pipeline.model import load_checkpoint
 
 METHOD = "Grad-CAM"
 THREADS = 2  # the web process shares its cores with every other request

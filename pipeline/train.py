@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pipeline import metrics, store
+from pipeline.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.errors import PipelineError, Stopped
 from pipeline.inputs import default_inputs, inputs_of, prepare
 from pipeline.model import (
@@ -30,10 +31,7 @@ from pipeline.model import (
     build_model,
     compute_threads,
     fit_normalisation,
-    load_checkpoint,
     pick_device,
-    read_checkpoint,
-    save_checkpoint,
 )
 
 __all__ = ["train", "Stopped", "as_dataset", "labels_for"]

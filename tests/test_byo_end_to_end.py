@@ -19,9 +19,10 @@ from PIL import Image
 from callbacks import detail, science
 from callbacks.common import disk_cache
 from components.science import centre_summary, polar_figure, profile_figure
+from pipeline.checkpoints import save_checkpoint
 from pipeline.cli import main
 from pipeline.infer import make_run
-from pipeline.model import build_model, per_image_normalisation, save_checkpoint
+from pipeline.model import build_model, per_image_normalisation
 from pipeline.store import get_run
 
 REAL_IMAGE = Path(__file__).parent / "data" / "protein_diffraction_263060g10.png"

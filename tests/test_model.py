@@ -8,17 +8,15 @@ import torch
 import torchvision
 
 from pipeline.attributes import ATTRIBUTES
+from pipeline.checkpoints import file_digest, load_checkpoint, save_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.model import (
     build_model,
-    file_digest,
     fit_normalisation,
     five_crops,
-    load_checkpoint,
     multiscale_sizes,
     normalise,
     pick_device,
-    save_checkpoint,
 )
 
 torch.set_num_threads(1)

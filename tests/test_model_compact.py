@@ -8,10 +8,11 @@ import torch
 
 from pipeline import metrics, store
 from pipeline.attributes import ATTRIBUTES
+from pipeline.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.infer import infer, make_run
 from pipeline.inputs import ONE_CHANNEL, default_inputs
-from pipeline.model import build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from pipeline.model import build_model
 from pipeline.train import augment, d4, split_validation, train
 from tests.test_train_infer import TOY_ATTRIBUTES, write_toy_dataset
 

@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.cli import main
 from pipeline.errors import PipelineError
-from pipeline.model import (
-    build_model,
-    load_checkpoint,
-    per_image_normalisation,
-    read_checkpoint,
-    save_checkpoint,
-)
+from pipeline.model import build_model, per_image_normalisation
 from pipeline.store import DatasetWriter
 
 NAMES = ["ring", "halo", "beamstop"]

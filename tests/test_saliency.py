@@ -10,9 +10,10 @@ import torch
 
 from callbacks import detail
 from pipeline.attributes import ATTRIBUTES
+from pipeline.checkpoints import save_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.inputs import default_inputs
-from pipeline.model import CompactNet, build_model, per_image_normalisation, save_checkpoint
+from pipeline.model import CompactNet, build_model, per_image_normalisation
 from pipeline.saliency import (
     NoModel,
     last_conv_block,

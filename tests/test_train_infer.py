@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from pipeline import store
+from pipeline.checkpoints import load_checkpoint, read_checkpoint
 from pipeline.cli import main
 from pipeline.errors import PipelineError, Stopped
 from pipeline.infer import infer, make_run
-from pipeline.model import load_checkpoint, read_checkpoint
 from pipeline.train import train
 
 torch.set_num_threads(1)
@@ -202,7 +202,8 @@ def test_train_then_infer_on_the_command_line_prints_the_ap_table_and_the_run(to
 def test_bad_input_to_model_commands_exits_2_and_names_the_problem(toy, tmp_path, capsys, argv,
                                                                    message):
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
-    from pipeline.model import build_model, save_checkpoint
+    from pipeline.checkpoints import save_checkpoint
+    from pipeline.model import build_model
 
     save_checkpoint(tmp_path / "wide.pt", build_model("resnet18", 17), arch="resnet18",
                     attributes=[f"a{i}" for i in range(17)], input_size=32, normalisation={})
