@@ -1,4 +1,6 @@
-"""The background-callback manager: Celery with Redis when REDIS_URL is set, diskcache otherwise.
+"""The background-callback manager (Celery with Redis when REDIS_URL is set, diskcache
+otherwise), and what every job panel's callbacks share: one start button, one cancel button, a
+progress bar shown while the job runs, and coloured status lines.
 
 Background jobs run in forked worker processes, so nothing here touches CUDA.
 """
@@ -6,7 +8,40 @@ Background jobs run in forked worker processes, so nothing here touches CUDA.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+from dash import Input, Output, html
+
+SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
+
+
+def job_options(start: str, cancel: str, progress: str, box: str) -> dict:
+    """The keyword arguments of a job's background callback: while it runs, its start button
+    is disabled, its cancel button enabled and its progress bar (`progress` inside `box`)
+    shown; Dash cancels it on the cancel button."""
+    return {
+        "background": True,
+        "progress": [Output(progress, "value"), Output(progress, "label")],
+        "progress_default": [0, ""],
+        "running": [(Output(start, "disabled"), True, False),
+                    (Output(cancel, "disabled"), False, True),
+                    (Output(box, "style"), SHOWN, HIDDEN)],
+        "cancel": [Input(cancel, "n_clicks")],
+        "prevent_initial_call": True,
+    }
+
+
+def progress_reporter(set_progress) -> Callable[[str, float], None]:
+    """on_progress(stage, fraction) for a job, drawn as "stage NN%" on its progress bar."""
+    def report(stage: str, fraction: float) -> None:
+        set_progress((round(100 * fraction), f"{stage} {100 * fraction:.0f}%"))
+    return report
+
+
+def alert(text: str, colour: str = "danger") -> html.Span:
+    """A status line: red for a failure, "warning" for a cancel, "success" when done."""
+    return html.Span(text, className=f"text-{colour}")
 
 
 def make_background_manager(cache_dir: Path):

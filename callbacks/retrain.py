@@ -8,6 +8,7 @@ import logging
 
 from dash import Input, Output, State, hooks, html, no_update
 
+from callbacks.background import HIDDEN, alert, job_options, progress_reporter
 from callbacks.common import access_settings, refusal, try_run, whole_number
 from callbacks.control import run_options
 from components import ids
@@ -17,7 +18,6 @@ from pipeline.errors import PipelineError
 from pipeline.store import resolve_data_dir
 
 log = logging.getLogger("xrae.retrain")
-SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
 JOBS = "start or cancel retraining"
 
 
@@ -36,7 +36,7 @@ def request_retraining(n_clicks, run_id, epochs):
         return no_update, no_update
     refused = refusal(JOBS)  # the server's check; the disabled button is only a courtesy
     if refused:
-        return no_update, _alert(refused)
+        return no_update, alert(refused)
     data_dir, max_jobs = resolve_data_dir(), access_settings().max_jobs
     dataset = str(run.meta.get("dataset", ""))
     try:
@@ -47,7 +47,7 @@ def request_retraining(n_clicks, run_id, epochs):
         ticket = jobs.issue_ticket(data_dir, {"run": run.id, "epochs": epochs,
                                                  "corrections": snapshot, "max_jobs": max_jobs})
     except PipelineError as err:  # Refused, or an unreadable corrections database
-        return no_update, _alert(f"Not started: {err}")
+        return no_update, alert(f"Not started: {err}")
     return {"ticket": ticket}, ""
 
 
@@ -55,16 +55,7 @@ def request_retraining(n_clicks, run_id, epochs):
     Output(ids.STORE_RETRAIN, "data"),
     Output(ids.RETRAIN_STATUS, "children", allow_duplicate=True),
     Input(ids.STORE_RETRAIN_REQUEST, "data"),
-    background=True,
-    progress=[Output(ids.RETRAIN_PROGRESS, "value"), Output(ids.RETRAIN_PROGRESS, "label")],
-    progress_default=[0, ""],
-    running=[
-        (Output(ids.RETRAIN, "disabled"), True, False),
-        (Output(ids.CANCEL_RETRAIN, "disabled"), False, True),
-        (Output(ids.RETRAIN_PROGRESS_BOX, "style"), SHOWN, HIDDEN),
-    ],
-    cancel=[Input(ids.CANCEL_RETRAIN, "n_clicks")],
-    prevent_initial_call=True,
+    **job_options(ids.RETRAIN, ids.CANCEL_RETRAIN, ids.RETRAIN_PROGRESS, ids.RETRAIN_PROGRESS_BOX),
 )
 def run_retraining(set_progress, request):
     """Fine-tune → re-infer → re-embed → new run, in a worker; the page polls its progress."""
@@ -73,12 +64,10 @@ def run_retraining(set_progress, request):
     try:
         request = jobs.redeem_ticket(resolve_data_dir(), request["ticket"])
     except PipelineError as err:
-        return no_update, _alert(f"Not started: {err}")
+        return no_update, alert(f"Not started: {err}")
     run_id = request["run"]
 
-    def report(stage: str, fraction: float) -> None:
-        set_progress((round(100 * fraction), f"{stage} {100 * fraction:.0f}%"))
-
+    report = progress_reporter(set_progress)
     report("starting", 0.0)
     try:
         path = retrain.retrain_in_subprocess(resolve_data_dir(), run_id,
@@ -87,13 +76,13 @@ def run_retraining(set_progress, request):
                                              on_progress=report,
                                              max_jobs=request.get("max_jobs"))
     except retrain.Cancelled:
-        return no_update, _alert("Cancelled: no run was written; every existing run is "
+        return no_update, alert("Cancelled: no run was written; every existing run is "
                                  "unchanged.", "warning")
     except PipelineError as err:
-        return no_update, _alert(f"Retraining failed: {err}. Every existing run is unchanged.")
+        return no_update, alert(f"Retraining failed: {err}. Every existing run is unchanged.")
     except Exception as err:  # a bug must still reach the analyst, not only the worker's log
         log.exception("retraining run %s failed", run_id)
-        return no_update, _alert(f"Retraining failed ({type(err).__name__}: {err}). Every "
+        return no_update, alert(f"Retraining failed ({type(err).__name__}: {err}). Every "
                                  "existing run is unchanged.")
     done = html.Span(f"Done: new run {path.name} is in the run picker.", className="text-success")
     return {"before": run_id, "after": path.name}, done
@@ -111,12 +100,12 @@ def cancel_retraining(n_clicks, run_id):
         return no_update
     refused = refusal(JOBS)
     if refused:
-        return _alert(refused)
+        return alert(refused)
     jobs.request_cancel(resolve_data_dir(), run.id)
     if jobs.wait_until_stopped(resolve_data_dir(), run.id, timeout=30):
-        return _alert("Cancelled: no run was written; every existing run is unchanged.",
+        return alert("Cancelled: no run was written; every existing run is unchanged.",
                       "warning")
-    return _alert("Cancel requested; the job stops at its next step.", "warning")
+    return alert("Cancel requested; the job stops at its next step.", "warning")
 
 
 @hooks.callback(
@@ -135,7 +124,7 @@ def offer_new_run(result):
     try:
         table = compare_table(retrain.compare_runs(before, after))
     except PipelineError as err:
-        table = _alert(str(err))
+        table = alert(str(err))
     caption = html.Div(f"Before ({before.id}) and after ({after.id}), both judged on the "
                        "corrected labels, test split, each run at its own validated thresholds "
                        "(0.5 where it has none):", className="small text-muted mt-1")
@@ -153,6 +142,3 @@ def show_new_run(n_clicks, result):
         return no_update
     return after.id
 
-
-def _alert(text: str, colour: str = "danger") -> html.Span:
-    return html.Span(text, className=f"text-{colour}")

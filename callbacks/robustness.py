@@ -12,6 +12,7 @@ import numpy as np
 from dash import Input, Output, State, hooks, html, no_update
 
 from callbacks.analyses import _saved, group_rows
+from callbacks.background import alert, job_options, progress_reporter
 from callbacks.common import (
     WITH_CORRECTIONS,
     access_settings,
@@ -23,11 +24,9 @@ from callbacks.common import (
 from components import ids
 from components.figures import empty_figure
 from components.robustness import (
-    HIDDEN,
     MAX_IMAGES,
     SAMPLE,
     SCOPE_OPTIONS,
-    SHOWN,
     level_note,
     robustness_figure,
 )
@@ -79,7 +78,7 @@ def request_probe(n_clicks, run_id, scope, size, selection, groups, which=WITH_C
         return no_update, no_update
     refused = refusal(JOBS)
     if refused:
-        return no_update, _alert(refused)
+        return no_update, alert(refused)
     data_dir, max_jobs = resolve_data_dir(), access_settings().max_jobs
     try:
         robustness.check_probe_ready(run)
@@ -90,7 +89,7 @@ def request_probe(n_clicks, run_id, scope, size, selection, groups, which=WITH_C
             "run": run.id, "scope": name, "rows": rows.tolist(), "labels": labels.tolist(),
             "max_jobs": max_jobs})
     except PipelineError as err:  # Refused, a run without a model, a full queue
-        return no_update, _alert(f"Not started: {err}")
+        return no_update, alert(f"Not started: {err}")
     return {"ticket": ticket}, ""
 
 
@@ -106,16 +105,8 @@ def job_name(request) -> str | None:
     Output(ids.STORE_ROBUSTNESS, "data"),
     Output(ids.ROBUSTNESS_STATUS, "children", allow_duplicate=True),
     Input(ids.STORE_ROBUSTNESS_REQUEST, "data"),
-    background=True,
-    progress=[Output(ids.ROBUSTNESS_PROGRESS, "value"), Output(ids.ROBUSTNESS_PROGRESS, "label")],
-    progress_default=[0, ""],
-    running=[
-        (Output(ids.ROBUSTNESS_START, "disabled"), True, False),
-        (Output(ids.ROBUSTNESS_CANCEL, "disabled"), False, True),
-        (Output(ids.ROBUSTNESS_PROGRESS_BOX, "style"), SHOWN, HIDDEN),
-    ],
-    cancel=[Input(ids.ROBUSTNESS_CANCEL, "n_clicks")],
-    prevent_initial_call=True,
+    **job_options(ids.ROBUSTNESS_START, ids.ROBUSTNESS_CANCEL, ids.ROBUSTNESS_PROGRESS,
+                  ids.ROBUSTNESS_PROGRESS_BOX),
 )
 def run_probe(set_progress, request):
     """The probe in a fresh process (a forked worker must not run torch); the page polls."""
@@ -125,23 +116,21 @@ def run_probe(set_progress, request):
     try:
         request = jobs.redeem_ticket(resolve_data_dir(), request["ticket"])
     except PipelineError as err:
-        return no_update, _alert(f"Not started: {err}")
+        return no_update, alert(f"Not started: {err}")
 
-    def report(stage: str, fraction: float) -> None:
-        set_progress((round(100 * fraction), f"{stage} {100 * fraction:.0f}%"))
-
+    report = progress_reporter(set_progress)
     report("starting", 0.0)
     try:
         table = robustness.probe_in_subprocess(
             resolve_data_dir(), request["run"], request["rows"], request["labels"], seed=SEED,
             job=job, max_jobs=request.get("max_jobs"), on_progress=report)
     except Stopped:
-        return no_update, _alert("Cancelled: the probe stopped; nothing was written.", "warning")
+        return no_update, alert("Cancelled: the probe stopped; nothing was written.", "warning")
     except PipelineError as err:
-        return no_update, _alert(f"The probe failed: {err}")
+        return no_update, alert(f"The probe failed: {err}")
     except Exception as err:  # a bug must still reach the analyst, not only the worker's log
         log.exception("robustness probe of run %s failed", request["run"])
-        return no_update, _alert(f"The probe failed ({type(err).__name__}: {err})")
+        return no_update, alert(f"The probe failed ({type(err).__name__}: {err})")
     result = {"run": request["run"], "scope": request["scope"], "n": len(request["rows"]),
               "table": table.to_dict("records")}
     done = html.Span(f"Done: {request['scope']}, {len(request['rows']):,} images.",
@@ -161,11 +150,11 @@ def cancel_probe(n_clicks, request):
         return no_update
     refused = refusal(JOBS)
     if refused:
-        return _alert(refused)
+        return alert(refused)
     jobs.request_cancel(resolve_data_dir(), job)
     if jobs.wait_until_stopped(resolve_data_dir(), job, timeout=30):  # and clears the flag
-        return _alert("Cancelled: the probe stopped; nothing was written.", "warning")
-    return _alert("Cancel requested; the probe stops after its current images.", "warning")
+        return alert("Cancelled: the probe stopped; nothing was written.", "warning")
+    return alert("Cancel requested; the probe stops after its current images.", "warning")
 
 
 @hooks.callback(
@@ -219,6 +208,3 @@ def checked_records(result, run) -> list[dict] | None:
             return None
     return records
 
-
-def _alert(text: str, colour: str = "danger") -> html.Span:
-    return html.Span(text, className=f"text-{colour}")
