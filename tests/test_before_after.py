@@ -112,3 +112,17 @@ def test_embedding_from_a_parent_reports_progress_to_the_end():
     maps = embed_all(act, x, x, starts=starts, on_progress=lambda _, f: heard.append(f))
     assert set(maps) == {"act", "fea", "prd"}
     assert heard == sorted(heard) and heard[-1] == pytest.approx(1.0)
+
+
+def test_a_large_runs_maps_fitted_on_a_sample_also_start_from_the_parent():
+    from pipeline.reference import embed_maps
+
+    _, label, x = _blobs(n=240, d=8)
+    act = np.eye(6, dtype=np.uint8)[label]
+    prd = np.clip(0.1 + 0.8 * act + np.random.default_rng(2).normal(0, 0.05, act.shape), 0, 1)
+    parent, rows = embed_maps(act, x, prd, reference_n=120)
+    assert len(rows) == 120  # t-SNE on a sample, the other images placed by transform
+    starts = {s: np.asarray(v, np.float64) for s, v in parent.items()}
+    child, _ = embed_maps(act, x, prd, reference_n=120, starts=starts)
+    for space in ("fea", "prd"):
+        assert np.median(displacement(child[space], parent[space])) < 2.0
