@@ -20,6 +20,7 @@ from components.encoding import full_extent
 from components.figures import thumbnail_uri
 from pipeline import access, corrections, metrics
 from pipeline.analyses.disagreement import run_disagreement
+from pipeline.before_after import moved_since
 from pipeline.errors import PipelineError
 from pipeline.metrics import error_distance
 from pipeline.neighbours import nearest_images
@@ -327,6 +328,25 @@ def selected_rows(selected_data: dict | None) -> list[int]:
     rows = {p["pointIndex"] for p in selected_data["points"]
             if isinstance(p, dict) and p.get("curveNumber") == 0}
     return sorted(r for r in rows if isinstance(r, int) and not isinstance(r, bool) and r >= 0)
+
+
+def parent_of(run: Run) -> Run | None:
+    """The run this one came from (retrained from, or images added to), while it is on disk."""
+    parent = run.meta.get("parent_run")
+    return try_run(parent) if isinstance(parent, str) and parent != run.id else None
+
+
+def moved_scores(run: Run) -> dict[str, np.ndarray] | None:
+    """Per view, how far each image moved since the parent run, in neighbour spacings of the
+    parent's map (pipeline.before_after; NaN for images the parent lacks); None without a
+    parent on disk. Computed once per pair of runs and process: runs never change."""
+    parent = parent_of(run)
+    return None if parent is None else _moved(str(run.path), str(parent.path))
+
+
+@lru_cache(maxsize=8)
+def _moved(child: str, parent: str) -> dict[str, np.ndarray]:
+    return moved_since(open_run(child), open_run(parent))
 
 
 _DISAGREEMENT_LOCK = threading.Lock()

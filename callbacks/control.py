@@ -4,10 +4,12 @@ options that follow the chosen run's attributes, and the decision threshold's ch
 
 from __future__ import annotations
 
+import numpy as np
 from dash import Input, Output, State, hooks, html, no_update
 
 from callbacks.common import (
     Refused,
+    moved_scores,
     run_thresholds,
     threshold_mode,
     threshold_problem,
@@ -15,7 +17,7 @@ from callbacks.common import (
     try_run,
 )
 from components import ids
-from components.control import ONE_FOR_ALL, PER_ATTRIBUTE, threshold_list
+from components.control import ONE_FOR_ALL, PER_ATTRIBUTE, WHOLE_IMAGE_COLOURS, threshold_list
 from pipeline.store import resolve_data_dir, scan_runs
 
 
@@ -95,7 +97,37 @@ def run_summary(run) -> list:
 
 @hooks.callback(Output(ids.COLOUR_ATTRIBUTE, "disabled"), Input(ids.COLOUR_BY, "value"))
 def colour_attribute_needed(colour_by):
-    return colour_by in ("error", "disagreement")
+    return colour_by in WHOLE_IMAGE_COLOURS
+
+
+@hooks.callback(
+    Output(ids.MOVED_STATUS, "children"),
+    Input(ids.COLOUR_BY, "value"), Input(ids.RUN_PICKER, "value"),
+)
+def describe_moved(colour_by, run_id):
+    """With colour-by "moved since parent run": which run the images moved from and how far
+    they moved typically, or, for a run without one, that there is nothing to compare."""
+    run = try_run(run_id) if colour_by == "moved" else None
+    return "" if run is None else moved_note(run)
+
+
+def moved_note(run) -> str:
+    named = run.meta.get("parent_run")
+    scores = moved_scores(run)
+    if scores is None:
+        if isinstance(named, str) and named:
+            return (f"Run {run.id} came from run {named}, which is no longer in the data "
+                    "directory: there is no map to compare with, so every image is grey.")
+        return (f"Run {run.id} has no parent run (it was neither retrained nor added to), so "
+                "no image moved since one: every image is grey. Choose a retrained run.")
+    typical = ", ".join(f"{s.upper()} {np.nanmedian(v):.1f}" for s, v in scores.items()
+                        if np.isfinite(v).any())
+    if not typical:
+        return f"Run {run.id} shares no image with its parent run {named}: every image is grey."
+    placed = (run.meta.get("embedding") or {}).get("placed", "")
+    how = f" (maps {placed})" if placed else ""
+    return (f"Each view: how far an image moved from its place in parent run "
+            f"{named}'s map{how}, in typical neighbour spacings; median {typical}.")
 
 
 @hooks.callback(

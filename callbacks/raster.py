@@ -147,7 +147,7 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     run = try_run(run_id)
     if run is None or not is_raster(len(run)):
         return [no_update] * len(SPACES)
-    from callbacks.views import match_mask, view_colours  # views imports this module
+    from callbacks.views import match_mask, per_view, view_colours  # views imports this module
 
     which = which or WITH_CORRECTIONS
     threshold = thresholds_sent(run, threshold_choice, threshold)
@@ -156,13 +156,14 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     rows = run_rows(selection, len(run))
     values, scale, crange = view_colours(run, act, colour_by, colour_attribute, threshold,
                                          metric, which)
-    colours = (values, scale, crange, colour_codes(colour_by))
+    colours = {s: (v, scale, crange, colour_codes(colour_by))
+               for s, v in per_view(values).items()}
     focus = focus_mask(mask, rows)
     rings = rows if mode not in (None, "dots") else None
     viewports = dict(zip(SPACES, (vp_act, vp_fea, vp_prd), strict=True))
     sizes = dict(zip(SPACES, (size_act, size_fea, size_prd), strict=True))
     redrawn = _redrawn_spaces()
-    return [picture_patch(picture_view(run, s, colours, focus, viewports[s], sizes[s], groups,
+    return [picture_patch(picture_view(run, s, colours[s], focus, viewports[s], sizes[s], groups,
                                        rings)) if s in redrawn else no_update for s in SPACES]
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from dash import Input, Output, State, hooks, html, no_update
 
 from callbacks.background import HIDDEN, alert, job_options, progress_reporter
-from callbacks.common import access_settings, refusal, try_run, whole_number
+from callbacks.common import access_settings, moved_scores, refusal, try_run, whole_number
 from callbacks.control import run_options
 from components import ids
 from components.audit import compare_table
@@ -19,6 +20,7 @@ from pipeline.store import resolve_data_dir
 
 log = logging.getLogger("xrae.retrain")
 JOBS = "start or cancel retraining"
+MOST_MOVED = 8  # images listed under the before/after table
 
 
 @hooks.callback(
@@ -128,7 +130,22 @@ def offer_new_run(result):
     caption = html.Div(f"Before ({before.id}) and after ({after.id}), both judged on the "
                        "corrected labels, test split, each run at its own validated thresholds "
                        "(0.5 where it has none):", className="small text-muted mt-1")
-    return options, [caption, table], {"display": "inline-block"}
+    return options, [caption, table, most_moved(after)], {"display": "inline-block"}
+
+
+def most_moved(run, space: str = "fea", n: int = MOST_MOVED) -> html.Div | None:
+    """The images that moved most on the FEA map since the parent run (colour by "moved since
+    parent run" shows them all), with how far, in typical neighbour spacings."""
+    scores = moved_scores(run)
+    if scores is None or not np.isfinite(scores[space]).any():
+        return None
+    score = np.nan_to_num(scores[space], nan=-1.0)
+    top = np.argsort(-score, kind="stable")[:n]
+    ids_ = run.images["image_id"].astype(str).to_numpy()
+    listed = ", ".join(f"{ids_[r]} ({score[r]:.1f})" for r in top)
+    return html.Div(f"Moved most on the FEA map since run {run.meta.get('parent_run')} "
+                    f"(neighbour spacings): {listed}. Colour by “moved since parent run” "
+                    "to see every image.", className="small text-muted mt-1")
 
 
 @hooks.callback(

@@ -19,6 +19,8 @@ from callbacks.common import (
     image_labels,
     labels_used,
     most_disagreeing,
+    moved_scores,
+    parent_of,
     run_error,
     run_rows,
     selected_rows,
@@ -32,9 +34,12 @@ from components.control import ONE_FOR_ALL
 from components.encoding import (
     DEFAULT_CAP,
     ERROR_SCALE,
+    MOVED_RANGE,
+    MOVED_SCALE,
     colour_values,
     dot_size,
     flower_subset,
+    moved_colours,
     petal_radius,
     viewport_from_relayout,
 )
@@ -135,7 +140,9 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
     mask = match_mask(run, act, threshold, *filters)
     raw, scale, crange = view_colours(run, act, colour_by, colour_attribute, threshold,
                                       metric, which)
-    values, alpha = typed(raw), typed(opacities(mask))  # encoded once for the three views
+    raw = per_view(raw)
+    encoded = {id(v): typed(v) for v in raw.values()}  # once for the three views when shared
+    alpha = typed(opacities(mask))
     size = point_size(run, mode, metric, which)
     size = size if np.isscalar(size) else typed(size)
     mine = [g for g in groups or [] if g.get("run") == run.id]
@@ -148,12 +155,13 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
         xy = run.emb(space)
         flowers = flower_templates(mode, run.attributes, run.colours)
         if raster:
-            picture = picture_view(run, space, (raw, scale, crange, colour_codes(colour_by)),
+            picture = picture_view(run, space, (raw[space], scale, crange,
+                                                colour_codes(colour_by)),
                                    focus, viewports.get(space), (sizes or {}).get(space), mine,
                                    selection if mode != "dots" else None)
             traces = [picture[k] for k in (POINTS, GROUPS, SELECTED, CORRECTED)]
         else:
-            points = points_trace(xy, values, scale, crange, alpha, size)
+            points = points_trace(xy, encoded[id(raw[space])], scale, crange, alpha, size)
             points["selectedpoints"] = selection or None
             traces = [points, groups_trace(xy, mine, dot_size(len(run))),
                       selected_trace(xy, selection if mode != "dots" else None),
@@ -172,13 +180,21 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
 
 
 def view_colours(run, act, colour_by, colour_attribute, threshold, metric, which):
-    """Colour numbers, scale and range for the points (the error distance comes cached)."""
+    """Colour numbers, scale and range for the points (the error distance comes cached); the
+    numbers are one array for the three views, or one per view ({space: array}) for "moved"."""
     if colour_by in (None, "error"):
         return run_error(run, metric, which), ERROR_SCALE, (0, 1)
     if colour_by == "disagreement":  # of neighbourhoods: labels used, threshold play no part
         return disagreement_scores(run), DISAGREEMENT_SCALE, (0, 1)
+    if colour_by == "moved":  # of the maps: labels used, threshold play no part
+        return moved_colours(moved_scores(run), len(run)), MOVED_SCALE, MOVED_RANGE
     j = _attribute(run, colour_attribute)
     return colour_values(colour_by, act, run.prd, threshold, j, run.colours[j])
+
+
+def per_view(values) -> dict:
+    """Colour numbers per view: view_colours' one array shared by the three, or its own each."""
+    return values if isinstance(values, dict) else dict.fromkeys(SPACES, values)
 
 
 def _attribute(run, index) -> int:
@@ -260,7 +276,8 @@ def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute, metric
     """Outcome colours follow the decision thresholds; colours that come from the labels follow
     the labels used and the corrections; probabilities follow neither."""
     on_threshold = ctx.triggered_id in (ids.THRESHOLD, ids.THRESHOLD_MODE)
-    if colour_by in ("probability", "disagreement") or (colour_by != "outcome" and on_threshold):
+    if (colour_by in ("probability", "disagreement", "moved")
+            or (colour_by != "outcome" and on_threshold)):
         return [no_update] * len(SPACES)
     run = chosen_run(run_id)
     if is_raster(len(run)):  # the pictures recolour (callbacks.raster)
@@ -478,7 +495,9 @@ def draw_flower_key(mode, shown, run_id):
 def draw_colour_legend(colour_by, colour_attribute, run_id):
     run = chosen_run(run_id)
     j = _attribute(run, colour_attribute)
-    return colour_legend(colour_by or "error", run.attributes[j], run.colours[j])
+    parent = parent_of(run)
+    return colour_legend(colour_by or "error", run.attributes[j], run.colours[j],
+                         parent=parent.id if parent else None)
 
 
 def hover_card(run, index: int) -> list:

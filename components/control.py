@@ -29,7 +29,10 @@ COLOUR_BY_OPTIONS = [
     {"label": "Label (ACT)", "value": "label"},
     {"label": "Probability (PRD)", "value": "probability"},
     {"label": "Disagreement (ACT/FEA/PRD neighbourhoods)", "value": "disagreement"},
+    {"label": "Moved since parent run (retrained)", "value": "moved"},
 ]
+# Colour-bys that need no attribute (the attribute dropdown is disabled for them).
+WHOLE_IMAGE_COLOURS = ("error", "disagreement", "moved")
 
 
 def section(title: str, *children, hint: str | None = None) -> html.Div:
@@ -99,5 +102,6 @@ def control_panel() -> dbc.Card:
                                className="compact-radio"),
                 dcc.Dropdown(id=ids.COLOUR_ATTRIBUTE, options=[], value=0, clearable=False,
                              className="mt-1"),
-                html.Div(id=ids.DISAGREEMENT_STATUS, className="key-note")),
+                html.Div(id=ids.DISAGREEMENT_STATUS, className="key-note"),
+                html.Div(id=ids.MOVED_STATUS, className="key-note")),
     ]), id=ids.CONTROL_PANEL, className="side-card")

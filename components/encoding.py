@@ -38,6 +38,28 @@ def colour_values(colour_by: str, act, prd, threshold, attribute: int, colour: s
     raise ValueError(f"unknown colour-by {colour_by!r}; expected one of {COLOUR_BYS}")
 
 
+# Moved since the parent run, in neighbour spacings of the parent's map (pipeline.before_after):
+# 0 stayed, MOVED_FAR or more moved far; images the parent lacks, or a run without a parent,
+# get NOT_IN_PARENT, grey on a step below the scale.
+MOVED_FAR, NOT_IN_PARENT = 10.0, -1.0
+MOVED_COLOURS = ("#fff0dc", "#fd8d3c", "#7f2704")
+NOT_IN_PARENT_COLOUR = "#b0b0b0"
+MOVED_RANGE = (NOT_IN_PARENT, MOVED_FAR)
+_STEP = (0 - NOT_IN_PARENT) / (MOVED_FAR - NOT_IN_PARENT)  # where 0 moved sits on the scale
+MOVED_SCALE = [[0.0, NOT_IN_PARENT_COLOUR], [_STEP, NOT_IN_PARENT_COLOUR],
+               [_STEP, MOVED_COLOURS[0]], [(1 + _STEP) / 2, MOVED_COLOURS[1]],
+               [1.0, MOVED_COLOURS[2]]]
+
+
+def moved_colours(scores: dict[str, np.ndarray] | None, n: int) -> dict[str, np.ndarray]:
+    """Per view, colour numbers for how far each image moved (`scores`: before_after's, NaN
+    where the parent lacks the image; None: no parent, every image NOT_IN_PARENT)."""
+    if scores is None:
+        return dict.fromkeys(("act", "fea", "prd"), np.full(n, NOT_IN_PARENT, np.float32))
+    return {s: np.where(np.isnan(v), NOT_IN_PARENT, np.minimum(v, MOVED_FAR)).astype(np.float32)
+            for s, v in scores.items()}
+
+
 def outcome_scale() -> list:
     """A stepped colour scale for the outcome codes 0..3 (TP, FP, FN, TN) over the range 0..3."""
     cuts = [0, 1 / 6, 1 / 2, 5 / 6, 1]

@@ -122,6 +122,7 @@ COOCCURRENCE_KIND = "radio-cooccurrence-kind"  # fn | fp
 COOCCURRENCE_GROUP = "dropdown-cooccurrence-group"  # all | selection | saved group number
 COOCCURRENCE_NOTE = "text-cooccurrence-note"  # how many images the table counts
 DISAGREEMENT_STATUS = "text-disagreement-status"  # panel A: says while the score is computed
+MOVED_STATUS = "text-moved-status"  # panel A: the parent a run's images moved from, or that none
 DISAGREEMENT_LIST = "disagreement-list"  # panel F tab: the most disagreeing images
 DISAGREEMENT_TAB_STATUS = "text-disagreement-tab-status"
 DISAGREEING = "disagreeing"  # pattern-matching type of the list's thumbnails: {"index": row}

@@ -6,7 +6,7 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from components import ids
-from components.encoding import OUTCOME_COLOURS
+from components.encoding import MOVED_FAR, NOT_IN_PARENT_COLOUR, OUTCOME_COLOURS
 
 VIEW_TITLES = {
     "act": ("C · ACT", "annotated labels"),
@@ -55,8 +55,11 @@ def flower_key() -> dbc.Card:
     ]), className="side-card")
 
 
-def colour_legend(colour_by: str, attribute: str, colour: str) -> list:
-    """What the dot colours mean for the chosen colour-by (pure; shown above the views)."""
+def colour_legend(colour_by: str, attribute: str, colour: str, parent: str | None = None) -> list:
+    """What the dot colours mean for the chosen colour-by (pure; shown above the views);
+    `parent` is the run's parent run, for "moved"."""
+    if colour_by == "moved":
+        return moved_legend(parent)
     if colour_by == "outcome":
         chips = [html.Span([html.Span(className="chip", style={"background": c}), name],
                            className="legend-item") for name, c in OUTCOME_COLOURS.items()]
@@ -80,6 +83,21 @@ def colour_legend(colour_by: str, attribute: str, colour: str) -> list:
             html.Span(className="gradient",
                       style={"background": f"linear-gradient(90deg, #d9d9d9, {colour})"}),
             html.Span(high, className="legend-end")]
+
+
+def moved_legend(parent: str | None) -> list:
+    """The key of colour-by "moved since parent run", or why there is nothing to show."""
+    grey = html.Span(className="chip", style={"background": NOT_IN_PARENT_COLOUR})
+    if parent is None:
+        return [html.Span("Moved since parent run:", className="legend-label"),
+                html.Span([grey, "this run has no parent run: nothing to compare"],
+                          className="legend-item")]
+    return [html.Span(f"Moved since parent run {parent}, each view against the parent's map "
+                      "(distance in typical 10th-neighbour spacings):", className="legend-label"),
+            html.Span("0 stayed", className="legend-end"),
+            html.Span(className="gradient moved-gradient"),
+            html.Span(f"≥ {MOVED_FAR:g} moved far", className="legend-end"),
+            html.Span([grey, "not in the parent"], className="legend-item")]
 
 
 def correction_key(n_images: int) -> list:

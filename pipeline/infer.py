@@ -136,14 +136,16 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
              multiscale: bool = False, run_id: str | None = None, meta_extra: dict | None = None,
              progress: bool = True, should_stop: Callable[[], bool] | None = None,
              on_progress: Callable[[str, float], None] | None = None,
-             scheduler: str | None = None, parent_maps: dict | None = None) -> Path:
+             scheduler: str | None = None, parent=None) -> Path:
     """infer → embed → metrics → one run written whole; returns the run directory.
 
     `act` replaces the dataset's labels as the run's ACT (e.g. corrected labels after a review).
     The checkpoint goes into the run as model.pt (our format, with no optimizer state).
-    `scheduler` (see pipeline.cluster) says where inference and embedding run; `parent_maps`
-    ({space: N × 2}) starts each map from a parent run's coordinates.
+    `scheduler` (see pipeline.cluster) says where inference and embedding run; `parent`
+    (before_after.ParentMaps, e.g. of the run a retrained one came from) starts each map from
+    the parent's coordinates of the same images.
     """
+    from pipeline.before_after import placement, starting_maps
     from pipeline.reference import REFERENCE_FILE, embed_maps
 
     data_dir = store.resolve_data_dir(data_dir)
@@ -159,15 +161,18 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
                               should_stop=should_stop)
         timings["infer_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
+        starts = None if parent is None else starting_maps(
+            parent, ds.images["image_id"], {"act": act, "fea": fea, "prd": prd})
         emb, reference = embed_maps(act, fea, prd, progress=progress, client=client,
-                                    parent=parent_maps, on_progress=on_progress,
+                                    starts=starts, on_progress=on_progress,
                                     should_stop=should_stop)
         timings["embed_s"] = round(time.perf_counter() - started, 2)
     scores = _scores(info, ds, act, prd)
     meta = {"dataset": ds.id, "model": _model_meta(checkpoint, info, multiscale),
             "device": str(pick_device(device)), **scores, "timings": timings,
             "embedding": {**embedding_meta(len(ds)), "reference_n": len(reference),
-                          "from_parent": parent_maps is not None},
+                          "from_parent": starts is not None,
+                          "placed": placement(parent, starts)},
             "scheduler": where or "none",
             **(meta_extra or {})}
     if meta_extra and "timings" in meta_extra:

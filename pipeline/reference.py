@@ -13,10 +13,10 @@ from collections.abc import Callable
 import numpy as np
 from openTSNE import TSNEEmbedding
 from openTSNE.affinity import PerplexityBasedNN
-from scipy.linalg import orthogonal_procrustes
 from sklearn.decomposition import PCA
 
 from pipeline import cluster
+from pipeline.before_after import onto
 from pipeline.embed import (
     MIN_TSNE_POINTS,
     PCA_DIMS,
@@ -113,18 +113,21 @@ def transform_chunk(z: np.ndarray, embedding: TSNEEmbedding | Shipped) -> np.nda
 
 def embed_with_reference(x: np.ndarray, *, space: str, rows: np.ndarray, seed: int = 0,
                          perplexity: float = 30, client=None,
-                         on_iteration: Callable[[int], None] | None = None) -> np.ndarray:
-    """N × 2 coordinates: t-SNE of the reference `rows`, the others placed by transform."""
+                         on_iteration: Callable[[int], None] | None = None,
+                         start: np.ndarray | None = None) -> np.ndarray:
+    """N × 2 coordinates: t-SNE of the reference `rows`, the others placed by transform; with
+    `start` (N × 2, a parent's map) the reference starts from it, and all end on its scale."""
     x = np.asarray(x)
     if len(rows) < MIN_TSNE_POINTS:
         raise PipelineError(f"a reference of {len(rows)} points is too small for t-SNE")
     z_ref, prepare_other = reference_inputs(x[rows], space, seed)
-    embedding = fit_tsne(z_ref, seed=seed, perplexity=perplexity, on_iteration=on_iteration)
+    embedding = fit_tsne(z_ref, seed=seed, perplexity=perplexity, on_iteration=on_iteration,
+                         start=None if start is None else np.asarray(start)[rows])
     coords = np.empty((len(x), 2), np.float32)
     coords[rows] = as_coords(embedding, f"{space.upper()} reference")
     others = np.setdiff1d(np.arange(len(x)), rows)
     coords[others] = place(embedding, prepare_other(x[others]), client)
-    return coords
+    return coords if start is None else onto(coords, start)
 
 
 def rebuild(x_ref: np.ndarray, coords_ref: np.ndarray, *, space: str, seed: int = 0,
@@ -144,7 +147,7 @@ def rebuild(x_ref: np.ndarray, coords_ref: np.ndarray, *, space: str, seed: int 
 
 
 def embed_maps(act, fea, prd, *, seed: int = 0, progress: bool = False, client=None,
-               parent: dict[str, np.ndarray] | None = None, reference_n: int = REFERENCE_N,
+               starts: dict[str, np.ndarray] | None = None, reference_n: int = REFERENCE_N,
                on_progress: Callable[[str, float], None] | None = None,
                should_stop: Callable[[], bool] | None = None
                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -152,45 +155,26 @@ def embed_maps(act, fea, prd, *, seed: int = 0, progress: bool = False, client=N
 
     Up to `reference_n` images this is embed.embed_all, unchanged. Beyond, t-SNE runs on a
     stratified sample and the other images are placed by transform (on the client's workers
-    when given). With `parent` ({space: N × 2}, e.g. the run a retrained one came from) each
-    map is then turned, scaled and moved onto the parent's, so an image sits about where it sat.
+    when given). With `starts` ({space: N × 2}: before_after.starting_maps of the run a
+    retrained one came from) each map starts from the parent's, so an image stays where it sat
+    unless the model now sees it differently.
     """
-    from pipeline.embed import EARLY_ITER, MAIN_ITER, SPACES, embed_all
+    from pipeline.embed import SPACES, embed_all, tsne_steps
     from pipeline.errors import Stopped
 
     rows = choose_reference(act, reference_n, seed)
     if len(rows) == len(act) or len(act) < MIN_TSNE_POINTS:
-        out = embed_all(act, fea, prd, seed=seed, progress=progress, on_progress=on_progress,
-                        should_stop=should_stop)
-        return _aligned(out, parent), rows
-    arrays, out = {"act": act, "fea": fea, "prd": prd}, {}
+        return embed_all(act, fea, prd, seed=seed, progress=progress, on_progress=on_progress,
+                         should_stop=should_stop, starts=starts), rows
+    arrays, out, steps = {"act": act, "fea": fea, "prd": prd}, {}, tsne_steps(starts)
     for k, space in enumerate(SPACES):
         def heard(done, k=k):
             if should_stop and should_stop():
                 raise Stopped("embedding stopped; no run was written")
             if on_progress:
-                on_progress("embed", (k + done / (EARLY_ITER + MAIN_ITER)) / len(SPACES))
+                on_progress("embed", (k + done / steps) / len(SPACES))
 
         out[space] = embed_with_reference(arrays[space], space=space, rows=rows, seed=seed,
-                                          client=client, on_iteration=heard)
-    return _aligned(out, parent), rows
-
-
-def _aligned(maps: dict[str, np.ndarray], parent: dict[str, np.ndarray] | None) -> dict:
-    if parent is None:
-        return maps
-    return {s: align(coords, parent[s]) for s, coords in maps.items()}
-
-
-def align(coords: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """`coords` turned (or mirrored), scaled and moved to lie closest to `target` in the least
-    squares sense (orthogonal Procrustes): t-SNE maps have no fixed orientation, so two maps of
-    nearly the same data can come out rotated against each other."""
-    coords, target = np.asarray(coords, np.float64), np.asarray(target, np.float64)
-    if coords.shape != target.shape or len(coords) < 2:
-        return coords.astype(np.float32)
-    a, b = coords - coords.mean(0), target - target.mean(0)
-    rotation, scale = orthogonal_procrustes(a, b)
-    size = (a**2).sum()
-    factor = scale / size if size > 0 else 1.0
-    return (factor * a @ rotation + target.mean(0)).astype(np.float32)
+                                          client=client, on_iteration=heard,
+                                          start=None if starts is None else starts[space])
+    return out, rows

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline import corrections, jobs, metrics, store
+from pipeline.before_after import ParentMaps
 from pipeline.errors import PipelineError, Stopped
-from pipeline.store import SPACES
 
 FINE_TUNE_EPOCHS = 3
 MAX_EPOCHS = 200  # the most a dashboard user may ask for (the form's limit, checked by the server)
@@ -124,7 +124,8 @@ def retrain_run(data_dir, run_id: str, *, epochs: int | None = None, lr: float |
     The corrections come from `snapshot` when given, else from the data directory's database.
     With `max_jobs`, the job refuses to start while that many others run on the data directory.
     `scheduler` (default $XRAE_DASK_SCHEDULER, see pipeline.cluster) is where inference and
-    embedding run. The new maps start from the parent run's, so an image stays about where it was.
+    embedding run. The new maps start from the parent run's (pipeline.before_after), so an image
+    stays where it was unless the fine-tuned model sees it differently.
 
     on_progress(stage name, fraction of the whole job in 0..1). should_stop() → True, or a
     jobs.request_cancel() for the run, stops the job with Cancelled (a PipelineError). A stopped or
@@ -181,7 +182,7 @@ def _fine_tune_and_write(data_dir: Path, run: store.Run, settings: dict, scratch
     return make_run(data_dir, ds, checkpoint, act=act, device=device,
                     run_id=new_run_id or store.new_id(f"{ds.id} retrained"), meta_extra=meta,
                     progress=progress, should_stop=should_stop, on_progress=report,
-                    scheduler=scheduler, parent_maps={s: np.asarray(run.emb(s)) for s in SPACES})
+                    scheduler=scheduler, parent=ParentMaps.of(run))
 
 
 

@@ -106,6 +106,7 @@ def test_retraining_writes_a_new_valid_run_with_the_corrected_labels(tiny):
     new = get_run(path.name, tiny)
     assert [r.id for r in list_runs(tiny)] == [TINY_RUN, new.id]
     assert new.meta["parent_run"] == TINY_RUN
+    assert new.meta["embedding"]["placed"] == f"initialised from parent {TINY_RUN}"
     assert new.meta["retrained"]["corrected_labels"] == 2
     ring, bcc = new.attributes.index("Ring"), new.attributes.index("BCC")
     assert new.act[5, ring] == 1 and new.act[6, bcc] == 0
