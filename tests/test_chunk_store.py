@@ -107,6 +107,14 @@ def test_a_chunk_store_with_model_inputs_still_serves_them(tmp_path):
                                   resize(log_intensity(images[1]), 20))
 
 
+def test_a_shard_of_blank_images_is_kept_and_reads_back(tmp_path):
+    with store.DatasetWriter(tmp_path, "blank", NAMES) as ds:
+        for _ in range(SHARD + 1):
+            ds.add(np.zeros((8, 8)), [0, 0])
+    dataset = store.open_dataset("blank", tmp_path)
+    assert not dataset.load_image(SHARD - 1).any() and not dataset.load_image(SHARD).any()
+
+
 def test_a_lost_shard_file_is_an_error_naming_it_not_a_black_image(tmp_path):
     with store.DatasetWriter(tmp_path, "d", NAMES) as ds:
         ds.add(np.ones((8, 8)), [1, 0])

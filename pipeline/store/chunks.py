@@ -91,14 +91,16 @@ class ChunkWriter:
         self.thumb_size = int(thumb_size)
         self.pending: dict[str, list[np.ndarray]] = {}
         self.counts: dict[str, int] = {}
+        self.arrays: dict = {}
         self._create(THUMBS, (self.thumb_size,) * 2, "uint8", "bitshuffle")
 
     def _create(self, name: str, shape: tuple[int, int], dtype: str, shuffle: str) -> None:
-        # Empty chunks written too: a shard of zeros is then a file like any other, so a
-        # missing file always means a lost one (see read_rows).
-        self.group.create_array(name, shape=(0, *shape), dtype=dtype, chunks=(1, *shape),
-                                shards=(SHARD, *shape), compressors=_compressor(shuffle),
-                                fill_value=0, config={"write_empty_chunks": True})
+        # Empty chunks written too (a setting of this handle, not stored: appends go through
+        # it): a shard of zeros is then a file like any other, and a missing file always a
+        # lost one (see read_rows).
+        self.arrays[name] = self.group.create_array(
+            name, shape=(0, *shape), dtype=dtype, chunks=(1, *shape), shards=(SHARD, *shape),
+            compressors=_compressor(shuffle), fill_value=0, config={"write_empty_chunks": True})
         self.pending[name], self.counts[name] = [], 0
 
     def add_derived(self, pixels: np.ndarray) -> int:
@@ -124,7 +126,7 @@ class ChunkWriter:
     def _flush(self, name: str) -> None:
         items = self.pending[name]
         if items:
-            self.group[name].append(np.stack(items), axis=0)
+            self.arrays[name].append(np.stack(items), axis=0)
             self.counts[name] += len(items)
             self.pending[name] = []
 
