@@ -43,6 +43,7 @@ def old_dataset(data_dir: Path, dataset_id: str, n: int, seed: int) -> list[np.n
     np.save(folder / "true_act.npy", 1 - act)
     (folder / "attributes.json").write_text(json.dumps({"names": NAMES,
                                                         "colours": ["#111111", "#222222"]}))
+    (folder / "notes.txt").write_text(f"beamtime notes of {dataset_id}")
     (folder / "dataset.json").write_text(json.dumps({"id": dataset_id, "n_images": n,
                                                      "created": "2026-01-02T03:04:05+00:00",
                                                      "seed": seed}))
@@ -94,6 +95,7 @@ def test_migrate_moves_every_old_dataset_and_its_runs_into_the_chunk_store(tmp_p
     assert alpha.meta["created"] == "2026-01-02T03:04:05+00:00"
     assert list(alpha.images["params"]) == list(before.images["params"])
     assert list(alpha.images["split"]) == list(before.images["split"])
+    assert (alpha.path / "notes.txt").read_text() == "beamtime notes of alpha"
     assert not any(p.suffix == ".npy" for p in (data / store.DATASETS).rglob("images/*"))
     run_paths = pd.read_parquet(data / store.RUNS / "on-beta" / "images.parquet")["path"]
     assert all(f"{STORE}#" in p for p in run_paths)

@@ -45,6 +45,10 @@ PLAN = "plan.json"
 # Columns DatasetWriter sets itself; every other column of an old table is carried over.
 OWN_COLUMNS = {"index", "image_id", "path", "root", "frame", "reader", "split", "source",
                "height", "width"}
+# What DatasetWriter writes anew (and the old image files); anything else in an old dataset's
+# folder is copied over as it is.
+REWRITTEN = {"images", "images.parquet", "act.npy", "true_act.npy", "attributes.json",
+             "dataset.json"}
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,18 @@ def _build(data_dir: Path, staging: Path, folders: list[Path],
     with tqdm(total=total, desc="migrate", unit="img", disable=not progress) as bar:
         for dataset in datasets:
             moved.update(_build_dataset(data_dir, staging, dataset, bar))
+            _carry_over(dataset.path, staging / DATASETS / dataset.id)
     return total, moved
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    for entry in old.iterdir():
+        if entry.name in REWRITTEN:
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, new / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, new / entry.name, follow_symlinks=False)
 
 
 def _build_dataset(data_dir: Path, staging: Path, dataset: Dataset, bar) -> dict[Path, str]:
@@ -122,7 +137,7 @@ def _build_dataset(data_dir: Path, staging: Path, dataset: Dataset, bar) -> dict
                       **{c: row[c] for c in extra}}
             if str(row.get("root") or ""):  # referenced in place: only its thumbnail is new
                 ds.add_reference(dataset.load_image(i), row["path"], row["root"],
-                                 dataset.act[i], frame=int(row.get("frame") or 0),
+                                 dataset.act[i], frame=int(row.get("frame", 0)),
                                  reader=json.loads(row.get("reader") or "{}"), **common)
             else:
                 ds.add(dataset.load_image(i), dataset.act[i], **common)
