@@ -42,7 +42,7 @@ y, x = np.mgrid[0:size, 0:size]
 r = np.hypot(x - size * 0.45, y - size * 0.55)
 pattern = 3000 / (1 + (r / (size / 40)) ** 2) + 15 + 400 * np.exp(-((r - size / 4) ** 2) / 20)
 rng = np.random.default_rng(0)
-with DatasetWriter(data_dir, "warm", ["a", "b"]) as ds:  # imports and first calls (torch, zarr)
+with DatasetWriter(data_dir, "warm", ["a", "b"]) as ds:  # imports and first calls (zarr)
     ds.add(rng.poisson(pattern), [0, 1], params="{}")
 threading.Thread(target=sample, daemon=True).start()
 before = proc.memory_info().rss

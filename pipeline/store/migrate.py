@@ -108,7 +108,7 @@ def _build(data_dir: Path, staging: Path, folders: list[Path],
     with tqdm(total=total, desc="migrate", unit="img", disable=not progress) as bar:
         for dataset in datasets:
             moved.update(_build_dataset(data_dir, staging, dataset, bar))
-            _carry_over(dataset.path, staging / DATASETS / dataset.id)
+            _carry_over(dataset.path, staging / DATASETS / dataset.path.name)
     return total, moved
 
 
@@ -123,12 +123,14 @@ def _carry_over(old: Path, new: Path) -> None:
 
 
 def _build_dataset(data_dir: Path, staging: Path, dataset: Dataset, bar) -> dict[Path, str]:
+    # Named by its folder, as the image locators and every reader name it (dataset.json's id
+    # follows).
     meta = {k: v for k, v in dataset.meta.items() if k not in ("id", "n_images")}
     meta["migrated"] = "from one .npy file per image into the chunk store"
     table = dataset.images
     extra = [c for c in table.columns if c not in OWN_COLUMNS]
     moved = {}
-    with DatasetWriter(staging, dataset.id, dataset.attributes, meta=meta,
+    with DatasetWriter(staging, dataset.path.name, dataset.attributes, meta=meta,
                        colours=dataset.colours) as ds:
         for i, row in enumerate(table.to_dict("records")):
             true_row = None if dataset.true_act is None else dataset.true_act[i]
