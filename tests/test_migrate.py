@@ -109,6 +109,10 @@ def test_migrating_again_is_refused_with_a_clear_message(tmp_path, capsys):
     capsys.readouterr()
     assert main(["migrate", "--data-dir", str(data)]) == 2
     assert f"data directory {data} is already migrated" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["migrate", "--data-dir", str(empty)]) == 2
+    assert "holds no datasets: nothing to migrate" in capsys.readouterr().err
 
 
 def test_a_failed_migration_changes_nothing(tmp_path):

@@ -82,6 +82,8 @@ def migrate(data_dir, progress: bool = True) -> Migrated:
     if not folders:
         if resumed:
             return Migrated([], [], 0, True)
+        if not any((data_dir / DATASETS).glob("*/dataset.json")):
+            raise PipelineError(f"data directory {data_dir} holds no datasets: nothing to migrate")
         raise PipelineError(f"data directory {data_dir} is already migrated: no dataset in it "
                             "keeps one .npy file per image")
     staging = data_dir / f"{TMP_PREFIX}{os.getpid()}-migrate-{uuid.uuid4().hex[:8]}"
