@@ -255,7 +255,8 @@ def cmd_migrate(args) -> int:
     if result.resumed:
         print("completed a migration that had been interrupted while switching")
     if result.datasets:
-        print(f"migrated {len(result.datasets)} datasets ({result.images} images) into the "
+        count = len(result.datasets)
+        print(f"migrated {count} dataset{'s' * (count != 1)} ({result.images} images) into the "
               f"chunk store: {', '.join(result.datasets)}")
         print(f"runs updated to read them there: {', '.join(result.runs) or 'none'}")
     return 0
