@@ -1,11 +1,13 @@
 """Scale: disk per image and the writer's memory in the chunk store (sections disk, memory; see
 benchmarks/scale_store.py), inference over Dask workers against the single process, maps of
-large runs by a reference sample + transform against full openTSNE, and `add` of new images to a
-large run.
+large runs by a reference sample + transform against full openTSNE, `add` of new images to a
+large run, and the whole pipeline (build a dataset in the chunk store, infer, embed, write the
+run) at 25,000 and 50,000 images: wall time, disk and peak memory a stage.
 
-    python benchmarks/scale.py [--sections disk memory infer embed add] [--disk-n 512]
+    python benchmarks/scale.py [--sections disk memory infer embed add pipeline] [--disk-n 512]
         [--size 256] [--detector pilatus] [--memory-n 2500 5000] [--n-infer 20000]
         [--n-embed 100000] [--reference-n 50000] [--n-run 100000] [--n-add 10000]
+        [--n-pipeline 25000 50000] [--pipeline-scheduler none]
 
 Images are 256² Poisson counts of random discs and rings (the demo's detector size) read by the
 compact net at 64²; the t-SNE data are 512-d features in 40 clusters whose label sets (17
@@ -16,10 +18,12 @@ reused between runs. Figures and the machine load are printed; see benchmarks/RE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -256,7 +260,67 @@ def bench_add(n_run: int, n_add: int, scheduler: str) -> None:
     print(f"  {seconds:.1f} s in all; {run.meta['timings']} ({load()})")
 
 
-SECTIONS = ["disk", "memory", "infer", "embed", "add"]
+# ---------------------------------------------------------------- the whole pipeline
+
+
+@contextlib.contextmanager
+def peak_rss():
+    """Yield a dict whose "peak" is, after the block, the largest resident memory seen in it
+    (psutil, sampled every 20 ms) and "start" the memory when it began, in MB."""
+    import psutil
+
+    proc, seen, done = psutil.Process(), {}, threading.Event()
+    seen["start"] = seen["peak"] = proc.memory_info().rss / 2**20
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            seen["peak"] = max(seen["peak"], proc.memory_info().rss / 2**20)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        thread.join()
+        seen["peak"] = max(seen["peak"], proc.memory_info().rss / 2**20)
+
+
+def bench_pipeline(n: int, scheduler: str) -> None:
+    """Build a dataset of n images in the chunk store, then infer, embed and write its run
+    (pipeline.infer.make_run), in a fresh data directory: wall time, disk and memory a stage."""
+    from pipeline import store
+    from pipeline.infer import make_run
+
+    checkpoint = bench_checkpoint()
+    data = scratch() / f"pipeline-{n}"
+    shutil.rmtree(data, ignore_errors=True)
+    print(f"pipeline at {n} images of 256², compact net, scheduler {scheduler} ({load()})")
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    with peak_rss() as memory, store.DatasetWriter(data, "build", ATTRIBUTES) as ds:
+        for _ in range(n):
+            pixels, act = _image(rng)
+            ds.add(pixels, act, split="test", source="bench")
+    seconds = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in (data / store.DATASETS).rglob("*") if p.is_file())
+    print(f"  build: {seconds:7.1f} s ({n / seconds:.0f} images/s), {size / n / 1024:.1f} KB "
+          f"per image, RSS {memory['start']:.0f} → peak {memory['peak']:.0f} MB ({load()})")
+    started = time.perf_counter()
+    with peak_rss() as memory:
+        path = make_run(data, "build", checkpoint, device="cpu", progress=False,
+                        scheduler=scheduler, run_id="run")
+    seconds = time.perf_counter() - started
+    timings = store.get_run(path.name, data).meta["timings"]
+    run_size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    print(f"  infer: {timings['infer_s']:7.1f} s ({n / timings['infer_s']:.0f} images/s), "
+          f"embed: {timings['embed_s']:.1f} s, run written in {seconds:.1f} s in all, "
+          f"{run_size / n / 1024:.2f} KB per image, RSS {memory['start']:.0f} → peak "
+          f"{memory['peak']:.0f} MB ({load()})")
+    shutil.rmtree(data, ignore_errors=True)
+
+
+SECTIONS = ["disk", "memory", "infer", "embed", "add", "pipeline"]
 
 
 def store_sections(args) -> None:
@@ -290,6 +354,9 @@ def main() -> None:
     parser.add_argument("--n-run", type=int, default=100_000)
     parser.add_argument("--n-add", type=int, default=10_000)
     parser.add_argument("--add-scheduler", default="local")
+    parser.add_argument("--n-pipeline", type=int, nargs="+", default=[25_000, 50_000],
+                        help="dataset sizes of the whole-pipeline section")
+    parser.add_argument("--pipeline-scheduler", default="none")
     args = parser.parse_args()
     store_sections(args)
     if "infer" in args.sections:
@@ -298,6 +365,9 @@ def main() -> None:
         bench_embedding(args.n_embed, args.reference_n, full=not args.no_full)
     if "add" in args.sections:
         bench_add(args.n_run, args.n_add, args.add_scheduler)
+    if "pipeline" in args.sections:
+        for n in args.n_pipeline:
+            bench_pipeline(n, args.pipeline_scheduler)
 
 
 if __name__ == "__main__":

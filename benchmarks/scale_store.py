@@ -3,10 +3,10 @@ memory as the number of images grows.
 
 1. Disk per image (--disk-n, --size, --detector): `simulate_dataset` writes --disk-n images at the
    default simulated size and detector; prints the dataset's bytes per image, split into the chunk
-   store's arrays (full-size images, model inputs, thumbnails) and the tables, the number of files,
-   and what the layout before the chunk store took (one float32 .npy per image). Then the model
-   inputs of all its rows are read by `Dataset.load_inputs` in one batch, and made from each
-   full-size image as before the store; prints both rates.
+   store's arrays (full-size images, thumbnails) and the tables, the number of files, and what
+   the layout before the chunk store took (one float32 .npy per image). Then the same images,
+   held in memory, are written again through DatasetWriter (the store's own write rate, without
+   the simulation), and read back: each full-size image, and every thumbnail in one batch.
 2. Peak memory (--memory-n A B): for each count a fresh process streams that many size² images
    (Poisson counts about a ring, with a JSON parameter string per row as simulate writes)
    through DatasetWriter, after one image has warmed its imports; prints the peak resident
@@ -42,7 +42,7 @@ y, x = np.mgrid[0:size, 0:size]
 r = np.hypot(x - size * 0.45, y - size * 0.55)
 pattern = 3000 / (1 + (r / (size / 40)) ** 2) + 15 + 400 * np.exp(-((r - size / 4) ** 2) / 20)
 rng = np.random.default_rng(0)
-with DatasetWriter(data_dir, "warm", ["a", "b"]) as ds:  # imports and first calls (torch, zarr)
+with DatasetWriter(data_dir, "warm", ["a", "b"]) as ds:  # imports and first calls (zarr)
     ds.add(rng.poisson(pattern), [0, 1], params="{}")
 threading.Thread(target=sample, daemon=True).start()
 before = proc.memory_info().rss
@@ -69,7 +69,7 @@ def disk_section(workdir: Path, n: int, size: int, detector: str) -> None:
     files = [p for p in path.rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
     print(f"## disk per image: {n} simulated {size}² images ({detector}), "
-          f"written in {seconds:.0f} s")
+          f"simulated and written in {seconds:.0f} s ({n / seconds:.1f} images/s)")
     print(f"  dataset           {total / n / KB:7.1f} KB/image  ({total / MB:.1f} MB, "
           f"{len(files)} files)")
     store = path / "images.zarr"
@@ -83,31 +83,50 @@ def disk_section(workdir: Path, n: int, size: int, detector: str) -> None:
     old = size * size * 4 + 128  # float32 pixels and the .npy header
     print(f"  before the store  {old / KB:7.1f} KB/image ({n} files): {old * n / total:.1f}× "
           "the chunk store")
+    write_section(workdir, path)
     read_section(path)
 
 
-def read_section(path: Path, repeat: int = 3) -> None:
-    """Model inputs of every row: one batch read from the store against making each from its
-    full-size image (what reading the one-file-per-image layout took)."""
-    from pipeline.store import open_dataset
-    from pipeline.store.chunks import model_input
+def write_section(workdir: Path, path: Path, repeat: int = 3) -> None:
+    """The store's own share of writing: the dataset's images (held in memory) written again
+    through DatasetWriter, with their table columns, without the simulation."""
+    from pipeline.store import DatasetWriter, open_dataset
 
     dataset = open_dataset(path)
-    n, size = len(dataset), dataset.input_size
-    batch, made = [], []
+    images = [dataset.load_image(i) for i in range(len(dataset))]
+    rows = dataset.images.to_dict("records")
+    times = []
+    for k in range(repeat):
+        started = time.perf_counter()
+        with DatasetWriter(workdir / "rewrite", f"again-{k}", dataset.attributes) as ds:
+            for image, row, act in zip(images, rows, dataset.act, strict=True):
+                ds.add(image, act, params=row["params"], split=row["split"])
+        times.append(time.perf_counter() - started)
+    median = sorted(times)[repeat // 2]
+    print(f"## the store alone: {len(images)} images written (median of {repeat}) in "
+          f"{median:.1f} s, {len(images) / median:.0f} images/s")
+
+
+def read_section(path: Path, repeat: int = 3) -> None:
+    """Full-size images read back one at a time (as training and inference read them), and
+    the thumbnails of every row in one batch."""
+    from pipeline.store import open_dataset
+
+    dataset = open_dataset(path)
+    n = len(dataset)
+    full, thumbs = [], []
     for _ in range(repeat):
         started = time.perf_counter()
-        dataset.load_inputs(range(n))
-        batch.append(time.perf_counter() - started)
-        started = time.perf_counter()
         for i in range(n):
-            model_input(dataset.load_image(i), size)
-        made.append(time.perf_counter() - started)
-    fast, slow = sorted(batch)[repeat // 2], sorted(made)[repeat // 2]
-    print(f"## model inputs of {n} rows at {size}² (median of {repeat})")
-    print(f"  load_inputs, one batch from the store  {n / fast:8.0f} images/s")
-    print(f"  each full-size image read and resized  {n / slow:8.0f} images/s  "
-          f"({slow / fast:.0f}× slower)")
+            dataset.load_image(i)
+        full.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        dataset.load_thumbnails(range(n))
+        thumbs.append(time.perf_counter() - started)
+    full_s, thumbs_s = sorted(full)[repeat // 2], sorted(thumbs)[repeat // 2]
+    print(f"## reading {n} rows back (median of {repeat})")
+    print(f"  full-size images, one at a time   {n / full_s:8.0f} images/s")
+    print(f"  thumbnails, one batch             {n / thumbs_s:8.0f} images/s")
 
 
 def memory_section(workdir: Path, counts: list[int], size: int) -> None:

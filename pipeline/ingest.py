@@ -14,8 +14,8 @@ Conventions:
   pixels: see there); how many pixels each image had flagged is recorded in images.parquet
   column `flagged_pixels`;
 - no pixel is copied: the dataset references each file in place (relative to the images folder
-  or the labels CSV's folder) and reads it again when the image is shown; only its model-size
-  input and thumbnail are stored (pipeline.store.chunks). Moving or deleting the files after
+  or the labels CSV's folder) and reads it again when the image is shown; only its thumbnail
+  is stored (pipeline.store.chunks). Moving or deleting the files after
   the ingest makes those images unreadable, each named in the error.
 """
 

@@ -267,7 +267,7 @@ def write_images(
                 raise PipelineError(f"{image.path}: {err}") from None
             except Exception as err:  # each reader library has its own errors
                 raise PipelineError(f"{image.path}: cannot read the image ({err})") from None
-            ds.add_reference(  # read in place: only its model input and thumbnail are stored
+            ds.add_reference(  # read in place: only its thumbnail is stored
                 pixels,
                 image.rel,
                 image.root,

@@ -63,7 +63,7 @@ def test_many_images_share_shard_files_and_read_back_in_any_order(tmp_path):
     n = SHARD + 40
     rng = np.random.default_rng(0)
     images = rng.poisson(6.0, (n, 16, 16))
-    with store.DatasetWriter(tmp_path, "many", NAMES, input_size=32) as ds:
+    with store.DatasetWriter(tmp_path, "many", NAMES) as ds:
         for image in images:
             ds.add(image, [0, 1])
     dataset = store.open_dataset("many", tmp_path)
@@ -71,23 +71,48 @@ def test_many_images_share_shard_files_and_read_back_in_any_order(tmp_path):
     for i in (0, SHARD - 1, SHARD, n - 1):
         assert np.array_equal(dataset.load_image(i), images[i])
     rows = [n - 1, 3, SHARD]
-    expected = np.stack([resize(log_intensity(images[i]), 32) for i in rows])
-    np.testing.assert_allclose(dataset.load_inputs(rows), expected, atol=4e-3)
-    np.testing.assert_allclose(dataset.load_inputs(range(10, 13)),
-                               np.stack([resize(log_intensity(images[i]), 32)
-                                         for i in range(10, 13)]), atol=4e-3)
     assert np.array_equal(dataset.load_thumbnails(rows),
                           np.stack([display_levels(images[i], store.THUMB_SIZE) for i in rows]))
 
 
-def test_inputs_of_another_size_are_made_from_the_full_images(tmp_path):
+def test_model_inputs_are_made_from_the_full_images_not_stored(tmp_path):
     path = simulate_dataset(tmp_path, 3, size=64, seed=4, dataset_id="s", progress=False)
     dataset = store.open_dataset(path)
     image = simulate_image(np.random.default_rng([4, 2]), 64)[0]
     assert np.array_equal(dataset.load_image(2), image)
-    assert dataset.input_size == store.INPUT_SIZE
+    assert dataset.input_size is None and not (path / STORE / "inputs").exists()
     got = dataset.load_inputs([2], size=48)
     np.testing.assert_array_equal(got[0], resize(log_intensity(image), 48))
+    with pytest.raises(PipelineError, match="stores no model inputs; name an input size"):
+        dataset.load_inputs([0])
+
+
+def test_a_chunk_store_with_model_inputs_still_serves_them(tmp_path):
+    """Chunk stores written before inputs were made on demand hold them at `input_size`."""
+    import zarr
+
+    images = np.random.default_rng(2).poisson(6.0, (5, 24, 24))
+    with store.DatasetWriter(tmp_path, "older", NAMES) as ds:
+        for image in images:
+            ds.add(image, [0, 1])
+    inputs = np.stack([resize(log_intensity(image), 16) for image in images]).astype(np.float16)
+    group = zarr.open_group(str(tmp_path / store.DATASETS / "older" / STORE), mode="a")
+    group.create_array("inputs", shape=inputs.shape, dtype="float16", chunks=(1, 16, 16),
+                       shards=(SHARD, 16, 16))[:] = inputs
+    group.attrs["input_size"] = 16
+    dataset = store.open_dataset("older", tmp_path)
+    assert dataset.input_size == 16
+    np.testing.assert_array_equal(dataset.load_inputs([4, 1]), inputs[[4, 1]].astype(np.float32))
+    np.testing.assert_array_equal(dataset.load_inputs([1], size=20)[0],
+                                  resize(log_intensity(images[1]), 20))
+
+
+def test_a_shard_of_blank_images_is_kept_and_reads_back(tmp_path):
+    with store.DatasetWriter(tmp_path, "blank", NAMES) as ds:
+        for _ in range(SHARD + 1):
+            ds.add(np.zeros((8, 8)), [0, 0])
+    dataset = store.open_dataset("blank", tmp_path)
+    assert not dataset.load_image(SHARD - 1).any() and not dataset.load_image(SHARD).any()
 
 
 def test_a_lost_shard_file_is_an_error_naming_it_not_a_black_image(tmp_path):
@@ -143,7 +168,8 @@ def test_a_vanished_referenced_file_is_an_error_naming_it(tmp_path):
     gone.unlink()
     with pytest.raises(PipelineError, match=f"image file {gone} is missing"):
         dataset.load_image(row)
-    assert dataset.load_inputs([row]).shape == (1, store.INPUT_SIZE, store.INPUT_SIZE)
+    thumb = dataset.load_thumbnails([row])[0]  # the stored thumbnail still shows it
+    assert thumb.shape == (store.THUMB_SIZE,) * 2 and thumb.std() > 0
 
 
 def test_the_detail_view_names_a_vanished_file_instead_of_failing(tmp_path, monkeypatch):
@@ -235,7 +261,7 @@ def test_a_dataset_of_the_old_layout_still_opens_and_reads(tmp_path):
                                             for i in (2, 0)]))
     assert np.array_equal(dataset.load_thumbnails([1])[0],
                           display_levels(images[1], store.THUMB_SIZE))
-    with pytest.raises(PipelineError, match="stores no model inputs; name a size"):
+    with pytest.raises(PipelineError, match="stores no model inputs; name an input size"):
         dataset.load_inputs([0])
     (folder / "images" / "000001.npy").unlink()
     with pytest.raises(PipelineError, match="000001.npy is missing"):

@@ -1,4 +1,4 @@
-"""Commands that make datasets: simulate, montage, ingest and import-vectors."""
+"""Commands that make datasets: simulate, montage, ingest, import-vectors and migrate."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pipeline.readers import NEXUS_DEFAULT
 from pipeline.sim.detector import DEFAULT_DETECTOR, DETECTORS
 from pipeline.sim.experiment import DEFAULT_EXPERIMENT, EXPERIMENTS
 from pipeline.simulate import prevalence_table, simulate_dataset
+from pipeline.store.migrate import migrate
 from pipeline.vectors import __doc__ as IMPORT_VECTORS_HELP
 from pipeline.vectors import import_vectors
 
@@ -23,6 +24,7 @@ def register(subparsers) -> None:
     _register_montage(subparsers)
     _register_ingest(subparsers)
     _register_import_vectors(subparsers)
+    _register_migrate(subparsers)
 
 
 def _register_simulate(subparsers) -> None:
@@ -232,4 +234,29 @@ def cmd_import_vectors(args) -> int:
         f"run {path.name} written to {path}: {len(run)} images, "
         f"{len(run.attributes)} attributes, mAP {run.meta['metrics']['mAP']:.3f}"
     )
+    return 0
+
+
+def _register_migrate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "migrate",
+        help="move datasets of one .npy file per image into the chunk store, whole or not at all",
+        description="Rewrite every dataset of the data directory that keeps one .npy file per "
+        "image into its chunk store (images.zarr, lossless), and the runs naming those files. "
+        "Nothing is switched until everything is written; the old files go last.",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_migrate)
+
+
+def cmd_migrate(args) -> int:
+    result = migrate(args.data_dir, progress=not args.quiet)
+    if result.resumed:
+        print("completed a migration that had been interrupted while switching")
+    if result.datasets:
+        count = len(result.datasets)
+        print(f"migrated {count} dataset{'s' * (count != 1)} ({result.images} images) into the "
+              f"chunk store: {', '.join(result.datasets)}")
+        print(f"runs updated to read them there: {', '.join(result.runs) or 'none'}")
     return 0

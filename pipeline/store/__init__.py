@@ -16,7 +16,7 @@ Layout under a data directory D:
                       emb_act.npy, emb_fea.npy, emb_prd.npy, [model.pt]
 """
 
-from pipeline.store.chunks import INPUT_SIZE, THUMB_SIZE
+from pipeline.store.chunks import THUMB_SIZE
 from pipeline.store.datasets import Dataset, DatasetWriter, open_dataset
 from pipeline.store.files import (
     DATA_DIR_ENV,
@@ -38,7 +38,7 @@ from pipeline.store.files import (
 from pipeline.store.runs import Run, get_run, list_runs, open_run, scan_runs, write_run
 
 __all__ = [
-    "DATASETS", "DATA_DIR_ENV", "IMAGE_COLUMNS", "INPUT_SIZE", "RUNS", "SPACES", "THUMB_SIZE",
+    "DATASETS", "DATA_DIR_ENV", "IMAGE_COLUMNS", "RUNS", "SPACES", "THUMB_SIZE",
     "TMP_PREFIX", "Dataset",
     "DatasetWriter", "Run", "atomic_dir", "check_array", "check_id", "get_run", "list_runs",
     "load_pixels", "new_id", "open_dataset", "open_run", "pid_running", "resolve_data_dir",

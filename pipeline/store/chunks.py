@@ -1,21 +1,30 @@
-"""A dataset's chunk store, images.zarr: what the pipeline reads more than once, in a few large
-compressed files instead of one file per image.
+"""A dataset's chunk store, images.zarr: what the pipeline keeps of a dataset's pixels, in a few
+large compressed files instead of one file per image.
 
-Arrays (Zarr format 3, Blosc zstd level 1 + bit shuffle, lossless; sharded: one file holds SHARD
-images, each image compressed on its own so one can be read without the rest):
+Arrays (Zarr format 3, Blosc zstd level 1, lossless; sharded: one file holds SHARD images, each
+image compressed on its own so one can be read without the rest):
 
-    inputs           n × S × S float16   model-size inputs, log1p counts padded square and resized
-                                         (pipeline.model.resize(log_intensity(image), S)); S is
-                                         the store's `input_size` attribute (INPUT_SIZE)
     thumbs           n × T × T uint8     display levels of pipeline.imaging (T = THUMB_SIZE):
-                                         the thumbnail under any colour map
+                                         the thumbnail under any colour map (bit shuffle), of
+                                         images referenced in place; zeros (60 bytes) in the
+                                         rows of images kept here, whose thumbnails are made
+                                         from them when asked
     full/<H>x<W>-<dtype>                 full-size images that have no file of their own
                                          (simulated ones): int32 when every pixel is a whole
-                                         count, else float32
+                                         count, else float32 (byte shuffle)
+    inputs           n × S × S float16   only in stores written before model inputs were made
+                                         on demand: log1p counts padded square and resized to
+                                         the store's `input_size` attribute
 
-Row i of inputs and thumbs is the dataset's row i. A full-size image kept here is named in the
+Row i of thumbs (and inputs) is the dataset's row i. A full-size image kept here is named in the
 images table's `path` column by a locator, `datasets/<id>/images.zarr#full/256x256-int32:17`
 (array row 17), so that a run that copies the table finds it as it finds any image.
+
+What can be remade from a full-size image kept here is not stored: no stage read the model
+inputs (training and inference prepare every channel from the full-size image, pipeline.inputs)
+nor the thumbnails (the dashboard draws its own from the image, and caches them), and together
+they took 9 KB of the 47 a simulated image took. A referenced image's thumbnail is kept: its
+file may be slow to read, or gone.
 
 The writer buffers SHARD images per array and writes each shard once, whole: its memory does not
 grow with the number of images.
@@ -34,19 +43,19 @@ from pipeline.errors import PipelineError
 
 STORE = "images.zarr"
 SHARD = 256  # images per file
-INPUT_SIZE = 64  # the default model input side (pipeline.demo's compact model)
 THUMB_SIZE = 72  # the dashboard's thumbnail side
 INPUTS, THUMBS = "inputs", "thumbs"
 LOCATOR = re.compile(r"(?P<store>.+\.zarr)#(?P<array>full/\d+x\d+-(?:int32|float32)):(?P<slot>\d+)")
 _INT32_MAX = 2**31 - 1
 
 
-def _compressor():
+def _compressor(shuffle: str):
     from zarr.codecs import BloscCodec
 
-    # Level 1: writes 3.4× as fast as level 9 (66 against 19 simulated images/s with the
-    # simulation) for 4 % more disk (47.5 against 45.5 KB an image), benchmarks/RESULTS.md.
-    return BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")
+    # Level 1: writes 3.4× as fast as level 9 for 4 % more disk (benchmarks/RESULTS.md). Poisson
+    # counts take 2 % less with byte shuffle than bit shuffle at level 1, and the uint8 levels
+    # of a thumbnail 4 % less with bit shuffle.
+    return BloscCodec(cname="zstd", clevel=1, shuffle=shuffle)
 
 
 def model_input(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -74,32 +83,37 @@ def full_array_name(pixels: np.ndarray) -> tuple[str, np.ndarray]:
 class ChunkWriter:
     """Appends images to a new images.zarr in `folder`, one whole shard at a time."""
 
-    def __init__(self, folder: Path, input_size: int = INPUT_SIZE, thumb_size: int = THUMB_SIZE):
+    def __init__(self, folder: Path, thumb_size: int = THUMB_SIZE):
         import zarr
 
         self.path = Path(folder) / STORE
         self.group = zarr.open_group(str(self.path), mode="w-")
-        self.input_size, self.thumb_size = int(input_size), int(thumb_size)
+        self.thumb_size = int(thumb_size)
         self.pending: dict[str, list[np.ndarray]] = {}
         self.counts: dict[str, int] = {}
-        self._create(INPUTS, (self.input_size,) * 2, "float16")
-        self._create(THUMBS, (self.thumb_size,) * 2, "uint8")
+        self.arrays: dict = {}
+        self._create(THUMBS, (self.thumb_size,) * 2, "uint8", "bitshuffle")
 
-    def _create(self, name: str, shape: tuple[int, int], dtype: str) -> None:
-        self.group.create_array(name, shape=(0, *shape), dtype=dtype, chunks=(1, *shape),
-                                shards=(SHARD, *shape), compressors=_compressor(), fill_value=0)
+    def _create(self, name: str, shape: tuple[int, int], dtype: str, shuffle: str) -> None:
+        # Empty chunks written too (a setting of this handle, not stored: appends go through
+        # it): a shard of zeros is then a file like any other, and a missing file always a
+        # lost one (see read_rows).
+        self.arrays[name] = self.group.create_array(
+            name, shape=(0, *shape), dtype=dtype, chunks=(1, *shape), shards=(SHARD, *shape),
+            compressors=_compressor(shuffle), fill_value=0, config={"write_empty_chunks": True})
         self.pending[name], self.counts[name] = [], 0
 
     def add_derived(self, pixels: np.ndarray) -> int:
-        """Store the model input and thumbnail of the next row; return the row."""
-        self._put(THUMBS, thumbnail_levels(pixels, self.thumb_size))
-        return self._put(INPUTS, model_input(pixels, self.input_size).astype(np.float16))
+        """Store the thumbnail of the next row, an image referenced in place; return the row."""
+        return self._put(THUMBS, thumbnail_levels(pixels, self.thumb_size))
 
     def add_full(self, pixels: np.ndarray) -> tuple[str, int]:
-        """Store a full-size image losslessly; return (array name, row in it)."""
+        """Store the next row's full-size image losslessly (its thumbnail row holds zeros);
+        return (array name, row in it)."""
         name, typed = full_array_name(pixels)
         if name not in self.pending:
-            self._create(name, typed.shape, typed.dtype.name)
+            self._create(name, typed.shape, typed.dtype.name, "shuffle")
+        self._put(THUMBS, np.zeros((self.thumb_size,) * 2, np.uint8))
         return name, self._put(name, typed)
 
     def _put(self, name: str, item: np.ndarray) -> int:
@@ -112,7 +126,7 @@ class ChunkWriter:
     def _flush(self, name: str) -> None:
         items = self.pending[name]
         if items:
-            self.group[name].append(np.stack(items), axis=0)
+            self.arrays[name].append(np.stack(items), axis=0)
             self.counts[name] += len(items)
             self.pending[name] = []
 
@@ -120,9 +134,7 @@ class ChunkWriter:
         """Write what is buffered and record the store's sizes."""
         for name in list(self.pending):
             self._flush(name)
-        self.group.attrs.update({"input_size": self.input_size, "thumb_size": self.thumb_size,
-                                 "input_transform": "log1p, zero-padded square, antialiased "
-                                                    "bilinear resize (pipeline.model)"})
+        self.group.attrs.update({"thumb_size": self.thumb_size})
 
 
 # ---------------------------------------------------------------- reading

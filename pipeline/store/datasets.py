@@ -2,10 +2,10 @@
 read back one image, or a batch of model inputs, at a time.
 
 A dataset keeps each ingested image where it is (a reference: the file, its folder, its frame)
-and copies nothing of its pixels; what the pipeline reads more than once, the model-size inputs
-and the thumbnails, goes to the dataset's chunk store (pipeline.store.chunks), as do the
-full-size images of simulated datasets, which have no file of their own. Datasets written
-before the chunk store (one .npy file per image) open and read as before.
+and copies nothing of its pixels; its thumbnails go to the dataset's chunk store
+(pipeline.store.chunks), as do the full-size images of simulated datasets, which have no file of
+their own. Datasets written before the chunk store (one .npy file per image) open and read as
+before, and `pipeline migrate` (pipeline.store.migrate) moves them into it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.store.chunks import (
-    INPUT_SIZE,
     INPUTS,
     STORE,
+    THUMB_SIZE,
     THUMBS,
     ChunkWriter,
     model_input,
@@ -54,18 +54,16 @@ class DatasetWriter:
             ds.add_reference(pixels, "a/img.tif", root, act_row, split="test")
 
     `add` keeps the full-size image in the chunk store; `add_reference` keeps only where the file
-    is (its pixels, as read, make the stored model input and thumbnail). `input_size` is the side
-    of the stored model inputs.
+    is, and the thumbnail its pixels, as read, make.
     """
 
     def __init__(self, data_dir, dataset_id: str, attributes: Sequence[str], meta=None,
-                 colours: Sequence[str] | None = None, input_size: int = INPUT_SIZE):
+                 colours: Sequence[str] | None = None):
         self.data_dir = resolve_data_dir(data_dir)
         self.id = check_id(dataset_id, "dataset")
         self.attributes = [str(a) for a in attributes]
         self.colours = colours
         self.meta = dict(meta or {})
-        self.input_size = int(input_size)
         self.final = self.data_dir / DATASETS / self.id
         self.rows: list[dict] = []
         self.act: list[np.ndarray] = []
@@ -78,7 +76,7 @@ class DatasetWriter:
         self._cm = atomic_dir(self.final)
         self.tmp = self._cm.__enter__()
         try:
-            self.chunks = ChunkWriter(self.tmp, self.input_size)
+            self.chunks = ChunkWriter(self.tmp)
         except BaseException as err:
             self._cm.__exit__(type(err), err, err.__traceback__)
             raise
@@ -101,7 +99,6 @@ class DatasetWriter:
         pixels = check_array(f"image {image_id}", pixels, (None, None)).astype(np.float32)
         self._labels(image_id, act_row, true_row)
         name, slot = self.chunks.add_full(pixels)
-        self.chunks.add_derived(pixels)
         locator = f"{DATASETS}/{self.id}/{STORE}#{name}:{slot}"
         self.rows.append({"image_id": image_id, "path": locator, "split": split,
                           "source": source, "height": pixels.shape[0],
@@ -113,7 +110,7 @@ class DatasetWriter:
                       split: str = "train", source: str = "", true_row=None, **extra) -> int:
         """Reference the image file `rel` (relative to the folder `root`, frame `frame`, read with
         the readers' options `reader`) in place; `pixels` is it as read now, from which its
-        model input and thumbnail are stored. Return its index."""
+        thumbnail is stored. Return its index."""
         index = len(self.rows)
         root = str(Path(root).resolve())
         reference_target(root, rel)  # refused here already when it leads outside root
@@ -143,7 +140,8 @@ class DatasetWriter:
             raise PipelineError("true labels were given for some images but not all")
         self.chunks.close()
         images = check_images(pd.DataFrame(self.rows), len(self.rows))
-        images.to_parquet(self.tmp / "images.parquet", index=False)
+        # zstd: a third smaller than parquet's default snappy with simulate's parameter strings
+        images.to_parquet(self.tmp / "images.parquet", index=False, compression="zstd")
         np.save(self.tmp / "act.npy", np.stack(self.act).astype(np.uint8))
         if self.true_act:
             np.save(self.tmp / "true_act.npy", np.stack(self.true_act).astype(np.uint8))
@@ -153,8 +151,8 @@ class DatasetWriter:
 
 
 class Dataset:
-    """A dataset on disk: labels in memory, images loaded one at a time, model inputs and
-    thumbnails in batches."""
+    """A dataset on disk: labels in memory, images loaded one at a time, thumbnails (and the
+    model inputs of older chunk stores) in batches."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -181,7 +179,8 @@ class Dataset:
 
     @property
     def input_size(self) -> int | None:
-        """The side of the stored model inputs; None for a dataset without a chunk store."""
+        """The side of the stored model inputs; None when none are stored (a chunk store written
+        since inputs are made on demand, or no chunk store)."""
         return self.store_attrs.get("input_size")
 
     def image_path(self, index: int) -> Path:
@@ -200,12 +199,13 @@ class Dataset:
         """Model inputs of `rows` (a range or indices) as float32 len(rows) × size × size: each
         image's log1p counts, zero-padded square and resized to `size`
         (pipeline.model.resize(log_intensity(image), size)), not yet scaled by a checkpoint's
-        normalisation. Read in one batch from the chunk store (float16 precision) when `size`
-        is the stored input size (or None); otherwise made from the full-size images."""
+        normalisation. Read in one batch from the chunk store (float16 precision) when it holds
+        inputs of that size (`size` None: the stored size); otherwise made from the full-size
+        images."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         size = self.input_size if size is None else int(size)
         if size is None:
-            raise PipelineError(f"dataset {self.id} stores no model inputs; name a size")
+            raise PipelineError(f"dataset {self.id} stores no model inputs; name an input size")
         if size == self.input_size:
             return read_rows(self.store, INPUTS, rows).astype(np.float32)
         out = np.empty((len(rows), size, size), np.float32)
@@ -215,11 +215,24 @@ class Dataset:
 
     def load_thumbnails(self, rows) -> np.ndarray:
         """Thumbnails of `rows` as uint8 display levels (pipeline.imaging.display_levels;
-        colour them with pipeline.imaging.colour_lut), stored or made from the full images."""
+        colour them with pipeline.imaging.colour_lut): those of images referenced in place read
+        from the chunk store in one batch (so a vanished file still shows), the others made
+        from their full-size images."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if self.store_attrs:
-            return read_rows(self.store, THUMBS, rows)
-        return np.stack([thumbnail_levels(self.load_image(int(i))) for i in rows])
+        size = int(self.store_attrs.get("thumb_size", THUMB_SIZE))
+        out = np.empty((len(rows), size, size), np.uint8)
+        stored = self._referenced(rows) if self.store_attrs else np.zeros(len(rows), bool)
+        if stored.any():
+            out[stored] = read_rows(self.store, THUMBS, rows[stored])
+        for k in np.flatnonzero(~stored):
+            out[k] = thumbnail_levels(self.load_image(int(rows[k])), size)
+        return out
+
+    def _referenced(self, rows: np.ndarray) -> np.ndarray:
+        if "root" not in self.images.columns:
+            return np.zeros(len(rows), bool)
+        roots = self.images["root"].iloc[rows]
+        return (roots.notna() & (roots.astype(str) != "")).to_numpy()
 
     def indices(self, split: str | None = None) -> np.ndarray:
         if split is None:

@@ -202,7 +202,11 @@ def npy_shape(path) -> tuple[int, ...]:
 
 
 def load_pixels(path: Path) -> np.ndarray:
-    """A stored detector image as float32; a missing file is a clear error."""
+    """A stored detector image as float32; a missing or damaged file is a clear error."""
     if not Path(path).is_file():
         raise PipelineError(f"image file {path} is missing")
-    return read_npy(path).astype(np.float32, copy=False)
+    try:
+        return read_npy(path).astype(np.float32, copy=False)
+    except (OSError, ValueError, EOFError) as err:  # numpy's kinds for a damaged .npy
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise PipelineError(f"image file {path} cannot be read ({reason})") from None
