@@ -19,7 +19,7 @@ from callbacks.common import (
     corrected_rows,
     extent,
     labels_used,
-    run_rows,
+    selection_rows,
     thresholds_sent,
     try_run,
 )
@@ -59,11 +59,11 @@ def picture_box(run, space: str, viewport) -> list[float]:
     return extent(run, space)
 
 
-def focus_mask(mask, selection: list[int]) -> np.ndarray:
+def focus_mask(mask, selection) -> np.ndarray:
     """The points drawn vivid: those the filter keeps and, when images are selected, selected
     (the others fade, as plotly fades unselected points)."""
     mask = np.asarray(mask, bool)
-    if not selection:
+    if len(selection) == 0:
         return mask
     chosen = np.zeros(len(mask), bool)
     chosen[selection] = True
@@ -73,8 +73,9 @@ def focus_mask(mask, selection: list[int]) -> np.ndarray:
 def overlay_groups(run, groups, box, xy) -> list[dict]:
     """The run's saved groups cut to their members in view (at most OVERLAY_CAP each)."""
     mine = [g for g in groups or [] if isinstance(g, dict) and g.get("run") == run.id]
-    return [{"colour": g.get("colour"), "indices": in_view(xy, run_rows(g.get("indices"), len(run)),
-                                                          box, OVERLAY_CAP)} for g in mine]
+    return [{"colour": g.get("colour"),
+             "indices": in_view(xy, selection_rows(run, g.get("indices")), box, OVERLAY_CAP)}
+            for g in mine]
 
 
 def picture_view(run, space, colours, focus, viewport, size, groups, rings) -> dict:
@@ -153,7 +154,7 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     threshold = thresholds_sent(run, threshold_choice, threshold)
     act = labels_used(run, which)
     mask = match_mask(run, act, threshold, f_attributes, f_match, f_on, disagreeing)
-    rows = run_rows(selection, len(run))
+    rows = selection_rows(run, selection)
     values, scale, crange = view_colours(run, act, colour_by, colour_attribute, threshold,
                                          metric, which)
     colours = (values, scale, crange, colour_codes(colour_by))
