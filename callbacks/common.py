@@ -319,9 +319,20 @@ def run_labels(run: Run) -> tuple[np.ndarray, np.ndarray]:
 
 
 def corrected_rows(run: Run) -> np.ndarray:
-    """Rows of the run with at least one label corrected (in force) in its dataset."""
+    """Rows of the run with at least one label corrected (in force) in its dataset; found once
+    per run and correction version (the labels in force are memoised, so a new version is a
+    new array), as every redraw of a large run's three pictures asks."""
     _, corrected = run_labels(run)
-    return np.flatnonzero(corrected.any(axis=1))
+    with _CORRECTED_LOCK:
+        held = _CORRECTED.get(str(run.path))
+        if held is None or held[0] is not corrected:
+            held = (corrected, np.flatnonzero(corrected.any(axis=1)))
+            _CORRECTED[str(run.path)] = held
+    return held[1]
+
+
+_CORRECTED: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+_CORRECTED_LOCK = threading.Lock()
 
 
 def image_labels(run: Run, index: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
