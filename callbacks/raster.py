@@ -39,6 +39,7 @@ from components.raster import (
     in_view,
     is_raster,
     layout_image,
+    pixel_of,
     pixel_size,
     png_uri,
     render_view,
@@ -86,7 +87,9 @@ def picture_view(run, space, colours, focus, viewport, size, groups, rings) -> d
     xy = np.asarray(run.emb(space))
     box = picture_box(run, space, viewport)
     values, scale, crange, codes = colours
-    uri = png_uri(render_view(xy, values, scale, crange, focus, box, pixel_size(size), codes))
+    size = pixel_size(size)
+    pixels = _pixels(str(run.path), space, tuple(box), size)
+    uri = png_uri(render_view(xy, values, scale, crange, focus, box, size, codes, pixels))
     base = dot_size(len(run))
     shown = overlay_groups(run, groups, box, xy)
     rings_of_groups = groups_trace(xy, shown, base)
@@ -104,7 +107,21 @@ def picture_view(run, space, colours, focus, viewport, size, groups, rings) -> d
         # without a GPU emulates at great cost on every redraw; the overlays are capped.
         trace["type"] = "scatter"
     return {"picture": layout_image(uri, box), "extent": extent(run, space),
-            POINTS: hover_surface(xy, box), **overlays}
+            POINTS: dict(_hover(str(run.path), space, tuple(box))), **overlays}
+
+
+# A view's pixels and hover surface depend only on its box and size: a selection, filter or
+# threshold redraws the pictures without binning a million points again.
+@lru_cache(maxsize=12)
+def _pixels(run_path: str, space: str, box: tuple, size: tuple) -> np.ndarray:
+    pixels = pixel_of(open_run(run_path).emb(space), box, size)
+    pixels.flags.writeable = False
+    return pixels
+
+
+@lru_cache(maxsize=12)
+def _hover(run_path: str, space: str, box: tuple) -> dict:
+    return hover_surface(open_run(run_path).emb(space), list(box))
 
 
 def colour_codes(colour_by) -> int | None:
