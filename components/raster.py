@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -81,26 +82,33 @@ def pixel_of(xy, box, size) -> np.ndarray:
 
 
 def _rgb_table(scale) -> np.ndarray:
-    return np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in scale_colours(scale)],
-                    np.float64)
+    return _table(tuple((float(stop), str(colour)) for stop, colour in scale))
 
 
-def _layer_rgba(pixels, values, table, crange, alpha: int, size, categories: int | None):
+@lru_cache(maxsize=32)
+def _table(scale: tuple) -> np.ndarray:
+    table = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in scale_colours(scale)],
+                     np.float64)
+    table.flags.writeable = False
+    return table
+
+
+def _layer_rgba(index, values, table, crange, alpha: int, size, categories: int | None):
     """One layer as RGBA (rows from the bottom): the mean value per pixel through the colour
     table, or, for codes, the count-weighted mix of their categories' colours, as datashader
-    shades them; every drawn pixel at opacity `alpha`."""
+    shades them; every drawn pixel at opacity `alpha`. `index` is each point's pixel, or for
+    codes pixel × categories + code."""
     n_pixels = size[0] * size[1]
     lo, hi = crange
     if categories:
-        codes = np.clip(values.astype(np.int64), 0, categories - 1)
-        counts = np.bincount(pixels * categories + codes, minlength=n_pixels * categories)
+        counts = np.bincount(index, minlength=n_pixels * categories)
         counts = counts.reshape(n_pixels, categories).astype(np.float64)
         steps = [int(round(255 * (k - lo) / max(hi - lo, 1e-9))) for k in range(categories)]
         total = counts.sum(axis=1)
         rgb = (counts @ table[np.clip(steps, 0, 255)]) / np.maximum(total, 1)[:, None]
     else:
-        total = np.bincount(pixels, minlength=n_pixels).astype(np.float64)
-        sums = np.bincount(pixels, weights=values, minlength=n_pixels)
+        total = np.bincount(index, minlength=n_pixels).astype(np.float64)
+        sums = np.bincount(index, weights=values, minlength=n_pixels)
         share = np.clip((sums / np.maximum(total, 1) - lo) / max(hi - lo, 1e-12), 0, 1)
         ramp = np.linspace(0, 1, len(table))
         rgb = np.stack([np.interp(share, ramp, table[:, k]) for k in range(3)], axis=1)
@@ -134,15 +142,21 @@ def render_view(xy, values, scale, crange, focus, box, size, categories: int | N
 
     size = (int(size[0]), int(size[1]))
     pixels = pixel_of(xy, box, size) if pixels is None else pixels
-    values = np.asarray(values, np.float64)
     focus = np.asarray(focus, bool)
+    inside = pixels >= 0
+    if categories:  # pixel and code in one number: one bincount per layer
+        codes = np.clip(np.asarray(values, np.float32).astype(np.int32), 0, categories - 1)
+        index, values = pixels * np.int32(categories) + codes, None
+    else:
+        index, values = pixels, np.asarray(values, np.float64)
     table = _rgb_table(scale)
     layers = []
     for chosen, alpha in ((~focus, BACKGROUND_ALPHA), (focus, FOCUS_ALPHA)):
         if alpha == BACKGROUND_ALPHA and not chosen.any():
             continue
-        keep = chosen & (pixels >= 0)
-        rgba = _layer_rgba(pixels[keep], values[keep], table, crange, alpha, size, categories)
+        keep = chosen & inside
+        rgba = _layer_rgba(index[keep], None if values is None else values[keep], table, crange,
+                           alpha, size, categories)
         layers.append(tf.dynspread(_image(rgba, box, size), threshold=0.5, max_px=2))
     picture = tf.stack(*layers) if len(layers) > 1 else layers[0]
     return np.asarray(picture.to_pil(origin="lower"))
