@@ -112,6 +112,9 @@ def measure(run_id: str, n: int, repeat: int) -> list[tuple[str, float, float, f
                     "cosine", 500, 0.5, [2, 5], "any", "act", [], [], *viewports)
 
     if is_raster(n):
+        from components.raster import warm_up
+
+        warm_up()  # numba compiles the picture code once per process, as app.py does at start
         cases = raster_cases(run, run_id, latest, every, zoom)
         return [(name, *timed(fn, repeat)[:2], TARGET_MS[n] if "flowers" not in name else 300)
                 for name, fn in cases.items()]
