@@ -1,5 +1,6 @@
 """The embedded views of large runs drawn on the server: each view is a picture of its points
-(datashader), the selection is found on the server from the box or lasso the user drew.
+(binned with numpy on pixels the callbacks keep per view, spread and stacked by datashader),
+the selection is found on the server from the box or lasso the user drew.
 
 Above `raster_above()` images a scattergl trace of every point costs the browser minutes (it
 draws and selects client-side); a picture of the view at its pixel size costs it nothing.
