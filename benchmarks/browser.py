@@ -92,21 +92,50 @@ REQUESTS = """return performance.getEntriesByType('resource')
 
 def timed(driver, action, done) -> float:
     """Seconds from the action to `done(before, now)` holding for the views, then painted.
-    Also notes the callbacks' requests it waited on (how many, the longest: server time)."""
+    Also notes the callbacks' requests it waited on (how many, the longest) and the CPU
+    seconds the browser and the server spent meanwhile: on a shared machine the wall time
+    grows with everyone's load, the CPU seconds much less."""
     before = states(driver)
     mark = driver.execute_script(
         "performance.setResourceTimingBufferSize(100000); return performance.now()")
+    cpu = cpu_seconds()
     start = time.perf_counter()
     action()
     wait(lambda: done(before, states(driver)))
     driver.execute_async_script(PAINTED)
     took = time.perf_counter() - start
+    browser_cpu, server_cpu = (b - a for a, b in zip(cpu, cpu_seconds(), strict=True))
     requests = driver.execute_script(REQUESTS, mark)
-    REQUEST_NOTES.append(f"{len(requests)} requests, longest {max(requests, default=0):.2f} s")
+    REQUEST_NOTES.append(f"{len(requests)} requests, longest {max(requests, default=0):.2f} s; "
+                         f"CPU browser {browser_cpu:.1f} s, server {server_cpu:.1f} s")
     return took
 
 
 REQUEST_NOTES: list[str] = []
+PROCESSES: dict[str, object] = {}  # "browser": chromedriver's process, "server": app.py's
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) so far of the browser (every Chromium process) and of the
+    server; while polling, the benchmark's own script calls count for the browser."""
+    import psutil
+
+    def tree(pid) -> float:
+        if pid is None:
+            return 0.0
+        try:
+            root = psutil.Process(pid)
+            total = 0.0
+            for p in [root, *root.children(recursive=True)]:
+                try:
+                    times = p.cpu_times()
+                    total += times.user + times.system
+                except psutil.NoSuchProcess:
+                    continue
+            return total
+        except psutil.NoSuchProcess:
+            return 0.0
+    return tree(PROCESSES.get("browser")), tree(PROCESSES.get("server"))
 
 
 def text(driver, element_id: str) -> str:
@@ -244,6 +273,7 @@ def measure(n: int, raster_above: int | None) -> dict:
     try:
         driver = browser()
         DRIVER[:] = [driver]
+        PROCESSES.update(browser=driver.service.process.pid, server=server.pid)
         wait(lambda: _serving(port), timeout=120)
         # The server compiles its picture code in the background as it starts (tens of seconds
         # on a loaded machine); a user opening the page later does not wait for it.

@@ -92,6 +92,7 @@ def correct_labels(run, share: float = 0.01) -> int:
 def measure(run_id: str, n: int, repeat: int) -> list[tuple[str, float, float, float]]:
     from callbacks import corrections as correction_callbacks
     from callbacks import selection, views
+    from components.raster import is_raster
     from pipeline.store import get_run
 
     run = get_run(run_id)
@@ -110,6 +111,13 @@ def measure(run_id: str, n: int, repeat: int) -> list[tuple[str, float, float, f
         return call(views.draw_views, "radio-point-mode.value", run_id, mode, every, "outcome", 2,
                     "cosine", 500, 0.5, [2, 5], "any", "act", [], [], *viewports)
 
+    if is_raster(n):
+        from components.raster import warm_up
+
+        warm_up()  # numba compiles the picture code once per process, as app.py does at start
+        cases = raster_cases(run, run_id, latest, every, zoom)
+        return [(name, *timed(fn, repeat)[:2], TARGET_MS[n] if "flowers" not in name else 300)
+                for name, fn in cases.items()]
     cases = {
         "filter (FN on 2 attributes, ANY)": lambda: call(
             views.fade_filtered, "radio-filter-on.value", [2, 5], "any", "FN", 0.5, run_id),
@@ -138,6 +146,58 @@ def measure(run_id: str, n: int, repeat: int) -> list[tuple[str, float, float, f
     return rows
 
 
+def raster_cases(run, run_id: str, latest: int, every: list[int], zoom: list[float]) -> dict:
+    """The same gestures on a run drawn as pictures (above XRAE_RASTER_ABOVE): each redraws
+    the pictures of the views it changes (callbacks.raster) besides its own callbacks."""
+    from callbacks import corrections as correction_callbacks
+    from callbacks import raster, selection, views
+
+    xy = np.asarray(run.emb("fea"))
+    (x0, y0), (x1, y1) = np.quantile(xy, [0.35, 0.65], axis=0)
+    box = {"range": {"x": [float(x0), float(x1)], "y": [float(y0), float(y1)]}}
+    held = call(views.select, "view-fea.selectedData", None, box, None, None, [], run_id, [])[0]
+    size = [440, 406]
+
+    def pictures(trigger, threshold=0.5, filters=(), viewport=None, colour="error", held=held):
+        return call(raster.redraw_pictures, trigger, held, threshold, "one", list(filters), "any",
+                    "act", [], "with", latest, [], None, viewport, None, size, size, size,
+                    run_id, "dots", colour, 2, "cosine")
+
+    def draw(mode):
+        return call(views.draw_views, "radio-point-mode.value", run_id, mode, every, "outcome", 2,
+                    "cosine", 500, 0.5, [2, 5], "any", "act", held, [], None, zoom, None, "with",
+                    [], "one", size, size, size)
+
+    return {
+        "filter (FN on 2 attributes, ANY)": lambda: (
+            call(views.fade_filtered, "radio-filter-on.value", [2, 5], "any", "FN", 0.5, run_id),
+            pictures("radio-filter-on.value", filters=[2, 5])),
+        f"linked selection (box in FEA, {selection_rows(run, held).size:,} images)": lambda: (
+            call(views.select, "view-fea.selectedData", None, box, None, None, [], run_id, []),
+            pictures("store-selection.data"),
+            call(views.highlight_selection, "store-selection.data", held, "fea", "dots", run_id),
+            call(selection.summarise_selection, "store-selection.data", held, 0.5, run_id)),
+        "threshold (outcome colours + metrics)": lambda: (
+            pictures("slider-threshold.value", threshold=0.4, colour="outcome"),
+            call(selection.summarise_selection, "slider-threshold.value", held, 0.4, run_id)),
+        "mode → dots (3 full figures)": lambda: draw("dots"),
+        "mode → joint flowers (cap 500)": lambda: draw("joint"),
+        "zoom → joint flowers (cap 500)": lambda: (
+            call(views.draw_flowers, ids_viewport("fea"), None, zoom, None, 0.5, [], "any", "act",
+                 run_id, "joint", every, 500),
+            pictures(ids_viewport("fea"), viewport=zoom)),
+        "corrections poll, nothing new": lambda: call(
+            correction_callbacks.notice_other_corrections, "interval-corrections-poll.n_intervals",
+            1, latest, run_id),
+    }
+
+
+def selection_rows(run, held):
+    from callbacks.common import selection_rows as rows
+
+    return rows(run, held)
+
+
 def ids_viewport(space: str) -> str:
     from components import ids
 
@@ -147,13 +207,23 @@ def ids_viewport(space: str) -> str:
 def payload_bytes(run_id: str, n: int) -> tuple[int, int]:
     """JSON bytes of the linked-selection Patches against the three full figures."""
     from callbacks import views
+    from components.raster import is_raster
 
     every = list(range(17))
     picked = list(range(0, n, 10))
     patch = call(views.highlight_selection, "store-selection.data", picked, "fea")
+    if is_raster(n):  # the pictures are drawn again instead (and the rows stay on the server)
+        from callbacks import raster
+
+        held = call(views.select, "view-fea.selectedData", None,
+                    {"range": {"x": [-1e9, 1e9], "y": [-1e9, 1e9]}}, None, None, [], run_id, [])
+        patch = call(raster.redraw_pictures, "store-selection.data", held[0], 0.5, "one", [],
+                     "any", "act", [], "with", 0, [], None, None, None, None, None, None, run_id,
+                     "dots", "error", 0, "cosine")
+        patch = [*patch, held]
     full = call(views.draw_views, "radio-point-mode.value", run_id, "dots", every, "error", 0,
                 "cosine", 500, 0.5, [], "any", "act", picked, [], None, None, None)
-    patch_json = to_json([p.to_plotly_json() for p in patch])
+    patch_json = to_json(patch)
     return len(patch_json), len(to_json(list(full[:3])))
 
 
@@ -162,6 +232,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args(argv)
+    from components.raster import is_raster
+
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["XRAE_DATA_DIR"] = tmp
         for n in args.sizes:
@@ -172,7 +244,9 @@ def main(argv=None) -> int:
                 flag = "ok" if p95 <= target else "SLOW"
                 print(f"  {name:40s} {median:6.1f}ms {p95:6.1f}ms {target:5d}ms {flag}")
             sent, full = payload_bytes(run_id, n)
-            print(f"  linked selection of {n // 10:,} images sends {sent:,} bytes; the three "
+            what = ("of every image (its rows kept on the server) redraws three pictures: it"
+                    if is_raster(n) else f"of {n // 10:,} images")
+            print(f"  linked selection {what} sends {sent:,} bytes; the three "
                   f"full figures are {full:,} bytes ({full / sent:.0f}× more)")
     return 0
 

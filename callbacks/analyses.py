@@ -16,11 +16,12 @@ from callbacks.common import (
     disagreement_scores,
     labels_used,
     row_index,
-    run_rows,
+    selection_rows,
     threshold_words,
     thresholds_in_force,
     thumbnail,
 )
+from callbacks.rowsets import keep_rows
 from callbacks.views import match_mask
 from components import ids
 from components.analyses import (
@@ -51,13 +52,12 @@ def group_rows(run, group, selection, groups) -> tuple[str, np.ndarray]:
     does not have counts as all images."""
     everything = ("All images", np.arange(len(run)))
     if group == SELECTION:
-        rows = run_rows(selection, len(run))
-        return ("Current selection", np.asarray(rows, dtype=np.int64)) if rows else everything
+        rows = selection_rows(run, selection)
+        return ("Current selection", rows) if len(rows) else everything
     mine = _saved(groups, run.id)
     if isinstance(group, str) and group.isdigit() and int(group) < len(mine):
         chosen = mine[int(group)]
-        rows = run_rows(chosen.get("indices"), len(run))
-        return str(chosen.get("name") or "group"), np.asarray(rows, dtype=np.int64)
+        return str(chosen.get("name") or "group"), selection_rows(run, chosen.get("indices"))
     return everything
 
 
@@ -149,7 +149,7 @@ def select_cell(click, kind, group, threshold, f_attributes, f_match, f_on, f_di
     found = cell_rows(act, run.prd, threshold, i, j, kind, rows)
     if len(found) == 0:
         return no_update, no_update
-    return [int(r) for r in found], None
+    return keep_rows(run, found), None
 
 
 # ---------------------------------------------------------------- cross-space disagreement

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from dash.exceptions import PreventUpdate
 
+from callbacks import rowsets
 from components.control import ONE_FOR_ALL, PER_ATTRIBUTE
 from components.encoding import full_extent
 from components.figures import thumbnail_uri
@@ -114,12 +115,23 @@ def row_index(run: Run, value) -> int:
 
 
 def row_list(run: Run, values) -> list[int]:
-    """A selection sent by the browser: image rows of the run, each checked, sorted, once each."""
+    """A selection sent by the browser: image rows of the run, each checked, sorted, once each;
+    a token names rows the server found itself (callbacks.rowsets)."""
     if values is None:
         return []
+    if isinstance(values, str):
+        if not rowsets.is_token(values):
+            raise Refused(f"a selection must be a list of image numbers, not {values!r:.40}")
+        return rowsets.rows_of(run, values).tolist()
     if not isinstance(values, list):
         raise Refused(f"a selection must be a list of image numbers, not {values!r:.40}")
     return sorted({row_index(run, v) for v in values})
+
+
+def selection_rows(run: Run, held) -> np.ndarray:
+    """The rows of a selection or saved group the browser holds (a list or a token), as an
+    array: for drawing and scoring, where anything that is not a row of the run is dropped."""
+    return rowsets.rows_of(run, held)
 
 
 def run_rows(selection, n: int) -> list[int]:
@@ -219,7 +231,7 @@ def text_value(value, what: str, max_len: int) -> str:
 
 
 CACHE_LIMITS = {"thumbnails": 2**30, "science": 2**29,  # bytes on disk, per data directory
-                "saliency": 2**28}
+                "saliency": 2**28, "selections": 2**28}
 
 
 @lru_cache(maxsize=8)
@@ -282,8 +294,13 @@ def _error(run_path: str, metric: str, version: int) -> np.ndarray:
 def run_error(run: Run, metric: str, which: str = "with") -> np.ndarray:
     """ACT–PRD error distance per image, on the labels used (computed once per run, metric and
     correction version)."""
-    version = 0 if which == AS_ANNOTATED else corrections.labels_in_force(run).version
-    return _error(str(run.path), metric or "cosine", version)
+    return _error(str(run.path), metric or "cosine", labels_version(run, which))
+
+
+def labels_version(run: Run, which: str = "with") -> int:
+    """Which labels `labels_used` gives: 0 as annotated, else the newest correction in force
+    (a key for what is computed from them)."""
+    return 0 if which == AS_ANNOTATED else corrections.labels_in_force(run).version
 
 
 WITH_CORRECTIONS, AS_ANNOTATED = "with", "annotated"
@@ -303,9 +320,20 @@ def run_labels(run: Run) -> tuple[np.ndarray, np.ndarray]:
 
 
 def corrected_rows(run: Run) -> np.ndarray:
-    """Rows of the run with at least one label corrected (in force) in its dataset."""
+    """Rows of the run with at least one label corrected (in force) in its dataset; found once
+    per run and correction version (the labels in force are memoised, so a new version is a
+    new array), as every redraw of a large run's three pictures asks."""
     _, corrected = run_labels(run)
-    return np.flatnonzero(corrected.any(axis=1))
+    with _CORRECTED_LOCK:
+        held = _CORRECTED.get(str(run.path))
+        if held is None or held[0] is not corrected:
+            held = (corrected, np.flatnonzero(corrected.any(axis=1)))
+            _CORRECTED[str(run.path)] = held
+    return held[1]
+
+
+_CORRECTED: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+_CORRECTED_LOCK = threading.Lock()
 
 
 def image_labels(run: Run, index: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

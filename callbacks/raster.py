@@ -19,7 +19,7 @@ from callbacks.common import (
     corrected_rows,
     extent,
     labels_used,
-    run_rows,
+    selection_rows,
     thresholds_sent,
     try_run,
 )
@@ -39,6 +39,7 @@ from components.raster import (
     in_view,
     is_raster,
     layout_image,
+    pixel_of,
     pixel_size,
     png_uri,
     render_view,
@@ -59,11 +60,11 @@ def picture_box(run, space: str, viewport) -> list[float]:
     return extent(run, space)
 
 
-def focus_mask(mask, selection: list[int]) -> np.ndarray:
+def focus_mask(mask, selection) -> np.ndarray:
     """The points drawn vivid: those the filter keeps and, when images are selected, selected
     (the others fade, as plotly fades unselected points)."""
     mask = np.asarray(mask, bool)
-    if not selection:
+    if len(selection) == 0:
         return mask
     chosen = np.zeros(len(mask), bool)
     chosen[selection] = True
@@ -73,8 +74,9 @@ def focus_mask(mask, selection: list[int]) -> np.ndarray:
 def overlay_groups(run, groups, box, xy) -> list[dict]:
     """The run's saved groups cut to their members in view (at most OVERLAY_CAP each)."""
     mine = [g for g in groups or [] if isinstance(g, dict) and g.get("run") == run.id]
-    return [{"colour": g.get("colour"), "indices": in_view(xy, run_rows(g.get("indices"), len(run)),
-                                                          box, OVERLAY_CAP)} for g in mine]
+    return [{"colour": g.get("colour"),
+             "indices": in_view(xy, selection_rows(run, g.get("indices")), box, OVERLAY_CAP)}
+            for g in mine]
 
 
 def picture_view(run, space, colours, focus, viewport, size, groups, rings) -> dict:
@@ -85,7 +87,9 @@ def picture_view(run, space, colours, focus, viewport, size, groups, rings) -> d
     xy = np.asarray(run.emb(space))
     box = picture_box(run, space, viewport)
     values, scale, crange, codes = colours
-    uri = png_uri(render_view(xy, values, scale, crange, focus, box, pixel_size(size), codes))
+    size = pixel_size(size)
+    pixels = _pixels(str(run.path), space, tuple(box), size)
+    uri = png_uri(render_view(xy, values, scale, crange, focus, box, size, codes, pixels))
     base = dot_size(len(run))
     shown = overlay_groups(run, groups, box, xy)
     rings_of_groups = groups_trace(xy, shown, base)
@@ -103,7 +107,21 @@ def picture_view(run, space, colours, focus, viewport, size, groups, rings) -> d
         # without a GPU emulates at great cost on every redraw; the overlays are capped.
         trace["type"] = "scatter"
     return {"picture": layout_image(uri, box), "extent": extent(run, space),
-            POINTS: hover_surface(xy, box), **overlays}
+            POINTS: dict(_hover(str(run.path), space, tuple(box))), **overlays}
+
+
+# A view's pixels and hover surface depend only on its box and size: a selection, filter or
+# threshold redraws the pictures without binning a million points again.
+@lru_cache(maxsize=12)
+def _pixels(run_path: str, space: str, box: tuple, size: tuple) -> np.ndarray:
+    pixels = pixel_of(open_run(run_path).emb(space), box, size)
+    pixels.flags.writeable = False
+    return pixels
+
+
+@lru_cache(maxsize=12)
+def _hover(run_path: str, space: str, box: tuple) -> dict:
+    return hover_surface(open_run(run_path).emb(space), list(box))
 
 
 def colour_codes(colour_by) -> int | None:
@@ -153,7 +171,7 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     threshold = thresholds_sent(run, threshold_choice, threshold)
     act = labels_used(run, which)
     mask = match_mask(run, act, threshold, f_attributes, f_match, f_on, disagreeing)
-    rows = run_rows(selection, len(run))
+    rows = selection_rows(run, selection)
     values, scale, crange = view_colours(run, act, colour_by, colour_attribute, threshold,
                                          metric, which)
     colours = {s: (v, scale, crange, colour_codes(colour_by))

@@ -4,7 +4,10 @@ attribute, at the thresholds in force), saving and deleting groups, comparing tw
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
+from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
@@ -16,13 +19,16 @@ from callbacks.common import (
     Refused,
     chosen_run,
     labels_used,
+    labels_version,
     row_list,
     run_labels,
-    run_rows,
+    selection_rows,
     threshold_words,
     thresholds_in_force,
     thresholds_sent,
+    try_run,
 )
+from callbacks.rowsets import keep_rows
 from components import ids
 from components.control import ONE_FOR_ALL
 from components.selection import GROUP_COLOURS, compare_table, group_row, summary_block
@@ -48,8 +54,29 @@ def summarise(run, rows, threshold, which: str = WITH_CORRECTIONS,
     """group_summary of the given rows (all rows when None) at the thresholds in force (shape
     (A,), or one number), on the labels used (by default those in force: annotated plus
     corrections); with `intervals`, also the scores' 95 % bootstrap intervals (None for a group
-    of no image)."""
-    rows = slice(None) if rows is None else np.asarray(run_rows(rows, len(run)), dtype=np.int64)
+    of no image).
+
+    Remembered per run, rows, thresholds and labels: on a large run one summary takes seconds,
+    and the selection panel, the comparison and the group list ask for the same ones."""
+    rows = None if rows is None else selection_rows(run, rows)
+    key = (str(run.path), None if rows is None else hashlib.blake2b(rows.tobytes()).digest(),
+           np.asarray(threshold, np.float32).tobytes(), labels_version(run, which), intervals)
+    with _SUMMARIES_LOCK:  # a second panel asking for the same summary waits for the first
+        if key not in _SUMMARIES:
+            _SUMMARIES[key] = _summary(run, slice(None) if rows is None else rows, threshold,
+                                       which, intervals)
+            while len(_SUMMARIES) > MAX_SUMMARIES:
+                _SUMMARIES.popitem(last=False)
+        _SUMMARIES.move_to_end(key)
+        return _SUMMARIES[key]
+
+
+MAX_SUMMARIES = 64
+_SUMMARIES: OrderedDict = OrderedDict()
+_SUMMARIES_LOCK = threading.Lock()
+
+
+def _summary(run, rows, threshold, which: str, intervals: bool) -> dict:
     act, prd = np.asarray(labels_used(run, which)[rows]), np.asarray(run.prd[rows])
     summary = group_summary(act, prd, threshold)
     if intervals:
@@ -92,15 +119,16 @@ def summarise_selection(selection, threshold, run_id, which=WITH_CORRECTIONS, _v
     run = chosen_run(run_id)
     limits = thresholds_sent(run, threshold_choice, threshold)
     words = threshold_words(run, threshold_choice, threshold)
-    if selection:
-        title = f"Selection: {len(selection):,} images"
+    rows = selection_rows(run, selection)
+    if len(rows):
+        title = f"Selection: {len(rows):,} images"
         note = f"At {words}. {labels_note(run, which)}"
     else:
         title = "No selection: box or lasso select in a view"
         note = (f"Showing all {len(run):,} images (the whole run) at {words}. "
                 f"{labels_note(run, which)}")
-    summary = summarise(run, selection or None, limits, which, intervals=True)
-    everything = summarise(run, None, limits, which) if selection else summary
+    summary = summarise(run, rows if len(rows) else None, limits, which, intervals=True)
+    everything = summarise(run, None, limits, which) if len(rows) else summary
     return title, summary_block(summary, run.attributes, run.colours, note, everything)
 
 
@@ -120,13 +148,15 @@ def edit_groups(_save, delete_clicks, name, selection, groups, run_id):
             return no_update, no_update  # the buttons were just drawn, not clicked
         doomed = my_groups(groups, run_id)[trigger["index"]]
         return [g for g in groups if g is not doomed and g != doomed], no_update
-    if not selection:
+    run = try_run(run_id)
+    rows = selection_rows(run, selection) if run is not None else []
+    if not len(rows):
         return no_update, no_update
     mine = my_groups(groups, run_id)
     name = (name or "").strip() or f"group {len(mine) + 1}"
     colour = GROUP_COLOURS[len(mine) % len(GROUP_COLOURS)]
     groups.append({"run": run_id, "name": name, "colour": colour,
-                   "indices": sorted(int(i) for i in selection)})
+                   "indices": keep_rows(run, rows)})
     return groups, ""
 
 

@@ -22,13 +22,14 @@ from callbacks.common import (
     moved_scores,
     parent_of,
     run_error,
-    run_rows,
     selected_rows,
+    selection_rows,
     thresholds_sent,
     thumbnail,
     try_run,
 )
 from callbacks.raster import colour_codes, focus_mask, picture_view, pointed_row
+from callbacks.rowsets import keep_rows
 from components import ids
 from components.control import ONE_FOR_ALL
 from components.encoding import (
@@ -99,6 +100,14 @@ def match_mask(run, act, threshold, attributes, match: str, on: str,
     return mask
 
 
+def saved_groups(run, groups) -> list[dict]:
+    """The run's saved groups, each as its colour and its rows (a token's or a checked list's:
+    the browser holds them)."""
+    return [{"run": run.id, "colour": g.get("colour"),
+             "indices": selection_rows(run, g.get("indices"))}
+            for g in groups or [] if isinstance(g, dict) and g.get("run") == run.id]
+
+
 def opacities(mask) -> np.ndarray:
     return np.where(mask, MATCH_OPACITY, FADED_OPACITY).astype(np.float32)
 
@@ -141,14 +150,15 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
     raw, scale, crange = view_colours(run, act, colour_by, colour_attribute, threshold,
                                       metric, which)
     raw = per_view(raw)
-    encoded = {id(v): typed(v) for v in raw.values()}  # once for the three views when shared
-    alpha = typed(opacities(mask))
-    size = point_size(run, mode, metric, which)
-    size = size if np.isscalar(size) else typed(size)
-    mine = [g for g in groups or [] if g.get("run") == run.id]
-    corrected = corrected_rows(run)
-    selection = run_rows(selection, len(run))  # drawn again by every full redraw
     raster = is_raster(len(run))
+    if not raster:  # encoded once for the three views when shared; a picture needs neither
+        encoded = {id(v): typed(v) for v in raw.values()}
+        alpha = typed(opacities(mask))
+        size = point_size(run, mode, metric, which)
+        size = size if np.isscalar(size) else typed(size)
+    mine = saved_groups(run, groups)
+    corrected = corrected_rows(run)
+    selection = selection_rows(run, selection)  # drawn again by every full redraw
     focus = focus_mask(mask, selection) if raster else None
     figures, headers = [], []
     for space in SPACES:
@@ -162,7 +172,7 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
             traces = [picture[k] for k in (POINTS, GROUPS, SELECTED, CORRECTED)]
         else:
             points = points_trace(xy, encoded[id(raw[space])], scale, crange, alpha, size)
-            points["selectedpoints"] = selection or None
+            points["selectedpoints"] = selection.tolist() or None
             traces = [points, groups_trace(xy, mine, dot_size(len(run))),
                       selected_trace(xy, selection if mode != "dots" else None),
                       corrected_trace(xy, corrected, dot_size(len(run)))]
@@ -383,19 +393,25 @@ def select(sel_act, sel_fea, sel_prd, _clear, group_clicks, run_id, groups):
             if not drawn_by_user(data):
                 return no_update, no_update
             run = try_run(run_id)
-            if run is not None and is_raster(len(run)) and data is not None:
+            if run is None:
+                return selected_rows(data), space
+            if is_raster(len(run)) and data is not None:
                 rows = _rows_in_drawn_shape(run, space, data)
-                return (no_update, no_update) if rows is None else (rows, space)
-            return selected_rows(data), space
+                return (no_update, no_update) if rows is None else (keep_rows(run, rows), space)
+            return keep_rows(run, selection_rows(run, selected_rows(data))), space
     if isinstance(trigger, dict) and trigger.get("type") == ids.GROUP_SELECT:
         if not any(group_clicks):
             return no_update, no_update  # the buttons were just drawn, not clicked
+        run = try_run(run_id)
         mine = [g for g in groups or [] if g.get("run") == run_id]
-        return sorted(mine[trigger["index"]]["indices"]), None
+        index = trigger.get("index")
+        if run is None or not isinstance(index, int) or not 0 <= index < len(mine):
+            return no_update, no_update
+        return keep_rows(run, selection_rows(run, mine[index].get("indices"))), None
     return [], None
 
 
-def _rows_in_drawn_shape(run, space: str, data) -> list[int] | None:
+def _rows_in_drawn_shape(run, space: str, data) -> np.ndarray | None:
     """A large run's selection, found on the server from the box or lasso drawn (the picture
     has no points for plotly to select); None for a malformed shape, which changes nothing."""
     try:
@@ -415,7 +431,8 @@ def highlight_selection(selection, source, mode=None, run_id=None):
     (and, among flowers, whose petals stay vivid, rings round the selected centres)."""
     run = try_run(run_id)
     raster = run is not None and is_raster(len(run))  # the pictures light it up
-    rows = (run_rows(selection, len(run)) or None) if run is not None and not raster else None
+    rows = (selection_rows(run, selection).tolist() or None) \
+        if run is not None and not raster else None
     rings = run is not None and mode not in (None, "dots") and not raster
     patches = []
     for space in SPACES:
@@ -442,7 +459,7 @@ def outline_groups(groups, run_id):
     run = chosen_run(run_id)
     if is_raster(len(run)):  # outlined, in view, with the pictures (callbacks.raster)
         return [no_update] * len(SPACES)
-    mine = [g for g in groups or [] if g.get("run") == run.id]
+    mine = saved_groups(run, groups)
     patches = []
     for space in SPACES:
         patch = Patch()

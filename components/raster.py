@@ -1,5 +1,6 @@
 """The embedded views of large runs drawn on the server: each view is a picture of its points
-(datashader), the selection is found on the server from the box or lasso the user drew.
+(binned with numpy on pixels the callbacks keep per view, spread and stacked by datashader),
+the selection is found on the server from the box or lasso the user drew.
 
 Above `raster_above()` images a scattergl trace of every point costs the browser minutes (it
 draws and selects client-side); a picture of the view at its pixel size costs it nothing.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -65,48 +67,98 @@ def scale_colours(scale, n: int = 256) -> list[str]:
     return ["#" + "".join(f"{int(round(c[i])):02x}" for c in channels) for i in range(n)]
 
 
-def _layer(canvas, frame, rows, scale, crange, alpha: int, categories: int | None):
-    """One layer's picture: the points `rows`, coloured by their mean value per pixel (or, for
-    codes, the mix of their categories), every drawn pixel at opacity `alpha` (0..255)."""
-    import datashader as ds  # here, not on top: importing it (numba) slows every server start
+def pixel_of(xy, box, size) -> np.ndarray:
+    """Each point's pixel in a picture of `size` (width, height) over `box`, numbered row by
+    row from the bottom (int32), or -1 outside the box. Edges belong to the box, as in
+    datashader; the same for every layer and gesture, so the callbacks keep it per view."""
+    xy = np.asarray(xy)
+    x0, x1, y0, y1 = (float(v) for v in box)
+    width, height = int(size[0]), int(size[1])
+    cols = np.floor((xy[:, 0] - x0) * (width / (x1 - x0))).astype(np.int64)
+    rows = np.floor((xy[:, 1] - y0) * (height / (y1 - y0))).astype(np.int64)
+    cols[xy[:, 0] == x1] = width - 1
+    rows[xy[:, 1] == y1] = height - 1
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    return np.where(inside, rows * width + cols, -1).astype(np.int32)
+
+
+def _rgb_table(scale) -> np.ndarray:
+    return _table(tuple((float(stop), str(colour)) for stop, colour in scale))
+
+
+@lru_cache(maxsize=32)
+def _table(scale: tuple) -> np.ndarray:
+    table = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in scale_colours(scale)],
+                     np.float64)
+    table.flags.writeable = False
+    return table
+
+
+def _layer_rgba(index, values, table, crange, alpha: int, size, categories: int | None):
+    """One layer as RGBA (rows from the bottom): the mean value per pixel through the colour
+    table, or, for codes, the count-weighted mix of their categories' colours, as datashader
+    shades them; every drawn pixel at opacity `alpha`. `index` is each point's pixel, or for
+    codes pixel × categories + code."""
+    n_pixels = size[0] * size[1]
+    lo, hi = crange
+    if categories:
+        counts = np.bincount(index, minlength=n_pixels * categories)
+        counts = counts.reshape(n_pixels, categories).astype(np.float64)
+        steps = [int(round(255 * (k - lo) / max(hi - lo, 1e-9))) for k in range(categories)]
+        total = counts.sum(axis=1)
+        rgb = (counts @ table[np.clip(steps, 0, 255)]) / np.maximum(total, 1)[:, None]
+    else:
+        total = np.bincount(index, minlength=n_pixels).astype(np.float64)
+        sums = np.bincount(index, weights=values, minlength=n_pixels)
+        share = np.clip((sums / np.maximum(total, 1) - lo) / max(hi - lo, 1e-12), 0, 1)
+        ramp = np.linspace(0, 1, len(table))
+        rgb = np.stack([np.interp(share, ramp, table[:, k]) for k in range(3)], axis=1)
+    rgba = np.zeros((n_pixels, 4), np.uint8)
+    rgba[:, :3] = np.rint(rgb).clip(0, 255)
+    rgba[:, 3] = np.where(total > 0, alpha, 0)
+    return rgba.reshape(size[1], size[0], 4)
+
+
+def _image(rgba, box, size):
     import datashader.transfer_functions as tf
 
-    part = frame.iloc[rows] if rows is not None else frame
-    colours = scale_colours(scale)
-    if categories:
-        part = part.assign(c=pd.Categorical(part["v"].astype(np.int8),
-                                            categories=range(categories)))
-        agg = canvas.points(part, "x", "y", ds.by("c", ds.count()))
-        lo, hi = crange
-        key = [colours[int(round(255 * (k - lo) / max(hi - lo, 1e-9)))] for k in range(categories)]
-        image = tf.shade(agg, color_key=key, min_alpha=alpha, alpha=alpha)
-    else:
-        agg = canvas.points(part, "x", "y", ds.mean("v"))
-        image = tf.shade(agg, cmap=colours, span=list(crange), how="linear", alpha=alpha)
-    return tf.dynspread(image, threshold=0.5, max_px=2)
+    x0, x1, y0, y1 = box
+    xs = x0 + (np.arange(size[0]) + 0.5) * (x1 - x0) / size[0]
+    ys = y0 + (np.arange(size[1]) + 0.5) * (y1 - y0) / size[1]
+    packed = np.ascontiguousarray(rgba).view(np.uint32).reshape(size[1], size[0])
+    return tf.Image(packed, coords={"y": ys, "x": xs}, dims=["y", "x"])
 
 
-def render_view(xy, values, scale, crange, focus, box, size, categories: int | None = None):
+def render_view(xy, values, scale, crange, focus, box, size, categories: int | None = None,
+                pixels=None):
     """The view as an RGBA array (rows top to bottom): points in `focus` (matching the filter
     and, when there is a selection, selected) drawn vivid over the others, faded.
 
     `box` is [x0, x1, y0, y1] in data units, `size` (width, height) in pixels; `categories`
-    says the values are codes 0..categories-1 (outcomes), mixed per pixel rather than averaged.
+    says the values are codes 0..categories-1 (outcomes), mixed per pixel rather than averaged;
+    `pixels` is pixel_of(xy, box, size) when the caller has it. Points are binned with numpy
+    (one pass per layer); datashader spreads isolated pixels and stacks the layers.
     """
-    import datashader as ds
     import datashader.transfer_functions as tf
 
-    xy = np.asarray(xy)
-    frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "v": np.asarray(values, np.float32)})
-    canvas = ds.Canvas(plot_width=size[0], plot_height=size[1], x_range=tuple(box[:2]),
-                       y_range=tuple(box[2:]))
+    size = (int(size[0]), int(size[1]))
+    pixels = pixel_of(xy, box, size) if pixels is None else pixels
     focus = np.asarray(focus, bool)
+    inside = pixels >= 0
+    if categories:  # pixel and code in one number: one bincount per layer
+        codes = np.clip(np.asarray(values, np.float32).astype(np.int32), 0, categories - 1)
+        index, values = pixels * np.int32(categories) + codes, None
+    else:
+        index, values = pixels, np.asarray(values, np.float64)
+    table = _rgb_table(scale)
     layers = []
-    if not focus.all():
-        layers.append(_layer(canvas, frame, np.flatnonzero(~focus), scale, crange,
-                             BACKGROUND_ALPHA, categories))
-    layers.append(_layer(canvas, frame, np.flatnonzero(focus), scale, crange, FOCUS_ALPHA,
-                         categories))
+    for chosen, alpha in ((~focus, BACKGROUND_ALPHA), (focus, FOCUS_ALPHA)):
+        if alpha == BACKGROUND_ALPHA and not chosen.any():
+            continue
+        keep = chosen & inside
+        rgba = _layer_rgba(index[keep], None if values is None else values[keep], table, crange,
+                           alpha, size, categories)
+        layers.append(tf.dynspread(_image(rgba, box, size), threshold=0.5, max_px=2))
     picture = tf.stack(*layers) if len(layers) > 1 else layers[0]
     return np.asarray(picture.to_pil(origin="lower"))
 

@@ -14,9 +14,11 @@ def stores() -> list:
     """The stores, the page-location trigger, the corrections poll and the CSV download target."""
     return [
         dcc.Location(id=ids.URL),
-        dcc.Store(id=ids.STORE_SELECTION, data=[]),  # run row indices currently selected
+        # the rows selected: a list, or a token for many rows kept on the server (rowsets)
+        dcc.Store(id=ids.STORE_SELECTION, data=[]),
         dcc.Store(id=ids.STORE_DETAIL_INDEX, data=None),  # run row index shown large
-        dcc.Store(id=ids.STORE_GROUPS, data=[]),  # saved groups: {run, name, colour, indices}
+        # saved groups: {run, name, colour, indices}, indices as the selection holds them
+        dcc.Store(id=ids.STORE_GROUPS, data=[]),
         dcc.Store(id=ids.STORE_SELECTION_SOURCE, data=None),  # view the selection came from
         # One viewport store per view, so a zoom redraws the flowers of that view only.
         *[dcc.Store(id=store, data=None) for store in ids.STORE_VIEWPORTS.values()],
