@@ -8,6 +8,7 @@ from callbacks import (  # noqa: F401  (imported for their callbacks)
     control,
     corrections,
     detail,
+    legends,
     retrain,
     robustness,
     science,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from dash import no_update
 
-from callbacks import analyses, selection, views
+from callbacks import analyses, legends, selection, views
 from pipeline import corrections
 from pipeline.analyses.cooccurrence import cell_rows, conditional_errors
 from pipeline.analyses.disagreement import run_disagreement
@@ -287,7 +287,7 @@ def test_colour_by_disagreement_paints_each_image_by_its_score(run):
     score = run_disagreement(run)["score"]
     for figure in figures:
         np.testing.assert_allclose(decode(figure["data"][0]["marker"]["color"]), score)
-    legend = texts(call(views.draw_colour_legend, "radio-colour-by.value", "disagreement", 0,
+    legend = texts(call(legends.draw_colour_legend, "radio-colour-by.value", "disagreement", 0,
                         run.id))
     assert "Disagreement of the ACT, FEA and PRD neighbourhoods:" in legend
 

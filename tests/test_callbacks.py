@@ -15,7 +15,7 @@ from dash import Patch, no_update
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
 
-from callbacks import control, detail, selection, views
+from callbacks import control, detail, legends, selection, views
 from callbacks import corrections as correction_callbacks
 from components import ids
 from components.figures import CORRECTED, FIRST_FLOWER, POINTS, SELECTED
@@ -294,7 +294,7 @@ def test_among_flowers_the_selection_is_ringed_in_every_view(run):
 def test_hovering_a_point_shows_its_thumbnail_and_strongest_attributes(run):
     hover = {"points": [{"curveNumber": 0, "pointIndex": 12, "bbox": {"x0": 1, "x1": 2,
                                                                        "y0": 3, "y1": 4}}]}
-    show, bbox, body, _ = call(views.VIEW_HOVERS["fea"], "view-fea.hoverData", hover, run.id,
+    show, bbox, body, _ = call(legends.VIEW_HOVERS["fea"], "view-fea.hoverData", hover, run.id,
                                None)
     assert show is True and bbox == hover["points"][0]["bbox"]
     assert body[0].src.startswith("data:image/png;base64,")
@@ -303,16 +303,16 @@ def test_hovering_a_point_shows_its_thumbnail_and_strongest_attributes(run):
     strongest = int(np.argmax(np.asarray(run.prd[12])))
     assert words[1] == run.attributes[strongest]
     assert words[2] == f"{run.prd[12, strongest]:.2f}"
-    hidden = call(views.VIEW_HOVERS["fea"], "view-fea.hoverData", None, run.id, None)
+    hidden = call(legends.VIEW_HOVERS["fea"], "view-fea.hoverData", None, run.id, None)
     assert hidden[0] is False
     beyond = {"points": [{"curveNumber": 0, "pointIndex": 60}]}  # the run has rows 0..59
-    assert call(views.VIEW_HOVERS["fea"], "view-fea.hoverData", beyond, run.id, None)[0] is False
+    assert call(legends.VIEW_HOVERS["fea"], "view-fea.hoverData", beyond, run.id, None)[0] is False
 
 
 def test_the_hover_card_opens_towards_the_middle_of_the_page(run):
     def side(space, row, viewport=None):
         hover = {"points": [{"curveNumber": 0, "pointIndex": int(row)}]}
-        return call(views.VIEW_HOVERS[space], f"view-{space}.hoverData", hover, run.id,
+        return call(legends.VIEW_HOVERS[space], f"view-{space}.hoverData", hover, run.id,
                     viewport)[3]
 
     x = {s: np.asarray(run.emb(s))[:, 0] for s in ("act", "fea", "prd")}
@@ -334,7 +334,7 @@ def test_hovering_an_image_with_a_corrected_label_shows_the_label_in_force(run, 
     corrections.set_label(tmp_path / "data", run.meta["dataset"], run.images["image_id"][12],
                           run.attributes[weakest], 1 - old, author="ana")
     hover = {"points": [{"curveNumber": 0, "pointIndex": 12}]}
-    words = texts(call(views.VIEW_HOVERS["act"], "view-act.hoverData", hover, run.id, None)[2])
+    words = texts(call(legends.VIEW_HOVERS["act"], "view-act.hoverData", hover, run.id, None)[2])
     at = words.index(run.attributes[weakest])
     assert words[at + 2] == f"{1 - old} ✎"
     assert words[-1].endswith("0 ✎ / 1 ✎ = corrected label")

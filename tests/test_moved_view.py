@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from dash import no_update
 
-from callbacks import control, retrain, views
+from callbacks import control, legends, retrain, views
 from components.encoding import MOVED_FAR, NOT_IN_PARENT
 from pipeline.before_after import moved_since, neighbour_scale
 from pipeline.store import get_run, write_run
@@ -56,7 +56,7 @@ def test_each_view_is_coloured_by_how_far_its_images_moved_since_the_parent(runs
         assert moved.tolist() == MOVED_ROWS[space]  # each view its own images
         np.testing.assert_allclose(colour[moved], 4.0, rtol=1e-5)
         assert figure["data"][0]["marker"]["cmax"] == MOVED_FAR
-    legend = " ".join(texts(call(views.draw_colour_legend, "radio-colour-by.value", "moved", 0,
+    legend = " ".join(texts(call(legends.draw_colour_legend, "radio-colour-by.value", "moved", 0,
                                  child.id)))
     assert f"Moved since parent run {parent.id}" in legend and "not in the parent" in legend
     note = call(control.describe_moved, "radio-colour-by.value", "moved", child.id)
@@ -72,7 +72,7 @@ def test_a_run_without_a_parent_says_so_and_is_drawn_grey(runs):
         assert (decode(figure["data"][0]["marker"]["color"]) == NOT_IN_PARENT).all()
     note = call(control.describe_moved, "radio-colour-by.value", "moved", parent.id)
     assert f"Run {parent.id} has no parent run" in note
-    legend = " ".join(texts(call(views.draw_colour_legend, "radio-colour-by.value", "moved", 0,
+    legend = " ".join(texts(call(legends.draw_colour_legend, "radio-colour-by.value", "moved", 0,
                                  parent.id)))
     assert "this run has no parent run" in legend
     assert call(control.describe_moved, "radio-colour-by.value", "error", parent.id) == ""

@@ -12,8 +12,8 @@ import pytest
 from dash import Patch, no_update
 from PIL import Image
 
+from callbacks import legends, views
 from callbacks import raster as raster_callbacks
-from callbacks import views
 from components import raster
 from components.figures import GROUPS, POINTS
 from pipeline.errors import PipelineError
@@ -180,10 +180,10 @@ def test_hover_and_click_on_a_picture_find_the_nearest_image(run, pictures):
     xy = np.asarray(run.emb("prd"))
     near = {"points": [{"curveNumber": POINTS, "x": float(xy[7, 0]) + 1e-4,
                         "y": float(xy[7, 1]), "z": 1, "pointIndex": [3, 4]}]}
-    show, _, body, _ = call(views.VIEW_HOVERS["prd"], "view-prd.hoverData", near, run.id, None)
+    show, _, body, _ = call(legends.VIEW_HOVERS["prd"], "view-prd.hoverData", near, run.id, None)
     assert show is True and texts(body)[0].startswith("#7 · ")
     empty = {"points": [{**near["points"][0], "z": 0}]}
-    assert call(views.VIEW_HOVERS["prd"], "view-prd.hoverData", empty, run.id, None)[0] is False
+    assert call(legends.VIEW_HOVERS["prd"], "view-prd.hoverData", empty, run.id, None)[0] is False
     assert call(raster_callbacks.open_clicked_picture, "view-prd.clickData", None, None, near,
                 run.id) == 7
     hostile = {"points": [{"curveNumber": POINTS, "x": "7", "y": None, "z": 1}]}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from callbacks import audit, common, detail, views
+from callbacks import audit, common, detail, legends
 from callbacks import corrections as correction_callbacks
 from components import ids
 from pipeline import corrections
@@ -46,7 +46,7 @@ def test_detail_table_markers_and_audit_show_the_annotated_labels(run):
     assert len(common.corrected_rows(run)) == 0
     act, corrected, mine = common.image_labels(run, 3)
     assert (act == run.act[3]).all() and not corrected.any() and mine.empty
-    assert views.hover_card(run, 3)
+    assert legends.hover_card(run, 3)
     rows, summary, source = audit.show_audit(run.id, 0)
     assert rows is not None and summary.startswith("Corrections unavailable")
     assert source.startswith("Ranked on in-sample predictions")
