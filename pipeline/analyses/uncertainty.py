@@ -14,8 +14,6 @@ Intervals are percentile intervals; a metric undefined in a resample (0/0) is le
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from pipeline.errors import PipelineError
@@ -27,11 +25,21 @@ METRICS = ("accuracy", "precision", "recall", "f1")
 
 
 def _interval(samples: np.ndarray, level: float) -> np.ndarray:
-    """(low, high) percentile interval along axis 0, ignoring undefined resamples."""
-    tail = 100 * (1 - level) / 2
-    with warnings.catch_warnings():  # a metric undefined in every resample: NaN, said quietly
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanpercentile(samples, [tail, 100 - tail], axis=0)
+    """(low, high) percentile interval along axis 0, ignoring undefined (NaN) resamples: the
+    linear-interpolation percentile of numpy, taken from one sort (np.nanpercentile goes column
+    by column, and was a third of a gesture's time)."""
+    ordered = np.sort(samples, axis=0)  # NaN sorts last
+    valid = np.sum(~np.isnan(samples), axis=0)
+    bounds = []
+    for q in ((1 - level) / 2, (1 + level) / 2):
+        position = q * np.maximum(valid - 1, 0)
+        below = np.floor(position).astype(np.int64)
+        above = np.minimum(below + 1, np.maximum(valid - 1, 0))
+        low, high = (np.take_along_axis(ordered, np.expand_dims(i, 0), axis=0)[0]
+                     for i in (below, above))
+        value = low + (high - low) * (position - below)
+        bounds.append(np.where(valid > 0, value, np.nan))  # undefined in every resample
+    return np.stack(bounds)
 
 
 def _score_samples(tallies: np.ndarray) -> dict[str, np.ndarray]:
@@ -68,7 +76,7 @@ def bootstrap_intervals(act, prd, threshold=0.5, *, n_boot: int = N_BOOT, level:
     rng = np.random.default_rng(seed)
     tally = counts(act, prd, threshold)
     per_attribute = np.stack([tally[k] for k in OUTCOMES], axis=1)  # A × 4
-    drawn = np.stack([rng.multinomial(n, row / n, size=n_boot) for row in per_attribute], axis=1)
+    drawn = rng.multinomial(n, per_attribute / n, size=(n_boot, len(per_attribute)))  # B × A × 4
     per = {m: _interval(v, level).T for m, v in _score_samples(drawn).items()}
 
     patterns, how_many = _image_patterns(act, prd, threshold)
