@@ -71,22 +71,41 @@ def label_neighbours(points: np.ndarray, k: int) -> np.ndarray:
     members = np.argsort(which.ravel(), kind="stable")  # rows of each distinct vector, ascending
     starts = np.concatenate([[0], np.cumsum(counts)])
     found = np.empty((len(points), k), dtype=np.int64)
-    for u in range(len(distinct)):
-        mine = members[starts[u]:starts[u + 1]]
-        nearest = _nearest_rows(distinct, u, members, starts, k + 1)
-        found[mine] = without_self(np.tile(nearest, (len(mine), 1)), mine, k)
+    block = max(1, 2**22 // len(distinct))  # distances of `block` vectors at a time: ≤ 32 MB
+    for first in range(0, len(distinct), block):
+        d = _distances(distinct[first:first + block], distinct)
+        for u, (row, edge) in enumerate(zip(d, _edges(d, counts, k + 1), strict=True), first):
+            mine = members[starts[u]:starts[u + 1]]
+            nearest = _nearest_rows(row, edge, members, starts, k + 1)
+            found[mine] = without_self(np.tile(nearest, (len(mine), 1)), mine, k)
     return found
 
 
-def _nearest_rows(distinct, u: int, members, starts, want: int) -> np.ndarray:
-    """The `want` rows nearest to distinct vector u, by (distance, row): the rows of every vector
-    up to the distance at which `want` rows are reached, at most `want` of each (the lowest)."""
-    d = np.sqrt(((distinct - distinct[u]) ** 2).sum(axis=1))
-    sizes = np.diff(starts)
-    order = np.argsort(d, kind="stable")
-    edge = d[order[int(np.searchsorted(np.cumsum(sizes[order]), want))]]
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances (len(a) × len(b)) by one matrix product; exact for labels, whose
+    squared distances are whole numbers."""
+    squared = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.maximum(squared, 0))
+
+
+def _edges(d: np.ndarray, counts: np.ndarray, want: int) -> np.ndarray:
+    """Per row of d, the distance within which `want` rows (counting copies) first lie: found
+    among the `want` nearest vectors, which hold at least `want` rows between them."""
+    m = min(want, d.shape[1])
+    part = np.argpartition(d, m - 1, axis=1)[:, :m]
+    near = np.take_along_axis(d, part, axis=1)
+    order = np.argsort(near, axis=1, kind="stable")
+    held = np.cumsum(counts[np.take_along_axis(part, order, axis=1)], axis=1)
+    reach = np.argmax(held >= want, axis=1)
+    return np.take_along_axis(near, order, axis=1)[np.arange(len(d)), reach]
+
+
+def _nearest_rows(d: np.ndarray, edge: float, members, starts, want: int) -> np.ndarray:
+    """The `want` rows nearest to a vector whose distances to the distinct vectors are d, by
+    (distance, row): the rows of every vector within `edge`, at most `want` of each (the
+    lowest)."""
     near = np.flatnonzero(d <= edge)
-    taken = np.minimum(sizes[near], want)
+    taken = np.minimum(starts[near + 1] - starts[near], want)
     first = np.repeat(np.cumsum(taken) - taken, taken)  # where each vector's part begins
     rows = members[np.repeat(starts[near], taken) + np.arange(taken.sum()) - first]
     dist = np.repeat(d[near], taken)
