@@ -144,10 +144,13 @@ def disagreement(act, fea, prd, k: int = DEFAULT_K) -> dict[str, np.ndarray]:
                                                    for p, v in pairs.items()}}
 
 
+STORED_UP_TO = 250_000  # the exact searches grow as N²: minutes at 100,000, hours at 1,000,000
+
+
 def scores_to_store(act, fea, prd) -> np.ndarray | None:
     """The score a run stores when it is written (k = DEFAULT_K); None for a run too small to
-    have neighbourhoods (fewer than 3 images)."""
-    if len(np.asarray(act)) < 3:
+    have neighbourhoods (fewer than 3 images) or larger than STORED_UP_TO."""
+    if not 3 <= len(np.asarray(act)) <= STORED_UP_TO:
         return None
     return disagreement(act, fea, prd)["score"]
 
