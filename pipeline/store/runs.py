@@ -101,15 +101,15 @@ DISAGREEMENT_FILE = "disagreement.npy"  # optional: runs written before it lack 
 
 
 def _disagreement(act, fea, prd, given, n: int) -> tuple[np.ndarray | None, float | None]:
-    """The disagreement scores to store (checked when given, else computed) and the seconds
-    their computation took (None when given)."""
+    """The disagreement scores to store (checked when given, else computed; None for a run
+    too small or too large, see scores_to_store) and the seconds their computation took."""
     if given is not None:
         return check_array("disagreement", given, (n,), unit=True).astype(np.float32), None
     from pipeline.analyses.disagreement import scores_to_store  # it reads runs: import late
 
     started = time.perf_counter()
     scores = scores_to_store(act, fea, prd)
-    return scores, round(time.perf_counter() - started, 2)
+    return scores, None if scores is None else round(time.perf_counter() - started, 2)
 
 
 class Run:
