@@ -117,6 +117,13 @@ def synthetic_run(data_dir: Path, n: int) -> str:
     return run_id
 
 
+def new_group() -> None:
+    """Forget the resamples of groups already shown: each call times a group seen first."""
+    from pipeline.analyses.uncertainty import _resampled
+
+    _resampled.cache_clear()
+
+
 def gestures(run, repeat: int) -> dict:
     """Each gesture of the analyses as the callbacks answer it: a selection of a tenth of the
     run, a saved group of a third."""
@@ -126,7 +133,7 @@ def gestures(run, repeat: int) -> dict:
     picked = np.sort(np.random.default_rng(2).choice(n, n // 10, replace=False)).tolist()
     groups = [{"run": run_id, "name": "a third", "colour": "#1f77b4",
                "indices": list(range(0, n, 3))}]
-    cell = {"points": [{"x": 3, "y": 1}]}
+    cell = {"points": [{"x": 0, "y": 0}]}  # the images that miss attribute 0
     unfiltered = ([], "any", "act", [])
 
     def matrix(group, chosen):
@@ -140,11 +147,11 @@ def gestures(run, repeat: int) -> dict:
         "co-occurrence: click a cell (selects)": lambda: call(
             analyses.select_cell, "cooccurrence-matrix.clickData", cell, "fn", "all", 0.5,
             *unfiltered, None, groups, run_id),
-        "intervals: selection tiles (10 %)": lambda: call(
+        "intervals: selection tiles (10 %)": lambda: new_group() or call(
             selection.summarise_selection, "store-selection.data", picked, 0.5, run_id),
-        "intervals: nothing selected (whole run)": lambda: call(
+        "intervals: nothing selected (whole run)": lambda: new_group() or call(
             selection.summarise_selection, "store-selection.data", None, 0.5, run_id),
-        "intervals: selection vs saved group": lambda: call(
+        "intervals: selection vs saved group": lambda: new_group() or call(
             selection.compare_groups, "dropdown-compare-b.value", "selection", "0", groups,
             picked, 0.5, run_id),
         "disagreement: tab's top list": lambda: call(
