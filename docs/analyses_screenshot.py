@@ -35,6 +35,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_server(port: int) -> None:
+    """Until the dashboard answers on the port (it imports and builds for a while first)."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"the dashboard did not answer on port {port} within {WAIT_S} s")
+
+
 def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
@@ -76,8 +87,8 @@ def disagreement_and_detail(driver) -> Image.Image:
     css(driver, "#disagreement-list button.thumb")[0].click()
     wait(driver, lambda d: d.execute_script(
         "const gd = document.getElementById('graph-detail-image');"
-        "return gd && gd.data && gd.data.length > 1 && (gd.data[1].name || '')"
-        ".startsWith('saliency');"), "the saliency overlay")
+        "return !!(gd && gd.data && gd.data.some(t => (t.name || '').startsWith('saliency')));"),
+        "the saliency overlay")
     time.sleep(2)  # let plotly finish drawing before the picture (no event says it has)
     return shot(driver)
 
@@ -111,14 +122,21 @@ def main() -> int:
     port = free_port()
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--data-dir", args.data_dir,
                               "--port", str(port)], cwd=ROOT)
-    driver = browser()
+    driver = None
     try:
+        wait_for_server(port)
+        driver = browser()
         driver.get(f"http://127.0.0.1:{port}/")
         wait(driver, lambda d: "images" in (css(d, "#header-fea") or [None])[0].text
              if css(d, "#header-fea") else False, "the views")
         pictures = [disagreement_and_detail(driver), cooccurrence(driver)]
+    except Exception:
+        if driver is not None:  # what the page showed when it went wrong
+            shot(driver).save(Path(args.out).with_suffix(".failed.png"))
+        raise
     finally:
-        driver.quit()
+        if driver is not None:
+            driver.quit()
         server.terminate()
         server.wait(timeout=30)
     stack(pictures, args.width).save(args.out, optimize=True)
