@@ -176,7 +176,7 @@ def list_disagreeing(tab, colour_by, filtered, run_id):
     if not asked:
         return [], WAITING
     score = disagreement_scores(run)
-    top = np.argsort(-score, kind="stable")[:TOP_N]
+    top = highest(score, TOP_N)
     image_ids = run.images["image_id"].to_numpy()
     buttons = [thumbnail_button(ids.DISAGREEING, int(r), thumbnail(run, int(r)),
                                 disagreeing_caption(int(r), str(image_ids[r]), float(score[r])))
@@ -185,6 +185,17 @@ def list_disagreeing(tab, colour_by, filtered, run_id):
     note = (f"The {len(top)} most disagreeing of {len(run):,} images (score after the id; "
             f"the run's median is {median:.2f}).")
     return [html.Div(note, className="strip-note"), *buttons], ""
+
+
+def highest(score: np.ndarray, n: int) -> np.ndarray:
+    """Rows of the n highest scores, highest first, the lower row first among equal ones (as a
+    stable sort would give them, without sorting the whole run)."""
+    n = min(n, len(score))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    nth = np.partition(score, len(score) - n)[len(score) - n]
+    near_top = np.flatnonzero(score >= nth)
+    return near_top[np.lexsort((near_top, -score[near_top]))][:n]
 
 
 @hooks.callback(

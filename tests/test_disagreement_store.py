@@ -106,3 +106,11 @@ def test_the_score_of_a_larger_run_differs_from_a_full_search_only_by_float_roun
     reference = every_pair_score(act, fea, prd, 10)
     assert np.abs(found - reference).max() <= 1 / 60 + 1e-6
     assert np.mean(np.isclose(found, reference, atol=1e-6)) >= 0.995
+
+
+def test_the_list_shows_the_highest_scores_first_and_the_lower_row_among_equal_ones():
+    from callbacks.analyses import highest
+
+    score = np.array([0.2, 0.9, 0.5, 0.9, 0.1, 0.5, 0.7], dtype=np.float32)
+    assert highest(score, 4).tolist() == [1, 3, 6, 2]
+    assert highest(score, 10).tolist() == [1, 3, 6, 2, 5, 0, 4]
