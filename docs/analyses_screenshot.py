@@ -5,9 +5,9 @@ most disagreeing one opened large with its saliency overlay, and the co-occurren
     python docs/analyses_screenshot.py --data-dir DIR [--out docs/analyses.png]
 
 The dashboard is served by `python app.py` on a free local port for the time of the picture;
-two screenshots (disagreement and detail; co-occurrence) are stacked into one PNG that is
-reduced to at most --width pixels across. Run it under `flock /tmp/xrae-browser.lock` where
-others share the machine's browser.
+the page (disagreement and detail) and, below it, the selection manager on its co-occurrence
+tab make one PNG, reduced to --width pixels across and 256 colours. Run it under
+`flock /tmp/xrae-browser.lock` where others share the machine's browser.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def disagreement_and_detail(driver) -> Image.Image:
     wait(driver, lambda d: css(d, "#disagreement-list button.thumb"), "the disagreement list")
     css(driver, "#disagreement-list button.thumb")[0].click()
     wait(driver, lambda d: d.execute_script(
-        "const gd = document.getElementById('graph-detail-image');"
+        "const gd = document.querySelector('#graph-detail-image .js-plotly-plot');"
         "return !!(gd && gd.data && gd.data.some(t => (t.name || '').startsWith('saliency')));"),
         "the saliency overlay")
     time.sleep(2)  # let plotly finish drawing before the picture (no event says it has)
@@ -94,23 +94,25 @@ def disagreement_and_detail(driver) -> Image.Image:
 
 
 def cooccurrence(driver) -> Image.Image:
+    """The selection manager alone, on its co-occurrence tab, the whole matrix in sight."""
     click_tab(driver, "Co-occurrence")
     wait(driver, lambda d: css(d, "#cooccurrence-matrix .heatmaplayer, "
                                   "#cooccurrence-matrix .hm"), "the co-occurrence matrix")
-    time.sleep(2)
-    return shot(driver)
+    card = css(driver, "#selection-manager")[0]
+    driver.execute_script("arguments[0].scrollIntoView(true);", card)
+    time.sleep(2)  # the matrix is laid out again at the width it is shown at
+    return Image.open(io.BytesIO(card.screenshot_as_png)).convert("RGB")
 
 
-def stack(images: list[Image.Image], width: int) -> Image.Image:
-    """The screenshots one above the other, reduced to `width` pixels across."""
-    height = sum(im.height for im in images)
-    sheet = Image.new("RGB", (images[0].width, height), "white")
-    y = 0
-    for im in images:
-        sheet.paste(im, (0, y))
-        y += im.height
+def compose(page: Image.Image, card: Image.Image, width: int) -> Image.Image:
+    """The page above, the co-occurrence card below it on white, reduced to `width` pixels
+    across and to 256 colours (a screenshot has few: the file stays small)."""
+    sheet = Image.new("RGB", (page.width, page.height + card.height + 16), "white")
+    sheet.paste(page, (0, 0))
+    sheet.paste(card, ((page.width - card.width) // 2, page.height + 16))
     scale = width / sheet.width
-    return sheet.resize((width, round(sheet.height * scale)), Image.LANCZOS)
+    small = sheet.resize((width, round(sheet.height * scale)), Image.LANCZOS)
+    return small.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
 
 
 def main() -> int:
@@ -139,7 +141,7 @@ def main() -> int:
             driver.quit()
         server.terminate()
         server.wait(timeout=30)
-    stack(pictures, args.width).save(args.out, optimize=True)
+    compose(*pictures, args.width).save(args.out, optimize=True)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1024:.0f} KB)")
     return 0
 
