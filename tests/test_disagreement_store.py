@@ -11,6 +11,7 @@ import pytest
 
 from callbacks.common import disagreement_scores, most_disagreeing
 from pipeline.analyses import disagreement as dis
+from pipeline.errors import PipelineError
 from pipeline.neighbours import build_index
 from pipeline.store import open_run
 from pipeline.store.runs import DISAGREEMENT_FILE
@@ -79,7 +80,7 @@ def test_a_stored_score_of_the_wrong_length_names_the_file(tmp_path):
     run = write_synthetic_run(tmp_path / "data", n=80)
     np.save(run.path / DISAGREEMENT_FILE, np.zeros(79, dtype=np.float32))
     open_run.cache_clear()
-    with pytest.raises(Exception, match=DISAGREEMENT_FILE):
+    with pytest.raises(PipelineError, match=DISAGREEMENT_FILE):
         open_run(str(run.path))
 
 
