@@ -154,9 +154,10 @@ def select_cell(click, kind, group, threshold, f_attributes, f_match, f_on, f_di
 
 # ---------------------------------------------------------------- cross-space disagreement
 
-COMPUTING = ("Computing every image's neighbourhoods in ACT, FEA and PRD (once per run; "
-             "about 8 s for 10,000 images)…")
-WAITING = "Open this tab or colour the views by disagreement to compute the scores."
+COMPUTING = ("Reading the scores; a run written before runs stored them has every image's "
+             "neighbourhoods in ACT, FEA and PRD computed now, once (about 20 s for 10,000 "
+             "images)…")
+WAITING = "Open this tab or colour the views by disagreement to see the scores."
 
 
 @hooks.callback(
@@ -167,9 +168,9 @@ WAITING = "Open this tab or colour the views by disagreement to compute the scor
              (Output(ids.DISAGREEMENT_TAB_STATUS, "children"), COMPUTING, "")],
 )
 def list_disagreeing(tab, colour_by, filtered, run_id):
-    """The TOP_N most disagreeing images, computed when the analyst first asks for the score
-    (this tab, the colour-by or the filter), never at the page's start; a message says so while
-    the first computation runs."""
+    """The TOP_N most disagreeing images, read when the analyst first asks for the score (this
+    tab, the colour-by or the filter), never at the page's start; for a run without stored
+    scores, a message says so while their one computation runs."""
     run = chosen_run(run_id)
     asked = (tab == "disagreement" or colour_by == "disagreement"
              or (isinstance(filtered, list) and bool(filtered)))
