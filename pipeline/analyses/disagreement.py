@@ -14,13 +14,14 @@ definition of nearness (pipeline.neighbours: cosine on the first principal compo
 
 Every search is exact. Among images equally near, the lower row numbers are the neighbours:
 in ACT, where such ties are the rule, the score is then the same whatever the search. ACT is
-searched between distinct label vectors (a run of 100,000 images has a few thousand), PRD and
+searched between distinct label vectors (a run of 100,000 images has thousands), PRD and
 FEA by scikit-learn's matrix-product search. An approximate index (the Annoy that openTSNE
 bundles) was tried and left: at 20,000 images it found 75 % (PRD) and 53 % (FEA) of the true
 neighbours with 10 trees, and at 50 trees (98 %, 94 %) it was no faster than the exact search.
 
-Runs store the score when they are written (STORED_FILE, pipeline.store.write_run), so the
-dashboard only reads it; run_scores computes it, once per process, for a run written before.
+Runs of up to STORED_UP_TO images store the score when they are written (disagreement.npy,
+pipeline.store.write_run), so the dashboard only reads it; run_scores computes it, once per
+process, for a run written before runs stored it.
 """
 
 from __future__ import annotations
