@@ -1,17 +1,23 @@
-"""Time of each analysis on runs of 10,000 and 100,000 images: the co-occurrence matrix and the
-bootstrap intervals (each answers a gesture: target ≤ 300 ms at 100k), the cross-space
-disagreement (computed once per run, then read by every gesture), one saliency map of the detail
-view (Grad-CAM of one simulated image, the demo's 256² detector; target ≤ 2 s) for each
-architecture at its input size, on the CPU with the web process's threads, then from the cache;
-and with --run the robustness probe of a real run's model (target: 500 images in ≤ 2 minutes on
-2 CPU cores).
+"""Time of each analysis on runs of 10,000 and 100,000 images, as the dashboard answers the
+analyst's gestures (target ≤ 300 ms at 100k, 100 ms at 10k): the co-occurrence matrix (drawn for
+all images and for a selection; a click on a cell), the bootstrap intervals (the selection's
+tiles, the whole run's when nothing is selected, the comparison of the selection with a saved
+group) and the cross-space disagreement (the tab's list of the most disagreeing images, the
+filter to the top 5 %, colouring the views by it). The disagreement itself is computed once per
+run, when the pipeline writes the run (pipeline.store.write_run): that time is printed too.
+Then one saliency map of the detail view (Grad-CAM of one simulated image, the demo's 256²
+detector; target ≤ 2 s) for each architecture at its input size, on the CPU with the web
+process's threads, then from the cache; and with --run the robustness probe of a real run's
+model (target: 500 images in ≤ 2 minutes on 2 CPU cores).
 
-    python benchmarks/analyses.py [--sizes 10000 100000] [--repeat 5] [--disagreement-max 20000]
-                                  [--saliency-size 256]
+    python benchmarks/analyses.py [--sizes 10000 100000] [--repeat 10] [--saliency-size 256]
     python benchmarks/analyses.py --sizes --run RUN_ID --data-dir DIR [--probe-n 500]
 
-Arrays are synthetic: 17 attributes in clusters, probabilities that agree with the labels most of
-the time, 512-dimensional features. Medians of --repeat runs, with the load average.
+Runs are synthetic, written with the run store into a temporary directory: 17 attributes in
+clusters, probabilities that agree with the labels most of the time, 512-dimensional features,
+no images (a thumbnail is then a grey tile). Each callback is called directly, inside a Dash
+callback context, and its output JSON-encoded as Dash would send it (benchmarks/dashboard.py);
+median and p95 of --repeat calls, with the load average.
 """
 
 from __future__ import annotations
@@ -19,16 +25,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.analyses.cooccurrence import conditional_errors  # noqa: E402
-from pipeline.analyses.disagreement import disagreement  # noqa: E402
-from pipeline.analyses.uncertainty import bootstrap_intervals  # noqa: E402
+from benchmarks.dashboard import call, timed  # noqa: E402
+from pipeline.attributes import ATTRIBUTES  # noqa: E402
+from pipeline.store import write_run  # noqa: E402
+
+TARGET_MS = {10_000: 100, 100_000: 300}
 
 
 def arrays(n: int, seed: int = 0):
@@ -53,9 +63,7 @@ def median_ms(fn, repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--disagreement-max", type=int, default=20_000,
-                        help="largest run the (once per run) disagreement is timed on")
+    parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--run", default=None, help="also time the robustness probe of this run")
     parser.add_argument("--data-dir", default=None, help="where --run lives")
     parser.add_argument("--probe-n", type=int, default=500, help="images the probe re-infers")
@@ -64,14 +72,98 @@ def main() -> None:
     args = parser.parse_args()
     if args.run:
         print(probe_time(args.run, args.data_dir, args.probe_n))
-    print(f"load average {os.getloadavg()[0]:.1f}; medians of {args.repeat}")
-    print(f"{'images':>8s} {'matrix ms':>10s} {'bootstrap ms':>13s} {'disagreement s':>15s}")
-    for n in args.sizes:
-        print(row(n, args))
-    print(f"\nsaliency map of one {args.saliency_size}² image (ms, median of {args.repeat}):")
-    print(f"{'model':>16s} {'computed':>9s} {'cached':>7s}")
-    for arch, input_size in SALIENCY_MODELS:
-        print(saliency_row(arch, input_size, args))
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["XRAE_DATA_DIR"] = tmp
+        for n in args.sizes:
+            print_gestures(Path(tmp), n, args.repeat)
+    if args.saliency_size:
+        print(f"\nsaliency map of one {args.saliency_size}² image (ms, median of {args.repeat}):")
+        print(f"{'model':>16s} {'computed':>9s} {'cached':>7s}")
+        for arch, input_size in SALIENCY_MODELS:
+            print(saliency_row(arch, input_size, args))
+
+
+def print_gestures(data_dir: Path, n: int, repeat: int) -> None:
+    """Write a run of n images (timing its disagreement) and time each analysis gesture."""
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    run_id = synthetic_run(data_dir, n)
+    from pipeline.store import get_run
+
+    run = get_run(run_id)
+    print(f"\n{n:,} images; load average {load:.1f} → {os.getloadavg()[0]:.1f}")
+    print(f"  run written in {time.perf_counter() - start:.1f} s, of which the disagreement "
+          f"(once per run) {run.meta['timings']['disagreement_s']:.1f} s")
+    print(f"  {'gesture (callback + JSON)':46s} {'median':>8s} {'p95':>8s} {'target':>7s}")
+    target = TARGET_MS.get(n, 300)
+    for name, fn in gestures(run, repeat).items():
+        median, p95, _ = timed(fn, repeat)
+        flag = "ok" if p95 <= target else "SLOW"
+        print(f"  {name:46s} {median:6.1f}ms {p95:6.1f}ms {target:5d}ms {flag}")
+
+
+def synthetic_run(data_dir: Path, n: int) -> str:
+    """A run of n images (arrays(n)) written by the run store, as the pipeline writes one."""
+    act, prd, fea = arrays(n)
+    rng = np.random.default_rng(1)
+    emb = {s: rng.normal(size=(n, 2)).astype(np.float32) for s in ("act", "fea", "prd")}
+    images = pd.DataFrame({"image_id": [f"img{i:07d}" for i in range(n)],
+                           "path": [f"none/{i}.npy" for i in range(n)],
+                           "split": "test", "source": "benchmark"})
+    run_id = f"analyses-{n}"
+    write_run(data_dir, attributes=ATTRIBUTES, images=images, act=act, prd=prd, fea=fea,
+              emb=emb, meta={"dataset": f"analyses-{n}", "model": {"arch": "none"}},
+              run_id=run_id)
+    return run_id
+
+
+def new_group() -> None:
+    """Forget the resamples of groups already shown: each call times a group seen first."""
+    from pipeline.analyses.uncertainty import _resampled
+
+    _resampled.cache_clear()
+
+
+def gestures(run, repeat: int) -> dict:
+    """Each gesture of the analyses as the callbacks answer it: a selection of a tenth of the
+    run, a saved group of a third."""
+    from callbacks import analyses, selection, views
+
+    n, run_id, every = len(run), run.id, list(range(len(run.attributes)))
+    picked = np.sort(np.random.default_rng(2).choice(n, n // 10, replace=False)).tolist()
+    groups = [{"run": run_id, "name": "a third", "colour": "#1f77b4",
+               "indices": list(range(0, n, 3))}]
+    cell = {"points": [{"x": 0, "y": 0}]}  # the images that miss attribute 0
+    unfiltered = ([], "any", "act", [])
+
+    def matrix(group, chosen):
+        return call(analyses.draw_cooccurrence, "radio-cooccurrence-kind.value", "fn", group,
+                    0.5, *unfiltered, chosen, groups, run_id)
+
+    return {
+        "co-occurrence: all images": lambda: matrix("all", None),
+        "co-occurrence: the selection (10 %)": lambda: matrix("selection", picked),
+        "co-occurrence: a saved group (a third)": lambda: matrix("0", picked),
+        "co-occurrence: click a cell (selects)": lambda: call(
+            analyses.select_cell, "cooccurrence-matrix.clickData", cell, "fn", "all", 0.5,
+            *unfiltered, None, groups, run_id),
+        "intervals: selection tiles (10 %)": lambda: new_group() or call(
+            selection.summarise_selection, "store-selection.data", picked, 0.5, run_id),
+        "intervals: nothing selected (whole run)": lambda: new_group() or call(
+            selection.summarise_selection, "store-selection.data", None, 0.5, run_id),
+        "intervals: selection vs saved group": lambda: new_group() or call(
+            selection.compare_groups, "dropdown-compare-b.value", "selection", "0", groups,
+            picked, 0.5, run_id),
+        "disagreement: tab's top list": lambda: call(
+            analyses.list_disagreeing, "tabs-selection.active_tab", "disagreement", "error", [],
+            run_id),
+        "disagreement: filter to the top 5 %": lambda: call(
+            views.fade_filtered, "checklist-filter-disagreeing.value", [], "any", "act", 0.5,
+            run_id, "with", 0, ["top"]),
+        "disagreement: colour the views by it": lambda: call(
+            views.draw_views, "radio-colour-by.value", run_id, "dots", every, "disagreement",
+            0, "cosine", 500, 0.5, [], "any", "act", [], [], None, None, None),
+    }
 
 
 def probe_time(run_id: str, data_dir, n: int) -> str:
@@ -90,20 +182,6 @@ def probe_time(run_id: str, data_dir, n: int) -> str:
     return (f"robustness probe, run {run.id}: {min(n, len(run))} images × {len(variants())} "
             f"variants in {seconds:.1f} s ({images / seconds:.0f} images/s); load average "
             f"{before:.1f} → {os.getloadavg()[0]:.1f}")
-
-
-def row(n: int, args) -> str:
-    """One line of the table: the three analyses on a run of n images."""
-    act, prd, fea = arrays(n)
-    group = np.arange(0, n, 3)  # a third of the run, as a saved group might be
-    matrix = median_ms(lambda: conditional_errors(act, prd, 0.5, "fn"), args.repeat)
-    boot = median_ms(lambda: bootstrap_intervals(act[group], prd[group], 0.5), args.repeat)
-    if n <= args.disagreement_max:
-        dis_text = f"{median_ms(lambda: disagreement(act, fea, prd), 1) / 1000:15.1f}"
-    else:
-        dis_text = f"{'(not timed)':>15s}"
-    return f"{n:8d} {matrix:10.1f} {boot:13.1f} {dis_text}"
-
 
 
 SALIENCY_MODELS = (("compact", 64), ("resnet18", 224), ("resnet50", 224))  # the demo's first

@@ -154,9 +154,10 @@ def select_cell(click, kind, group, threshold, f_attributes, f_match, f_on, f_di
 
 # ---------------------------------------------------------------- cross-space disagreement
 
-COMPUTING = ("Computing every image's neighbourhoods in ACT, FEA and PRD (once per run; "
-             "about 8 s for 10,000 images)…")
-WAITING = "Open this tab or colour the views by disagreement to compute the scores."
+COMPUTING = ("Reading the scores; a run written before runs stored them has every image's "
+             "neighbourhoods in ACT, FEA and PRD computed now, once (about 20 s for 10,000 "
+             "images)…")
+WAITING = "Open this tab or colour the views by disagreement to see the scores."
 
 
 @hooks.callback(
@@ -167,16 +168,16 @@ WAITING = "Open this tab or colour the views by disagreement to compute the scor
              (Output(ids.DISAGREEMENT_TAB_STATUS, "children"), COMPUTING, "")],
 )
 def list_disagreeing(tab, colour_by, filtered, run_id):
-    """The TOP_N most disagreeing images, computed when the analyst first asks for the score
-    (this tab, the colour-by or the filter), never at the page's start; a message says so while
-    the first computation runs."""
+    """The TOP_N most disagreeing images, read when the analyst first asks for the score (this
+    tab, the colour-by or the filter), never at the page's start; for a run without stored
+    scores, a message says so while their one computation runs."""
     run = chosen_run(run_id)
     asked = (tab == "disagreement" or colour_by == "disagreement"
              or (isinstance(filtered, list) and bool(filtered)))
     if not asked:
         return [], WAITING
     score = disagreement_scores(run)
-    top = np.argsort(-score, kind="stable")[:TOP_N]
+    top = highest(score, TOP_N)
     image_ids = run.images["image_id"].to_numpy()
     buttons = [thumbnail_button(ids.DISAGREEING, int(r), thumbnail(run, int(r)),
                                 disagreeing_caption(int(r), str(image_ids[r]), float(score[r])))
@@ -185,6 +186,17 @@ def list_disagreeing(tab, colour_by, filtered, run_id):
     note = (f"The {len(top)} most disagreeing of {len(run):,} images (score after the id; "
             f"the run's median is {median:.2f}).")
     return [html.Div(note, className="strip-note"), *buttons], ""
+
+
+def highest(score: np.ndarray, n: int) -> np.ndarray:
+    """Rows of the n highest scores, highest first, the lower row first among equal ones (as a
+    stable sort would give them, without sorting the whole run)."""
+    n = min(n, len(score))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    nth = np.partition(score, len(score) - n)[len(score) - n]
+    near_top = np.flatnonzero(score >= nth)
+    return near_top[np.lexsort((near_top, -score[near_top]))][:n]
 
 
 @hooks.callback(

@@ -20,7 +20,7 @@ from components.control import ONE_FOR_ALL, PER_ATTRIBUTE
 from components.encoding import full_extent
 from components.figures import thumbnail_uri
 from pipeline import access, corrections, metrics
-from pipeline.analyses.disagreement import run_disagreement
+from pipeline.analyses.disagreement import run_scores
 from pipeline.before_after import moved_since
 from pipeline.errors import PipelineError
 from pipeline.metrics import error_distance
@@ -381,12 +381,14 @@ _DISAGREEMENT_LOCK = threading.Lock()
 
 
 def disagreement_scores(run: Run) -> np.ndarray:
-    """Each image's cross-space disagreement in [0, 1] (pipeline.analyses.disagreement),
-    computed once per run and process. The lock makes a second callback that asks while the
-    first computes (the views and the list, on the same click) wait for that result instead
-    of computing it again."""
+    """Each image's cross-space disagreement in [0, 1] (pipeline.analyses.disagreement), as
+    stored with the run. A run written before runs stored it gets it computed once per process;
+    the lock makes a second callback that asks while the first computes (the views and the list,
+    on the same click) wait for that result instead of computing it again."""
+    if run.disagreement is not None:
+        return run.disagreement
     with _DISAGREEMENT_LOCK:
-        return run_disagreement(run)["score"]
+        return run_scores(run)
 
 
 def most_disagreeing(run: Run, share: float = 0.05) -> np.ndarray:

@@ -193,7 +193,8 @@ def reembed_run(run: store.Run, *, seed: int = 0, perplexity: float = 30.0,
     return store.write_run(run.data_dir, attributes=run.attributes, colours=run.colours,
                            images=run.images.drop(columns=["index"], errors="ignore"),
                            act=arrays["act"], prd=arrays["prd"], fea=arrays["fea"], emb=emb,
-                           meta=meta, extra_files=extra, run_id=run_id)
+                           meta=meta, extra_files=extra, run_id=run_id,
+                           disagreement=run.disagreement)  # same arrays: the same scores
 
 
 def embedding_meta(n: int, seed: int = 0, perplexity: float = 30.0) -> dict:

@@ -5,6 +5,10 @@ Nearest means smallest cosine distance between feature vectors reduced by PCA to
 PCA_DIMS dimensions and centred: ResNet features have 2048 dimensions, most of them noise for
 this purpose, and cosine ignores the overall activation strength that differs between images
 of one kind taken at different exposures.
+
+The search itself is exact and Euclidean on the reduced vectors scaled to unit length, which
+orders images as cosine distance does (|a − b|² = 2 − 2 cos) and lets scikit-learn use its
+matrix-product search: five times faster than its cosine search at 20,000 images.
 """
 
 from __future__ import annotations
@@ -25,17 +29,26 @@ DEFINITION = f"cosine distance of features (first {PCA_DIMS} principal component
 class FeatureIndex:
     """A fitted neighbour search over a run's features, reduced as DEFINITION says."""
 
-    reduced: np.ndarray  # N × d, the searched points
-    search: object  # sklearn NearestNeighbors fitted on `reduced`
+    reduced: np.ndarray  # N × d, the reduced and centred features
+    unit: np.ndarray  # N × d, `reduced` scaled to unit length: the searched points
+    search: object  # sklearn NearestNeighbors (Euclidean, brute force) fitted on `unit`
 
     def nearest(self, rows, k: int) -> np.ndarray:
         """For each of `rows`, its k nearest other images, nearest first (len(rows) × k)."""
         rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
-        n = len(self.reduced)
+        n = len(self.unit)
         k = int(min(max(k, 1), n - 1))
-        _, found = self.search.kneighbors(self.reduced[rows], n_neighbors=k + 1)
-        # Drop each image itself (usually column 0, but exact duplicates can tie with it).
-        return np.stack([row[row != i][:k] for i, row in zip(rows, found, strict=True)])
+        _, found = self.search.kneighbors(self.unit[rows], n_neighbors=k + 1)
+        return without_self(found, rows, k)
+
+
+def without_self(found: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Each row of `found` (k + 1 neighbours of image rows[i], nearest first) less the image
+    itself: usually column 0, but exact duplicates can tie with it, and then it may be absent,
+    in which case the farthest is dropped."""
+    keep = found != np.asarray(rows)[:, None]
+    keep[keep.sum(axis=1) > k, -1] = False
+    return found[keep].reshape(len(found), k)
 
 
 def build_index(fea) -> FeatureIndex:
@@ -50,7 +63,9 @@ def build_index(fea) -> FeatureIndex:
     if fea.shape[1] > PCA_DIMS and n > PCA_DIMS:
         fea = PCA(PCA_DIMS, random_state=0, svd_solver="randomized").fit_transform(fea)
     reduced = np.ascontiguousarray(fea - fea.mean(axis=0), dtype=np.float32)
-    return FeatureIndex(reduced, NearestNeighbors(metric="cosine", algorithm="brute").fit(reduced))
+    unit = reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
+    unit = np.ascontiguousarray(unit, dtype=np.float32)
+    return FeatureIndex(reduced, unit, NearestNeighbors(algorithm="brute").fit(unit))
 
 
 def neighbour_graph(fea, k: int) -> np.ndarray:

@@ -90,3 +90,15 @@ def test_bootstrap_intervals_cover_the_true_value_in_at_least_93_of_200_groups()
 def test_groups_differ_only_beyond_their_intervals():
     assert differ((0.1, 0.2), (0.3, 0.4)) and not differ((0.1, 0.35), (0.3, 0.4))
     assert not differ((float("nan"), 0.2), (0.3, 0.4))
+
+
+def test_a_group_shown_again_gets_its_intervals_unchanged_by_what_a_caller_did_with_them():
+    rng = np.random.default_rng(3)
+    act = rng.random((200, 4)) < 0.4
+    prd = np.where(act, rng.random(act.shape) < 0.8, rng.random(act.shape) < 0.1).astype(float)
+    first = bootstrap_intervals(act, prd, 0.5)
+    kept = first["overall"]["recall"]
+    first["overall"]["recall"] = (0.0, 0.0)  # a caller writing into its copy
+    assert bootstrap_intervals(act, prd, 0.5)["overall"]["recall"] == kept
+    fewer = bootstrap_intervals(act[:150], prd[:150], 0.5)
+    assert fewer["n_images"] == 150 and fewer["overall"]["recall"] != kept

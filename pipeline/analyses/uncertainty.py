@@ -14,7 +14,7 @@ Intervals are percentile intervals; a metric undefined in a resample (0/0) is le
 
 from __future__ import annotations
 
-import warnings
+from functools import lru_cache
 
 import numpy as np
 
@@ -27,11 +27,21 @@ METRICS = ("accuracy", "precision", "recall", "f1")
 
 
 def _interval(samples: np.ndarray, level: float) -> np.ndarray:
-    """(low, high) percentile interval along axis 0, ignoring undefined resamples."""
-    tail = 100 * (1 - level) / 2
-    with warnings.catch_warnings():  # a metric undefined in every resample: NaN, said quietly
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanpercentile(samples, [tail, 100 - tail], axis=0)
+    """(low, high) percentile interval along axis 0, ignoring undefined (NaN) resamples: the
+    linear-interpolation percentile of numpy, taken from one sort (np.nanpercentile goes column
+    by column, and was a third of a gesture's time)."""
+    ordered = np.sort(samples, axis=0)  # NaN sorts last
+    valid = np.sum(~np.isnan(samples), axis=0)
+    bounds = []
+    for q in ((1 - level) / 2, (1 + level) / 2):
+        position = q * np.maximum(valid - 1, 0)
+        below = np.floor(position).astype(np.int64)
+        above = np.minimum(below + 1, np.maximum(valid - 1, 0))
+        low, high = (np.take_along_axis(ordered, np.expand_dims(i, 0), axis=0)[0]
+                     for i in (below, above))
+        value = low + (high - low) * (position - below)
+        bounds.append(np.where(valid > 0, value, np.nan))  # undefined in every resample
+    return np.stack(bounds)
 
 
 def _score_samples(tallies: np.ndarray) -> dict[str, np.ndarray]:
@@ -65,13 +75,30 @@ def bootstrap_intervals(act, prd, threshold=0.5, *, n_boot: int = N_BOOT, level:
         raise PipelineError("a group needs at least one image for an interval")
     if not 0 < level < 1:
         raise PipelineError(f"the interval level must lie in (0, 1), not {level}")
-    rng = np.random.default_rng(seed)
     tally = counts(act, prd, threshold)
-    per_attribute = np.stack([tally[k] for k in OUTCOMES], axis=1)  # A × 4
-    drawn = np.stack([rng.multinomial(n, row / n, size=n_boot) for row in per_attribute], axis=1)
-    per = {m: _interval(v, level).T for m, v in _score_samples(drawn).items()}
-
+    per_attribute = np.stack([tally[k] for k in OUTCOMES], axis=1).astype(np.int64)  # A × 4
     patterns, how_many = _image_patterns(act, prd, threshold)
+    # The resamples depend on the group only through these tallies: one group shown in two
+    # places (its tiles and the comparison), or shown again, is resampled once.
+    key = (per_attribute.shape, per_attribute.tobytes(), patterns.astype(np.int64).tobytes(),
+           how_many.astype(np.int64).tobytes(), int(n_boot), float(level), int(seed))
+    found = _resampled(key)
+    return {**found, "overall": dict(found["overall"]),
+            "per_attribute": dict(found["per_attribute"])}
+
+
+@lru_cache(maxsize=64)
+def _resampled(key) -> dict:
+    shape, per_bytes, pattern_bytes, count_bytes, n_boot, level, seed = key
+    per_attribute = np.frombuffer(per_bytes, dtype=np.int64).reshape(shape)
+    patterns = np.frombuffer(pattern_bytes, dtype=np.int64).reshape(-1, len(OUTCOMES))
+    how_many = np.frombuffer(count_bytes, dtype=np.int64)
+    n = int(how_many.sum())
+    rng = np.random.default_rng(seed)
+    drawn = rng.multinomial(n, per_attribute / n, size=(n_boot, len(per_attribute)))  # B × A × 4
+    per = {m: _interval(v, level).T for m, v in _score_samples(drawn).items()}
+    for bounds in per.values():
+        bounds.flags.writeable = False  # shared by every caller of the cache
     weights = rng.multinomial(n, how_many / n, size=n_boot)  # n_boot × K
     overall_samples = _score_samples(weights @ patterns)
     overall = {m: tuple(float(x) for x in _interval(v, level)) for m, v in overall_samples.items()}

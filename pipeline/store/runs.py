@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -47,11 +48,14 @@ def write_run(
     colours: Sequence[str] | None = None,
     extra_files: Mapping[str, Callable[[Path], None]] | None = None,
     run_id: str | None = None,
+    disagreement=None,
 ) -> Path:
     """Check and write one whole run; return its directory.
 
     `meta` holds dataset id, model, threshold, metrics, timings and device (run.json).
     `extra_files` maps a file name to a function that writes it (e.g. the model checkpoint).
+    `disagreement`: each image's cross-space disagreement, when already known (a run re-embedded
+    keeps its arrays); by default it is computed here, once, so the dashboard only reads it.
     """
     n, a = len(images), len(attributes)
     act = check_array("act", act, (n, a), binary=True).astype(np.uint8)
@@ -59,6 +63,7 @@ def write_run(
     fea = check_array("fea", fea, (n, None)).astype(np.float32)
     embs = {s: check_array(f"emb_{s}", emb[s], (n, 2)).astype(np.float32) for s in SPACES}
     images = check_images(images, n)
+    scores, timing = _disagreement(act, fea, prd, disagreement, n)
 
     data_dir = resolve_data_dir(data_dir)
     run_id = check_id(run_id or new_id(str(meta.get("dataset", "run"))))
@@ -72,6 +77,8 @@ def write_run(
         np.save(tmp / "fea.npy", fea)
         for space, coords in embs.items():
             np.save(tmp / f"emb_{space}.npy", coords)
+        if scores is not None:
+            np.save(tmp / DISAGREEMENT_FILE, scores)
         images.to_parquet(tmp / "images.parquet", index=False)
         write_attributes(tmp, attributes, colours)
         record = {
@@ -83,9 +90,26 @@ def write_run(
             "threshold": 0.5,
             **dict(meta),
         }
+        if timing is not None:
+            record["timings"] = {**(record.get("timings") or {}), "disagreement_s": timing}
         write_json(tmp / "run.json", record)  # written last: a run.json means the rest is there
     open_run.cache_clear()
     return final
+
+
+DISAGREEMENT_FILE = "disagreement.npy"  # optional: runs written before it lack it
+
+
+def _disagreement(act, fea, prd, given, n: int) -> tuple[np.ndarray | None, float | None]:
+    """The disagreement scores to store (checked when given, else computed; None for a run
+    too small or too large, see scores_to_store) and the seconds their computation took."""
+    if given is not None:
+        return check_array("disagreement", given, (n,), unit=True).astype(np.float32), None
+    from pipeline.analyses.disagreement import scores_to_store  # it reads runs: import late
+
+    started = time.perf_counter()
+    scores = scores_to_store(act, fea, prd)
+    return scores, None if scores is None else round(time.perf_counter() - started, 2)
 
 
 class Run:
@@ -106,6 +130,8 @@ class Run:
         for name in ("act", "prd", "fea", *(f"emb_{s}" for s in SPACES)):
             want = {"act": (n, a), "prd": (n, a), "fea": (n, None)}.get(name, (n, 2))
             _check_npy(self.path / f"{name}.npy", want)
+        if (self.path / DISAGREEMENT_FILE).exists():
+            _check_npy(self.path / DISAGREEMENT_FILE, (n,))
 
     @property
     def id(self) -> str:
@@ -153,6 +179,14 @@ class Run:
     @cached_property
     def fea(self) -> np.ndarray:
         return self._array("fea")
+
+    @cached_property
+    def disagreement(self) -> np.ndarray | None:
+        """Each image's cross-space disagreement as stored with the run; None for a run written
+        before runs stored it (pipeline.analyses.disagreement.run_scores computes it then)."""
+        if not (self.path / DISAGREEMENT_FILE).is_file():
+            return None
+        return self._array(DISAGREEMENT_FILE.removesuffix(".npy"))
 
     def emb(self, space: str) -> np.ndarray:
         if space not in SPACES:
