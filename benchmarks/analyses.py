@@ -96,6 +96,9 @@ def print_gestures(data_dir: Path, n: int, repeat: int) -> None:
           f"(once per run) {run.meta['timings']['disagreement_s']:.1f} s")
     print(f"  {'gesture (callback + JSON)':46s} {'median':>8s} {'p95':>8s} {'target':>7s}")
     target = TARGET_MS.get(n, 300)
+    from components.raster import warm_up
+
+    warm_up()  # numba compiles the picture code once per process, as app.py does at start
     for name, fn in gestures(run, repeat).items():
         median, p95, _ = timed(fn, repeat)
         flag = "ok" if p95 <= target else "SLOW"

@@ -406,7 +406,8 @@ def saliency_layer(saliency, attribute: str, opacity: float, method: str,
         "dx": step, "dy": step, "x0": (step - 1) / 2, "y0": (step - 1) / 2,
         "colorbar": {"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.02,
                      "yanchor": "top", "thickness": 8, "len": 0.9, "tickvals": [0, 0.5, 1],
-                     "title": {"text": f"where the model looked for {attribute} ({method})",
+                     # Two lines: one is wider than the detail image for a long name.
+                     "title": {"text": f"where the model looked for<br>{attribute} ({method})",
                                "side": "top", "font": {"size": 11}}},
         "hovertemplate": (f"x %{{x:.0f}}, y %{{y:.0f}}<br>saliency for {attribute} %{{z:.2f}}"
                           "<extra></extra>"),
@@ -415,7 +416,7 @@ def saliency_layer(saliency, attribute: str, opacity: float, method: str,
 
 def with_saliency(figure: dict, layer: dict) -> dict:
     """image_figure's figure with a saliency layer on top and room below for its colour bar."""
-    layout = {**figure["layout"], "margin": {**figure["layout"]["margin"], "b": 52}}
+    layout = {**figure["layout"], "margin": {**figure["layout"]["margin"], "b": 66}}
     return {"data": [*figure["data"], layer], "layout": layout}
 
 

@@ -47,7 +47,7 @@ def test_an_opened_image_shows_where_the_model_looked_and_another_attribute_can_
     choose(dash_duo, "#dropdown-saliency-attribute", other)
     until(lambda: layers(dash_duo) == ["", f"saliency · {run.attributes[other]}"], WAIT_S)
     title = figure_data(dash_duo, "graph-detail-image", "gd._fullData[1].colorbar.title.text")
-    assert title.startswith(f"where the model looked for {run.attributes[other]}")
+    assert title.startswith(f"where the model looked for<br>{run.attributes[other]}")
     assert figure_data(dash_duo, "graph-detail-image", "gd.data[1].opacity") == 0.6
     dash_duo.driver.save_screenshot(str(tmp_path / "saliency.png"))
     assert dash_duo.get_logs() == []
