@@ -121,10 +121,14 @@ def synthetic_run(data_dir: Path, n: int) -> str:
 
 
 def new_group() -> None:
-    """Forget the resamples of groups already shown: each call times a group seen first."""
+    """Forget the resamples and summaries of groups already shown: each call times a group
+    seen first."""
+    from callbacks.selection import _SUMMARIES, _SUMMARIES_LOCK
     from pipeline.analyses.uncertainty import _resampled
 
     _resampled.cache_clear()
+    with _SUMMARIES_LOCK:
+        _SUMMARIES.clear()
 
 
 def gestures(run, repeat: int) -> dict:
