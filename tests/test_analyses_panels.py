@@ -146,7 +146,8 @@ def open_tab(dash_duo, label: str) -> None:
 
 
 @pytest.mark.browser
-def test_clicking_a_cooccurrence_cell_selects_its_images_in_all_three_views(dashboard):
+def test_clicking_a_cooccurrence_cell_selects_its_images_in_all_three_views(dashboard,
+                                                                         tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -179,7 +180,7 @@ def test_clicking_a_cooccurrence_cell_selects_its_images_in_all_three_views(dash
     dash_duo.wait_for_text_to_equal("#text-selection-title", f"Selection: {len(want)} images")
     for view in ("view-act", "view-fea", "view-prd"):
         assert sorted(figure_data(dash_duo, view, "gd.data[0].selectedpoints")) == want
-    dash_duo.driver.save_screenshot("/tmp/analyses.png")
+    dash_duo.driver.save_screenshot(str(tmp_path / "analyses.png"))
     open_tab(dash_duo, "Metrics")
     dash_duo.wait_for_text_to_equal("#selection-summary .tile-images .tile-value", str(len(want)))
     assert dash_duo.get_logs() == []
@@ -303,7 +304,8 @@ def test_the_filter_keeps_the_most_disagreeing_five_percent(run):
 
 
 @pytest.mark.browser
-def test_colour_by_disagreement_draws_and_the_tab_lists_the_most_disagreeing(dashboard):
+def test_colour_by_disagreement_draws_and_the_tab_lists_the_most_disagreeing(dashboard,
+                                                                           tmp_path):
     from dash.testing.wait import until
 
     from tests.test_browser import figure_data
@@ -320,5 +322,5 @@ def test_colour_by_disagreement_draws_and_the_tab_lists_the_most_disagreeing(das
     dash_duo.find_elements("#disagreement-list .thumb")[0].click()
     top = int(np.argsort(-score, kind="stable")[0])
     dash_duo.wait_for_contains_text("#text-detail-title", f"#{top} ")
-    dash_duo.driver.save_screenshot("/tmp/analyses-disagreement.png")
+    dash_duo.driver.save_screenshot(str(tmp_path / "analyses-disagreement.png"))
     assert dash_duo.get_logs() == []

@@ -115,5 +115,5 @@ def test_choosing_moved_since_parent_colours_a_child_run_and_explains_a_parentle
     dash_duo.wait_for_contains_text("#colour-legend", "this run has no parent run")
     until(lambda: set(figure_data(dash_duo, "view-fea",
                                   "Array.from(gd._fullData[0].marker.color)")) == {-1}, 40)
-    dash_duo.driver.save_screenshot("/tmp/moved-since-parent.png")
+    dash_duo.driver.save_screenshot(str(tmp_path / "moved-since-parent.png"))
     assert dash_duo.get_logs() == []
