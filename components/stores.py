@@ -1,6 +1,8 @@
 """Every dcc.Store of the dashboard in one place: the per-user state lives in the browser.
 
-Nothing per-user is kept on the server, so any gunicorn worker can answer any request.
+A selection or saved group of more than a thousand rows is held there as a token for rows the
+server keeps in the data directory's disk cache (callbacks.rowsets), which every gunicorn worker
+reads: any worker can still answer any request.
 """
 
 from dash import dcc
