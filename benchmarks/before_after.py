@@ -25,17 +25,14 @@ from scipy.linalg import orthogonal_procrustes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.analyses import arrays as clustered_arrays  # noqa: E402
 from pipeline.before_after import displacement, onto  # noqa: E402
 from pipeline.embed import SPACES, embed_all  # noqa: E402
 
 
 def parent_arrays(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centres = rng.random((40, 17)) < 0.3
-    which = rng.integers(0, 40, n)
-    act = (centres[which] ^ (rng.random((n, 17)) < 0.05)).astype(np.uint8)
-    prd = np.clip(0.15 + 0.7 * act + rng.normal(0, 0.2, act.shape), 0, 1).astype(np.float32)
-    fea = (rng.normal(size=(40, 512))[which] + rng.normal(0, 0.5, (n, 512))).astype(np.float32)
+    """The parent's arrays: the analyses benchmark's clustered labels, probabilities, features."""
+    act, prd, fea = clustered_arrays(n, seed)
     return {"act": act, "fea": fea, "prd": prd}
 
 
