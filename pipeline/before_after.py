@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.spatial import cKDTree
 from sklearn.neighbors import NearestNeighbors
 
@@ -38,10 +39,10 @@ class ParentMaps:
 def parent_rows(child_ids, parent_ids) -> np.ndarray:
     """For each child image, its row in the parent (its first, should an id repeat); -1 where
     the parent does not hold it."""
-    first: dict[str, int] = {}
-    for row, image_id in enumerate(np.asarray(parent_ids).astype(str)):
-        first.setdefault(image_id, row)
-    return np.array([first.get(i, -1) for i in np.asarray(child_ids).astype(str)], dtype=np.int64)
+    parent = pd.Index(np.asarray(parent_ids).astype(str))
+    first = ~parent.duplicated(keep="first")
+    found = parent[first].get_indexer(np.asarray(child_ids).astype(str))  # a hash lookup
+    return np.where(found >= 0, np.flatnonzero(first)[found], -1).astype(np.int64)
 
 
 def starting_maps(parent: ParentMaps, child_ids, arrays: dict[str, np.ndarray]
