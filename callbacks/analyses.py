@@ -39,6 +39,7 @@ from pipeline.analyses.cooccurrence import ERROR_KINDS, cell_rows, conditional_e
 FILTERS = [Input(ids.FILTER_ATTRIBUTES, "value"), Input(ids.FILTER_MATCH, "value"),
            Input(ids.FILTER_ON, "value"), Input(ids.FILTER_DISAGREEING, "value")]
 LABELS = [Input(ids.LABELS_USED, "value"), Input(ids.STORE_CORRECTIONS, "data")]
+COOCCURRENCE_TAB = "cooccurrence"  # its tab id in panel F (components.selection)
 
 
 def _saved(groups, run_id) -> list[dict]:
@@ -91,11 +92,15 @@ def list_cooccurrence_groups(groups, run_id):
     Input(ids.THRESHOLD, "value"), *FILTERS,
     Input(ids.STORE_SELECTION, "data"), Input(ids.STORE_GROUPS, "data"),
     Input(ids.RUN_PICKER, "value"), *LABELS, Input(ids.THRESHOLD_MODE, "value"),
+    Input(ids.SELECTION_TABS, "active_tab"),
 )
 def draw_cooccurrence(kind, group, threshold, f_attributes, f_match, f_on, f_disagreeing,
                       selection, groups, run_id, which=WITH_CORRECTIONS, _version=0,
-                      threshold_choice=ONE_FOR_ALL):
-    """The conditional error matrix of the images counted, and a note saying which they are."""
+                      threshold_choice=ONE_FOR_ALL, tab=COOCCURRENCE_TAB):
+    """The conditional error matrix of the images counted, and a note saying which they are;
+    drawn while its tab is open (a hidden tab is brought up to date when it opens)."""
+    if tab != COOCCURRENCE_TAB:
+        return no_update, no_update
     if group != SELECTION and _triggers() == {ids.STORE_SELECTION}:
         return no_update, no_update  # the matrix does not count the selection: nothing changed
     run = chosen_run(run_id)

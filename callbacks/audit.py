@@ -4,32 +4,48 @@ labels (corrections applied), opens a row's image, exports the corrections as CS
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
+
 from dash import ALL, Input, Output, State, ctx, dcc, hooks, no_update
 
-from callbacks.common import Refused, column_index, row_index, run_labels, try_run
+from callbacks.common import (
+    Refused,
+    column_index,
+    labels_version,
+    row_index,
+    run_labels,
+    try_run,
+)
 from components import ids
 from components.audit import audit_table, corrections_summary, predictions_note
-from pipeline import audit, corrections
+from pipeline import audit, corrections, folds
 from pipeline.errors import PipelineError
 from pipeline.spreadsheet import formula_safe
 from pipeline.store import resolve_data_dir
 
 TOP_ROWS = 30
+AUDIT_TAB = "audit"  # the tab's id in panel F (components.selection)
 
 
 @hooks.callback(
     Output(ids.AUDIT_TABLE, "children"), Output(ids.AUDIT_SUMMARY, "children"),
     Output(ids.AUDIT_PREDICTIONS, "children"),
     Input(ids.RUN_PICKER, "value"), Input(ids.STORE_CORRECTIONS, "data"),
+    Input(ids.SELECTION_TABS, "active_tab"),
 )
-def show_audit(run_id, _version):
+def show_audit(run_id, _version, tab=AUDIT_TAB):
     """The top suspicious labels of the run, counting the corrections already made, and which
-    predictions they were ranked on."""
+    predictions they were ranked on; ranked when the tab is open (on a large run it takes
+    seconds), and again only when the labels or the predictions changed."""
+    if tab != AUDIT_TAB:
+        return no_update, no_update, no_update
     run = try_run(run_id)
     if run is None:
         return None, "No run chosen.", None
     act, corrected = run_labels(run)  # the annotated labels while corrections are unreadable
-    ranking = audit.audit_run(run, act=act, skip=corrected, top=TOP_ROWS)
+    ranking = _ranking(run, act, corrected)
     column = {name: j for j, name in enumerate(run.attributes)}
     rows = [{**r, "column": column[r["attribute"]]} for r in ranking.to_dict("records")]
     table = audit_table(rows, dict(zip(run.attributes, run.colours, strict=True)))
@@ -61,6 +77,23 @@ def open_audit_row(clicks, run_id):
     except Refused:
         return no_update, no_update  # not a row this server drew
     return row, [row]
+
+
+def _ranking(run, act, corrected):
+    """audit_run's top rows, remembered per run, labels in force and out-of-fold predictions."""
+    key = (str(run.path), labels_version(run),
+           json.dumps(folds.oof_note(run), sort_keys=True, default=str))
+    with _RANKINGS_LOCK:  # a second request for the same ranking waits for the first
+        if key not in _RANKINGS:
+            _RANKINGS[key] = audit.audit_run(run, act=act, skip=corrected, top=TOP_ROWS)
+            while len(_RANKINGS) > 8:
+                _RANKINGS.popitem(last=False)
+        _RANKINGS.move_to_end(key)
+        return _RANKINGS[key]
+
+
+_RANKINGS: OrderedDict = OrderedDict()
+_RANKINGS_LOCK = threading.Lock()
 
 
 def _audit_row(run, index) -> int:

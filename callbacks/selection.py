@@ -31,12 +31,20 @@ from callbacks.common import (
 from callbacks.rowsets import keep_rows
 from components import ids
 from components.control import ONE_FOR_ALL
-from components.selection import GROUP_COLOURS, compare_table, group_row, summary_block
+from components.selection import (
+    COMPARE_CHOICES,
+    GROUP_COLOURS,
+    compare_table,
+    group_row,
+    summary_block,
+)
 from pipeline.analyses.uncertainty import bootstrap_intervals
 from pipeline.metrics import OUTCOMES, group_summary, outcomes
 from pipeline.spreadsheet import formula_safe
 
 SELECTION, EVERYTHING = "selection", "all"
+# Panel F's tabs (components.selection): a hidden tab's content is made when it opens.
+GROUPS_TAB, COMPARE_TAB = "groups", "compare"
 # The labels used and the newest correction: the numbers are scored again when either changes.
 LABELS = [Input(ids.LABELS_USED, "value"), Input(ids.STORE_CORRECTIONS, "data")]
 
@@ -165,15 +173,18 @@ def edit_groups(_save, delete_clicks, name, selection, groups, run_id):
     Output(ids.COMPARE_A, "options"), Output(ids.COMPARE_B, "options"),
     Input(ids.STORE_GROUPS, "data"), Input(ids.THRESHOLD, "value"),
     Input(ids.RUN_PICKER, "value"), *LABELS, Input(ids.THRESHOLD_MODE, "value"),
+    Input(ids.SELECTION_TABS, "active_tab"),
 )
 def list_groups(groups, threshold, run_id, which=WITH_CORRECTIONS, _version=0,
-                threshold_choice=ONE_FOR_ALL):
+                threshold_choice=ONE_FOR_ALL, tab=GROUPS_TAB):
+    """The saved groups with their scores, and the comparison's choices; made while the groups
+    or the comparison tab is open (a hidden tab is brought up to date when it opens)."""
+    if tab not in (GROUPS_TAB, COMPARE_TAB):
+        return no_update, no_update, no_update
     run = chosen_run(run_id)
     threshold = thresholds_sent(run, threshold_choice, threshold)
     mine = my_groups(groups, run_id)
-    options = [{"label": "Current selection", "value": SELECTION},
-               {"label": "All images", "value": EVERYTHING}]
-    options += [{"label": g["name"], "value": str(k)} for k, g in enumerate(mine)]
+    options = COMPARE_CHOICES + [{"label": g["name"], "value": str(k)} for k, g in enumerate(mine)]
     if not mine:
         rows = html.Div("No saved groups yet: select images in a view, name the group and press "
                         "Save group. Saved groups stay outlined in the views.",
@@ -199,11 +210,15 @@ def _pick(choice, selection, mine):
     Input(ids.COMPARE_A, "value"), Input(ids.COMPARE_B, "value"),
     Input(ids.STORE_GROUPS, "data"), Input(ids.STORE_SELECTION, "data"),
     Input(ids.THRESHOLD, "value"), Input(ids.RUN_PICKER, "value"), *LABELS,
-    Input(ids.THRESHOLD_MODE, "value"),
+    Input(ids.THRESHOLD_MODE, "value"), Input(ids.SELECTION_TABS, "active_tab"),
 )
 def compare_groups(choice_a, choice_b, groups, selection, threshold, run_id,
-                   which=WITH_CORRECTIONS, _version=0, threshold_choice=ONE_FOR_ALL):
-    """Two groups side by side (an empty selection counts as all images)."""
+                   which=WITH_CORRECTIONS, _version=0, threshold_choice=ONE_FOR_ALL,
+                   tab=COMPARE_TAB):
+    """Two groups side by side (an empty selection counts as all images), while the tab is
+    open."""
+    if tab != COMPARE_TAB:
+        return no_update
     run = chosen_run(run_id)
     threshold = thresholds_sent(run, threshold_choice, threshold)
     mine = my_groups(groups, run_id)

@@ -9,6 +9,7 @@ from dash import dcc, html
 
 from components import ids
 from components.encoding import OUTCOME_COLOURS
+from components.html_table import element, html_table, swatch_name, text
 from pipeline.imaging import COLOUR_MAPS
 from pipeline.metrics import OUTCOMES
 from pipeline.neighbours import DEFINITION as NEIGHBOURS_DEFINITION
@@ -81,8 +82,9 @@ def thumbnail(kind: str, index: int, uri: str, caption: str, active: bool = Fals
 
 
 def act_prd_table(attributes, colours, act_row, prd_row, threshold,
-                  corrected_row=None) -> dbc.Table:
-    """For one image: each attribute's label, predicted probability (as a bar) and outcome.
+                  corrected_row=None) -> dcc.Markdown:
+    """For one image: each attribute's label, predicted probability (as a bar) and outcome
+    (one component: components.html_table).
 
     threshold: one number or one per attribute (each outcome at the attribute's own; its value
     is the outcome's tooltip). corrected_row (bools, optional): labels an analyst corrected, ✎.
@@ -94,17 +96,18 @@ def act_prd_table(attributes, colours, act_row, prd_row, threshold,
         mark = " ✎" if corrected_row is not None and corrected_row[j] else ""
         said = np.float32(prd_row[j]) >= limits[j]
         outcome = OUTCOMES[0 if a and said else 1 if said else 2 if a else 3]
-        bar = html.Div(html.Div(style={"width": f"{100 * p:.0f}%", "background": colours[j]},
-                                className="bar-fill"), className="bar")
-        rows.append(html.Tr([
-            html.Td([html.Span(className="swatch", style={"background": colours[j]}), name],
-                    className="attr"),
-            html.Td(("1" if a else "0") + mark, className="num"),
-            html.Td(html.Div([bar, html.Span(f"{p:.2f}", className="num")], className="bar-cell")),
-            html.Td(html.Span(outcome, className="outcome-badge",
-                              style={"background": OUTCOME_COLOURS[outcome]},
-                              title=f"threshold {limits[j]:.2f}")),
-        ], className=f"outcome-{outcome}"))
-    head = html.Thead(html.Tr([html.Th("attribute"), html.Th("ACT"), html.Th("PRD"),
-                               html.Th("outcome")]))
-    return dbc.Table([head, html.Tbody(rows)], size="sm", className="metric-table act-prd")
+        fill = element("div", class_="bar-fill",
+                       style=f"width: {100 * p:.0f}%; background: {colours[j]}")
+        bar = element("div", fill, class_="bar") + element("span", text(f"{p:.2f}"),
+                                                           class_="num")
+        rows.append(element("tr", [
+            element("td", swatch_name(name, colours[j]), class_="attr"),
+            element("td", text(("1" if a else "0") + mark), class_="num"),
+            element("td", element("div", bar, class_="bar-cell")),
+            element("td", element("span", text(outcome), class_="outcome-badge",
+                                  style=f"background: {OUTCOME_COLOURS[outcome]}",
+                                  title=f"threshold {limits[j]:.2f}")),
+        ], class_=f"outcome-{outcome}"))
+    head = [element("tr", [element("th", text(h)) for h in ("attribute", "ACT", "PRD",
+                                                             "outcome")])]
+    return html_table(head, rows, "metric-table act-prd", hover=False)

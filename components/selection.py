@@ -10,10 +10,14 @@ from dash import dcc, html
 from components import ids
 from components.analyses import cooccurrence_tab, disagreement_tab
 from components.figures import f1_figure
+from components.html_table import element, html_table, swatch_name, text
 from components.robustness import robustness_tab
 from pipeline.analyses.uncertainty import differ
 
 SCORES = (("accuracy", "Acc"), ("precision", "Prec"), ("recall", "Rec"), ("f1", "F1"))
+# What two groups can always be compared (the saved groups are added to these).
+COMPARE_CHOICES = [{"label": "Current selection", "value": "selection"},
+                   {"label": "All images", "value": "all"}]
 GROUP_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
                  "#9a6324", "#800000", "#469990")
 
@@ -35,9 +39,11 @@ def selection_manager(audit: html.Div) -> dbc.Card:
         dbc.Button("Clear", id=ids.CLEAR_SELECTION, size="sm", color="secondary", outline=True),
     ], className="selection-tools")
     compare = html.Div([
-        html.Div([dcc.Dropdown(id=ids.COMPARE_A, clearable=False, value="selection"),
+        html.Div([dcc.Dropdown(id=ids.COMPARE_A, clearable=False, value="selection",
+                               options=COMPARE_CHOICES),
                   html.Span("vs", className="mx-2"),
-                  dcc.Dropdown(id=ids.COMPARE_B, clearable=False, value="all")],
+                  dcc.Dropdown(id=ids.COMPARE_B, clearable=False, value="all",
+                               options=COMPARE_CHOICES)],
                  className="compare-pickers"),
         html.Div(id=ids.COMPARE_TABLE, className="table-scroll"),
     ])
@@ -95,29 +101,32 @@ def _tile(label: str, value: str) -> html.Div:
                      html.Div(label, className="tile-label")], className=f"tile tile-{label}")
 
 
-def _score_cell(value) -> html.Td:
-    """A score cell shaded from red (0) to green (1), blank for undefined."""
+def _score_cell(value, extra: str = "", differs: bool = False) -> str:
+    """A score cell shaded from red (0) to green (1), an en dash for undefined; `extra` is
+    markup after the value (the comparison's ≠ mark and interval)."""
     if value is None or math.isnan(value):
-        return html.Td("–", className="num undefined")
-    hue = 120 * value
-    return html.Td(fmt(value), className="num", style={"background": f"hsla({hue},65%,55%,0.28)"})
+        return element("td", text("–") + extra, class_="num undefined")
+    return element("td", text(fmt(value)) + extra, class_="num differs" if differs else "num",
+                   style=f"background: hsla({120 * value:.1f},65%,55%,0.28)")
 
 
-def attribute_table(summary: dict, attributes, colours) -> dbc.Table:
-    """Per attribute: positives, TP, FP, FN, TN and the four scores."""
+def _header_row(names) -> str:
+    return element("tr", [element("th", text(n)) for n in names])
+
+
+def attribute_table(summary: dict, attributes, colours) -> dcc.Markdown:
+    """Per attribute: TP, FP, FN, TN and the four scores (one component: components.html_table)."""
     per = summary["per_attribute"]
-    head = html.Thead(html.Tr([html.Th("attribute"), html.Th("TP"), html.Th("FP"), html.Th("FN"),
-                               html.Th("TN")] + [html.Th(short) for _, short in SCORES]))
+    head = [_header_row(["attribute", "TP", "FP", "FN", "TN", *(s for _, s in SCORES)])]
     rows = []
     for j, name in enumerate(attributes):
-        rows.append(html.Tr([
-            html.Td([html.Span(className="swatch", style={"background": colours[j]}), name],
-                    className="attr"),
-            *[html.Td(f"{per[k][j]:,}", className=f"num count-{k}") for k in ("TP", "FP", "FN",
-                                                                               "TN")],
+        rows.append(element("tr", [
+            element("td", swatch_name(name, colours[j]), class_="attr"),
+            *[element("td", text(f"{per[k][j]:,}"), class_=f"num count-{k}")
+              for k in ("TP", "FP", "FN", "TN")],
             *[_score_cell(per[key][j]) for key, _ in SCORES],
         ]))
-    return dbc.Table([head, html.Tbody(rows)], size="sm", hover=True, className="metric-table")
+    return html_table(head, rows, "metric-table")
 
 
 def summary_block(summary: dict, attributes, colours, note: str | None = None,
@@ -143,18 +152,13 @@ def _interval_of(summary: dict, metric: str, j=None):
     return found["overall"][metric] if j is None else found["per_attribute"][metric][j]
 
 
-def _compared_cell(value, interval, differs: bool) -> html.Td:
+def _compared_cell(value, interval, differs: bool) -> str:
     """A score cell of the comparison: value, a ≠ mark where the groups differ beyond their
     intervals, and the interval beneath."""
-    cell = _score_cell(value)
-    parts = [cell.children]
-    if differs:
-        parts.append(html.Span("≠", className="differs-mark"))
-        cell.className += " differs"
+    extra = element("span", text("≠"), class_="differs-mark") if differs else ""
     if interval is not None:
-        parts.append(html.Div(interval_text(interval), className="cell-interval"))
-    cell.children = parts
-    return cell
+        extra += element("div", text(interval_text(interval)), class_="cell-interval")
+    return _score_cell(value, extra, differs)
 
 
 def compare_table(a: dict, b: dict, names: tuple[str, str], attributes, colours) -> html.Div:
@@ -166,34 +170,34 @@ def compare_table(a: dict, b: dict, names: tuple[str, str], attributes, colours)
         return s["overall"][metric] if j is None else s["per_attribute"][metric][j]
 
     def cells(j=None):
-        found = {}
-        for metric in metrics:
-            ia, ib = _interval_of(a, metric, j), _interval_of(b, metric, j)
-            found[metric] = ia is not None and ib is not None and differ(ia, ib)
-        return ([_compared_cell(value(a, m, j), _interval_of(a, m, j), found[m]) for m in metrics]
-                + [_compared_cell(value(b, m, j), _interval_of(b, m, j), found[m])
-                   for m in metrics])
+        out = []
+        for s in (a, b):
+            for m in metrics:
+                ia, ib = _interval_of(a, m, j), _interval_of(b, m, j)
+                differs = ia is not None and ib is not None and differ(ia, ib)
+                out.append(_compared_cell(value(s, m, j), _interval_of(s, m, j), differs))
+        return out
 
     def delta(j=None):
         fa, fb = value(a, "f1", j), value(b, "f1", j)
-        return html.Td("–" if math.isnan(fa) or math.isnan(fb) else f"{fa - fb:+.2f}",
-                       className="num")
+        return element("td", text("–" if math.isnan(fa) or math.isnan(fb) else f"{fa - fb:+.2f}"),
+                       class_="num")
 
-    head = html.Thead([
-        html.Tr([html.Th(""), html.Th(f"{names[0]} ({a['n_images']:,})", colSpan=3,
-                                      className="group-head"),
-                 html.Th(f"{names[1]} ({b['n_images']:,})", colSpan=3, className="group-head"),
-                 html.Th("")]),
-        html.Tr([html.Th("attribute")] + [html.Th(h) for h in ("P", "R", "F1") * 2]
-                + [html.Th("ΔF1")]),
-    ])
-    rows = [html.Tr([html.Td(html.B("overall")), *cells(), delta()])]
+    group = "{} ({:,})"
+    head = [
+        element("tr", [element("th"),
+                       element("th", text(group.format(names[0], a["n_images"])), colspan=3,
+                               class_="group-head"),
+                       element("th", text(group.format(names[1], b["n_images"])), colspan=3,
+                               class_="group-head"),
+                       element("th")]),
+        _header_row(["attribute", *("P", "R", "F1") * 2, "ΔF1"]),
+    ]
+    rows = [element("tr", [element("td", element("b", text("overall"))), *cells(), delta()])]
     for j, name in enumerate(attributes):
-        rows.append(html.Tr([
-            html.Td([html.Span(className="swatch", style={"background": colours[j]}), name],
-                    className="attr"), *cells(j), delta(j)]))
-    table = dbc.Table([head, html.Tbody(rows)], size="sm", hover=True,
-                      className="metric-table compare-intervals")
+        rows.append(element("tr", [element("td", swatch_name(name, colours[j]), class_="attr"),
+                                   *cells(j), delta(j)]))
+    table = html_table(head, rows, "metric-table compare-intervals")
     return html.Div([html.Div(f"{INTERVAL_NOTE} {DIFFER_NOTE}", className="summary-note"), table])
 
 

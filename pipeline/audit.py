@@ -29,6 +29,7 @@ DEFAULT_K = 10
 DEFAULT_WEIGHT = 1.0  # share of the model's doubt in the score; the rest is the neighbour vote
 CONTEXT_FOLDS = 5  # cross-fitting of the label-context models without out-of-fold folds
 RIDGE = 1.0  # L2 penalty of the label-context models, on standardised inputs
+MAX_FIT_ROWS = 20_000  # rows each label-context model is fitted on, at most (_fitting_rows)
 AUDIT_COLUMNS = ("index", "image_id", "attribute", "label", "prd", "expected", "vote",
                  "prd_score", "vote_score", "score", "confident")
 PREDICTIONS = ("auto", "out-of-fold", "in-sample")
@@ -115,7 +116,7 @@ def _context_of(j: int, act: np.ndarray, logits: np.ndarray, folds: np.ndarray) 
     x = np.hstack([logits, np.delete(act, j, axis=1)])
     x = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-6)
     for f in np.unique(folds):
-        fit, held = folds != f, folds == f
+        fit, held = _fitting_rows(folds != f), folds == f
         y = act[fit, j]
         if y.min() == y.max():
             out[held] = y.mean()
@@ -123,6 +124,16 @@ def _context_of(j: int, act: np.ndarray, logits: np.ndarray, folds: np.ndarray) 
         w = fit_logistic(x[fit], y)
         out[held] = 1.0 / (1.0 + np.exp(-(x[held] @ w[:-1] + w[-1])))
     return out
+
+
+def _fitting_rows(rows: np.ndarray) -> np.ndarray:
+    """The rows a fold's model is fitted on: all of `rows` (a mask) up to MAX_FIT_ROWS, else
+    that many of them drawn evenly at random (fixed seed). 35 weights are pinned down long before
+    20,000 rows, and at 100,000 images the full fits took 20 s of the audit tab's 23 s."""
+    found = np.flatnonzero(rows)
+    if len(found) <= MAX_FIT_ROWS:
+        return found
+    return np.sort(np.random.default_rng(0).choice(found, MAX_FIT_ROWS, replace=False))
 
 
 def neighbour_vote(act, nbr) -> np.ndarray:

@@ -15,6 +15,7 @@ from pipeline import corrections
 from pipeline.analyses.cooccurrence import cell_rows, conditional_errors
 from pipeline.analyses.disagreement import run_disagreement
 from pipeline.analyses.uncertainty import bootstrap_intervals, differ
+from tests.markup import tree
 from tests.test_callbacks import call, texts
 from tests.test_callbacks import run as run  # noqa: F401,PLC0414  (the fixture)
 
@@ -146,6 +147,21 @@ def open_tab(dash_duo, label: str) -> None:
 
 
 @pytest.mark.browser
+def test_a_comparison_left_hidden_is_up_to_date_when_its_tab_opens(dashboard):
+    dash_duo, run = dashboard
+    dash_duo.driver.execute_script(
+        "window.dash_clientside.set_props('store-selection', {data: [0, 1, 2, 3, 4, 5, 6]})")
+    dash_duo.wait_for_text_to_equal("#text-selection-title", "Selection: 7 images")
+    assert "Current selection" not in dash_duo.find_element("#compare-table").get_attribute(
+        "textContent")  # nothing was made while the tab was hidden
+    open_tab(dash_duo, "Compare")
+    dash_duo.wait_for_contains_text("#compare-table", "Current selection (7)")
+    dash_duo.wait_for_contains_text("#compare-table", f"All images ({len(run)})")
+    assert len(dash_duo.find_elements("#compare-table tbody tr")) == 1 + len(run.attributes)
+    assert dash_duo.get_logs() == []
+
+
+@pytest.mark.browser
 def test_clicking_a_cooccurrence_cell_selects_its_images_in_all_three_views(dashboard,
                                                                          tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
@@ -196,6 +212,7 @@ def by_class(component, name: str) -> list:
         for c in component:
             found += by_class(c, name)
         return found
+    component = tree(component)
     if name in (getattr(component, "className", None) or "").split():
         found.append(component)
     children = getattr(component, "children", None)
@@ -250,6 +267,31 @@ def test_the_comparison_marks_exactly_the_scores_whose_intervals_do_not_overlap(
     overall_f1 = texts(body[0].children[3])
     assert overall_f1[-1] == shown_interval(*a["overall"]["f1"])
     assert any("do not overlap" in t for t in texts(table))
+
+
+def test_hidden_tabs_compute_nothing_and_the_audit_ranks_once_per_labels(run, monkeypatch):
+    from callbacks import audit as audit_callbacks
+    from pipeline import audit
+
+    tab = "tabs-selection.active_tab"
+    groups = [{"run": run.id, "name": "g", "colour": "#000", "indices": [1, 2, 3]}]
+    assert call(selection.compare_groups, tab, "0", "all", groups, [], 0.5, run.id, "with", 0,
+                "one", "metrics") is no_update
+    assert call(selection.list_groups, tab, groups, 0.5, run.id, "with", 0, "one",
+                "metrics") == (no_update,) * 3
+    assert call(analyses.draw_cooccurrence, tab, "fn", "all", 0.5, [], "any", "act", [], [],
+                [], run.id, "with", 0, "one", "metrics") == (no_update, no_update)
+    ranked = []
+    real = audit.audit_run
+    monkeypatch.setattr(audit, "audit_run", lambda *a, **k: ranked.append(1) or real(*a, **k))
+    assert audit_callbacks.show_audit(run.id, 0, "metrics") == (no_update,) * 3
+    assert ranked == []
+    first = audit_callbacks.show_audit(run.id, 0, "audit")
+    again = audit_callbacks.show_audit(run.id, 0, "audit")  # the tab opened a second time
+    assert ranked == [1] and texts(first[0]) == texts(again[0])
+    opened = call(selection.compare_groups, tab, "0", "all", groups, [], 0.5, run.id, "with", 0,
+                  "one", "compare")
+    assert "g (3)" in texts(opened)
 
 
 # ---------------------------------------------------------------- cross-space disagreement

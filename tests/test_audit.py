@@ -86,6 +86,23 @@ def test_a_label_its_companion_attributes_contradict_is_suspected_by_the_context
     assert (7, 1) in set(zip(*top, strict=True)) or (7, 0) in set(zip(*top, strict=True))
 
 
+def test_on_a_large_run_the_context_is_fitted_on_a_fixed_sample_and_still_finds_the_odd_label(
+        monkeypatch):
+    rng = np.random.default_rng(1)
+    ring = (rng.random(400) < 0.4).astype(np.uint8)
+    act = np.stack([ring, ring, rng.random(400) < 0.5], axis=1).astype(np.uint8)
+    act[7] = [1, 0, 1]
+    folds = np.arange(400) % 2
+    monkeypatch.setattr(audit, "MAX_FIT_ROWS", 120)  # each fold's 200 fitting rows exceed it
+    sampled = audit.label_context(act, np.full(act.shape, 0.5), folds)
+    assert sampled[7, 1] > 0.6
+    assert np.array_equal(sampled, audit.label_context(act, np.full(act.shape, 0.5), folds))
+    monkeypatch.setattr(audit, "MAX_FIT_ROWS", 10_000)
+    whole = audit.label_context(act, np.full(act.shape, 0.5), folds)
+    assert not np.array_equal(sampled, whole)  # the cap did change what was fitted
+    assert np.abs(sampled - whole).max() < 0.2
+
+
 def test_a_label_never_takes_part_in_its_own_context_score():
     act, prd, _, _ = _noisy_labels(n=100)
     folds = np.arange(100) % 4

@@ -22,6 +22,7 @@ from components.figures import CORRECTED, FIRST_FLOWER, POINTS, SELECTED
 from pipeline import corrections
 from pipeline.metrics import OUTCOMES, group_summary, outcomes
 from tests.conftest import write_synthetic_run
+from tests.markup import tree
 
 EVERY = list(range(17))
 
@@ -48,7 +49,7 @@ def texts(component) -> list[str]:
         return [str(component)]
     if isinstance(component, (list, tuple)):
         return [t for c in component for t in texts(c)]
-    return texts(getattr(component, "children", None))
+    return texts(getattr(tree(component), "children", None))
 
 
 def operations(patch: Patch) -> list[tuple[list, object]]:

@@ -35,6 +35,7 @@ from pipeline.metrics import (
 )
 from pipeline.retrain import compare_runs
 from tests.conftest import N, write_synthetic_run
+from tests.markup import tree
 
 # Two attributes with the same probabilities: only their thresholds tell them apart.
 ACT = np.array([[1, 1], [1, 1], [0, 0], [0, 0]], dtype=np.uint8)
@@ -69,10 +70,11 @@ def test_a_filter_on_one_attribute_uses_that_attributes_threshold():
 def test_outcome_colours_detail_table_and_petals_follow_the_attributes_own_threshold():
     codes, _, _ = colour_values("outcome", ACT, PRD, OWN, 1, "#123456")
     assert [OUTCOMES[int(c)] for c in codes] == ["FN", "FN", "TN", "TN"]
-    table = json.dumps(act_prd_table(["a", "b"], ["#111111", "#222222"], ACT[0], PRD[0],
-                                     OWN).to_plotly_json(), default=lambda c: c.to_plotly_json())
-    assert '"outcome-TP"' in table and '"outcome-FN"' in table
-    assert "threshold 0.30" in table and "threshold 0.70" in table
+    table = tree(act_prd_table(["a", "b"], ["#111111", "#222222"], ACT[0], PRD[0], OWN))
+    rows = table.children[0].children[1].children  # table, then its body's rows
+    assert [r.className for r in rows] == ["outcome-TP", "outcome-FN"]
+    badges = [r.children[3].children[0] for r in rows]
+    assert [b.title for b in badges] == ["threshold 0.30", "threshold 0.70"]
     assert petal_lengths("TP", ACT, PRD, OWN)[:, 1].tolist() == [0, 0, 0, 0]
     assert petal_lengths("FN", ACT, PRD, OWN)[:, 1].tolist() == [0.5, 0.5, 0, 0]
 
@@ -214,7 +216,10 @@ def test_the_detail_table_and_the_matrix_follow_the_choice(runs):
                                & (np.asarray(tuned.prd)[:, j] < 0.65))[0])
     _, per, _ = call(detail.describe_detail, trigger, index, 0.5, tuned.id, "per")
     _, one, _ = call(detail.describe_detail, trigger, index, 0.5, tuned.id, "one")
-    badge = lambda table: table.children[1].children[j].children[3].children.children  # noqa: E731
+    def badge(table):  # the outcome shown in row j (the table's body, then the row's 4th cell)
+        row = tree(table).children[0].children[1].children[j]
+        return row.children[3].children[0].children[0]
+
     said = {"per": badge(per), "one": badge(one)}
     assert said["per"] in ("FN", "TN") and said["one"] in ("TP", "FP")
     figure, note = call(analyses.draw_cooccurrence, trigger, "fn", "all", 0.5, [], "any", "act",
@@ -300,7 +305,8 @@ def test_the_server_answers_a_crafted_threshold_with_a_message_or_no_change(runs
          value(ids.FILTER_ON, "value", "act"), value(ids.FILTER_DISAGREEING, "value", []),
          value(ids.STORE_SELECTION, "data", []), value(ids.STORE_GROUPS, "data", []),
          value(ids.RUN_PICKER, "value", tuned.id), value(ids.LABELS_USED, "value", "with"),
-         value(ids.STORE_CORRECTIONS, "data", 0), value(ids.THRESHOLD_MODE, "value", mode)])
+         value(ids.STORE_CORRECTIONS, "data", 0), value(ids.THRESHOLD_MODE, "value", mode),
+         value(ids.SELECTION_TABS, "active_tab", "cooccurrence")])
     assert matrix.status_code == 200
     note = matrix.get_json()["response"][ids.COOCCURRENCE_NOTE]["children"]
     assert "threshold" in note and "counted" not in note
