@@ -38,9 +38,10 @@ AUDIT_TAB = "audit"  # the tab's id in panel F (components.selection)
 def show_audit(run_id, _version, tab=AUDIT_TAB):
     """The top suspicious labels of the run, counting the corrections already made, and which
     predictions they were ranked on; ranked when the tab is open (on a large run it takes
-    seconds), and again only when the labels or the predictions changed."""
-    if tab != AUDIT_TAB:
-        return no_update, no_update, no_update
+    seconds), and again only when the labels or the predictions changed (reopening the tab
+    draws the remembered ranking)."""
+    if tab != AUDIT_TAB:  # hidden: its ~350 components leave the page (they slow every update)
+        return None, no_update, no_update
     run = try_run(run_id)
     if run is None:
         return None, "No run chosen.", None

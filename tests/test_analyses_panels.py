@@ -284,7 +284,7 @@ def test_hidden_tabs_compute_nothing_and_the_audit_ranks_once_per_labels(run, mo
     ranked = []
     real = audit.audit_run
     monkeypatch.setattr(audit, "audit_run", lambda *a, **k: ranked.append(1) or real(*a, **k))
-    assert audit_callbacks.show_audit(run.id, 0, "metrics") == (no_update,) * 3
+    assert audit_callbacks.show_audit(run.id, 0, "metrics") == (None, no_update, no_update)
     assert ranked == []
     first = audit_callbacks.show_audit(run.id, 0, "audit")
     again = audit_callbacks.show_audit(run.id, 0, "audit")  # the tab opened a second time
