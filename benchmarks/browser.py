@@ -4,6 +4,7 @@ result drawn in all three views; then the JS heap and the floor of a point-based
 plotly.js page drawing one scattergl trace of the same size).
 
     python benchmarks/browser.py [--sizes 10000 100000 1000000] [--raster-above N]
+                                 [--runs-dir DIR]
 
 Targets: 1M first draw ≤ 10 s, every gesture ≤ 2 s, heap ≤ 1 GB; 100k every gesture ≤ 1 s.
 Runs are written as benchmarks/dashboard.py writes them (no images: hover thumbnails are grey).
@@ -259,9 +260,8 @@ def bare_plotly_s(driver, n: int) -> float:
     return took
 
 
-def measure(n: int, raster_above: int | None) -> dict:
-    data_dir = Path(tempfile.mkdtemp(prefix=f"raster-bench-{n}-"))
-    synthetic_run(data_dir, n)
+def measure(n: int, raster_above: int | None, runs_dir: Path | None = None) -> dict:
+    data_dir = made_run(n, runs_dir)
     port = free_port()
     env = {**os.environ, "XRAE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
     if raster_above is not None:
@@ -293,6 +293,20 @@ def measure(n: int, raster_above: int | None) -> dict:
         server.wait(30)
 
 
+def made_run(n: int, runs_dir: Path | None) -> Path:
+    """A data directory holding a synthetic run of n images: made in a new temporary folder, or
+    under runs_dir/n, where a finished one from an earlier benchmark is used again (a run is
+    written whole or not at all, so a folder with its run is a finished one)."""
+    if runs_dir is None:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"raster-bench-{n}-"))
+    else:
+        data_dir = runs_dir / str(n)
+        if (data_dir / "runs" / f"bench-{n}" / "run.json").is_file():
+            return data_dir
+    synthetic_run(data_dir, n)
+    return data_dir
+
+
 def _serving(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -303,10 +317,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--raster-above", type=int, default=None,
                         help="XRAE_RASTER_ABOVE for the app (default: the app's own)")
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="keep the synthetic runs in RUNS_DIR/N and use them again next time "
+                             "(default: new ones in temporary folders)")
     args = parser.parse_args(argv)
     for n in args.sizes:
         load = Path("/proc/loadavg").read_text().split()[:3]
-        result = measure(n, args.raster_above)
+        result = measure(n, args.raster_above, args.runs_dir)
         print(f"\n{n:,} images (load average before: {' '.join(load)})", flush=True)
         notes = iter(REQUEST_NOTES)
         for name, value in result.items():
