@@ -41,12 +41,12 @@ def counts(act, prd, threshold: float | np.ndarray = 0.5) -> dict[str, np.ndarra
     """TP, FP, FN, TN per attribute (length-A integer arrays) at the threshold."""
     truth = _as_bool(act)
     said = np.asarray(prd) >= threshold
-    return {
-        "TP": (truth & said).sum(axis=0),
-        "FP": (~truth & said).sum(axis=0),
-        "FN": (truth & ~said).sum(axis=0),
-        "TN": (~truth & ~said).sum(axis=0),
-    }
+    # Three column counts give all four.
+    n = truth.shape[0]
+    tp = np.count_nonzero(truth & said, axis=0)
+    positive, predicted = np.count_nonzero(truth, axis=0), np.count_nonzero(said, axis=0)
+    return {"TP": tp, "FP": predicted - tp, "FN": positive - tp,
+            "TN": n - positive - predicted + tp}
 
 
 def _ratio(num, den) -> np.ndarray:
