@@ -161,7 +161,8 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
     figures, headers = [], []
     for space in SPACES:
         xy = run.emb(space)
-        flowers = flower_templates(mode, run.attributes, run.colours)
+        flowers = flower_templates(mode, run.attributes, run.colours,
+                                   layer="above" if raster else "below")
         if raster:
             picture = picture_view(run, space, (raw[space], scale, crange,
                                                 colour_codes(colour_by)),

@@ -120,12 +120,17 @@ def flower_styles(mode: str) -> tuple[str, ...]:
     return {"dots": (), "act": ("act",), "prd": ("prd",), "joint": ("FP", "TP", "FN")}[mode]
 
 
-def flower_templates(mode: str, attributes, colours) -> list[dict]:
-    """Empty petal shapes (path filled by flower_paths), one per attribute and style."""
+def flower_templates(mode: str, attributes, colours, layer: str = "above") -> list[dict]:
+    """Empty petal shapes (path filled by flower_paths), one per attribute and style.
+
+    `layer` "below" puts them under every trace: under a small run's WebGL points, so a joint
+    flower's centre dot (its error) shows over its petals; "above" over a large run's SVG
+    overlays (selection rings, diamonds), so flowers stay readable inside a selection.
+    """
     shapes = []
     for style in flower_styles(mode):
         for name, colour in zip(attributes, colours, strict=True):
-            shapes.append({"type": "path", "xref": "x", "yref": "y", "layer": "above",
+            shapes.append({"type": "path", "xref": "x", "yref": "y", "layer": layer,
                            "name": f"{name} ({style})", "path": "", "visible": False,
                            # Overlapping petals of one style stay filled (evenodd would hole them).
                            "fillrule": "nonzero", **petal_style(style, colour)})
