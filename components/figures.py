@@ -260,9 +260,9 @@ def petals_xy(centres, lengths, angle: float, radius, n_shown: int, hatched: boo
 
 def flower_geometry(mode: str, centres, act, prd, threshold: float, shown, radius,
                     n_attributes: int):
-    """(x, y) per petal trace of flower_templates, for the given flowers.
+    """(x, y) per petal shape of flower_templates, for the given flowers.
 
-    `shown` lists the attribute indices that get petals; others get empty traces.
+    `shown` lists the attribute indices that get petals; others get none (a hidden shape).
     """
     shown = [int(j) for j in shown]
     angles = dict(zip(shown, petal_angles(len(shown)), strict=True))
