@@ -50,7 +50,9 @@ return {picture: img ? img.source.length + ':' + img.source.slice(-48) : null,
             ? pts.marker.color.bdata.length + ':' + pts.marker.color.bdata.slice(-48) : null,
         opacity: pts && pts.marker && pts.marker.opacity && pts.marker.opacity.bdata
             ? pts.marker.opacity.bdata.slice(-64) + pts.marker.opacity.bdata.length : null,
-        flowers: gd._fullData.slice(4).reduce((n, t) => n + (t._length || 0), 0)};
+        // The flowers are layout shapes (components/figures.py): their paths' total length.
+        flowers: (gd.layout.shapes || []).reduce(
+            (n, s) => n + (s.visible && s.path ? s.path.length : 0), 0)};
 """
 PAINTED = """const done = arguments[arguments.length - 1];
 requestAnimationFrame(() => requestAnimationFrame(() => done(true)));"""

@@ -50,12 +50,14 @@ from components.figures import (
     centre_sizes,
     corrected_trace,
     flower_geometry,
+    flower_paths,
     flower_templates,
     groups_trace,
     points_trace,
     selected_trace,
     typed,
     view_figure,
+    with_paths,
 )
 from components.raster import SelectionRefused, is_raster, rows_in_shape
 from components.views import correction_key
@@ -123,7 +125,8 @@ def point_size(run, mode: str, metric: str, which: str):
 
 
 def flowers_in_view(run, act, space, mode, shown, threshold, mask, viewport, cap):
-    """Petal (x, y) per flower trace for one view, and the header text with the counts."""
+    """The SVG path per petal shape (flower_templates) for one view, and the header text with
+    the counts."""
     xy = run.emb(space)
     cap = DEFAULT_CAP if cap is None else max(int(cap), 0)
     box = viewport or extent(run, space)
@@ -133,7 +136,7 @@ def flowers_in_view(run, act, space, mode, shown, threshold, mask, viewport, cap
                                shown or [], radius, len(run.attributes))
     capped = " (capped)" if in_view > len(rows) else ""
     header = f"flowers: {len(rows):,} of {in_view:,} in view{capped}"
-    return geometry, header
+    return flower_paths(geometry, radius), header
 
 
 def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
@@ -158,7 +161,8 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
     figures, headers = [], []
     for space in SPACES:
         xy = run.emb(space)
-        flowers = flower_templates(mode, run.attributes, run.colours)
+        flowers = flower_templates(mode, run.attributes, run.colours,
+                                   layer="above" if raster else "below")
         if raster:
             picture = picture_view(run, space, (raw[space], scale, crange,
                                                 colour_codes(colour_by)),
@@ -174,10 +178,9 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
             picture = {"picture": None, "extent": None}
         header = f"{len(run):,} images"
         if mode != "dots":
-            geometry, header = flowers_in_view(run, act, space, mode, shown, threshold, mask,
-                                               viewports.get(space), cap)
-            for trace, (x, y) in zip(flowers, geometry, strict=True):
-                trace["x"], trace["y"] = typed(x), typed(y)
+            paths, header = flowers_in_view(run, act, space, mode, shown, threshold, mask,
+                                            viewports.get(space), cap)
+            flowers = with_paths(flowers, paths)
         figures.append(view_figure(*traces, flowers, uirevision=run.id,
                                    picture=picture["picture"], extent=picture["extent"]))
         headers.append(header)
@@ -328,12 +331,12 @@ def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_i
             figures.append(no_update)
             headers.append(no_update)
             continue
-        geometry, header = flowers_in_view(run, act, space, mode, shown, threshold, mask,
-                                           viewport, cap)
+        paths, header = flowers_in_view(run, act, space, mode, shown, threshold, mask,
+                                        viewport, cap)
         patch = Patch()
-        for k, (x, y) in enumerate(geometry):
-            patch["data"][FIRST_FLOWER + k]["x"] = typed(x)
-            patch["data"][FIRST_FLOWER + k]["y"] = typed(y)
+        for k, path in enumerate(paths):
+            patch["layout"]["shapes"][FIRST_FLOWER + k]["path"] = path
+            patch["layout"]["shapes"][FIRST_FLOWER + k]["visible"] = bool(path)
         # The centre dots grow with the error distance (a picture's dots do not).
         if mode == "joint" and labels_changed and not is_raster(len(run)):
             patch["data"][POINTS]["marker"]["size"] = typed(point_size(run, mode, metric, which))

@@ -2,6 +2,11 @@
 
 Figures are plain dicts with base64 typed arrays, which plotly.js decodes natively: building a
 go.Figure validates every point and sends numbers as text, both far slower for 100k points.
+
+Attribute flowers are layout shapes, one SVG path per attribute and petal style holding all its
+petals as subpaths: a scatter trace with NaN-separated petals draws one SVG element per petal
+(about 9,000 a view in joint mode, seconds of browser time per gesture) and WebGL, emulated
+without a GPU, is slower still.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from pipeline.imaging import (
     window,
 )
 
-POINTS, GROUPS, SELECTED, CORRECTED, FIRST_FLOWER = 0, 1, 2, 3, 4  # trace positions in a view
+POINTS, GROUPS, SELECTED, CORRECTED = 0, 1, 2, 3  # trace positions in a view
+FIRST_FLOWER = 0  # the first petal shape's position in a view's layout.shapes
 PETAL_STEPS = 11  # outline vertices per petal
 FN_LENGTH = 0.5  # joint mode: a missed label (FN) draws a short, hatched petal
+HATCH_LINES = 3  # strokes across a hatched (FN) petal
 
 _DTYPES = {"float32": "f4", "float64": "f8", "uint8": "u1", "int8": "i1", "int32": "i4",
            "uint32": "u4", "int16": "i2", "uint16": "u2"}
@@ -113,26 +120,62 @@ def flower_styles(mode: str) -> tuple[str, ...]:
     return {"dots": (), "act": ("act",), "prd": ("prd",), "joint": ("FP", "TP", "FN")}[mode]
 
 
-def flower_templates(mode: str, attributes, colours) -> list[dict]:
-    """Empty petal traces (x, y filled by flower_geometry), one per attribute and style."""
-    traces = []
+def flower_templates(mode: str, attributes, colours, layer: str = "above") -> list[dict]:
+    """Empty petal shapes (path filled by flower_paths), one per attribute and style.
+
+    `layer` "below" puts them under every trace: under a small run's WebGL points, so a joint
+    flower's centre dot (its error) shows over its petals; "above" over a large run's SVG
+    overlays (selection rings, diamonds), so flowers stay readable inside a selection.
+    """
+    shapes = []
     for style in flower_styles(mode):
         for name, colour in zip(attributes, colours, strict=True):
-            traces.append({"type": "scatter", "mode": "lines", "fill": "toself",
-                           "name": f"{name} ({style})", "hoverinfo": "skip", "x": [], "y": [],
-                           **petal_style(style, colour)})
-    return traces
+            shapes.append({"type": "path", "xref": "x", "yref": "y", "layer": layer,
+                           "name": f"{name} ({style})", "path": "", "visible": False,
+                           # Overlapping petals of one style stay filled (evenodd would hole them).
+                           "fillrule": "nonzero", **petal_style(style, colour)})
+    return shapes
 
 
 def petal_style(style: str, colour: str) -> dict:
-    """How a petal of one style looks: solid, hatched and short (FN), or black-bordered (FP)."""
+    """How a petal of one style looks: solid, black-bordered (FP), or short with white fill
+    and strokes across it in its colour (FN; the strokes are its geometry, petal_template)."""
     if style == "FP":
         return {"fillcolor": _rgba(colour, 0.22), "line": {"color": "#111111", "width": 1.1}}
     if style == "FN":
-        return {"fillcolor": "rgba(255,255,255,0.9)", "line": {"color": colour, "width": 1.2},
-                "fillpattern": {"shape": "/", "fgcolor": colour, "bgcolor": "white",
-                                "size": 5, "solidity": 0.5}}
+        return {"fillcolor": "rgba(255,255,255,0.9)", "line": {"color": colour, "width": 1.2}}
     return {"fillcolor": _rgba(colour, 0.9), "line": {"color": colour, "width": 0.6}}
+
+
+def petal_path(x, y, decimals: int) -> str:
+    """NaN-separated x, y (petals_xy) as one SVG path: a closed subpath per outline or stroke;
+    coordinates rounded to `decimals` places (a small share of a petal is enough)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    gap = np.isnan(x) | np.isnan(y)
+    if gap.all():
+        return ""
+    after_gap = np.concatenate([[True], gap[:-1]])
+    before_gap = np.concatenate([gap[1:], [True]])
+    keep = ~gap
+    first, last = (after_gap & keep)[keep].tolist(), (before_gap & keep)[keep].tolist()
+    xs = np.round(x[keep], decimals).tolist()
+    ys = np.round(y[keep], decimals).tolist()
+    return "".join(f"{'M' if f else 'L'}{a},{b}{'Z' if z else ''}"
+                   for a, b, f, z in zip(xs, ys, first, last, strict=True))
+
+
+def flower_paths(geometry, radius) -> list[str]:
+    """flower_geometry's (x, y) per petal shape as SVG paths, to a precision of about 1/200 of
+    the petal radius."""
+    r = min((radius, radius) if np.isscalar(radius) else radius)
+    decimals = int(np.clip(np.ceil(-np.log10(max(r, 1e-12) / 200)), 0, 12))
+    return [petal_path(x, y, decimals) for x, y in geometry]
+
+
+def with_paths(shapes: list[dict], paths: list[str]) -> list[dict]:
+    """flower_templates' shapes holding their paths (an empty one is hidden)."""
+    return [{**shape, "path": path, "visible": bool(path)}
+            for shape, path in zip(shapes, paths, strict=True)]
 
 
 def _rgba(colour: str, alpha: float) -> str:
@@ -167,12 +210,38 @@ def petal_outline(n_shown: int):
     """A unit petal pointing along +x from the origin: an ellipse whose width lets neighbours
     just touch when all petals are full length."""
     t = np.linspace(0, 2 * np.pi, PETAL_STEPS)
-    width = min(0.26, 0.45 * np.tan(np.pi / max(n_shown, 3)))
-    return (1 - np.cos(t)) / 2, width * np.sin(t)
+    return (1 - np.cos(t)) / 2, petal_width(n_shown) * np.sin(t)
 
 
-def petals_xy(centres, lengths, angle: float, radius, n_shown: int):
-    """x and y of the petals of one attribute (NaN between petals) for flowers with length > 0.
+def petal_width(n_shown: int) -> float:
+    """A unit petal's half-width."""
+    return min(0.26, 0.45 * np.tan(np.pi / max(n_shown, 3)))
+
+
+def petal_template(n_shown: int, hatched: bool = False):
+    """petal_outline then NaN; a hatched petal adds HATCH_LINES parallel strokes across it, each
+    two points then NaN. The hatch is geometry, not an SVG fill pattern, so it draws the same
+    as a layout path, a WebGL line or an SVG line."""
+    u, v = petal_outline(n_shown)
+    u, v = [*u, np.nan], [*v, np.nan]
+    if hatched:
+        width = petal_width(n_shown)
+        # Chords of the unit circle along one diagonal, mapped onto the petal's ellipse.
+        s = np.linspace(-0.7, 0.7, HATCH_LINES)
+        h = np.sqrt(1 - s**2)
+        d = np.sqrt(0.5)
+        for a, b in zip(s, h, strict=True):
+            for sign in (1, -1):
+                u.append((1 + d * (a - sign * b)) / 2)
+                v.append(width * d * (a + sign * b))
+            u.append(np.nan)
+            v.append(np.nan)
+    return np.asarray(u), np.asarray(v)
+
+
+def petals_xy(centres, lengths, angle: float, radius, n_shown: int, hatched: bool = False):
+    """x and y of the petals of one attribute (NaN after each petal and each hatch stroke) for
+    flowers with length > 0.
 
     `radius` is one number, or (rx, ry) when the axes have different data scales.
     """
@@ -182,20 +251,18 @@ def petals_xy(centres, lengths, angle: float, radius, n_shown: int):
     rx, ry = (radius, radius) if np.isscalar(radius) else radius
     c = np.asarray(centres, dtype=np.float64)[keep]
     scale = lengths[keep][:, None]
-    u, v = petal_outline(n_shown)
+    u, v = petal_template(n_shown, hatched)
     cos, sin = np.cos(angle), np.sin(angle)
     x = c[:, :1] + rx * scale * (u * cos - v * sin)
     y = c[:, 1:] + ry * scale * (u * sin + v * cos)
-    gap = np.full((len(c), 1), np.nan)
-    return (np.hstack([x, gap]).ravel().astype(np.float32),
-            np.hstack([y, gap]).ravel().astype(np.float32))
+    return x.ravel().astype(np.float32), y.ravel().astype(np.float32)
 
 
 def flower_geometry(mode: str, centres, act, prd, threshold: float, shown, radius,
                     n_attributes: int):
-    """(x, y) per petal trace of flower_templates, for the given flowers.
+    """(x, y) per petal shape of flower_templates, for the given flowers.
 
-    `shown` lists the attribute indices that get petals; others get empty traces.
+    `shown` lists the attribute indices that get petals; others get none (a hidden shape).
     """
     shown = [int(j) for j in shown]
     angles = dict(zip(shown, petal_angles(len(shown)), strict=True))
@@ -205,7 +272,8 @@ def flower_geometry(mode: str, centres, act, prd, threshold: float, shown, radiu
         lengths = petal_lengths(style, act, prd, threshold)
         for j in range(n_attributes):
             if j in angles and len(centres):
-                out.append(petals_xy(centres, lengths[:, j], angles[j], radius, len(shown)))
+                out.append(petals_xy(centres, lengths[:, j], angles[j], radius, len(shown),
+                                      hatched=style == "FN"))
             else:
                 out.append(empty)
     return out
@@ -213,8 +281,8 @@ def flower_geometry(mode: str, centres, act, prd, threshold: float, shown, radiu
 
 def view_figure(points: dict, groups: dict, selected: dict, corrected: dict, flowers: list[dict],
                 uirevision, picture: dict | None = None, extent=None) -> dict:
-    """One embedded view: points, group rings, selection rings, corrected-label diamonds, then
-    the petal traces.
+    """One embedded view: points, group rings, selection rings and corrected-label diamonds as
+    traces, and the flowers' petal shapes (flower_templates with their paths).
 
     Axes are not locked to equal scale, so elongated maps use the whole plot; petals are sized
     per axis (petal_radius) and so stay round. A large run's points come as a `picture` (a
@@ -232,8 +300,9 @@ def view_figure(points: dict, groups: dict, selected: dict, corrected: dict, flo
 
 def _view_layout(points, groups, selected, corrected, flowers, uirevision, axis) -> dict:
     return {
-        "data": [points, groups, selected, corrected, *flowers],
+        "data": [points, groups, selected, corrected],
         "layout": {
+            "shapes": flowers,
             "margin": {"l": 2, "r": 2, "t": 2, "b": 2}, "dragmode": "select",
             "hovermode": "closest", "showlegend": False, "uirevision": uirevision,
             "plot_bgcolor": "white", "paper_bgcolor": "white", "selectionrevision": 0,
@@ -265,10 +334,9 @@ def legend_figure(mode: str, attributes, colours, shown) -> dict:
     prd = act.astype(np.float32)
     if key_mode == "prd":
         prd[0, shown] = np.linspace(1.0, 0.4, len(shown))
-    traces = flower_templates(key_mode, attributes, colours)
     geometry = flower_geometry(key_mode, [[0, 0]], act, prd, 0.5, shown, 1.0, n)
-    for trace, (x, y) in zip(traces, geometry, strict=True):
-        trace["x"], trace["y"] = x.tolist(), y.tolist()
+    shapes = with_paths(flower_templates(key_mode, attributes, colours),
+                        flower_paths(geometry, 1.0))
     labels = []
     for j, a in zip(shown, petal_angles(len(shown)), strict=True):
         c, s = np.cos(a), np.sin(a)
@@ -278,8 +346,9 @@ def legend_figure(mode: str, attributes, colours, shown) -> dict:
         labels.append({"x": 1.1 * c, "y": 1.12 * s, "text": text, "showarrow": False,
                        "xanchor": side, "yanchor": "middle",
                        "font": {"size": 9, "color": "#3b4a5e"}})
-    examples, notes = _style_examples(mode, colours[shown[0]])
-    return {"data": [*traces, *examples], "layout": {
+    examples, dots, notes = _style_examples(mode, colours[shown[0]])
+    return {"data": dots, "layout": {
+        "shapes": shapes + examples,
         "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "showlegend": False,
         "plot_bgcolor": "white", "paper_bgcolor": "white", "dragmode": False,
         "xaxis": {"visible": False, "range": [-2.35, 2.35], "fixedrange": True},
@@ -289,7 +358,8 @@ def legend_figure(mode: str, attributes, colours, shown) -> dict:
 
 
 def _style_examples(mode: str, colour: str):
-    """Example petals (and centre dots) with their meaning, in rows under the key flower."""
+    """Example petal shapes (and a trace of centre dots) with their meaning, in rows under the
+    key flower."""
     rows = {
         "dots": [],
         "act": [("act", 1.0, "petal: the image is labelled (ACT = 1)")],
@@ -299,13 +369,14 @@ def _style_examples(mode: str, colour: str):
                   ("FN", FN_LENGTH, "FN: labelled but missed (short, hatched)"),
                   ("FP", 1.0, "FP: predicted, not labelled (black rim)")],
     }[mode]
-    traces, notes = [], []
+    shapes, traces, notes = [], [], []
     text = {"showarrow": False, "xanchor": "left", "font": {"size": 10, "color": "#333"}}
     for k, (style, length, meaning) in enumerate(rows):
         y = -1.75 - 0.68 * k
-        x, yy = petals_xy([[-2.0, y - 0.3]], np.array([length]), np.pi / 2, 0.6, 5)
-        traces.append({"type": "scatter", "mode": "lines", "fill": "toself", "hoverinfo": "skip",
-                       "x": x.tolist(), "y": yy.tolist(), **petal_style(style, colour)})
+        x, yy = petals_xy([[-2.0, y - 0.3]], np.array([length]), np.pi / 2, 0.6, 5,
+                          hatched=style == "FN")
+        shapes.append({"type": "path", "xref": "x", "yref": "y", "layer": "above",
+                       "path": petal_path(x, yy, 4), **petal_style(style, colour)})
         notes.append({"x": -1.65, "y": y, "text": meaning, **text})
     if mode == "joint":
         y = -1.75 - 0.68 * len(rows)
@@ -317,7 +388,7 @@ def _style_examples(mode: str, colour: str):
     if mode == "dots":
         notes.append({"x": -2.2, "y": -1.8, "text": "Choose a Flowers point mode to draw<br>"
                       "one flower per image with these petals.", "align": "left", **text})
-    return traces, notes
+    return shapes, traces, notes
 
 
 def centre_sizes(error, base: float) -> np.ndarray:

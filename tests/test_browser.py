@@ -19,6 +19,12 @@ from tests.conftest import WAIT_S, N, free_port, patient
 pytestmark = pytest.mark.browser
 
 
+# Petals per flower shape of a view (FP, TP, FN or one style, one shape per attribute): its
+# path's subpaths with more than two vertices (an FN petal's hatch strokes have two).
+PETALS = f"""gd._fullLayout.shapes.slice({FIRST_FLOWER}).map(s => !s.visible ? 0
+    : s.path.split('M').slice(1).filter(p => p.split('L').length > 2).length)"""
+
+
 def figure_data(dash_duo, graph_id: str, expression: str):
     """Evaluate a JavaScript expression on the plotly graph div `gd` inside #graph_id."""
     return dash_duo.driver.execute_script(
@@ -116,15 +122,16 @@ def test_joint_flowers_draw_petals_per_outcome_and_a_key(dashboard):
     said = np.asarray(run.prd) >= 0.5
     act = np.asarray(run.act).astype(bool)
     a = len(run.attributes)
-    # Joint traces after points, group and selection rings and corrected-label diamonds: FP,
-    # TP, FN, one per attribute.
-    petals = figure_data(dash_duo, "view-fea", f"""gd._fullData.slice({FIRST_FLOWER}).map(
-        t => Array.from(t.x).filter(Number.isNaN).length)""")
+    # Joint flower shapes: FP, TP, FN, one per attribute.
+    petals = figure_data(dash_duo, "view-fea", PETALS)
     assert len(petals) == 3 * a
     assert petals[:a] == (~act & said).sum(axis=0).tolist()  # FP
     assert petals[a:2 * a] == (act & said).sum(axis=0).tolist()  # TP
     assert petals[2 * a:] == (act & ~said).sum(axis=0).tolist()  # FN
-    first_fp = f"gd._fullData[{FIRST_FLOWER}]"
+    # One SVG path per style and attribute that has petals, not one per petal.
+    drawn = figure_data(dash_duo, "view-fea", "gd.querySelectorAll('.shapelayer path').length")
+    assert drawn == sum(1 for p in petals if p) < sum(petals)
+    first_fp = f"gd._fullLayout.shapes[{FIRST_FLOWER}]"
     assert figure_data(dash_duo, "view-fea", f"{first_fp}.line.color") == "#111111"
     dash_duo.wait_for_contains_text("#graph-flower-legend", "FN: labelled but missed")
     dash_duo.wait_for_contains_text("#graph-flower-legend", "FP: predicted, not labelled")

@@ -187,11 +187,13 @@ def test_zoom_redraws_only_that_views_flowers(run):
     inside = int(((xy[:, 0] <= box[1])).sum())
     assert headers[2] == f"flowers: {inside} of {inside} in view"
     locations = [where for where, _ in operations(figures[2])]
-    assert all(where[:2] == ["data", where[1]] and where[1] >= FIRST_FLOWER
+    assert all(where[:3] == ["layout", "shapes", where[2]] and where[2] >= FIRST_FLOWER
                for where in locations)
-    assert len(locations) == 2 * 17
-    labels = sum(len(np.flatnonzero(np.isnan(decode(v)))) for where, v in
-                 operations(figures[2]) if where[-1] == "x")
+    assert len(locations) == 2 * 17  # each petal shape's path and whether it shows
+    paths = [v for where, v in operations(figures[2]) if where[-1] == "path"]
+    assert len(paths) == 17
+    # One closed subpath per petal: one per label among the flowers in the box.
+    labels = sum(path.count("M") for path in paths)
     assert labels == int(np.asarray(run.act)[xy[:, 0] <= box[1]].sum())
 
 
@@ -200,8 +202,22 @@ def test_flower_cap_limits_the_flowers_and_says_so(run):
                "cosine", 10, 0.5, [], "any", "act", [], [], None, None, None)
     assert out[3:6] == ("flowers: 10 of 60 in view (capped)",) * 3
     figure = out[0]
-    assert len(figure["data"]) == FIRST_FLOWER + 17
+    assert len(figure["data"]) == 4 and len(figure["layout"]["shapes"]) == FIRST_FLOWER + 17
+    petals = sum(s["path"].count("M") for s in figure["layout"]["shapes"])
+    assert 0 < petals <= 10 * 17  # ten flowers' petals at most
     assert figure["data"][POINTS]["type"] == "scattergl"
+
+
+def test_petals_lie_under_a_small_runs_points_and_over_a_large_runs_overlays(run, monkeypatch):
+    # Under the WebGL points a joint flower's centre dot shows over its petals; over a picture
+    # the petals stay above the SVG selection rings and diamonds.
+    for raster_above, layer in (("1000", "below"), ("10", "above")):
+        monkeypatch.setenv("XRAE_RASTER_ABOVE", raster_above)
+        out = call(views.draw_views, "radio-point-mode.value", run.id, "joint", EVERY, "error",
+                   0, "cosine", 500, 0.5, [], "any", "act", [], [], None, None, None)
+        shapes = out[0]["layout"]["shapes"]
+        assert {s["layer"] for s in shapes} == {layer}
+        assert sum(s["path"].count("M") for s in shapes if s["visible"]) > 0
 
 
 def test_a_full_redraw_draws_the_selection_it_is_given_into_all_three_views(run):

@@ -19,13 +19,18 @@ from components.encoding import (
 )
 from components.figures import (
     FN_LENGTH,
+    HATCH_LINES,
+    PETAL_STEPS,
     flower_geometry,
+    flower_paths,
     flower_templates,
     image_figure,
     legend_figure,
     petal_angles,
     thumbnail_uri,
     typed,
+    view_figure,
+    with_paths,
 )
 from pipeline.filters import filter_mask
 from pipeline.metrics import error_distance
@@ -40,12 +45,28 @@ def decode(spec: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(spec["bdata"]), dtype=dtype)
 
 
-def petals(x) -> list[np.ndarray]:
-    """Split a NaN-separated trace into its petals' vertex index ranges."""
+def segments(x) -> list[np.ndarray]:
+    """Split NaN-separated coordinates into their pieces' vertex index ranges."""
     x = np.asarray(x)
     cuts = np.flatnonzero(np.isnan(x))
     starts = np.concatenate([[0], cuts[:-1] + 1]).astype(int)[: len(cuts)]
     return [np.arange(a, b) for a, b in zip(starts, cuts, strict=True)]
+
+
+def petals(x) -> list[np.ndarray]:
+    """The petal outlines among the pieces (a hatch stroke is two points)."""
+    return [rows for rows in segments(x) if len(rows) > 2]
+
+
+def strokes(x) -> list[np.ndarray]:
+    return [rows for rows in segments(x) if len(rows) == 2]
+
+
+def subpaths(path: str) -> list[np.ndarray]:
+    """An SVG path's subpaths as arrays of (x, y) vertices."""
+    return [np.array([[float(v) for v in point.rstrip("Z").split(",")]
+                      for point in piece.split("L")])
+            for piece in path.split("M")[1:]]
 
 
 def test_typed_arrays_round_trip_and_narrow_64_bit():
@@ -142,9 +163,36 @@ def test_joint_flowers_separate_tp_fn_fp_by_style_and_length():
     assert [len(petals(x)) for x, _ in fn] == (ACT.astype(bool) & ~said).sum(axis=0).tolist()
     x, y = fn[2]  # image 0 misses attribute 2: a short petal
     assert np.nanmax(np.hypot(x, y)) == pytest.approx(FN_LENGTH, rel=1e-4)
+    # FN petals are hatched: strokes across each, inside its outline; TP and FP have none.
+    assert [len(strokes(x)) for x, _ in fn] == [HATCH_LINES * len(petals(x)) for x, _ in fn]
+    assert not any(strokes(x) for x, _ in fp + tp)
+    stroke = strokes(x)[0]
+    assert np.hypot(x[stroke], y[stroke]).max() <= FN_LENGTH * (1 + 1e-4)
     styles = flower_templates("joint", ["a", "b", "c"], ["#ff0000", "#00ff00", "#0000ff"])
     assert styles[0]["line"]["color"] == "#111111"  # FP: black border
-    assert "fillpattern" in styles[6] and "fillpattern" not in styles[3]  # FN hatched, TP solid
+    assert styles[6]["line"]["color"] == "#ff0000" and styles[6]["fillcolor"].startswith(
+        "rgba(255,255,255")  # FN: white petal, its colour in outline and strokes
+    assert styles[3]["fillcolor"] == "rgba(255,0,0,0.9)"  # TP: solid in its colour
+
+
+def test_each_style_and_attribute_is_one_path_with_a_closed_subpath_per_petal():
+    traces, _ = geometry("joint", radius=2.0)
+    paths = flower_paths(traces, 2.0)
+    for (x, y), path in zip(traces, paths, strict=True):
+        pieces = subpaths(path)
+        assert len(pieces) == len(segments(x))
+        assert path.count("Z") == len(pieces)  # each outline and stroke closed
+        outlines = [p for p in pieces if len(p) > 2]
+        assert len(outlines) == len(petals(x))
+        for rows, piece in zip(petals(x), outlines, strict=True):
+            assert len(piece) == PETAL_STEPS
+            # to within 1/200 of the petal radius
+            np.testing.assert_allclose(piece, np.c_[x[rows], y[rows]], atol=2.0 / 200)
+    shapes = with_paths(flower_templates("joint", ["a", "b", "c"], ["#f00", "#0f0", "#00f"]),
+                        paths)
+    assert [s["visible"] for s in shapes] == [bool(len(x)) for x, _ in traces]
+    figure = view_figure({}, {}, {}, {}, shapes, uirevision="r")
+    assert len(figure["data"]) == 4 and figure["layout"]["shapes"] == shapes
 
 
 def test_petals_point_at_their_attribute_angle_and_hidden_attributes_get_none():
@@ -162,6 +210,14 @@ def test_flower_key_explains_every_joint_style():
     for words in ("TP", "FN", "FP", "error", "a", "c"):
         assert words in texts
     assert " b" not in texts.replace("labelled but", "")
+    # The key's petals are the views' own shapes: a, c full-length petals and the examples.
+    shapes = figure["layout"]["shapes"]
+    drawn = [s["name"] for s in shapes if s.get("visible", True) and "name" in s]
+    assert drawn == ["a (TP)", "c (TP)"]
+    examples = [s for s in shapes if "name" not in s]
+    assert [len([p for p in subpaths(s["path"]) if len(p) == 2]) for s in examples] == \
+        [0, HATCH_LINES, 0]  # TP, FN (hatched), FP
+    assert examples[2]["line"]["color"] == "#111111"
 
 
 def test_thumbnail_is_a_small_png_of_log_intensity():

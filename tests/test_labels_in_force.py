@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.figures import FIRST_FLOWER
 from pipeline import corrections
 from pipeline.metrics import OUTCOMES, group_summary
-from tests.test_browser import box_select, figure_data, gap_box
+from tests.test_browser import PETALS, box_select, figure_data, gap_box
 
 
 def test_a_correction_changes_the_labels_in_force_and_an_undo_restores_them(synthetic_run):
@@ -48,9 +47,8 @@ def overall_tiles(dash_duo) -> dict[str, int]:
 
 
 def petal_counts(dash_duo) -> list[int]:
-    """Petals per joint-flower trace in FEA (FP, TP and FN traces, one per attribute)."""
-    return figure_data(dash_duo, "view-fea", f"""gd._fullData.slice({FIRST_FLOWER}).map(
-        t => Array.from(t.x).filter(Number.isNaN).length)""")
+    """Petals per joint-flower shape in FEA (FP, TP and FN shapes, one per attribute)."""
+    return figure_data(dash_duo, "view-fea", PETALS)
 
 
 @pytest.mark.browser

@@ -9,11 +9,19 @@ from dash.testing.wait import until
 from selenium.webdriver.common.action_chains import ActionChains
 
 from app import create_app
-from components.figures import CORRECTED, FIRST_FLOWER, GROUPS, POINTS
+from components.figures import CORRECTED, GROUPS, POINTS
 from components.raster import warm_up
 from pipeline.metrics import group_summary
 from tests.conftest import WAIT_S, N, free_port, patient, write_synthetic_run
-from tests.test_browser import box_select, figure_data, gap_box, hover, lasso_select, to_pixels
+from tests.test_browser import (
+    PETALS,
+    box_select,
+    figure_data,
+    gap_box,
+    hover,
+    lasso_select,
+    to_pixels,
+)
 
 pytestmark = pytest.mark.browser
 VIEWS = ("view-act", "view-fea", "view-prd")
@@ -121,8 +129,7 @@ def test_zooming_in_draws_flowers_over_the_picture_and_redraws_it_for_the_box(pi
     until(lambda: changed(dash_duo, "view-fea", before), timeout=WAIT_S)
     image = figure_data(dash_duo, "view-fea", "gd._fullLayout.images[0]")
     assert np.allclose([image["x"], image["x"] + image["sizex"]], [lo[0], hi[0]], rtol=1e-4)
-    petals = figure_data(dash_duo, "view-fea", f"""gd._fullData.slice({FIRST_FLOWER}).map(
-        t => Array.from(t.x).filter(Number.isNaN).length)""")
+    petals = figure_data(dash_duo, "view-fea", PETALS)
     assert sum(petals) > 0
     # Overlays are SVG: the figure holds no WebGL trace at all.
     types = figure_data(dash_duo, "view-fea", "gd._fullData.map(t => t.type)")
