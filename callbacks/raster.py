@@ -83,7 +83,7 @@ def picture_view(run, space, colours, focus, viewport, size, groups, rings) -> d
     """Everything of one view of a large run: the picture (a layout image), the hover surface
     in the image trace's place, and group rings, selection rings and correction diamonds for
     what is in view. `colours` is (values, scale, range, codes-or-None); `rings` the selected
-    rows that get a ring (flower modes) or None."""
+    rows that get a ring (the selected flowers: callbacks.views.ringed_rows) or None."""
     xy = np.asarray(run.emb(space))
     box = picture_box(run, space, viewport)
     values, scale, crange, codes = colours
@@ -153,19 +153,25 @@ def _redrawn_spaces() -> set[str]:
     [Input(ids.STORE_VIEW_SIZES[s], "data") for s in SPACES],
     State(ids.RUN_PICKER, "value"), State(ids.POINT_MODE, "value"),
     State(ids.COLOUR_BY, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
-    State(ids.DISTANCE, "value"),
+    State(ids.DISTANCE, "value"), State(ids.FLOWER_CAP, "value"),
     prevent_initial_call=True,
 )
 def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_match, f_on,
                     disagreeing, which, _version, groups, vp_act, vp_fea, vp_prd, size_act,
-                    size_fea, size_prd, run_id, mode, colour_by, colour_attribute, metric):
+                    size_fea, size_prd, run_id, mode, colour_by, colour_attribute, metric,
+                    cap=None):
     """A large run's views drawn again for what changed: the selection lit up in all three,
     the filter's fading, the threshold's outcome colours, the labels used, saved groups, and
     a view's zoom box or pixel size (that view only)."""
     run = try_run(run_id)
     if run is None or not is_raster(len(run)):
         return [no_update] * len(SPACES)
-    from callbacks.views import match_mask, per_view, view_colours  # views imports this module
+    from callbacks.views import (  # views imports this module
+        match_mask,
+        per_view,
+        ringed_rows,
+        view_colours,
+    )
 
     which = which or WITH_CORRECTIONS
     threshold = thresholds_sent(run, threshold_choice, threshold)
@@ -177,12 +183,14 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     colours = {s: (v, scale, crange, colour_codes(colour_by))
                for s, v in per_view(values).items()}
     focus = focus_mask(mask, rows)
-    rings = rows if mode not in (None, "dots") else None
     viewports = dict(zip(SPACES, (vp_act, vp_fea, vp_prd), strict=True))
     sizes = dict(zip(SPACES, (size_act, size_fea, size_prd), strict=True))
     redrawn = _redrawn_spaces()
-    return [picture_patch(picture_view(run, s, colours[s], focus, viewports[s], sizes[s], groups,
-                                       rings)) if s in redrawn else no_update for s in SPACES]
+    flowers = mode not in (None, "dots")
+    return [picture_patch(picture_view(
+        run, s, colours[s], focus, viewports[s], sizes[s], groups,
+        ringed_rows(run, s, rows, mask, viewports[s], cap) if flowers else None))
+        if s in redrawn else no_update for s in SPACES]
 
 
 def picture_patch(view: dict):

@@ -124,13 +124,27 @@ def point_size(run, mode: str, metric: str, which: str):
     return base
 
 
+def flowered(run, space, mask, viewport, cap):
+    """(rows drawn as flowers in a view, how many were eligible there, the view's box)."""
+    cap = DEFAULT_CAP if cap is None else max(int(cap), 0)
+    box = viewport or extent(run, space)
+    rows, in_view = flower_subset(run.emb(space), box, mask, cap)
+    return rows, in_view, box
+
+
+def ringed_rows(run, space, selection, mask, viewport, cap) -> np.ndarray:
+    """The selected rows a large run's view rings: those drawn as flowers there. The picture
+    lights the selection up; rings mark which flowers belong to it, and ringing every selected
+    image in view would put thousands of SVG markers on the page."""
+    rows, _, _ = flowered(run, space, mask, viewport, cap)
+    return np.intersect1d(rows, selection)
+
+
 def flowers_in_view(run, act, space, mode, shown, threshold, mask, viewport, cap):
     """The SVG path per petal shape (flower_templates) for one view, and the header text with
     the counts."""
     xy = run.emb(space)
-    cap = DEFAULT_CAP if cap is None else max(int(cap), 0)
-    box = viewport or extent(run, space)
-    rows, in_view = flower_subset(xy, box, mask, cap)
+    rows, in_view, box = flowered(run, space, mask, viewport, cap)
     radius = petal_radius(box, len(rows))
     geometry = flower_geometry(mode, xy[rows], act[rows], run.prd[rows], threshold,
                                shown or [], radius, len(run.attributes))
@@ -167,7 +181,8 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
             picture = picture_view(run, space, (raw[space], scale, crange,
                                                 colour_codes(colour_by)),
                                    focus, viewports.get(space), (sizes or {}).get(space), mine,
-                                   selection if mode != "dots" else None)
+                                   None if mode == "dots" else ringed_rows(
+                                       run, space, selection, mask, viewports.get(space), cap))
             traces = [picture[k] for k in (POINTS, GROUPS, SELECTED, CORRECTED)]
         else:
             points = points_trace(xy, encoded[id(raw[space])], scale, crange, alpha, size)

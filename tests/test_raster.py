@@ -15,9 +15,9 @@ from PIL import Image
 from callbacks import legends, views
 from callbacks import raster as raster_callbacks
 from components import raster
-from components.figures import GROUPS, POINTS
+from components.figures import GROUPS, POINTS, SELECTED
 from pipeline.errors import PipelineError
-from tests.test_callbacks import EVERY, call, texts
+from tests.test_callbacks import EVERY, call, decode, texts
 from tests.test_callbacks import run as run  # noqa: F401  (fixture)
 
 SQUARE = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.5, 0.5], [2.0, 2.0]]
@@ -174,6 +174,21 @@ def test_saved_groups_are_ringed_in_view_and_small_runs_are_left_to_their_points
     assert call(raster_callbacks.redraw_pictures, "store-groups.data", [], 0.5, "one", [], "any",
                 "act", None, "with", 0, [group], None, None, None, None, None, None, run.id,
                 "dots", "error", 0, "cosine") == [no_update] * 3
+
+
+def test_a_large_run_rings_only_the_selected_flowers(run, pictures):
+    everything = list(range(len(run)))
+    out = call(raster_callbacks.redraw_pictures, "store-selection.data", everything, 0.5, "one",
+               [], "any", "act", None, "with", 0, [], None, None, None, None, None, None, run.id,
+               "joint", "error", 0, "cosine", 7)
+    for space, patch in zip(("act", "fea", "prd"), out, strict=True):
+        rings = {tuple(op["location"]): op["params"].get("value")
+                 for op in patch.to_plotly_json()["operations"]}[("data", SELECTED)]
+        ringed = decode(rings["x"])
+        flowers, _, _ = views.flowered(run, space, np.ones(len(run), bool), None, 7)
+        # 7 flowers drawn, all selected: 7 rings, at the flowers' centres, not one per image
+        assert len(ringed) == 7 < len(run)
+        assert sorted(ringed.tolist()) == sorted(np.asarray(run.emb(space))[flowers, 0].tolist())
 
 
 def test_hover_and_click_on_a_picture_find_the_nearest_image(run, pictures):
