@@ -131,11 +131,22 @@ def colour_codes(colour_by) -> int | None:
 # ---------------------------------------------------------------- redraw on every gesture
 
 
+def _triggers() -> set[str]:
+    """The ids whose change fired the callback being answered."""
+    return {p.rsplit(".", 1)[0] for p in ctx.triggered_prop_ids}
+
+
+# What moves a large run's flowers (their headers follow in callbacks.views.draw_flowers).
+FLOWER_INPUTS = {ids.THRESHOLD, ids.THRESHOLD_MODE, ids.FILTER_ATTRIBUTES, ids.FILTER_MATCH,
+                 ids.FILTER_ON, ids.FILTER_DISAGREEING, ids.LABELS_USED, ids.STORE_CORRECTIONS,
+                 *ids.STORE_VIEWPORTS.values()}
+
+
 def _redrawn_spaces() -> set[str]:
     """The views a gesture changes: the one zoomed or resized, else all three."""
     own = {ids.STORE_VIEWPORTS[s]: s for s in SPACES} | {ids.STORE_VIEW_SIZES[s]: s
                                                           for s in SPACES}
-    triggered = {p.rsplit(".", 1)[0] for p in ctx.triggered_prop_ids}
+    triggered = _triggers()
     if triggered and triggered <= set(own):
         return {own[t] for t in triggered}
     return set(SPACES)
@@ -154,21 +165,25 @@ def _redrawn_spaces() -> set[str]:
     State(ids.RUN_PICKER, "value"), State(ids.POINT_MODE, "value"),
     State(ids.COLOUR_BY, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
     State(ids.DISTANCE, "value"), State(ids.FLOWER_CAP, "value"),
+    State(ids.FLOWER_ATTRIBUTES, "value"),
     prevent_initial_call=True,
 )
 def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_match, f_on,
                     disagreeing, which, _version, groups, vp_act, vp_fea, vp_prd, size_act,
                     size_fea, size_prd, run_id, mode, colour_by, colour_attribute, metric,
-                    cap=None):
+                    cap=None, shown=None):
     """A large run's views drawn again for what changed: the selection lit up in all three,
     the filter's fading, the threshold's outcome colours, the labels used, saved groups, and
-    a view's zoom box or pixel size (that view only)."""
+    a view's zoom box or pixel size (that view only); in a flower mode, the flowers too when
+    what changed moves them, in the same patch, so the browser redraws each view once."""
     run = try_run(run_id)
     if run is None or not is_raster(len(run)):
         return [no_update] * len(SPACES)
     from callbacks.views import (  # views imports this module
+        flowers_in_view,
         match_mask,
         per_view,
+        put_flowers,
         ringed_rows,
         view_colours,
     )
@@ -187,10 +202,21 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     sizes = dict(zip(SPACES, (size_act, size_fea, size_prd), strict=True))
     redrawn = _redrawn_spaces()
     flowers = mode not in (None, "dots")
-    return [picture_patch(picture_view(
-        run, s, colours[s], focus, viewports[s], sizes[s], groups,
-        ringed_rows(run, s, rows, mask, viewports[s], cap) if flowers else None))
-        if s in redrawn else no_update for s in SPACES]
+    moved = flowers and bool(_triggers() & FLOWER_INPUTS)
+    patches = []
+    for s in SPACES:
+        if s not in redrawn:
+            patches.append(no_update)
+            continue
+        patch = picture_patch(picture_view(
+            run, s, colours[s], focus, viewports[s], sizes[s], groups,
+            ringed_rows(run, s, rows, mask, viewports[s], cap) if flowers else None))
+        if moved:
+            paths, _ = flowers_in_view(run, act, s, mode, shown, threshold, mask, viewports[s],
+                                       cap)
+            put_flowers(patch, paths)
+        patches.append(patch)
+    return patches
 
 
 def picture_patch(view: dict):

@@ -148,9 +148,21 @@ def flowers_in_view(run, act, space, mode, shown, threshold, mask, viewport, cap
     radius = petal_radius(box, len(rows))
     geometry = flower_geometry(mode, xy[rows], act[rows], run.prd[rows], threshold,
                                shown or [], radius, len(run.attributes))
-    capped = " (capped)" if in_view > len(rows) else ""
-    header = f"flowers: {len(rows):,} of {in_view:,} in view{capped}"
-    return flower_paths(geometry, radius), header
+    return flower_paths(geometry, radius), flower_header(len(rows), in_view)
+
+
+def flower_header(n_drawn: int, in_view: int) -> str:
+    """A view's header in a flower mode: how many flowers it draws of those eligible in view."""
+    capped = " (capped)" if in_view > n_drawn else ""
+    return f"flowers: {n_drawn:,} of {in_view:,} in view{capped}"
+
+
+def put_flowers(patch: Patch, paths: list[str]) -> Patch:
+    """A view's Patch with its petal shapes' new paths (an empty one is hidden)."""
+    for k, path in enumerate(paths):
+        patch["layout"]["shapes"][FIRST_FLOWER + k]["path"] = path
+        patch["layout"]["shapes"][FIRST_FLOWER + k]["visible"] = bool(path)
+    return patch
 
 
 def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
@@ -330,10 +342,13 @@ def recolour_on_threshold(threshold, run_id, colour_by, colour_attribute, metric
 def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_id, mode, shown,
                  cap, which=WITH_CORRECTIONS, _version=0, metric=None, disagreeing=None,
                  threshold_choice=ONE_FOR_ALL):
-    """Redraw the flowers of the views whose viewport, thresholds, filter or labels changed."""
+    """Redraw the flowers of the views whose viewport, thresholds, filter or labels changed. A
+    large run's flowers travel with its pictures (callbacks.raster: one redraw of each view per
+    gesture, not two); here only its headers' counts change."""
     if not mode or mode == "dots":
         return [no_update] * 2 * len(SPACES)
     run = chosen_run(run_id)
+    raster = is_raster(len(run))
     threshold = thresholds_sent(run, threshold_choice, threshold)
     act = labels_used(run, which)
     mask = match_mask(run, act, threshold, attributes, match, on, disagreeing)
@@ -346,14 +361,16 @@ def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_i
             figures.append(no_update)
             headers.append(no_update)
             continue
+        if raster:
+            rows, in_view, _ = flowered(run, space, mask, viewport, cap)
+            figures.append(no_update)
+            headers.append(flower_header(len(rows), in_view))
+            continue
         paths, header = flowers_in_view(run, act, space, mode, shown, threshold, mask,
                                         viewport, cap)
-        patch = Patch()
-        for k, path in enumerate(paths):
-            patch["layout"]["shapes"][FIRST_FLOWER + k]["path"] = path
-            patch["layout"]["shapes"][FIRST_FLOWER + k]["visible"] = bool(path)
+        patch = put_flowers(Patch(), paths)
         # The centre dots grow with the error distance (a picture's dots do not).
-        if mode == "joint" and labels_changed and not is_raster(len(run)):
+        if mode == "joint" and labels_changed:
             patch["data"][POINTS]["marker"]["size"] = typed(point_size(run, mode, metric, which))
         figures.append(patch)
         headers.append(header)

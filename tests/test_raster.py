@@ -191,6 +191,24 @@ def test_a_large_run_rings_only_the_selected_flowers(run, pictures):
         assert sorted(ringed.tolist()) == sorted(np.asarray(run.emb(space))[flowers, 0].tolist())
 
 
+def test_a_large_runs_flowers_come_with_its_pictures_in_one_patch_per_view(run, pictures):
+    def locations(patch):
+        return {tuple(op["location"][:2]) for op in patch.to_plotly_json()["operations"]}
+
+    everything = [list(range(len(run.attributes)))]
+    args = ([], 0.3, "one", [], "any", "act", None, "with", 0, [], None, None, None, None, None,
+            None, run.id, "joint", "error", 0, "cosine", 7, *everything)
+    for patch in call(raster_callbacks.redraw_pictures, "slider-threshold.value", *args):
+        assert {("layout", "images"), ("layout", "shapes")} <= locations(patch)
+    # A selection does not move the flowers: only the picture and the rings are sent.
+    for patch in call(raster_callbacks.redraw_pictures, "store-selection.data", *args):
+        assert ("layout", "shapes") not in locations(patch)
+    figures_and_headers = call(views.draw_flowers, "slider-threshold.value", None, None, None,
+                               0.3, [], "any", "act", run.id, "joint", *everything, 7)
+    assert list(figures_and_headers[:3]) == [no_update] * 3  # the pictures' patch carries them
+    assert list(figures_and_headers[3:]) == [f"flowers: 7 of {len(run)} in view (capped)"] * 3
+
+
 def test_hover_and_click_on_a_picture_find_the_nearest_image(run, pictures):
     xy = np.asarray(run.emb("prd"))
     near = {"points": [{"curveNumber": POINTS, "x": float(xy[7, 0]) + 1e-4,
