@@ -58,11 +58,16 @@ def test_a_large_runs_views_are_pictures_with_no_points_in_the_browser(pictures)
     for view in VIEWS:
         assert figure_data(dash_duo, view, f"gd._fullData[{POINTS}].type") == "heatmap"
         assert picture_of(dash_duo, view).startswith("data:image/png;base64,")
-        # Drawn at the plot area's own pixel size, which the browser reported.
-        size = figure_data(dash_duo, view, "[gd._fullLayout._size.w, gd._fullLayout._size.h]")
-        until(lambda v=view, s=size: picture_size(dash_duo, v) == [round(x) for x in s],
+        # Drawn at the plot area's own pixel size, which the browser reported (read each time:
+        # the page may still be settling, e.g. a scrollbar appearing narrows every view).
+        until(lambda v=view: picture_size(dash_duo, v) == plot_size(dash_duo, v),
               timeout=WAIT_S)
     assert dash_duo.get_logs() == []
+
+
+def plot_size(dash_duo, view: str) -> list[int]:
+    size = figure_data(dash_duo, view, "[gd._fullLayout._size.w, gd._fullLayout._size.h]")
+    return [round(x) for x in size]
 
 
 def picture_size(dash_duo, view: str) -> list[int]:
