@@ -366,3 +366,16 @@ def test_colour_by_disagreement_draws_and_the_tab_lists_the_most_disagreeing(das
     dash_duo.wait_for_contains_text("#text-detail-title", f"#{top} ")
     dash_duo.driver.save_screenshot(str(tmp_path / "analyses-disagreement.png"))
     assert dash_duo.get_logs() == []
+
+
+def test_a_hostile_group_name_shows_as_text_in_the_comparison_table(run):
+    from components.selection import compare_table
+    from pipeline.metrics import group_summary
+
+    summary = group_summary(run.act[:10], run.prd[:10], 0.5)
+    hostile = '<img src=x onerror="alert(1)">'
+    table = compare_table(summary, summary, (hostile, "All images"), run.attributes, run.colours)
+    markup = table.children[1].children  # the note, then the table's one component
+    assert "<img" not in markup
+    assert '&lt;img src=x onerror="alert(1)"&gt;' in markup
+    assert f"{hostile} (10)" in texts(table)  # read back, the name is exactly what was typed
