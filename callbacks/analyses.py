@@ -20,6 +20,7 @@ from callbacks.common import (
     threshold_words,
     thresholds_in_force,
     thumbnail,
+    triggered_ids,
 )
 from callbacks.rowsets import keep_rows
 from callbacks.views import match_mask
@@ -101,7 +102,7 @@ def draw_cooccurrence(kind, group, threshold, f_attributes, f_match, f_on, f_dis
     drawn while its tab is open (a hidden tab is brought up to date when it opens)."""
     if tab != COOCCURRENCE_TAB:
         return no_update, no_update
-    if group != SELECTION and _triggers() == {ids.STORE_SELECTION}:
+    if group != SELECTION and triggered_ids() == {ids.STORE_SELECTION}:
         return no_update, no_update  # the matrix does not count the selection: nothing changed
     run = chosen_run(run_id)
     try:
@@ -118,11 +119,6 @@ def draw_cooccurrence(kind, group, threshold, f_attributes, f_match, f_on, f_dis
         return empty_figure("No image of this group passes the filters."), note
     table = conditional_errors(act, run.prd, threshold, kind, rows)
     return cooccurrence_figure(table, run.attributes), note
-
-
-def _triggers() -> set[str]:
-    """The ids whose change fired the callback being answered."""
-    return {t["prop_id"].rsplit(".", 1)[0] for t in ctx.triggered or []}
 
 
 @hooks.callback(

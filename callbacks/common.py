@@ -396,3 +396,10 @@ def most_disagreeing(run: Run, share: float = 0.05) -> np.ndarray:
     score = disagreement_scores(run)
     keep = max(int(round(share * len(score))), 1)
     return score >= np.sort(score)[-keep]
+
+
+def triggered_ids() -> set[str]:
+    """The component ids whose change fired the callback being answered."""
+    from dash import ctx
+
+    return {p.rsplit(".", 1)[0] for p in ctx.triggered_prop_ids}

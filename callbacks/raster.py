@@ -21,6 +21,7 @@ from callbacks.common import (
     labels_used,
     selection_rows,
     thresholds_sent,
+    triggered_ids,
     try_run,
 )
 from components import ids
@@ -131,11 +132,6 @@ def colour_codes(colour_by) -> int | None:
 # ---------------------------------------------------------------- redraw on every gesture
 
 
-def _triggers() -> set[str]:
-    """The ids whose change fired the callback being answered."""
-    return {p.rsplit(".", 1)[0] for p in ctx.triggered_prop_ids}
-
-
 # What moves a large run's flowers (their headers follow in callbacks.views.draw_flowers).
 FLOWER_INPUTS = {ids.THRESHOLD, ids.THRESHOLD_MODE, ids.FILTER_ATTRIBUTES, ids.FILTER_MATCH,
                  ids.FILTER_ON, ids.FILTER_DISAGREEING, ids.LABELS_USED, ids.STORE_CORRECTIONS,
@@ -146,7 +142,7 @@ def _redrawn_spaces() -> set[str]:
     """The views a gesture changes: the one zoomed or resized, else all three."""
     own = {ids.STORE_VIEWPORTS[s]: s for s in SPACES} | {ids.STORE_VIEW_SIZES[s]: s
                                                           for s in SPACES}
-    triggered = _triggers()
+    triggered = triggered_ids()
     if triggered and triggered <= set(own):
         return {own[t] for t in triggered}
     return set(SPACES)
@@ -202,7 +198,7 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     sizes = dict(zip(SPACES, (size_act, size_fea, size_prd), strict=True))
     redrawn = _redrawn_spaces()
     flowers = mode not in (None, "dots")
-    moved = flowers and bool(_triggers() & FLOWER_INPUTS)
+    moved = flowers and bool(triggered_ids() & FLOWER_INPUTS)
     patches = []
     for s in SPACES:
         if s not in redrawn:
