@@ -50,7 +50,8 @@ return {picture: img ? img.source.length + ':' + img.source.slice(-48) : null,
             ? pts.marker.color.bdata.length + ':' + pts.marker.color.bdata.slice(-48) : null,
         opacity: pts && pts.marker && pts.marker.opacity && pts.marker.opacity.bdata
             ? pts.marker.opacity.bdata.slice(-64) + pts.marker.opacity.bdata.length : null,
-        // The flowers are layout shapes (components/figures.py): their paths' total length.
+        // A small run's flowers are layout shapes (components/figures.py): their paths' total
+        // length (a large run's are in its picture).
         flowers: (gd.layout.shapes || []).reduce(
             (n, s) => n + (s.visible && s.path ? s.path.length : 0), 0)};
 """
@@ -220,7 +221,9 @@ def gestures(driver, n: int) -> dict[str, float]:
                   changed(picture + ["selected"], ("view-act", "view-prd"))))
     out["switch to joint flowers"] = timed(
         driver, lambda: click_radio(driver, "radio-point-mode", "joint"),
-        with_text("header-prd", lambda t: t.startswith("flowers"), changed(["flowers"])))
+        # A small run's flowers are layout shapes; a large run's are drawn into its pictures.
+        with_text("header-prd", lambda t: t.startswith("flowers"),
+                  changed(["flowers", "picture"])))
     out["zoom FEA (flowers, picture)"] = timed(
         driver, lambda: zoom(driver, "view-fea"),
         with_text("header-fea", lambda t: "flowers" in t,

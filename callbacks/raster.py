@@ -44,6 +44,7 @@ from components.raster import (
     pixel_size,
     png_uri,
     render_view,
+    with_petals,
 )
 from pipeline.store import open_run
 
@@ -80,17 +81,21 @@ def overlay_groups(run, groups, box, xy) -> list[dict]:
             for g in mine]
 
 
-def picture_view(run, space, colours, focus, viewport, size, groups, rings) -> dict:
-    """Everything of one view of a large run: the picture (a layout image), the hover surface
-    in the image trace's place, and group rings, selection rings and correction diamonds for
-    what is in view. `colours` is (values, scale, range, codes-or-None); `rings` the selected
-    rows that get a ring (the selected flowers: callbacks.views.ringed_rows) or None."""
+def picture_view(run, space, colours, focus, viewport, size, groups, rings,
+                 petals=None) -> dict:
+    """Everything of one view of a large run: the picture (a layout image) with the flowers'
+    `petals` drawn in (flower_templates' styles and flower_geometry, or None), the hover
+    surface in the image trace's place, and group rings, selection rings and correction
+    diamonds for what is in view. `colours` is (values, scale, range, codes-or-None); `rings`
+    the selected rows that get a ring (the selected flowers: callbacks.views.pictured_flowers)
+    or None."""
     xy = np.asarray(run.emb(space))
     box = picture_box(run, space, viewport)
     values, scale, crange, codes = colours
     size = pixel_size(size)
     pixels = _pixels(str(run.path), space, tuple(box), size)
-    uri = png_uri(render_view(xy, values, scale, crange, focus, box, size, codes, pixels))
+    rgba = render_view(xy, values, scale, crange, focus, box, size, codes, pixels)
+    uri = png_uri(rgba if petals is None else with_petals(rgba, *petals, box))
     base = dot_size(len(run))
     shown = overlay_groups(run, groups, box, xy)
     rings_of_groups = groups_trace(xy, shown, base)
@@ -132,12 +137,6 @@ def colour_codes(colour_by) -> int | None:
 # ---------------------------------------------------------------- redraw on every gesture
 
 
-# What moves a large run's flowers (their headers follow in callbacks.views.draw_flowers).
-FLOWER_INPUTS = {ids.THRESHOLD, ids.THRESHOLD_MODE, ids.FILTER_ATTRIBUTES, ids.FILTER_MATCH,
-                 ids.FILTER_ON, ids.FILTER_DISAGREEING, ids.LABELS_USED, ids.STORE_CORRECTIONS,
-                 *ids.STORE_VIEWPORTS.values()}
-
-
 def _redrawn_spaces() -> set[str]:
     """The views a gesture changes: the one zoomed or resized, else all three."""
     own = {ids.STORE_VIEWPORTS[s]: s for s in SPACES} | {ids.STORE_VIEW_SIZES[s]: s
@@ -170,19 +169,12 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
                     cap=None, shown=None):
     """A large run's views drawn again for what changed: the selection lit up in all three,
     the filter's fading, the threshold's outcome colours, the labels used, saved groups, and
-    a view's zoom box or pixel size (that view only); in a flower mode, the flowers too when
-    what changed moves them, in the same patch, so the browser redraws each view once."""
+    a view's zoom box or pixel size (that view only); in a flower mode with its flowers drawn
+    into the picture, so the browser redraws each view once and parses no petal."""
     run = try_run(run_id)
     if run is None or not is_raster(len(run)):
         return [no_update] * len(SPACES)
-    from callbacks.views import (  # views imports this module
-        flowers_in_view,
-        match_mask,
-        per_view,
-        put_flowers,
-        ringed_rows,
-        view_colours,
-    )
+    from callbacks.views import match_mask, per_view, pictured_flowers, view_colours
 
     which = which or WITH_CORRECTIONS
     threshold = thresholds_sent(run, threshold_choice, threshold)
@@ -197,21 +189,17 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     viewports = dict(zip(SPACES, (vp_act, vp_fea, vp_prd), strict=True))
     sizes = dict(zip(SPACES, (size_act, size_fea, size_prd), strict=True))
     redrawn = _redrawn_spaces()
-    flowers = mode not in (None, "dots")
-    moved = flowers and bool(triggered_ids() & FLOWER_INPUTS)
     patches = []
     for s in SPACES:
         if s not in redrawn:
             patches.append(no_update)
             continue
-        patch = picture_patch(picture_view(
-            run, s, colours[s], focus, viewports[s], sizes[s], groups,
-            ringed_rows(run, s, rows, mask, viewports[s], cap) if flowers else None))
-        if moved:
-            paths, _ = flowers_in_view(run, act, s, mode, shown, threshold, mask, viewports[s],
-                                       cap)
-            put_flowers(patch, paths)
-        patches.append(patch)
+        rings = petals = None
+        if mode not in (None, "dots"):
+            rings, petals, _ = pictured_flowers(run, act, s, mode, shown, threshold, mask,
+                                                viewports[s], cap, rows)
+        patches.append(picture_patch(picture_view(run, s, colours[s], focus, viewports[s],
+                                                  sizes[s], groups, rings, petals)))
     return patches
 
 

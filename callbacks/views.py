@@ -132,23 +132,32 @@ def flowered(run, space, mask, viewport, cap):
     return rows, in_view, box
 
 
-def ringed_rows(run, space, selection, mask, viewport, cap) -> np.ndarray:
-    """The selected rows a large run's view rings: those drawn as flowers there. The picture
-    lights the selection up; rings mark which flowers belong to it, and ringing every selected
-    image in view would put thousands of SVG markers on the page."""
-    rows, _, _ = flowered(run, space, mask, viewport, cap)
-    return np.intersect1d(rows, selection)
+def flower_parts(run, act, space, mode, shown, threshold, mask, viewport, cap):
+    """One view's flowers: their rows, flower_geometry (x, y per petal shape of
+    flower_templates), the petal radius and the header text with the counts."""
+    rows, in_view, box = flowered(run, space, mask, viewport, cap)
+    radius = petal_radius(box, len(rows))
+    geometry = flower_geometry(mode, run.emb(space)[rows], act[rows], run.prd[rows], threshold,
+                               shown or [], radius, len(run.attributes))
+    return rows, geometry, radius, flower_header(len(rows), in_view)
 
 
 def flowers_in_view(run, act, space, mode, shown, threshold, mask, viewport, cap):
-    """The SVG path per petal shape (flower_templates) for one view, and the header text with
-    the counts."""
-    xy = run.emb(space)
-    rows, in_view, box = flowered(run, space, mask, viewport, cap)
-    radius = petal_radius(box, len(rows))
-    geometry = flower_geometry(mode, xy[rows], act[rows], run.prd[rows], threshold,
-                               shown or [], radius, len(run.attributes))
-    return flower_paths(geometry, radius), flower_header(len(rows), in_view)
+    """The SVG path per petal shape (flower_templates) for one view, and the header text."""
+    _, geometry, radius, header = flower_parts(run, act, space, mode, shown, threshold, mask,
+                                               viewport, cap)
+    return flower_paths(geometry, radius), header
+
+
+def pictured_flowers(run, act, space, mode, shown, threshold, mask, viewport, cap, selection):
+    """A large run's flowers in one view as its picture draws them (callbacks.raster): the
+    selected flowers, which get a ring (the picture lights the whole selection up; ringing
+    every selected image would put thousands of SVG markers on the page), the petals
+    (flower_templates' styles with their geometry) and the header text."""
+    rows, geometry, _, header = flower_parts(run, act, space, mode, shown, threshold, mask,
+                                             viewport, cap)
+    petals = (flower_templates(mode, run.attributes, run.colours), geometry)
+    return np.intersect1d(rows, selection), petals, header
 
 
 def flower_header(n_drawn: int, in_view: int) -> str:
@@ -187,14 +196,18 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
     figures, headers = [], []
     for space in SPACES:
         xy = run.emb(space)
-        flowers = flower_templates(mode, run.attributes, run.colours,
-                                   layer="above" if raster else "below")
+        flowers = [] if raster else flower_templates(mode, run.attributes, run.colours)
+        header = f"{len(run):,} images"
         if raster:
+            rings, petals = None, None
+            if mode != "dots":
+                rings, petals, header = pictured_flowers(
+                    run, act, space, mode, shown, threshold, mask, viewports.get(space), cap,
+                    selection)
             picture = picture_view(run, space, (raw[space], scale, crange,
                                                 colour_codes(colour_by)),
                                    focus, viewports.get(space), (sizes or {}).get(space), mine,
-                                   None if mode == "dots" else ringed_rows(
-                                       run, space, selection, mask, viewports.get(space), cap))
+                                   rings, petals)
             traces = [picture[k] for k in (POINTS, GROUPS, SELECTED, CORRECTED)]
         else:
             points = points_trace(xy, encoded[id(raw[space])], scale, crange, alpha, size)
@@ -203,11 +216,10 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
                       selected_trace(xy, selection if mode != "dots" else None),
                       corrected_trace(xy, corrected, dot_size(len(run)))]
             picture = {"picture": None, "extent": None}
-        header = f"{len(run):,} images"
-        if mode != "dots":
-            paths, header = flowers_in_view(run, act, space, mode, shown, threshold, mask,
-                                            viewports.get(space), cap)
-            flowers = with_paths(flowers, paths)
+            if mode != "dots":
+                paths, header = flowers_in_view(run, act, space, mode, shown, threshold, mask,
+                                                viewports.get(space), cap)
+                flowers = with_paths(flowers, paths)
         figures.append(view_figure(*traces, flowers, uirevision=run.id,
                                    picture=picture["picture"], extent=picture["extent"]))
         headers.append(header)
@@ -343,8 +355,8 @@ def draw_flowers(vp_act, vp_fea, vp_prd, threshold, attributes, match, on, run_i
                  cap, which=WITH_CORRECTIONS, _version=0, metric=None, disagreeing=None,
                  threshold_choice=ONE_FOR_ALL):
     """Redraw the flowers of the views whose viewport, thresholds, filter or labels changed. A
-    large run's flowers travel with its pictures (callbacks.raster: one redraw of each view per
-    gesture, not two); here only its headers' counts change."""
+    large run's flowers are drawn into its pictures (callbacks.raster); here only its headers'
+    counts change."""
     if not mode or mode == "dots":
         return [no_update] * 2 * len(SPACES)
     run = chosen_run(run_id)

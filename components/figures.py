@@ -6,7 +6,8 @@ go.Figure validates every point and sends numbers as text, both far slower for 1
 Attribute flowers are layout shapes, one SVG path per attribute and petal style holding all its
 petals as subpaths: a scatter trace with NaN-separated petals draws one SVG element per petal
 (about 9,000 a view in joint mode, seconds of browser time per gesture) and WebGL, emulated
-without a GPU, is slower still.
+without a GPU, is slower still. A large run's pictures have the same petals drawn in
+(components.raster.with_petals).
 """
 
 from __future__ import annotations
@@ -120,17 +121,14 @@ def flower_styles(mode: str) -> tuple[str, ...]:
     return {"dots": (), "act": ("act",), "prd": ("prd",), "joint": ("FP", "TP", "FN")}[mode]
 
 
-def flower_templates(mode: str, attributes, colours, layer: str = "above") -> list[dict]:
-    """Empty petal shapes (path filled by flower_paths), one per attribute and style.
-
-    `layer` "below" puts them under every trace: under a small run's WebGL points, so a joint
-    flower's centre dot (its error) shows over its petals; "above" over a large run's SVG
-    overlays (selection rings, diamonds), so flowers stay readable inside a selection.
-    """
+def flower_templates(mode: str, attributes, colours) -> list[dict]:
+    """Empty petal shapes (path filled by flower_paths), one per attribute and style, under
+    every trace: under a small run's WebGL points, so a joint flower's centre dot (its error)
+    shows over its petals. (A large run draws them into its picture: components.raster.)"""
     shapes = []
     for style in flower_styles(mode):
         for name, colour in zip(attributes, colours, strict=True):
-            shapes.append({"type": "path", "xref": "x", "yref": "y", "layer": layer,
+            shapes.append({"type": "path", "xref": "x", "yref": "y", "layer": "below",
                            "name": f"{name} ({style})", "path": "", "visible": False,
                            # Overlapping petals of one style stay filled (evenodd would hole them).
                            "fillrule": "nonzero", **petal_style(style, colour)})

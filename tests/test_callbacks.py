@@ -208,16 +208,21 @@ def test_flower_cap_limits_the_flowers_and_says_so(run):
     assert figure["data"][POINTS]["type"] == "scattergl"
 
 
-def test_petals_lie_under_a_small_runs_points_and_over_a_large_runs_overlays(run, monkeypatch):
-    # Under the WebGL points a joint flower's centre dot shows over its petals; over a picture
-    # the petals stay above the SVG selection rings and diamonds.
-    for raster_above, layer in (("1000", "below"), ("10", "above")):
-        monkeypatch.setenv("XRAE_RASTER_ABOVE", raster_above)
-        out = call(views.draw_views, "radio-point-mode.value", run.id, "joint", EVERY, "error",
-                   0, "cosine", 500, 0.5, [], "any", "act", [], [], None, None, None)
-        shapes = out[0]["layout"]["shapes"]
-        assert {s["layer"] for s in shapes} == {layer}
-        assert sum(s["path"].count("M") for s in shapes if s["visible"]) > 0
+def test_petals_lie_under_a_small_runs_points_and_in_a_large_runs_pictures(run, monkeypatch):
+    # Under the WebGL points a joint flower's centre dot shows over its petals; a picture has
+    # its petals drawn in, so the browser parses no petal shape of a large run.
+    monkeypatch.setenv("XRAE_RASTER_ABOVE", "1000")
+    out = call(views.draw_views, "radio-point-mode.value", run.id, "joint", EVERY, "error", 0,
+               "cosine", 500, 0.5, [], "any", "act", [], [], None, None, None)
+    shapes = out[0]["layout"]["shapes"]
+    assert {s["layer"] for s in shapes} == {"below"}
+    assert sum(s["path"].count("M") for s in shapes if s["visible"]) > 0
+    monkeypatch.setenv("XRAE_RASTER_ABOVE", "10")
+    out = call(views.draw_views, "radio-point-mode.value", run.id, "joint", EVERY, "error", 0,
+               "cosine", 500, 0.5, [], "any", "act", [], [], None, None, None)
+    assert out[0]["layout"]["shapes"] == []
+    assert out[0]["layout"]["images"][0]["source"].startswith("data:image/png;base64,")
+    assert out[3].startswith("flowers: ")
 
 
 def test_a_full_redraw_draws_the_selection_it_is_given_into_all_three_views(run):

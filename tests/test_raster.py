@@ -15,7 +15,7 @@ from PIL import Image
 from callbacks import legends, views
 from callbacks import raster as raster_callbacks
 from components import raster
-from components.figures import GROUPS, POINTS, SELECTED
+from components.figures import GROUPS, POINTS, SELECTED, flower_geometry, flower_templates
 from pipeline.errors import PipelineError
 from tests.test_callbacks import EVERY, call, decode, texts
 from tests.test_callbacks import run as run  # noqa: F401  (fixture)
@@ -191,21 +191,51 @@ def test_a_large_run_rings_only_the_selected_flowers(run, pictures):
         assert sorted(ringed.tolist()) == sorted(np.asarray(run.emb(space))[flowers, 0].tolist())
 
 
-def test_a_large_runs_flowers_come_with_its_pictures_in_one_patch_per_view(run, pictures):
-    def locations(patch):
-        return {tuple(op["location"][:2]) for op in patch.to_plotly_json()["operations"]}
+def test_petals_are_drawn_into_a_picture_where_they_lie_and_nowhere_else():
+    # One flower of two petals at the picture's centre: "a" points up, "b" down; "b" unshown.
+    shapes = flower_templates("act", ["a", "b"], ["#d62728", "#1f77b4"])
+    geometry = flower_geometry("act", np.array([[0.5, 0.5]]), np.array([[1, 1]]),
+                               np.array([[0.9, 0.9]]), 0.5, [0], 0.3, 2)
+    empty = np.zeros((100, 100, 4), np.uint8)
+    drawn = raster.with_petals(empty, shapes, geometry, [0.0, 1.0, 0.0, 1.0])
+    assert drawn.shape == (100, 100, 4) and (drawn[..., 3] == 255).all()
+    red = (0.9 * np.array([214, 39, 40]) + 0.1 * 255).round()
+    # The petal reaches 0.3 up from the centre: rows count from the top of the picture.
+    assert np.abs(drawn[35, 50, :3] - red).max() <= 2
+    assert (drawn[65, 50, :3] == 255).all() and (drawn[5:15, 5:15, :3] == 255).all()
+    # The points under the petals keep their colour away from them, exactly.
+    points = np.zeros((100, 100, 4), np.uint8)
+    points[90, 10] = [10, 200, 30, 235]
+    under = raster.with_petals(points, shapes, geometry, [0.0, 1.0, 0.0, 1.0])
+    plain = (np.array([10, 200, 30]) * 235 + 255 * 20) / 255
+    assert np.abs(under[90, 10, :3] - plain).max() <= 1
+
+
+def test_a_large_runs_flowers_are_drawn_into_its_pictures_not_sent_as_shapes(run, pictures):
+    def operations(patch):
+        return {tuple(op["location"][:2]): op["params"].get("value")
+                for op in patch.to_plotly_json()["operations"]}
 
     everything = [list(range(len(run.attributes)))]
     args = ([], 0.3, "one", [], "any", "act", None, "with", 0, [], None, None, None, None, None,
-            None, run.id, "joint", "error", 0, "cosine", 7, *everything)
-    for patch in call(raster_callbacks.redraw_pictures, "slider-threshold.value", *args):
-        assert {("layout", "images"), ("layout", "shapes")} <= locations(patch)
-    # A selection does not move the flowers: only the picture and the rings are sent.
-    for patch in call(raster_callbacks.redraw_pictures, "store-selection.data", *args):
-        assert ("layout", "shapes") not in locations(patch)
+            None, run.id)
+    joint = call(raster_callbacks.redraw_pictures, "slider-threshold.value", *args, "joint",
+                 "error", 0, "cosine", 7, *everything)
+    dots = call(raster_callbacks.redraw_pictures, "slider-threshold.value", *args, "dots",
+                "error", 0, "cosine", 7, *everything)
+    for with_flowers, without in zip(joint, dots, strict=True):
+        assert ("layout", "shapes") not in operations(with_flowers)
+        pictured, plain = (decode_png(operations(p)[("layout", "images")][0]["source"])
+                           for p in (with_flowers, without))
+        assert (pictured != plain).any(axis=2).sum() > 50  # seven flowers' petals
+    # A selection redraws the pictures: their flowers come with them.
+    selected = call(raster_callbacks.redraw_pictures, "store-selection.data", *args, "joint",
+                    "error", 0, "cosine", 7, *everything)
+    assert [operations(p)[("layout", "images")] for p in selected] == [
+        operations(p)[("layout", "images")] for p in joint]
     figures_and_headers = call(views.draw_flowers, "slider-threshold.value", None, None, None,
                                0.3, [], "any", "act", run.id, "joint", *everything, 7)
-    assert list(figures_and_headers[:3]) == [no_update] * 3  # the pictures' patch carries them
+    assert list(figures_and_headers[:3]) == [no_update] * 3  # the pictures carry them
     assert list(figures_and_headers[3:]) == [f"flowers: 7 of {len(run)} in view (capped)"] * 3
 
 

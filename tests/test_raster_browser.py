@@ -3,9 +3,13 @@ XRAE_RASTER_ABOVE forces a small run onto that path, so the browser holds no poi
 
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 import pytest
 from dash.testing.wait import until
+from PIL import Image
 from selenium.webdriver.common.action_chains import ActionChains
 
 from app import create_app
@@ -14,7 +18,6 @@ from components.raster import warm_up
 from pipeline.metrics import group_summary
 from tests.conftest import WAIT_S, N, free_port, patient, write_synthetic_run
 from tests.test_browser import (
-    PETALS,
     box_select,
     figure_data,
     gap_box,
@@ -46,6 +49,16 @@ def picture_of(dash_duo, view: str) -> str | None:
     """The view's picture (a PNG data URI) once plotly has drawn it."""
     return figure_data(dash_duo, view, """(gd._fullLayout && gd._fullLayout.images
         && gd._fullLayout.images.length) ? gd._fullLayout.images[0].source : null""")
+
+
+def png_pixels(uri: str) -> np.ndarray:
+    """A picture's data URI as an RGBA array."""
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+                      .convert("RGBA")).astype(int)
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
 
 
 def changed(dash_duo, view: str, before: str) -> bool:
@@ -140,8 +153,12 @@ def test_zooming_in_draws_flowers_over_the_picture_and_redraws_it_for_the_box(pi
     until(lambda: changed(dash_duo, "view-fea", before), timeout=WAIT_S)
     image = figure_data(dash_duo, "view-fea", "gd._fullLayout.images[0]")
     assert np.allclose([image["x"], image["x"] + image["sizex"]], [lo[0], hi[0]], rtol=1e-4)
-    petals = figure_data(dash_duo, "view-fea", PETALS)
-    assert sum(petals) > 0
+    # The petals are in the picture (components.raster.with_petals), not layout shapes: the
+    # inside of a petal is its attribute's colour at 0.9 over white.
+    assert figure_data(dash_duo, "view-fea", "gd._fullLayout.shapes.length") == 0
+    fills = (0.9 * np.array([hex_rgb(c) for c in run.colours]) + 0.1 * 255).round()
+    pixels = png_pixels(picture_of(dash_duo, "view-fea"))[..., :3].reshape(-1, 1, 3)
+    assert (np.abs(pixels - fills[None]).max(axis=2) <= 2).any(axis=1).sum() > 100
     # Overlays are SVG: the figure holds no WebGL trace at all.
     types = figure_data(dash_duo, "view-fea", "gd._fullData.map(t => t.type)")
     assert types[GROUPS] == types[CORRECTED] == "scatter" and "scattergl" not in types
