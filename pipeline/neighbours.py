@@ -94,5 +94,12 @@ def run_neighbour_graph(run: Run, k: int) -> np.ndarray:
 
 
 def nearest_images(run: Run, index: int, k: int = 8) -> list[int]:
-    """The k images of the run nearest to row `index`, nearest first (one query, cached index)."""
-    return [int(i) for i in _run_index(str(run.path)).nearest([int(index)], k)[0]]
+    """The k images of the run nearest to row `index`, nearest first (one query, cached index).
+    The answer is remembered too: the detail view asks again at every threshold change, and
+    one query searches every image of the run (a second at a million)."""
+    return list(_nearest(str(run.path), int(index), int(k)))
+
+
+@lru_cache(maxsize=1024)
+def _nearest(run_path: str, index: int, k: int) -> tuple[int, ...]:
+    return tuple(int(i) for i in _run_index(run_path).nearest([index], k)[0])
