@@ -41,15 +41,21 @@ TIMEOUT_S = 600
 VIEW_STATE = """
 const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 if (!gd || !gd._fullLayout || !gd._fullData || !gd._fullData.length) return null;
+// A whole string's length and hash: a change anywhere in it shows (its tail alone can stay the
+// same when a threshold moves no outcome among the last points).
+const digest = s => {
+    let h = 0;
+    for (let i = 0; i < s.length; i++) h = (h * 31 + s.charCodeAt(i)) | 0;
+    return s.length + ':' + h; };
 const img = (gd._fullLayout.images || [])[0];
 const pts = gd.data[0];
-return {picture: img ? img.source.length + ':' + img.source.slice(-48) : null,
+return {picture: img ? digest(img.source) : null,
         length: gd._fullData[0]._length,
         selected: pts && pts.selectedpoints ? pts.selectedpoints.length : 0,
         colour: pts && pts.marker && pts.marker.color && pts.marker.color.bdata
-            ? pts.marker.color.bdata.length + ':' + pts.marker.color.bdata.slice(-48) : null,
+            ? digest(pts.marker.color.bdata) : null,
         opacity: pts && pts.marker && pts.marker.opacity && pts.marker.opacity.bdata
-            ? pts.marker.opacity.bdata.slice(-64) + pts.marker.opacity.bdata.length : null,
+            ? digest(pts.marker.opacity.bdata) : null,
         // A small run's flowers are layout shapes (components/figures.py): their paths' total
         // length (a large run's are in its picture).
         flowers: (gd.layout.shapes || []).reduce(
