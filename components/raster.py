@@ -20,7 +20,10 @@ import plotly.colors
 
 from pipeline.errors import PipelineError
 
-RASTER_ABOVE = 50_000  # images; runs above it are drawn as pictures (XRAE_RASTER_ABOVE)
+# Images; runs above it are drawn as pictures (XRAE_RASTER_ABOVE). In a browser without a GPU
+# (software WebGL), pictures answer every gesture 5-15x faster at 2,000 and 10,000 images too
+# (benchmarks/RESULTS.md); small runs keep their points, which a GPU draws at once.
+RASTER_ABOVE = 10_000
 DEFAULT_SIZE = (440, 406)  # plot-area pixels of one view before the browser reports its own
 MAX_SIDE = 2400  # pixels: a larger size from the browser is clipped
 HOVER_CELLS = 128  # hover surface cells along each axis
@@ -34,7 +37,7 @@ class SelectionRefused(PipelineError):
 
 
 def raster_above() -> int:
-    """Image count above which the views are pictures: XRAE_RASTER_ABOVE, else 50,000."""
+    """Image count above which the views are pictures: XRAE_RASTER_ABOVE, else 10,000."""
     value = os.environ.get("XRAE_RASTER_ABOVE", "")
     try:
         return max(int(value), 0) if value.strip() else RASTER_ABOVE
