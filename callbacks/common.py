@@ -399,7 +399,12 @@ def most_disagreeing(run: Run, share: float = 0.05) -> np.ndarray:
 
 
 def triggered_ids() -> set[str]:
-    """The component ids whose change fired the callback being answered."""
+    """The component ids whose change fired the callback being answered (none when a function
+    is called directly, outside a request)."""
     from dash import ctx
+    from dash.exceptions import MissingCallbackContextException
 
-    return {p.rsplit(".", 1)[0] for p in ctx.triggered_prop_ids}
+    try:
+        return {p.rsplit(".", 1)[0] for p in ctx.triggered_prop_ids}
+    except MissingCallbackContextException:
+        return set()

@@ -17,6 +17,7 @@ from callbacks.common import (
     row_list,
     run_labels,
     thresholds_in_force,
+    triggered_ids,
 )
 from callbacks.common import thumbnail as thumbnail_of
 from components import ids
@@ -206,6 +207,11 @@ def describe_detail(index, threshold, run_id, threshold_choice=ONE_FOR_ALL):
     act, corrected = run_labels(run)  # labels in force: annotated plus analysts' corrections
     table = act_prd_table(run.attributes, run.colours, act[index], run.prd[index], threshold,
                           corrected[index])
+    fired = triggered_ids()
+    if fired and fired <= {ids.THRESHOLD, ids.THRESHOLD_MODE}:
+        # The neighbours do not depend on the thresholds: drawn again, their buttons would be
+        # new components, and their clicks an extra request, at every threshold change.
+        return title, table, no_update
     strip = [thumbnail(ids.NEIGHBOUR, i, thumbnail_of(run, i), image_caption(run, i))
              for i in neighbours(run, index)]
     return title, table, strip or no_update

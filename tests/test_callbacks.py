@@ -135,8 +135,11 @@ def test_threshold_change_changes_outcomes_in_colours_metrics_and_detail(run):
     assert not np.array_equal(*colours)
     assert call(views.recolour_on_threshold, "slider-threshold.value", 0.2, run.id, "error",
                 4) == [no_update] * 3
-    _, low_table, _ = call(detail.describe_detail, "slider-threshold.value", 0, 0.2, run.id)
+    _, low_table, strip = call(detail.describe_detail, "slider-threshold.value", 0, 0.2, run.id)
     _, high_table, _ = call(detail.describe_detail, "slider-threshold.value", 0, 0.8, run.id)
+    # The neighbours do not follow the thresholds: their strip is left as it is.
+    assert strip is no_update
+    assert call(detail.describe_detail, "store-detail-index.data", 0, 0.2, run.id)[2]
     outcome_of = {t: [w for w in texts(table) if w in OUTCOMES]
                   for t, table in ((0.2, low_table), (0.8, high_table))}
     for t, got in outcome_of.items():
