@@ -41,6 +41,7 @@ from components.raster import (
     is_raster,
     layout_image,
     pixel_of,
+    pixel_ratio,
     pixel_size,
     png_uri,
     render_view,
@@ -92,10 +93,10 @@ def picture_view(run, space, colours, focus, viewport, size, groups, rings,
     xy = np.asarray(run.emb(space))
     box = picture_box(run, space, viewport)
     values, scale, crange, codes = colours
-    size = pixel_size(size)
+    size, ratio = pixel_size(size), pixel_ratio(size)
     pixels = _pixels(str(run.path), space, tuple(box), size)
-    rgba = render_view(xy, values, scale, crange, focus, box, size, codes, pixels)
-    uri = png_uri(rgba if petals is None else with_petals(rgba, *petals, box))
+    rgba = render_view(xy, values, scale, crange, focus, box, size, codes, pixels, ratio)
+    uri = png_uri(rgba if petals is None else with_petals(rgba, *petals, box, ratio))
     base = dot_size(len(run))
     shown = overlay_groups(run, groups, box, xy)
     rings_of_groups = groups_trace(xy, shown, base)
@@ -215,16 +216,19 @@ def picture_patch(view: dict):
 
 
 for _space in SPACES:
-    # The plot area's size in pixels, read in the browser after each relayout (a resize too);
-    # written only when it changed, so a zoom does not redraw the picture twice.
+    # The plot area's size in CSS pixels and the screen's device pixels per CSS pixel, read in
+    # the browser after each relayout (a resize too); written only when they changed, so a
+    # zoom does not redraw the picture twice. A HiDPI screen gets a picture as sharp as it is.
     hooks.clientside_callback(
         f"""function(_relayout, previous) {{
             const gd = document.querySelector('#{ids.VIEWS[_space]} .js-plotly-plot');
             if (!gd || !gd._fullLayout || !gd._fullLayout._size) {{
                 return window.dash_clientside.no_update;
             }}
-            const size = [Math.round(gd._fullLayout._size.w), Math.round(gd._fullLayout._size.h)];
-            if (previous && previous[0] === size[0] && previous[1] === size[1]) {{
+            const ratio = Math.round(100 * (window.devicePixelRatio || 1)) / 100;
+            const size = [Math.round(gd._fullLayout._size.w), Math.round(gd._fullLayout._size.h),
+                          ratio];
+            if (previous && size.every((v, i) => previous[i] === v)) {{
                 return window.dash_clientside.no_update;
             }}
             return size;

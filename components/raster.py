@@ -26,6 +26,7 @@ from pipeline.errors import PipelineError
 RASTER_ABOVE = 10_000
 DEFAULT_SIZE = (440, 406)  # plot-area pixels of one view before the browser reports its own
 MAX_SIDE = 2400  # pixels: a larger size from the browser is clipped
+MAX_RATIO = 2.0  # device pixels per CSS pixel drawn, at most: a HiDPI screen's; more is bytes
 HOVER_CELLS = 128  # hover surface cells along each axis
 MAX_LASSO = 20_000  # lasso vertices accepted from the browser
 FOCUS_ALPHA, BACKGROUND_ALPHA = 235, 26  # of the points shown, and of the faded ones
@@ -50,11 +51,22 @@ def is_raster(n_images: int) -> bool:
 
 
 def pixel_size(size) -> tuple[int, int]:
-    """The plot-area size the browser reported ([width, height]), clipped; else the default."""
-    if (isinstance(size, list) and len(size) == 2
-            and all(isinstance(v, (int, float)) and np.isfinite(v) for v in size)):
-        return tuple(int(np.clip(v, 16, MAX_SIDE)) for v in size)
+    """The picture's size in device pixels: the plot area the browser reported ([width, height]
+    in CSS pixels, then its device pixel ratio) times that ratio, clipped; else the default."""
+    if (isinstance(size, list) and len(size) in (2, 3)
+            and all(isinstance(v, (int, float)) and np.isfinite(v) for v in size[:2])):
+        ratio = pixel_ratio(size)
+        return tuple(int(np.clip(round(v * ratio), 16, MAX_SIDE)) for v in size[:2])
     return DEFAULT_SIZE
+
+
+def pixel_ratio(size) -> float:
+    """Device pixels per CSS pixel that the browser reported with the plot area's size (a
+    HiDPI screen's 2), between 1 and MAX_RATIO; 1 when it sent none or nonsense."""
+    if not (isinstance(size, list) and len(size) == 3 and isinstance(size[2], (int, float))
+            and np.isfinite(size[2])):
+        return 1.0
+    return float(np.clip(size[2], 1.0, MAX_RATIO))
 
 
 # ---------------------------------------------------------------- drawing
@@ -139,14 +151,16 @@ def _image(rgba, box, size):
 
 
 def render_view(xy, values, scale, crange, focus, box, size, categories: int | None = None,
-                pixels=None):
+                pixels=None, ratio: float = 1.0):
     """The view as an RGBA array (rows top to bottom): points in `focus` (matching the filter
     and, when there is a selection, selected) drawn vivid over the others, faded.
 
     `box` is [x0, x1, y0, y1] in data units, `size` (width, height) in pixels; `categories`
     says the values are codes 0..categories-1 (outcomes), mixed per pixel rather than averaged;
-    `pixels` is pixel_of(xy, box, size) when the caller has it. Points are binned with numpy
-    (one pass per layer); datashader spreads isolated pixels and stacks the layers.
+    `pixels` is pixel_of(xy, box, size) when the caller has it; `ratio` the screen's device
+    pixels per CSS pixel, so an isolated point spreads as far on a HiDPI screen. Points are
+    binned with numpy (one pass per layer); datashader spreads isolated pixels and stacks the
+    layers.
     """
     import datashader.transfer_functions as tf
 
@@ -167,12 +181,13 @@ def render_view(xy, values, scale, crange, focus, box, size, categories: int | N
         keep = chosen & inside
         rgba = _layer_rgba(index[keep], None if values is None else values[keep], table, crange,
                            alpha, size, categories)
-        layers.append(tf.dynspread(_image(rgba, box, size), threshold=0.5, max_px=2))
+        layers.append(tf.dynspread(_image(rgba, box, size), threshold=0.5,
+                                   max_px=round(2 * ratio)))
     picture = tf.stack(*layers) if len(layers) > 1 else layers[0]
     return np.asarray(picture.to_pil(origin="lower"))
 
 
-def with_petals(rgba, shapes, geometry, box) -> np.ndarray:
+def with_petals(rgba, shapes, geometry, box, ratio: float = 1.0) -> np.ndarray:
     """The picture (RGBA, rows top to bottom) laid on the views' white background with flower
     petals drawn over it, as plotly would draw `shapes` (components.figures.flower_templates:
     fill, outline colour and width of each attribute and petal style) holding `geometry`
@@ -181,7 +196,8 @@ def with_petals(rgba, shapes, geometry, box) -> np.ndarray:
     Drawn into the picture, a view's flowers cost the browser nothing: as layout shapes plotly
     parses every vertex of every petal twice on each redraw, about a second for three views in
     joint mode. Petals are drawn at PETAL_SUPERSAMPLING× and box-averaged for smooth edges;
-    pixels away from a petal keep their colour exactly.
+    pixels away from a petal keep their colour exactly. Outlines are `ratio` (device pixels per
+    CSS pixel) times as wide as plotly's, so they look alike on a HiDPI screen.
     """
     from PIL import Image, ImageDraw
 
@@ -201,7 +217,7 @@ def with_petals(rgba, shapes, geometry, box) -> np.ndarray:
             continue
         line = shape["line"]
         fill, stroke = css_rgba(shape["fillcolor"]), css_rgba(line["color"])
-        line_width = max(1, round(float(line["width"]) * k))
+        line_width = max(1, round(float(line["width"]) * ratio * k))
         for part in parts:  # the fill of every petal first, then the outlines, as one path
             if len(part) > 4:
                 draw.polygon(part, fill=fill)

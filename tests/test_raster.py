@@ -114,9 +114,32 @@ def test_a_large_runs_full_draw_sends_pictures_at_the_views_size_not_points(run,
     assert act["data"][POINTS]["type"] == "heatmap"
     assert decode_png(act["layout"]["images"][0]["source"]).shape == (200, 300, 4)
     assert decode_png(fea["layout"]["images"][0]["source"]).shape[:2] == raster.DEFAULT_SIZE[::-1]
+    # A HiDPI screen (2 device pixels per CSS pixel) gets a picture twice as many pixels wide,
+    # stretched over the same box.
+    sharp = call(views.draw_views, "radio-point-mode.value", run.id, "act", EVERY, "error", 0,
+                 "cosine", 500, 0.5, [], "any", "act", [], [], None, None, None, "with", None,
+                 "one", [300, 200, 2], None, None)[0]["layout"]["images"][0]
+    assert decode_png(sharp["source"]).shape[:2] == (400, 600)
+    assert sharp["sizex"] == act["layout"]["images"][0]["sizex"]
     xy = np.asarray(run.emb("act"))
     assert act["layout"]["images"][0]["x"] < xy[:, 0].min()
     assert act["layout"]["xaxis"]["range"][1] > xy[:, 0].max()
+
+
+@pytest.mark.parametrize(("sent", "size", "ratio"), [
+    ([300, 200], (300, 200), 1.0),
+    ([300, 200, 2], (600, 400), 2.0),
+    ([300, 200, 1.5], (450, 300), 1.5),
+    ([300, 200, 8], (600, 400), 2.0),  # more than a HiDPI screen's ratio: drawn at 2
+    ([300, 200, 0.25], (300, 200), 1.0),
+    ([300, 200, float("nan")], (300, 200), 1.0),
+    ([300, 200, "2"], (300, 200), 1.0),
+    ([5000, 200, 2], (2400, 400), 2.0),
+    ("300x200", raster.DEFAULT_SIZE, 1.0),
+])
+def test_a_picture_is_drawn_at_the_screens_device_pixels_within_limits(sent, size, ratio):
+    assert raster.pixel_size(sent) == size
+    assert raster.pixel_ratio(sent) == ratio
 
 
 def test_a_box_in_a_large_runs_view_selects_on_the_server_and_relights_all_three(run, pictures):
