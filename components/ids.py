@@ -18,6 +18,8 @@ THRESHOLD_MODE = "radio-threshold-mode"  # per (the run's own, per attribute) | 
 LABELS_USED = "radio-labels-used"  # with (corrections applied) | annotated
 STORE_SELECTION = "store-selection"  # data: list of run row indices currently selected
 STORE_DETAIL_INDEX = "store-detail-index"  # data: run row index of the image shown large
+# data: the selection once its summary is on screen, which the detail view then follows
+STORE_SUMMARISED = "store-selection-summarised"
 
 # Slots that other panels' modules fill with callbacks of their own
 DETAIL_SCIENCE = "detail-science"  # beam centre, I(q), polar view of the large image

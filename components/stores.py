@@ -19,6 +19,7 @@ def stores() -> list:
         # the rows selected: a list, or a token for many rows kept on the server (rowsets)
         dcc.Store(id=ids.STORE_SELECTION, data=[]),
         dcc.Store(id=ids.STORE_DETAIL_INDEX, data=None),  # run row index shown large
+        dcc.Store(id=ids.STORE_SUMMARISED, data=[]),  # the selection as the detail follows it
         # saved groups: {run, name, colour, indices}, indices as the selection holds them
         dcc.Store(id=ids.STORE_GROUPS, data=[]),
         dcc.Store(id=ids.STORE_SELECTION_SOURCE, data=None),  # view the selection came from
