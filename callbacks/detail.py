@@ -37,7 +37,7 @@ def image_caption(run, index: int) -> str:
 
 @hooks.callback(
     Output(ids.THUMBNAILS, "children"),
-    Input(ids.STORE_SELECTION, "data"), State(ids.RUN_PICKER, "value"),
+    Input(ids.STORE_SUMMARISED, "data"), State(ids.RUN_PICKER, "value"),
 )
 def show_thumbnails(selection, run_id):
     """Clickable thumbnails of the selected images (the first MAX_THUMBS of them)."""
@@ -56,15 +56,17 @@ def show_thumbnails(selection, run_id):
             *[thumbnail(ids.THUMB, i, thumbnail_of(run, i), image_caption(run, i)) for i in shown]]
 
 
-# A new selection reaches the detail view once the selection's summary is on screen: opening
-# its first image (image, table, neighbours, integration) is the browser's slowest work after a
-# box select, and done at once it held back the linked views and the scores by ~1 s at 100k.
+# A new selection reaches the detail panel (its thumbnails, its first image opened with table,
+# neighbours and integration) once the selection's summary is on screen: drawn at once, that
+# panel held back the linked views and the scores by ~1 s of browser work at 100k images.
 hooks.clientside_callback(
     """function(_title, selection, summarised) {
         if (JSON.stringify(selection) === JSON.stringify(summarised)) {
             return window.dash_clientside.no_update;
         }
-        return selection;
+        // After the next frame is drawn: the views and the scores first.
+        return new Promise(resolve => requestAnimationFrame(() => setTimeout(
+            () => resolve(selection), 0)));
     }""",
     Output(ids.STORE_SUMMARISED, "data"),
     Input(ids.SELECTION_TITLE, "children"),
