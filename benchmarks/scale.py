@@ -196,7 +196,6 @@ def _big_run(n: int, checkpoint: Path) -> str:
     """A run of n images' arrays (no image files) with the compact net's FEA width; its maps
     are PCA layouts scaled like t-SNE maps: the time of `add` does not depend on their shape."""
     import pandas as pd
-    import torch
 
     from pipeline import store
     from pipeline.checkpoints import load_checkpoint
@@ -206,10 +205,7 @@ def _big_run(n: int, checkpoint: Path) -> str:
     data = scratch() / "data"
     if (data / store.RUNS / run_id / "run.json").is_file():
         return run_id
-    model, _ = load_checkpoint(checkpoint)
-    with torch.inference_mode():
-        width = model.features(torch.zeros(1, 1, 64, 64)).shape[1]
-    act, fea, prd = clustered_features(n, dims=width)
+    act, fea, prd = clustered_features(n, dims=load_checkpoint(checkpoint)[0].feature_dim)
     emb = {s: _layout(x) for s, x in (("act", act), ("fea", fea), ("prd", prd))}
     images = pd.DataFrame({"image_id": [f"r{i}" for i in range(n)], "path": [""] * n,
                            "split": ["test"] * n, "source": ["bench"] * n})
