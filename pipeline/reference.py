@@ -83,10 +83,10 @@ def reference_inputs(x_ref: np.ndarray, space: str, seed: int = 0
     return prepare(x_ref, space, seed), lambda x: np.asarray(x, np.float64)
 
 
-def place(embedding: TSNEEmbedding, z: np.ndarray, client=None,
-          chunk: int = TRANSFORM_CHUNK) -> np.ndarray:
-    """Coordinates of new points `z` on `embedding` (openTSNE transform), in chunks; over the
-    Dask workers when a client is given.
+def place(embedding: TSNEEmbedding, z: np.ndarray, client=None, chunk: int = TRANSFORM_CHUNK,
+          n_iter: int = TRANSFORM_ITER) -> np.ndarray:
+    """Coordinates of new points `z` on `embedding` (openTSNE transform, `n_iter` steps), in
+    chunks; over the Dask workers when a client is given.
 
     openTSNE moves the reference so that its bounding box is centred on 0 (in place) and
     returns the new points in that frame: here a centred copy is placed on, and the shift
@@ -99,13 +99,13 @@ def place(embedding: TSNEEmbedding, z: np.ndarray, client=None,
                               **embedding.gradient_descent_params)
     parts = cluster.shards(len(z), chunk)
     if client is None:
-        placed = [transform_chunk(z[r.start : r.stop], embedding) for r in parts]
+        placed = [transform_chunk(z[r.start : r.stop], embedding, n_iter) for r in parts]
     else:
         # Dask would ship the TSNEEmbedding (an ndarray subclass) as a bare array: wrap it.
         shared = client.scatter(Shipped(embedding), broadcast=True)
         placed = cluster.gather(client, transform_chunk, [(z[r.start : r.stop],) for r in parts],
                                 desc="place", progress=False, sizes=[len(r) for r in parts],
-                                embedding=shared)
+                                embedding=shared, n_iter=n_iter)
     return as_coords(np.concatenate(placed) + shift, "placed points")
 
 
@@ -116,10 +116,11 @@ class Shipped:
         self.embedding = embedding
 
 
-def transform_chunk(z: np.ndarray, embedding: TSNEEmbedding | Shipped) -> np.ndarray:
+def transform_chunk(z: np.ndarray, embedding: TSNEEmbedding | Shipped,
+                    n_iter: int = TRANSFORM_ITER) -> np.ndarray:
     if isinstance(embedding, Shipped):
         embedding = embedding.embedding
-    return np.asarray(embedding.transform(z, n_iter=TRANSFORM_ITER), dtype=np.float64)
+    return np.asarray(embedding.transform(z, n_iter=n_iter), dtype=np.float64)
 
 
 class ReferenceNeighbours(Affinities):
@@ -131,7 +132,9 @@ class ReferenceNeighbours(Affinities):
 
     def __init__(self, z_ref: np.ndarray, perplexity: float, n_jobs: int = 1):
         super().__init__(verbose=False)
-        self.index = NearestNeighbors(algorithm="brute", n_jobs=n_jobs).fit(z_ref)
+        # scikit-learn's brute-force search threads by itself (OpenMP); its n_jobs would only
+        # draw a warning on a Dask worker.
+        self.index = NearestNeighbors(algorithm="brute").fit(z_ref)
         self.perplexity, self.n_jobs = perplexity, n_jobs
         self.P = sparse.csr_matrix((len(z_ref), len(z_ref)))  # its shape is checked, no more
 
