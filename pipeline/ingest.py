@@ -24,8 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import re
-from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,12 +304,16 @@ def ingest(
 
 def _read_into(ds: DatasetWriter, plan, splits, problems: list[Problem], reading, progress):
     """Read each planned image into the dataset; one that cannot be read becomes a Problem."""
-    for item, split, (pixels, flagged, reason) in zip(
-        tqdm(plan, desc="ingest", unit="img", disable=not progress), splits,
-        _read_ahead(plan, reading), strict=True
+    for item, split in zip(
+        tqdm(plan, desc="ingest", unit="img", disable=not progress), splits, strict=True
     ):
-        if reason is not None:
-            problems.append(Problem(item.rel, reason))
+        try:
+            pixels, flagged = read_counts(item.path, **reading)
+        except PipelineError as err:
+            problems.append(Problem(item.rel, str(err)))
+            continue
+        except Exception as err:  # every reader library raises its own kinds
+            problems.append(Problem(item.rel, describe_error(err)))
             continue
         ds.add_reference(
             pixels,
@@ -324,46 +327,6 @@ def _read_into(ds: DatasetWriter, plan, splits, problems: list[Problem], reading
             format=image_format(Path(item.rel)),
             flagged_pixels=flagged,
         )
-
-
-READ_AHEAD = 2  # TIFF files read on threads while the image before is thumbnailed and written
-# Readers that keep no global state: Pillow's opener swaps a module-wide pixel limit and the
-# warning filters, fabio's quiets a shared logger, so those files are read in this thread.
-THREAD_SAFE = {"tiff"}
-
-
-def _read_ahead(plan, reading):
-    """(pixels, flagged, None) or (None, None, why not) for each planned image, in order.
-
-    TIFF files are decoded on threads, at most READ_AHEAD ahead of the writer: tifffile and
-    numpy release the GIL, so reading overlaps the thumbnail and write of the image before."""
-    with ThreadPoolExecutor(max_workers=READ_AHEAD) as pool:
-        pending: deque = deque()
-        for item in plan:
-            if image_format(item.path) in THREAD_SAFE:
-                pending.append(pool.submit(_read_one, item.path, reading))
-            else:
-                pending.append(_done(_read_one(item.path, reading)))
-            if len(pending) > READ_AHEAD:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-def _done(result) -> Future:
-    future: Future = Future()
-    future.set_result(result)
-    return future
-
-
-def _read_one(path: Path, reading: dict):
-    try:
-        pixels, flagged = read_counts(path, **reading)
-    except PipelineError as err:
-        return None, None, str(err)
-    except Exception as err:  # every reader library raises its own kinds
-        return None, None, describe_error(err)
-    return pixels, flagged, None
 
 
 def _default_id(root: Path) -> str:

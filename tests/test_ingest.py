@@ -480,34 +480,3 @@ def test_read_image_names_the_file_and_the_problem(tmp_path):
         readers.read_image(bad)
     with pytest.raises(readers.PipelineError, match=r"x\.bmp: unsupported format '\.bmp'"):
         readers.read_image(tmp_path / "x.bmp")
-
-
-def test_images_read_ahead_on_threads_keep_the_labels_files_order(tmp_path):
-    # TIFFs are decoded a few ahead of the writer on threads, other formats in turn: rows,
-    # labels and problems still come in the labels file's order, each image its own pixels.
-    rng = np.random.default_rng(5)
-    folder, names, expect = tmp_path / "mixed", [], {}
-    folder.mkdir()
-    for i in range(24):
-        name = f"img{i:02d}." + ("png" if i % 5 == 3 else "tif")
-        array = rng.integers(0, 256, (16 + i, 20), dtype=np.uint8)
-        if i in (7, 16):
-            (folder / name).write_bytes(b"II*\x00 not a TIFF")  # unreadable, mid-stream
-        elif name.endswith(".png"):
-            Image.fromarray(array).save(folder / name)
-            expect[name] = array
-        else:
-            tifffile.imwrite(folder / name, array)
-            expect[name] = array
-        names.append(name)
-    labels = labels_for(names, seed=5)
-    write_labels(folder / "labels.csv", [(n, *labels[n]) for n in names])
-    result = ingest_module.ingest(folder, folder / "labels.csv", tmp_path / "data",
-                                  dataset_id="mixed", progress=False)
-    assert [p.file for p in result.problems] == ["img07.tif", "img16.tif"]
-    ds = open_dataset("mixed", tmp_path / "data")
-    ids = list(ds.images["image_id"])
-    assert ids == [n for n in names if n in expect]
-    for row, name in enumerate(ids):
-        np.testing.assert_array_equal(ds.load_image(row), expect[name])
-        np.testing.assert_array_equal(ds.act[row], labels[name])
