@@ -1,12 +1,14 @@
 """Scale: disk per image and the writer's memory in the chunk store (sections disk, memory; see
 benchmarks/scale_store.py), inference over Dask workers against the single process, maps of
-large runs by a reference sample + transform against full openTSNE, `add` of new images to a
+large runs by a reference sample + transform against full openTSNE, new points placed on a
+t-SNE map (the reference rebuilt two ways, transform steps), `add` of new images to a
 large run, and the whole pipeline (build a dataset in the chunk store, infer, embed, write the
 run) at 25,000 and 50,000 images: wall time, disk and peak memory a stage.
 
-    python benchmarks/scale.py [--sections disk memory infer embed add pipeline] [--disk-n 512]
-        [--size 256] [--detector pilatus] [--memory-n 2500 5000] [--n-infer 20000]
-        [--n-embed 100000] [--reference-n 50000] [--n-run 100000] [--n-add 10000]
+    python benchmarks/scale.py [--sections disk memory infer embed place add pipeline]
+        [--disk-n 512] [--size 256] [--detector pilatus] [--memory-n 2500 5000]
+        [--n-infer 20000] [--n-embed 100000] [--reference-n 50000] [--n-place-ref 50000]
+        [--n-place 10000] [--n-run 100000] [--n-add 10000]
         [--n-pipeline 25000 50000] [--pipeline-scheduler none]
 
 Images are 256² Poisson counts of random discs and rings (the demo's detector size) read by the
@@ -155,12 +157,13 @@ def bench_inference(n: int) -> None:
 
 
 def knn_preserved(z: np.ndarray, coords: np.ndarray, k: int = 10, n_probe: int = 2000,
-                  seed: int = 0) -> float:
+                  seed: int = 0, among: np.ndarray | None = None) -> float:
     """Mean share of each probed point's k nearest neighbours in `z` that are also among its k
-    nearest on the map."""
+    nearest on the map; probes drawn from the rows `among` (default: all)."""
     from sklearn.neighbors import NearestNeighbors
 
-    probe = np.random.default_rng(seed).choice(len(z), min(n_probe, len(z)), replace=False)
+    among = np.arange(len(z)) if among is None else np.asarray(among)
+    probe = np.random.default_rng(seed).choice(among, min(n_probe, len(among)), replace=False)
     high = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z[probe])[1][:, 1:]
     low = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords[probe])[1][:, 1:]
     return float(np.mean([len(set(h) & set(m)) / k for h, m in zip(high, low, strict=True)]))
@@ -189,6 +192,48 @@ def bench_embedding(n: int, reference_n: int, full: bool = True) -> None:
     print(f"  time ratio reference / full: {t_ref / t_full:.2f}")
 
 
+# ---------------------------------------------------------------- placing on a map
+
+
+def bench_place(n_ref: int, n_new: int) -> None:
+    """n_new points placed on a real t-SNE map of n_ref (FEA-like features): the reference
+    rebuilt as openTSNE builds it (Annoy neighbours and affinities of every reference point)
+    against pipeline.reference.rebuild (exact neighbours of the new points only), at several
+    transform step counts; time, and how well the placed points keep their neighbours."""
+    from openTSNE import TSNEEmbedding
+    from openTSNE.affinity import PerplexityBasedNN
+    from sklearn.neighbors import NearestNeighbors
+
+    from pipeline import reference
+    from pipeline.embed import _jobs, fit_tsne, gradient_method
+
+    act, fea, _ = clustered_features(n_ref + n_new, seed=5)
+    z_ref, prepare_new = reference.reference_inputs(fea[:n_ref], "fea")
+    print(f"placing {n_new} points on a t-SNE map of {n_ref} ({load()})")
+    started = time.perf_counter()
+    coords = np.asarray(fit_tsne(z_ref), np.float32)
+    print(f"  t-SNE of the reference: {time.perf_counter() - started:.1f} s ({load()})")
+    z_all = np.concatenate([z_ref, prepare_new(fea[n_ref:])])
+    label = act @ (1 << np.arange(N_ATTRIBUTES))
+    for how in ("openTSNE's PerplexityBasedNN", "pipeline.reference.rebuild"):
+        started = time.perf_counter()
+        embedding = reference.rebuild(fea[:n_ref], coords, space="fea")[0] if "rebuild" in how \
+            else TSNEEmbedding(coords.astype(np.float64), PerplexityBasedNN(
+                z_ref, perplexity=30, n_jobs=_jobs(), random_state=0),
+                negative_gradient_method=gradient_method(n_ref), random_state=0, n_jobs=_jobs())
+        print(f"  rebuild by {how}: {time.perf_counter() - started:.1f} s ({load()})")
+        for steps in (250, 100, 50):
+            started = time.perf_counter()
+            placed = reference.place(embedding, z_all[n_ref:], n_iter=steps)
+            seconds = time.perf_counter() - started
+            nearest = NearestNeighbors(n_neighbors=1).fit(coords).kneighbors(placed)[1][:, 0]
+            kept = knn_preserved(z_all, np.concatenate([coords, placed]),
+                                 among=np.arange(n_ref, n_ref + n_new))
+            print(f"    {steps:3d} steps: {seconds:5.1f} s, 10-NN kept {kept:.3f}, nearest "
+                  f"reference point of the same label set "
+                  f"{np.mean(label[nearest] == label[n_ref:]):.3f} ({load()})")
+
+
 # ---------------------------------------------------------------- add
 
 
@@ -196,7 +241,6 @@ def _big_run(n: int, checkpoint: Path) -> str:
     """A run of n images' arrays (no image files) with the compact net's FEA width; its maps
     are PCA layouts scaled like t-SNE maps: the time of `add` does not depend on their shape."""
     import pandas as pd
-    import torch
 
     from pipeline import store
     from pipeline.checkpoints import load_checkpoint
@@ -206,10 +250,7 @@ def _big_run(n: int, checkpoint: Path) -> str:
     data = scratch() / "data"
     if (data / store.RUNS / run_id / "run.json").is_file():
         return run_id
-    model, _ = load_checkpoint(checkpoint)
-    with torch.inference_mode():
-        width = model.features(torch.zeros(1, 1, 64, 64)).shape[1]
-    act, fea, prd = clustered_features(n, dims=width)
+    act, fea, prd = clustered_features(n, dims=load_checkpoint(checkpoint)[0].feature_dim)
     emb = {s: _layout(x) for s, x in (("act", act), ("fea", fea), ("prd", prd))}
     images = pd.DataFrame({"image_id": [f"r{i}" for i in range(n)], "path": [""] * n,
                            "split": ["test"] * n, "source": ["bench"] * n})
@@ -320,7 +361,7 @@ def bench_pipeline(n: int, scheduler: str) -> None:
     shutil.rmtree(data, ignore_errors=True)
 
 
-SECTIONS = ["disk", "memory", "infer", "embed", "add", "pipeline"]
+SECTIONS = ["disk", "memory", "infer", "embed", "place", "add", "pipeline"]
 
 
 def store_sections(args) -> None:
@@ -351,6 +392,8 @@ def main() -> None:
     parser.add_argument("--n-embed", type=int, default=100_000)
     parser.add_argument("--reference-n", type=int, default=50_000)
     parser.add_argument("--no-full", action="store_true", help="skip the full openTSNE map")
+    parser.add_argument("--n-place-ref", type=int, default=50_000)
+    parser.add_argument("--n-place", type=int, default=10_000)
     parser.add_argument("--n-run", type=int, default=100_000)
     parser.add_argument("--n-add", type=int, default=10_000)
     parser.add_argument("--add-scheduler", default="local")
@@ -363,6 +406,8 @@ def main() -> None:
         bench_inference(args.n_infer)
     if "embed" in args.sections:
         bench_embedding(args.n_embed, args.reference_n, full=not args.no_full)
+    if "place" in args.sections:
+        bench_place(args.n_place_ref, args.n_place)
     if "add" in args.sections:
         bench_add(args.n_run, args.n_add, args.add_scheduler)
     if "pipeline" in args.sections:

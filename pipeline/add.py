@@ -46,11 +46,13 @@ def add_images(data_dir, run_id: str, images_dir, labels=None, *, dataset_id: st
     if labels is not None:
         _check_attributes(labels, run)
     dataset_id = store.check_id(dataset_id or store.new_id(f"{run.id[-24:]} added"), "dataset")
+    started = time.perf_counter()
     ds = _ingest(data_dir, run, images_dir, labels, dataset_id, progress, ingest_options)
+    timings = {"ingest_s": round(time.perf_counter() - started, 2)}
     try:
         return _infer_place_write(data_dir, run, ds, reference, labelled=labels is not None,
                                   new_run_id=new_run_id, device=device, scheduler=scheduler,
-                                  progress=progress)
+                                  progress=progress, timings=timings)
     except BaseException:
         shutil.rmtree(ds.path, ignore_errors=True)  # the new images belong to no run: gone
         raise
@@ -107,21 +109,25 @@ def _blank_labels(images_dir: Path, attributes: list[str], out: Path) -> Path:
 
 
 def _infer_place_write(data_dir: Path, run: store.Run, ds: store.Dataset, reference, *,
-                       labelled: bool, new_run_id, device, scheduler, progress) -> Path:
+                       labelled: bool, new_run_id, device, scheduler, progress,
+                       timings: dict) -> Path:
     from pipeline.checkpoints import load_checkpoint
     from pipeline.infer import infer_all
 
-    timings, started = {}, time.perf_counter()
+    started = time.perf_counter()
     model, info = load_checkpoint(run.checkpoint, attributes=ds.attributes)
     with cluster.maybe_client(cluster.resolve(scheduler, len(ds))) as client:
+        timings["cluster_s"] = round(time.perf_counter() - started, 2)
+        started = time.perf_counter()
         prd, fea = infer_all(client, run.checkpoint, model, info, ds, device=device,
                              progress=progress)
         timings["infer_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
         act = ds.act if labelled else _predicted_labels(run, prd)
         new = {"act": act, "fea": fea, "prd": prd}
-        emb = {s: np.concatenate([np.asarray(run.emb(s)), _placed(run, s, reference, new[s],
-                                                                  client)]) for s in SPACES}
+        emb = {s: np.concatenate([np.asarray(run.emb(s)),
+                                  _placed(run, s, reference, new[s], client, timings)])
+               for s in SPACES}
         timings["place_s"] = round(time.perf_counter() - started, 2)
     meta = {k: v for k, v in run.meta.items() if k not in KEPT_META}
     meta.update(parent_run=run.id, timings=timings, added={
@@ -139,14 +145,20 @@ def _infer_place_write(data_dir: Path, run: store.Run, ds: store.Dataset, refere
 
 
 def _placed(run: store.Run, space: str, reference: np.ndarray, x_new: np.ndarray,
-            client) -> np.ndarray:
-    """The new rows' coordinates on the run's map of `space`."""
+            client, timings: dict) -> np.ndarray:
+    """The new rows' coordinates on the run's map of `space` (seconds to rebuild the reference
+    and to place the rows added to `timings`)."""
     setting = run.meta.get("embedding") or {}
     x_old = {"act": run.act, "fea": run.fea, "prd": run.prd}[space]
+    started = time.perf_counter()
     embedding, prepare_new = rebuild(
         np.asarray(x_old[reference]), np.asarray(run.emb(space))[reference], space=space,
         seed=int(setting.get("seed", 0)), perplexity=float(setting.get("perplexity", 30.0)))
-    return place(embedding, prepare_new(x_new), client)
+    timings[f"rebuild_{space}_s"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    placed = place(embedding, prepare_new(x_new), client)
+    timings[f"transform_{space}_s"] = round(time.perf_counter() - started, 2)
+    return placed
 
 
 def _thresholds(run: store.Run) -> np.ndarray | float:

@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 import numpy as np
 from openTSNE import TSNEEmbedding
-from openTSNE.affinity import PerplexityBasedNN
+from openTSNE.affinity import Affinities, PerplexityBasedNN, joint_probabilities_nn
+from scipy import sparse
 from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
 
 from pipeline import cluster
 from pipeline.before_after import onto
@@ -30,6 +32,10 @@ from pipeline.errors import PipelineError
 
 REFERENCE_N = 50_000  # t-SNE proper on at most this many points; the rest are placed
 TRANSFORM_CHUNK = 5_000  # points placed per task: independent of each other, so any cut is exact
+# openTSNE's default number of transform steps. Fewer cost quality for little time: 10,000 points
+# placed on a 50,000-point map kept 0.074 of their 10 nearest neighbours after 250 steps, 0.070
+# after 100 and 0.053 after 50, and 100 saved under a second a map (benchmarks/RESULTS.md).
+TRANSFORM_ITER = 250
 REFERENCE_FILE = "reference_rows.npy"
 
 
@@ -80,22 +86,30 @@ def reference_inputs(x_ref: np.ndarray, space: str, seed: int = 0
     return prepare(x_ref, space, seed), lambda x: np.asarray(x, np.float64)
 
 
-def place(embedding: TSNEEmbedding, z: np.ndarray, client=None,
-          chunk: int = TRANSFORM_CHUNK) -> np.ndarray:
-    """Coordinates of new points `z` on `embedding` (openTSNE transform), in chunks; over the
-    Dask workers when a client is given."""
+def place(embedding: TSNEEmbedding, z: np.ndarray, client=None, chunk: int = TRANSFORM_CHUNK,
+          n_iter: int = TRANSFORM_ITER) -> np.ndarray:
+    """Coordinates of new points `z` on `embedding` (openTSNE transform, `n_iter` steps), in
+    chunks; over the Dask workers when a client is given.
+
+    openTSNE moves the reference so that its bounding box is centred on 0 (in place) and
+    returns the new points in that frame: here a centred copy is placed on, and the shift
+    undone on the placed points, so they land on the reference's own coordinates."""
     if len(z) == 0:
         return np.zeros((0, 2), np.float32)
+    shift = (np.max(embedding, axis=0) + np.min(embedding, axis=0)) / 2
+    embedding = TSNEEmbedding(np.asarray(embedding) - shift, embedding.affinities,
+                              random_state=embedding.random_state,
+                              **embedding.gradient_descent_params)
     parts = cluster.shards(len(z), chunk)
     if client is None:
-        placed = [transform_chunk(z[r.start : r.stop], embedding) for r in parts]
+        placed = [transform_chunk(z[r.start : r.stop], embedding, n_iter) for r in parts]
     else:
         # Dask would ship the TSNEEmbedding (an ndarray subclass) as a bare array: wrap it.
         shared = client.scatter(Shipped(embedding), broadcast=True)
         placed = cluster.gather(client, transform_chunk, [(z[r.start : r.stop],) for r in parts],
                                 desc="place", progress=False, sizes=[len(r) for r in parts],
-                                embedding=shared)
-    return as_coords(np.concatenate(placed), "placed points")
+                                embedding=shared, n_iter=n_iter)
+    return as_coords(np.concatenate(placed) + shift, "placed points")
 
 
 class Shipped:
@@ -105,10 +119,41 @@ class Shipped:
         self.embedding = embedding
 
 
-def transform_chunk(z: np.ndarray, embedding: TSNEEmbedding | Shipped) -> np.ndarray:
+def transform_chunk(z: np.ndarray, embedding: TSNEEmbedding | Shipped,
+                    n_iter: int = TRANSFORM_ITER) -> np.ndarray:
     if isinstance(embedding, Shipped):
         embedding = embedding.embedding
-    return np.asarray(embedding.transform(z), dtype=np.float32)
+    return np.asarray(embedding.transform(z, n_iter=n_iter), dtype=np.float64)
+
+
+class ReferenceNeighbours(Affinities):
+    """What openTSNE's transform asks of a reference's affinities: the affinities of new points
+    to their nearest reference points (exact neighbours, scikit-learn), as PerplexityBasedNN's
+    `to_new` computes them. The reference's own affinity matrix, which a rebuilt map would
+    never use, is not computed: that was most of the time of rebuilding a map of 50,000
+    points (its 90 nearest neighbours each, by Annoy)."""
+
+    def __init__(self, z_ref: np.ndarray, perplexity: float, n_jobs: int = 1):
+        super().__init__(verbose=False)
+        # scikit-learn's brute-force search threads by itself (OpenMP); its n_jobs would only
+        # draw a warning on a Dask worker.
+        self.index = NearestNeighbors(algorithm="brute").fit(z_ref)
+        self.perplexity, self.n_jobs = perplexity, n_jobs
+        self.P = sparse.csr_matrix((len(z_ref), len(z_ref)))  # its shape is checked, no more
+
+    @property
+    def n_samples(self) -> int:
+        return self.index.n_samples_fit_
+
+    def to_new(self, data, perplexity=None, return_distances=False, k_neighbors="auto"):
+        perplexity = self.perplexity if perplexity is None else perplexity
+        k = min(self.n_samples, int(3 * perplexity)) if k_neighbors == "auto" else k_neighbors
+        effective = PerplexityBasedNN.check_perplexity(perplexity, k)
+        distances, neighbors = self.index.kneighbors(np.asarray(data, np.float64), k)
+        P = joint_probabilities_nn(neighbors, distances, [effective], symmetrize=False,
+                                   normalization="point-wise",
+                                   n_reference_samples=self.n_samples, n_jobs=self.n_jobs)
+        return (P, neighbors, distances) if return_distances else P
 
 
 def embed_with_reference(x: np.ndarray, *, space: str, rows: np.ndarray, seed: int = 0,
@@ -138,9 +183,8 @@ def rebuild(x_ref: np.ndarray, coords_ref: np.ndarray, *, space: str, seed: int 
         raise PipelineError(f"a map of {len(x_ref)} points is too small to place images on")
     z_ref, prepare_other = reference_inputs(x_ref, space, seed)
     perplexity = float(min(perplexity, (len(z_ref) - 1) / 3))
-    affinities = PerplexityBasedNN(z_ref, perplexity=perplexity, metric="euclidean",
-                                   n_jobs=_jobs(), random_state=seed, verbose=False)
-    embedding = TSNEEmbedding(np.asarray(coords_ref, dtype=np.float64), affinities,
+    embedding = TSNEEmbedding(np.array(coords_ref, dtype=np.float64),
+                              ReferenceNeighbours(z_ref, perplexity, _jobs()),
                               negative_gradient_method=gradient_method(len(z_ref)),
                               random_state=seed, n_jobs=_jobs())
     return embedding, prepare_other

@@ -108,6 +108,9 @@ def test_add_places_new_images_and_keeps_every_old_coordinate(trained, tmp_path)
         assert np.isfinite(placed).all()
         assert (np.abs(placed - old.emb(space).mean(0)) <= spread).all(), space  # on the map
     assert len(store.list_runs(data)) == 2  # the old run is still there, unchanged
+    stages = {"ingest_s", "infer_s", "place_s", *(f"{step}_{space}_s" for space in SPACES
+                                                  for step in ("rebuild", "transform"))}
+    assert set(new.meta["timings"]) >= stages  # where an add's time went, stage by stage
 
 
 def test_images_added_without_labels_take_the_models_calls(trained, tmp_path):

@@ -81,3 +81,62 @@ def test_multiscale_gives_fifteen_views_of_every_channel_and_one_profile():
     assert prepared.profile.shape == (4, PROFILE["bins"])
     one = prepare(_pattern(128, 128, 30), 32, STATS, default_inputs("resnet50"))
     assert one.views.shape == (1, 1, 32, 32) and one.profile is None
+
+
+def _profile_by_the_first_formula(square: np.ndarray, spec: dict, centre) -> np.ndarray:
+    """The radial profile as first written (per-pixel hypot and log, ndimage.maximum): the
+    faster one in pipeline.inputs must give the same numbers."""
+    from scipy import ndimage
+
+    side, bins = square.shape[0], spec["bins"]
+    cx, cy = centre
+    low, high = np.log(spec["r_min"]), np.log(spec["r_max"])
+    ys, xs = np.nonzero(square > 0)
+    values = square[ys, xs].astype(np.float64)
+    radius = np.hypot(xs - cx, ys - cy) / side
+    ring = np.floor((np.log(np.maximum(radius, 1e-12)) - low) / (high - low) * bins)
+    keep = (ring >= 0) & (ring < bins)
+    ring, values = ring[keep].astype(np.int64), values[keep]
+    count = np.bincount(ring, minlength=bins).astype(np.float64)
+    mean = np.bincount(ring, values, minlength=bins) / np.maximum(count, 1)
+    square_mean = np.bincount(ring, values**2, minlength=bins) / np.maximum(count, 1)
+    found = {"mean": mean, "sd": np.sqrt(np.maximum(square_mean - mean**2, 0)),
+             "max": np.asarray(ndimage.maximum(values, ring, np.arange(bins)), float)
+             if len(ring) else np.zeros(bins)}
+    seen, centres = count > 0, np.arange(bins)
+    for key, profile in found.items():
+        found[key] = np.interp(centres, centres[seen], profile[seen]) if seen.any() else profile
+    edges = np.exp(low + (high - low) * np.arange(bins + 1) / bins) * side
+    found["cover"] = np.minimum(count / (np.pi * np.diff(edges**2)), 1.0)
+    return np.stack([found[k] for k in spec["stats"]]).astype(np.float32)
+
+
+def _masked(image: np.ndarray) -> np.ndarray:
+    """The image with a module gap, a beamstop's rod and disc and dead pixels (no counts)."""
+    image = image.copy()
+    image[:, 120:126] = 0
+    image[140:, 100:103] = -1  # a flagged rod reads as negative
+    yy, xx = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
+    image[np.hypot(xx - 128, yy - 128) < 6] = 0
+    image[np.random.default_rng(3).random(image.shape) < 0.02] = np.nan
+    return image
+
+
+@pytest.mark.parametrize("case", ["centred", "off-centre", "beam-off-the-image", "masked",
+                                  "noisy", "integer-centre", "blank"])
+def test_the_radial_profile_equals_its_first_formula(case):
+    rng = np.random.default_rng(7)
+    image, centre = {
+        "centred": (_pattern(128.0, 128.0, ring_px=50), None),
+        "off-centre": (_pattern(40.3, 201.7, ring_px=70), None),
+        "beam-off-the-image": (_pattern(-30.0, 90.0, ring_px=120), (-30.0, 90.0)),
+        "masked": (_masked(_pattern(133.4, 121.9, ring_px=40)), None),
+        "noisy": (rng.poisson(_pattern(90.2, 150.6, ring_px=30)).astype(float), None),
+        "integer-centre": (_pattern(100.0, 60.0, ring_px=25), (100.0, 60.0)),
+        "blank": (np.zeros((256, 256)), (128.0, 128.0)),
+    }[case]
+    square = log_intensity(image)
+    centre = centre or beam_estimate(square)
+    np.testing.assert_allclose(radial_profile(square, PROFILE, centre),
+                               _profile_by_the_first_formula(square, PROFILE, centre),
+                               rtol=1e-6, atol=1e-6)
