@@ -78,6 +78,29 @@ def test_a_large_runs_views_are_pictures_with_no_points_in_the_browser(pictures)
     assert dash_duo.get_logs() == []
 
 
+def test_a_hidpi_screen_gets_pictures_at_its_device_pixels(pictures):
+    dash_duo, run = pictures
+    driver = dash_duo.driver
+    window = driver.get_window_size()
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": window["width"], "height": window["height"], "deviceScaleFactor": 2,
+        "mobile": False})
+    try:
+        assert driver.execute_script("return window.devicePixelRatio") == 2
+        xy = np.asarray(run.emb("act"))
+        lo, hi = np.percentile(xy, 10, axis=0), np.percentile(xy, 90, axis=0)
+        dash_duo.driver.execute_script(
+            "const gd = document.querySelector('#view-act .js-plotly-plot');"
+            "Plotly.relayout(gd, {'xaxis.range': arguments[0], 'yaxis.range': arguments[1]});",
+            [float(lo[0]), float(hi[0])], [float(lo[1]), float(hi[1])])
+        # Twice the plot area's CSS pixels each way: as sharp as the screen.
+        until(lambda: near(picture_size(dash_duo, "view-act"),
+                           [2 * v for v in plot_size(dash_duo, "view-act")]), timeout=WAIT_S)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert dash_duo.get_logs() == []
+
+
 def near(picture: list[int], plot: list[int]) -> bool:
     """A picture drawn for the plot area: each side within 5 % (at least 20 px, a scrollbar's
     width) of the area's, as the browser reports it while the page may still be settling."""
