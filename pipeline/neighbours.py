@@ -95,8 +95,8 @@ def run_neighbour_graph(run: Run, k: int) -> np.ndarray:
 
 def nearest_images(run: Run, index: int, k: int = 8) -> list[int]:
     """The k images of the run nearest to row `index`, nearest first (one query, cached index).
-    The answer is remembered too: the detail view asks again at every threshold change, and
-    one query searches every image of the run (a second at a million)."""
+    The answer is remembered too: the detail view asks again each time an image is opened
+    again, and one query searches every image of the run (a second at a million)."""
     return list(_nearest(str(run.path), int(index), int(k)))
 
 
