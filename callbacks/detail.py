@@ -89,6 +89,8 @@ def open_detail(click_act, click_fea, click_prd, _thumbs, _neighbours, selection
 
     Only an image of the run is opened: any other number the browser sends changes nothing."""
     trigger = _acted_on()
+    if trigger is None:  # only new buttons fired, unclicked: they were just drawn
+        return no_update
     if trigger == ids.RUN_PICKER:
         return None
     run = chosen_run(run_id)
@@ -100,19 +102,18 @@ def open_detail(click_act, click_fea, click_prd, _thumbs, _neighbours, selection
 
 def _acted_on():
     """What this call answers: a thumbnail or neighbour clicked, else the first other input
-    that fired. New buttons fire too, unclicked (n_clicks 0), in the same call as the
-    selection that drew them."""
+    that fired, else None. New buttons fire too, unclicked (n_clicks 0), alone or in the same
+    call as the selection that drew them."""
     values = {item["prop_id"]: item["value"] for item in ctx.triggered}
     fired = ctx.triggered_prop_ids
     clicked = [c for p, c in fired.items() if isinstance(c, dict) and values.get(p)]
     others = [c for c in fired.values() if not isinstance(c, dict)]
-    return (clicked or others or [ctx.triggered_id])[0]
+    return (clicked or others or [None])[0]
 
 
 def _clicked_row(run, trigger, clicks, selection, current):
-    if isinstance(trigger, dict):  # unclicked buttons are never the trigger (_acted_on)
-        values = [item["value"] for item in ctx.triggered]
-        return row_index(run, trigger.get("index")) if any(values) else no_update
+    if isinstance(trigger, dict):  # a thumbnail or neighbour clicked (_acted_on)
+        return row_index(run, trigger.get("index"))
     for space, click in zip(SPACES, clicks, strict=True):
         if trigger == ids.VIEWS[space]:
             points = (click or {}).get("points") if isinstance(click, dict) else None
