@@ -3,6 +3,8 @@ false colour, optionally under one attribute's saliency), its ACT vs PRD table, 
 neighbours in FEA space, and the science slot.
 """
 
+import json
+
 import dash_bootstrap_components as dbc
 import numpy as np
 from dash import dcc, html
@@ -74,11 +76,16 @@ def saliency_options(attributes, prd_row) -> list[dict]:
             for name, p in zip(attributes, prd_row, strict=True)]
 
 
-def thumbnail(kind: str, index: int, uri: str, caption: str, active: bool = False):
-    """A clickable thumbnail; kind is ids.THUMB or ids.NEIGHBOUR, index the run row."""
-    return html.Button([html.Img(src=uri, alt=caption), html.Div(caption, className="caption")],
-                       id={"type": kind, "index": int(index)}, n_clicks=0, title=caption,
-                       className="thumb active" if active else "thumb")
+def thumbnail(kind: str, index: int, uri: str, caption: str):
+    """A clickable thumbnail; kind is ids.THUMB or ids.NEIGHBOUR, index the run row.
+
+    One component, its caption as text and its picture as the button's background: an image
+    and a caption inside it made three, and Dash's renderer re-checks every component holding
+    others at each update of the page (a strip of 40 was 120 components, 40 of them holders)."""
+    return html.Button(caption, id={"type": kind, "index": int(index)}, n_clicks=0,
+                       title=caption,
+                       style={"backgroundImage": f"url({json.dumps(uri)})"},
+                       className="thumb")
 
 
 def act_prd_table(attributes, colours, act_row, prd_row, threshold,

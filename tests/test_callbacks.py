@@ -374,8 +374,9 @@ def test_a_missing_image_file_is_named_not_crashed_on(run):
     message = figure["layout"]["annotations"][0]["text"]
     assert "#5" in message and "missing" in message and str(shard) in message
     strip = call(detail.show_thumbnails, "store-selection.data", [4, 5], run.id)
-    sources = [t.children[0].src for t in strip[1:]]
-    assert sources[0].startswith("data:image/png") and sources[1].startswith("data:image/svg")
+    sources = [t.style["backgroundImage"] for t in strip[1:]]
+    assert sources[0].startswith('url("data:image/png')
+    assert sources[1].startswith('url("data:image/svg')
 
 
 def test_corrected_images_wear_a_diamond_in_all_three_views(run, tmp_path):
