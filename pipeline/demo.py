@@ -82,9 +82,11 @@ def config_for(n: int | None = None, fast: bool = False, **overrides) -> DemoCon
 
 def _dataset(data_dir: Path, config: DemoConfig, seed: int, progress: bool) -> store.Dataset:
     """The simulated dataset for this config and seed, made once and reused by later demos."""
+    from pipeline.sim.rules import GENERATOR_VERSION
     from pipeline.simulate import simulate_dataset
 
-    dataset_id = f"demo-n{config.n}-s{config.size}-seed{seed}"
+    # the generator's version in the name: a newer generator draws other tags for the same seed
+    dataset_id = f"demo-n{config.n}-s{config.size}-seed{seed}-v{GENERATOR_VERSION}"
     if (data_dir / store.DATASETS / dataset_id / "dataset.json").is_file():
         return store.open_dataset(dataset_id, data_dir)
     path = simulate_dataset(data_dir, config.n, size=config.size, seed=seed,

@@ -30,20 +30,20 @@ its n_R pixels. (Judged pixel by pixel on rendered images instead, the rule gave
 answer for 99.5 % of features in generator version 1; the rest sat at the MIN_AREA boundary.)
 
 Counts: "Ring" = at least one visible sharp ring (lattice reflection, ring-sequence order, or
-single ring; spotty rings included); "Many rings" = MANY_RINGS or more;
-"Higher orders" = one sequence (BCC, FCC, lamellar, hexagonal) with HIGHER_ORDERS or more
-visible peaks; "BCC"/"FCC" = LATTICE_PEAKS or more visible reflections of that lattice (one
-peak alone does not identify a lattice). A sequence counts only if its first peak is visible:
-without it no peak can be indexed. Visible rings closer than RESOLVE widths count as one, as
-they blend into one broad ring; "Polycrystalline" = a visible spotty ring. Beamstop
-tags need MIN_SHADOW of the detector in shadow; the beamstop sits on the beam, so an image whose
-beam centre is off the detector ("Beam Off Image") has none. Scattering strength compares the
-mean sample signal S (the direct beam left out) with the mean flat background B (air scatter
-and fluorescence; not the parasitic scatter beside the stop, which every image has) per valid
-pixel: "Strong scattering" when
-S ≥ STRONG_RATIO·B and S ≥ STRONG_COUNTS; "Weak scattering" when S < WEAK_RATIO·B or
-S < WEAK_COUNTS (in between: neither); "High background" when B ≥ HIGH_BG_COUNTS and
-B ≥ HIGH_BG_SHARE·S.
+single ring; spotty rings included); "Many rings" = MANY_RINGS or more; "Higher orders" = one
+sequence (BCC, FCC, lamellar, hexagonal) with HIGHER_ORDERS or more visible peaks; "BCC"/"FCC" =
+LATTICE_PEAKS or more seen rings of that lattice that no other sequence (lamellar, hexagonal,
+the other cubic lattice) explains within INDEX_TOLERANCE ring widths (pipeline.sim.indexing: two
+rings give one ratio, which names no lattice). A sequence counts only if its first peak is
+visible: without it no peak can be indexed. Visible rings closer than RESOLVE widths count as
+one, as they blend into one broad ring; "Polycrystalline" = a visible spotty ring. Beamstop tags
+need MIN_SHADOW of the detector in shadow; the beamstop sits on the beam, so an image whose beam
+centre is off the detector ("Beam Off Image") has none. Scattering strength compares the mean
+sample signal S (the direct beam left out) with the mean flat background B (air scatter and
+fluorescence; not the parasitic scatter beside the stop, which every image has) per valid pixel:
+"Strong scattering" when S ≥ STRONG_RATIO·B and S ≥ STRONG_COUNTS; "Weak scattering" when S <
+WEAK_RATIO·B or S < WEAK_COUNTS (in between: neither); "High background" when B ≥ HIGH_BG_COUNTS
+and B ≥ HIGH_BG_SHARE·S.
 """
 
 import json
@@ -63,6 +63,7 @@ from pipeline.sim.rules import (
     HIGH_BG_COUNTS,
     HIGH_BG_SHARE,
     HIGHER_ORDERS,
+    INDEX_TOLERANCE,
     K_SIGMA,
     LATTICE_PEAKS,
     MANY_RINGS,
@@ -222,6 +223,7 @@ def visibility_rule() -> dict:
         "many_rings": MANY_RINGS,
         "higher_orders": HIGHER_ORDERS,
         "lattice_peaks": LATTICE_PEAKS,
+        "index_tolerance_widths": INDEX_TOLERANCE,
         "resolve_widths": RESOLVE,
         "strong": [STRONG_RATIO, STRONG_COUNTS],
         "weak": [WEAK_RATIO, WEAK_COUNTS],

@@ -243,6 +243,56 @@ def test_rings_tagged_visible_stand_above_what_lies_under_them():
     assert checked >= 4
 
 
+def lattice_scene(lattice: str, sigma_dw: float, signal: float = 20.0, radius=None) -> Scene:
+    """A powder of a BCC or FCC superlattice whose first reflection is at q = 0.3 nm⁻¹ (38 px
+    at 256), in the setting of ring_params; `sigma_dw` (nm) fades the higher orders."""
+    params = ring_params(signal)
+    a = 2 * math.pi * math.sqrt(physics.cubic_reflections(lattice)[0][0]) / 0.3
+    params["modules"] = [
+        {
+            "kind": "lattice",
+            "lattice": lattice,
+            "a": a,
+            "radius": radius or 0.3 * a,
+            "width": 0.012,
+            "sigma_dw": sigma_dw,
+            "disorder": 0.0,
+            "texture": {"kind": "powder"},
+            "weight": 1.0,
+        }
+    ]
+    return Scene(params)
+
+
+def seen_in_noisy_image(scene: Scene) -> int:
+    """How many of the scene's rings stand out in a recorded (Poisson) image of it."""
+    return visible_rings_stand_out(scene, np.random.default_rng(1).poisson(scene.expected(REF)))
+
+
+def test_two_reflections_of_a_lattice_do_not_name_it_and_three_do():
+    # the same FCC crystal; more thermal disorder fades (220), leaving (111) and (200)
+    two, three = lattice_scene("fcc", sigma_dw=4.0), lattice_scene("fcc", sigma_dw=3.0)
+    assert seen_in_noisy_image(two) == 2 and seen_in_noisy_image(three) == 3
+    assert not two.tags[TAG["FCC"]] and not two.tags[TAG["BCC"]]
+    assert three.tags[TAG["FCC"]] and not three.tags[TAG["BCC"]]
+    assert lattice_scene("bcc", sigma_dw=0.5).tags[TAG["BCC"]]
+    assert not lattice_scene("bcc", sigma_dw=3.0).tags[TAG["BCC"]]
+
+
+def test_three_bcc_rings_that_read_as_hexagonal_do_not_name_bcc():
+    # particles whose form factor vanishes on (200): (110), (211), (220) at 1 : √3 : 2 are
+    # also the first rings of a hexagonal mesophase; exposed longer, (200) and more show
+    radius = 4.493 / (0.3 * math.sqrt(2))
+    faint = lattice_scene("bcc", sigma_dw=0.5, radius=radius)
+    assert seen_in_noisy_image(faint) == 3
+    assert [c["name"] for c in faint.measured["components"] if c["visible"]][-2:] == [
+        "BCC peak 3",
+        "BCC peak 4",
+    ]
+    assert not faint.tags[TAG["BCC"]] and faint.tags[TAG["Higher orders"]]
+    assert lattice_scene("bcc", sigma_dw=0.5, signal=100.0, radius=radius).tags[TAG["BCC"]]
+
+
 def test_visibility_is_judged_consistently_on_cells_and_pixels():
     for scene, _ in scenes_with("Halo", 2):
         index = next(i for i, c in enumerate(scene.measured["components"]) if c["role"] == "halo")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pipeline.attributes import ATTRIBUTES
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: a lattice is tagged only where its rings index it (sim.indexing)
 REF = 256  # tags are judged on this reference grid, so they do not depend on the image size
 Q_PER_WIDTH = 2.0  # nm⁻¹ across one detector width: a small-angle geometry
 MIN_SIZE, MAX_SIZE = 32, 1024
@@ -17,7 +17,8 @@ MIN_AREA = 0.001  # of the detector area: ≈ 65 pixels at 256², 16 at 128²
 MIN_SHADOW = 0.0015  # ≈ 100 pixels at 256²: a 0.7 % rod from the edge to the beam
 MANY_RINGS = 4
 HIGHER_ORDERS = 3
-LATTICE_PEAKS = 2
+LATTICE_PEAKS = 3  # seen rings from the first: two give one ratio, which names no lattice
+INDEX_TOLERANCE = 1.0  # ring widths (σ) within which another sequence's peak explains a ring
 RESOLVE = 2.5  # rings closer than this many widths blend into one seen ring
 STRONG_RATIO, STRONG_COUNTS = 3.0, 20.0
 WEAK_RATIO, WEAK_COUNTS = 0.5, 0.3

@@ -21,6 +21,7 @@ from pipeline.sim.geometry import (
     pixel_axis,
     transmission,
 )
+from pipeline.sim.indexing import indexes_as, resolved_count
 from pipeline.sim.rules import (
     BEAM_SIGMA,
     CONTRAST,
@@ -31,14 +32,12 @@ from pipeline.sim.rules import (
     J_CELLS,
     J_FINE,
     K_SIGMA,
-    LATTICE_PEAKS,
     LEAK,
     MANY_RINGS,
     MIN_AREA,
     MIN_SHADOW,
     NORM_RADIUS,
     REF,
-    RESOLVE,
     SPOT_ANGLES,
     STRONG_COUNTS,
     STRONG_RATIO,
@@ -321,16 +320,17 @@ class Scene:
         }
         out = {tag for tag, role in names.items() if any(c.role == role for c, _ in seen)}
         rings = [c for c, _ in seen if c.role == "ring"]
-        per_family: dict[str, int] = {}
+        per_family: dict[str, list[Component]] = {}
         for family in {c.family for c in rings if c.family}:
             peaks = [c for c in rings if c.family == family]
             if peaks[0].order == 1:  # a sequence is read from its first peak: without it, no orders
-                per_family[family] = resolved_count(peaks)
+                per_family[family] = peaks
         out |= {"Ring"} if rings else set()
         out |= {"Many rings"} if resolved_count(rings) >= MANY_RINGS else set()
         out |= {"Polycrystalline"} if any(c.spotty for c in rings) else set()
-        out |= {"Higher orders"} if any(v >= HIGHER_ORDERS for v in per_family.values()) else set()
-        out |= {lat.upper() for lat in ("bcc", "fcc") if per_family.get(lat, 0) >= LATTICE_PEAKS}
+        if any(resolved_count(peaks) >= HIGHER_ORDERS for peaks in per_family.values()):
+            out.add("Higher orders")
+        out |= {lat.upper() for lat in ("bcc", "fcc") if indexes_as(per_family.get(lat, []), lat)}
         return out | self._instrument_tags() | self._strength_tags()
 
     def _instrument_tags(self) -> set[str]:
@@ -475,16 +475,6 @@ def scaled(comp: Component, factor: float) -> Component:
         q0=comp.q0 * factor,
         width=comp.width * factor,
     )
-
-
-def resolved_count(rings: list[Component]) -> int:
-    """How many distinct rings are seen: centres closer than RESOLVE widths blend into one."""
-    count, last = 0, None
-    for ring in sorted(rings, key=lambda c: c.q0):
-        if last is None or ring.q0 - last.q0 >= RESOLVE * max(ring.width, last.width):
-            count += 1
-            last = ring
-    return count
 
 
 def spot_table(comp: Component) -> np.ndarray:
