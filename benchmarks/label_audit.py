@@ -34,9 +34,12 @@ from pipeline.neighbours import run_neighbour_graph  # noqa: E402
 
 
 def dataset_for(data_dir: Path, config, noise: float, seed: int) -> store.Dataset:
+    from pipeline.sim.rules import GENERATOR_VERSION
     from pipeline.simulate import simulate_dataset
 
-    dataset_id = f"audit-bench-n{config.n}-s{config.size}-noise{noise:g}-seed{seed}"
+    # The generator's version in the id: a dataset drawn by older rules is never reused.
+    dataset_id = (f"audit-bench-n{config.n}-s{config.size}-noise{noise:g}-seed{seed}"
+                  f"-v{GENERATOR_VERSION}")
     if not (data_dir / store.DATASETS / dataset_id / "dataset.json").is_file():
         simulate_dataset(data_dir, config.n, size=config.size, seed=seed, label_noise=noise,
                          dataset_id=dataset_id, progress=True)
@@ -102,7 +105,9 @@ def our_rankings(run: store.Run, act, oof, fold) -> dict[str, np.ndarray]:
         "(b) out-of-fold |ACT-PRD|": scores(oof, weight=1.0, context=False),
         "(c) OOF + FEA-neighbour vote (0.5)": scores(oof, weight=0.5, context=False),
         "(d) OOF - attribute's CL threshold": other - np.where(act == 1, t_neg, t_pos),
-        "(d) OOF + label context": scores(oof, weight=1.0, folds=fold),
+        "(d) OOF + label context, plain logistic (before)":
+            np.abs(act - audit.label_context(act, oof, fold, flip=0.0)),
+        "(d) OOF + label context, noise-aware (the audit)": scores(oof, weight=1.0, folds=fold),
         "(d) OOF + label context + vote (0.8)": scores(oof, weight=0.8, folds=fold),
         "(d) in-sample + label context": scores(run.prd, weight=1.0, context=True),
     }

@@ -103,6 +103,32 @@ def test_on_a_large_run_the_context_is_fitted_on_a_fixed_sample_and_still_finds_
     assert np.abs(sampled - whole).max() < 0.2
 
 
+def _flipped_logistic_data(rate, n=3000, seed=2):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    true = (rng.random(n) < 1 / (1 + np.exp(-3 * x[:, 0]))).astype(float)
+    return x, np.where(rng.random(n) < rate, 1 - true, true)
+
+
+def test_the_context_model_learns_about_the_share_of_labels_that_were_flipped():
+    x, noisy = _flipped_logistic_data(rate=0.10)
+    _, learned = audit.fit_flip_logistic(x, noisy)
+    assert 0.06 < learned < 0.14
+    x, clean = _flipped_logistic_data(rate=0.0)
+    assert audit.fit_flip_logistic(x, clean)[1] < 0.03
+    plain, none = audit.fit_flip_logistic(x, clean, flip=0.0)
+    assert none == 0.0 and np.array_equal(plain, audit.fit_logistic(x, clean))
+
+
+def test_flipped_labels_no_longer_flatten_what_the_context_model_expects():
+    # A plain fit on labels with 10 % flipped hedges towards the middle; the flip-aware fit
+    # keeps the slope the true labels have (3 on x[:, 0]), so clear cases stay clear.
+    x, noisy = _flipped_logistic_data(rate=0.10)
+    plain = audit.fit_logistic(x, noisy)
+    aware, _ = audit.fit_flip_logistic(x, noisy)
+    assert plain[0] < 2.0 < aware[0]
+
+
 def test_a_label_never_takes_part_in_its_own_context_score():
     act, prd, _, _ = _noisy_labels(n=100)
     folds = np.arange(100) % 4
