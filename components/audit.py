@@ -28,8 +28,8 @@ def audit_panel(locked: str | None = None) -> html.Div:
     ], className="d-flex align-items-center flex-wrap gap-1 mb-1")
     hint = html.Div("Most suspicious labels first: score = how far the label lies from what "
                     "the model's probabilities of all attributes (PRD) and the image's other "
-                    "labels lead one to expect (expected: the chance of a 1); ● = confident by "
-                    "the attribute's own threshold. Click a row to open the image.",
+                    "labels lead one to expect (expected: the chance the true label is 1); ● = "
+                    "confident by the attribute's own threshold. Click a row to open the image.",
                     className="small text-muted mb-1")
     return html.Div([summary, hint,
                      html.Div(id=ids.AUDIT_PREDICTIONS, className="small mb-1"),

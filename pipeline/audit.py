@@ -202,9 +202,10 @@ def audit_scores(act, prd, fea, *, k: int = DEFAULT_K, weight: float = DEFAULT_W
                  nbr=None, context: bool = True, folds=None) -> dict[str, np.ndarray]:
     """Suspicion of every (image, attribute) label; arrays of shape N × A.
 
-    expected   = label_context(act, prd, folds) with `context`, else prd: the probability of a
-                 1 from the model's probabilities of all attributes and the image's other labels;
-    prd_score  = |expected − act|: the probability of the other label;
+    expected   = label_context(act, prd, folds) with `context`, else prd: the probability that
+                 the true label is 1, from the model's probabilities of all attributes and the
+                 image's other labels;
+    prd_score  = |expected − act|: the probability that the true label is the other one;
     vote_score = |vote − act|: the share of the image's k nearest neighbours in FEA space
                  (pipeline.neighbours) that carry the other label;
     score      = weight · prd_score + (1 − weight) · vote_score, in [0, 1];
