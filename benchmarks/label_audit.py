@@ -6,10 +6,11 @@ the noisy labels as a lab would, rank every label with the audit, score the rank
 
 Prints precision at K (K = number of injected errors, true_act != act) of every ranking next to
 a random one's (= the error rate): in-sample and out-of-fold |ACT − PRD|, with the FEA-neighbour
-vote, the audit's own (label context), and cleanlab's multi-label rankings on the same
-out-of-fold probabilities (`pip install -e '.[bench]'`; skipped without it). Targets: ≥ 0.75,
-and ≥ cleanlab's best + 0.05. With --data-dir the simulated dataset, the trained run and its
-out-of-fold predictions are reused by later calls with the same settings.
+vote, the audit's own (label context, flip-aware fit) beside the same context fitted as a plain
+logistic model, and cleanlab's multi-label rankings on the same out-of-fold probabilities
+(`pip install -e '.[bench]'`; skipped without it). Targets: ≥ 0.75, and ≥ cleanlab's best +
+0.05. With --data-dir the simulated dataset (named by the generator's version), the trained run
+and its out-of-fold predictions are reused by later calls with the same settings.
 """
 
 from __future__ import annotations
