@@ -1,0 +1,215 @@
+"""Exact k-nearest-neighbour search (Euclidean), the one the tool uses wherever it needs exact
+neighbours: the disagreement's PRD and FEA spaces, the FEA neighbour index, the affinities of
+points placed on a t-SNE map.
+
+Nearest means smallest Euclidean distance computed in float64 from the coordinates given, and
+among equally near points the lower row: the answer does not depend on blocks, threads or
+BLAS. It is found in three passes:
+
+1. candidates: float32 distances of a block of queries to a tile of points by one matrix
+   product (‖b‖² − 2a·b, the query's own ‖a‖² left out: it ranks nothing), and per query a
+   short sorted list of the nearest seen so far (a numba kernel: a point farther than the
+   list's last is rejected by one comparison, which is nearly every point). A full sort or
+   partition of each row of distances, as scikit-learn's brute-force search does, is what
+   this saves.
+2. the candidates ranked by their float64 distances. The list holds more than were asked for,
+   and a bound on the float32 rounding shows whether any point left out could be nearer than
+   the last one kept (checked per query).
+3. the few queries where that cannot be shown (many points at one distance: exact copies)
+   are searched again over every point in float64.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numba import njit
+from threadpoolctl import threadpool_limits
+
+from pipeline.errors import PipelineError
+
+BLOCK_BYTES = 2**23  # one tile of float32 products: 8 MB
+QUERY_BLOCK = 512  # queries searched together, by one thread
+CHUNK = 64  # points whose scores are compared with a query's list at once
+SPARE = 8  # candidates kept beyond the k asked for, so that rounding rarely forces pass 3
+UNIT = 2.0**-24  # float32's unit roundoff
+
+
+class ExactIndex:
+    """Points prepared for exact searches: kept as given (float32 or float64: the distances
+    are computed from them in float64) and, for pass 1, centred in float32 with their
+    squared norms beside them."""
+
+    def __init__(self, points):
+        points = _finite(points, "points")
+        if points.ndim != 2 or len(points) == 0:
+            raise PipelineError(f"a neighbour search needs an N × d array of points, not "
+                                f"{points.shape}")
+        self.points = points
+        self.centre = points.mean(axis=0, dtype=np.float64).astype(points.dtype)
+        centred = np.asarray(points - self.centre, dtype=np.float32)
+        norms = np.einsum("ij,ij->i", centred, centred, dtype=np.float64)
+        self.reach = float(np.sqrt(norms.max()))  # the largest norm, for the rounding bound
+        # One product then gives a score: [b, ‖b‖²]·[−2a, 1] (the factor −2 is exact).
+        self.augmented = np.ascontiguousarray(np.column_stack([centred, norms.astype(np.float32)]))
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def query(self, k: int, queries=None) -> tuple[np.ndarray, np.ndarray]:
+        """The k points nearest to each query (default: every point, itself included),
+        nearest first and the lower row first among equally near: (distances, rows), each
+        M × min(k, N), distances float64."""
+        points = self.points
+        queries = points if queries is None else _finite(queries, "queries")
+        if queries.ndim != 2 or queries.shape[1] != points.shape[1]:
+            raise PipelineError(f"queries of shape {queries.shape} do not match points of "
+                                f"{points.shape[1]} dimensions")
+        k = int(min(max(k, 1), len(points)))
+        q32 = np.asarray(queries - self.centre, dtype=np.float32)
+        square = np.empty((len(queries), k))
+        rows = np.empty((len(queries), k), dtype=np.int64)
+
+        def search(first: int) -> None:
+            block = slice(first, first + QUERY_BLOCK)
+            score, found = self._candidates(q32[block], k)
+            square[block], rows[block] = _rerank(points, queries[block], found, k)
+            unsure = first + np.flatnonzero(~self._proven(score, square[block, -1], q32[block]))
+            if len(unsure):
+                square[unsure], rows[unsure] = _every_point(points, queries[unsure], k)
+
+        firsts = range(0, len(queries), QUERY_BLOCK)
+        if len(firsts) == 1:  # one block (the detail view's one image): no threads to start
+            search(0)
+            return np.sqrt(square), rows
+        # Blocks go to one thread each, every thread's products on one BLAS thread: on a
+        # shared machine a second BLAS thread waiting for a busy core made them 2–3× slower.
+        threads = min(os.cpu_count() or 1, len(firsts))
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+            list(pool.map(search, firsts))
+        return np.sqrt(square), rows
+
+    def _candidates(self, q32: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pass 1: per query the smallest float32 scores ‖b‖² − 2a·b (more than k) and their
+        rows, by (score, row), a tile of points at a time."""
+        p_aug = self.augmented
+        q_aug = np.column_stack([-2 * q32, np.ones(len(q32), np.float32)])
+        room = min(k + max(SPARE, k // 4), len(p_aug))
+        score = np.full((len(q32), room), np.inf, dtype=np.float32)
+        found = np.full((len(q32), room), -1, dtype=np.int64)
+        tile = max(256, BLOCK_BYTES // (4 * QUERY_BLOCK))
+        for start in range(0, len(p_aug), tile):
+            products = q_aug @ p_aug[start:start + tile].T
+            _keep_nearest(products, start, score, found)
+        return score, found
+
+    def _proven(self, score, kth, q32) -> np.ndarray:
+        """Per query, whether no point left out of pass 1 can be as near as its k-th: a point
+        left out scored at least the list's last, so its squared distance is at least that
+        plus ‖a‖² less the rounding bound (float32 centring, norms and a product of d + 1
+        terms: (d + 4)·u·(‖a‖ + ‖b‖)², taken four times over)."""
+        if score.shape[1] >= len(self):  # the list holds every point
+            return np.ones(len(score), dtype=bool)
+        q_norm = np.sqrt(np.einsum("ij,ij->i", q32, q32, dtype=np.float64))
+        bound = 4 * (q32.shape[1] + 6) * UNIT * (q_norm + self.reach) ** 2
+        return score[:, -1].astype(np.float64) + q_norm**2 - bound > kth
+
+
+def exact_knn(points, k: int, queries=None) -> tuple[np.ndarray, np.ndarray]:
+    """ExactIndex(points).query(k, queries): for a search made once."""
+    return ExactIndex(points).query(k, queries)
+
+
+def _finite(x, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    x = np.ascontiguousarray(x, dtype=x.dtype if x.dtype in (np.float32, np.float64)
+                             else np.float64)
+    if not np.isfinite(x).all():
+        raise PipelineError(f"a neighbour search's {name} hold values that are not finite")
+    return x
+
+
+@njit(cache=True, nogil=True)
+def _keep_nearest(products, start, score, found):  # pragma: no cover (compiled)
+    """Fold one tile into each query's sorted list: a point enters when its score is below
+    the list's last (equal scores keep the earlier row, as rows come in ascending order).
+    A chunk of CHUNK points none of which is below it is passed over after one count, a
+    loop the compiler vectorises."""
+    room, width = score.shape[1], products.shape[1]
+    for r in range(products.shape[0]):
+        row = products[r]
+        worst = score[r, room - 1]
+        for c0 in range(0, width, CHUNK):
+            c1 = min(c0 + CHUNK, width)
+            hits = np.int32(0)
+            for j in range(c0, c1):
+                hits += np.int32(row[j] < worst)
+            if hits == 0:
+                continue
+            for j in range(c0, c1):
+                if row[j] < worst:
+                    _enter(score[r], found[r], row[j], start + j)
+                    worst = score[r, room - 1]
+
+
+@njit(cache=True, inline="always")
+def _enter(score, found, v, j):  # pragma: no cover (compiled)
+    p = score.shape[0] - 1
+    while p > 0 and score[p - 1] > v:
+        score[p] = score[p - 1]
+        found[p] = found[p - 1]
+        p -= 1
+    score[p] = v
+    found[p] = j
+
+
+@njit(cache=True, inline="always")
+def _square(a, b):  # pragma: no cover (compiled)
+    """Squared Euclidean distance in float64, summed in coordinate order: the definition every
+    pass ranks by."""
+    total = 0.0
+    for c in range(a.shape[0]):
+        diff = np.float64(a[c]) - np.float64(b[c])
+        total += diff * diff
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _rerank(points, queries, found, k):  # pragma: no cover (compiled)
+    """Pass 2: each query's candidates in float64, the k nearest by (distance, row)."""
+    square = np.full((found.shape[0], k), np.inf)
+    rows = np.full((found.shape[0], k), -1, dtype=np.int64)
+    for r in range(found.shape[0]):
+        for c in range(found.shape[1]):
+            j = found[r, c]
+            if j >= 0:
+                _insert(square[r], rows[r], _square(queries[r], points[j]), j)
+    return square, rows
+
+
+@njit(cache=True, inline="always")
+def _insert(square, rows, d, j):  # pragma: no cover (compiled)
+    """Put (d, j) into the sorted list (square, rows) if it comes before the last entry."""
+    last = square.shape[0] - 1
+    if d > square[last] or (d == square[last] and j > rows[last] and rows[last] >= 0):
+        return
+    p = last
+    while p > 0 and (square[p - 1] > d or (square[p - 1] == d and rows[p - 1] > j)):
+        square[p] = square[p - 1]
+        rows[p] = rows[p - 1]
+        p -= 1
+    square[p] = d
+    rows[p] = j
+
+
+@njit(cache=True, nogil=True)
+def _every_point(points, queries, k):  # pragma: no cover (compiled)
+    """Pass 3: the k nearest of every point in float64, for queries pass 2 could not settle."""
+    square = np.full((queries.shape[0], k), np.inf)
+    rows = np.full((queries.shape[0], k), -1, dtype=np.int64)
+    for r in range(queries.shape[0]):
+        for j in range(points.shape[0]):
+            _insert(square[r], rows[r], _square(queries[r], points[j]), j)
+    return square, rows
