@@ -30,17 +30,18 @@ from threadpoolctl import threadpool_limits
 
 from pipeline.errors import PipelineError
 
-BLOCK_BYTES = 2**23  # one tile of float32 products: 8 MB
-QUERY_BLOCK = 512  # queries searched together, by one thread
+CELL = 1024  # points in a cell (about): a block of queries is compared with a cell at once
+QUERY_BLOCK = 256  # queries searched together, by one thread
 CHUNK = 64  # points whose scores are compared with a query's list at once
 SPARE = 8  # candidates kept beyond the k asked for, so that rounding rarely forces pass 3
 UNIT = 2.0**-24  # float32's unit roundoff
+SAFE = 1e-9  # relative slack on float64 bounds (their own rounding is ~1e-16)
 
 
 class ExactIndex:
     """Points prepared for exact searches: kept as given (float32 or float64: the distances
     are computed from them in float64) and, for pass 1, centred in float32 with their
-    squared norms beside them."""
+    squared norms beside them, in cells of nearby points, each with a ball holding it."""
 
     def __init__(self, points):
         points = _finite(points, "points")
@@ -52,8 +53,12 @@ class ExactIndex:
         centred = np.asarray(points - self.centre, dtype=np.float32)
         norms = np.einsum("ij,ij->i", centred, centred, dtype=np.float64)
         self.reach = float(np.sqrt(norms.max()))  # the largest norm, for the rounding bound
+        self.order, self.starts = _cells(centred, CELL)
+        inside = centred[self.order]
         # One product then gives a score: [b, ‖b‖²]·[−2a, 1] (the factor −2 is exact).
-        self.augmented = np.ascontiguousarray(np.column_stack([centred, norms.astype(np.float32)]))
+        self.augmented = np.ascontiguousarray(
+            np.column_stack([inside, norms[self.order].astype(np.float32)]))
+        self.balls, self.radii = _balls(inside, self.starts)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -71,12 +76,14 @@ class ExactIndex:
         q32 = np.asarray(queries - self.centre, dtype=np.float32)
         square = np.empty((len(queries), k))
         rows = np.empty((len(queries), k), dtype=np.int64)
+        # Queries near each other are searched together: they can pass over the same cells.
+        together = self.order if queries is points else self._by_cell(q32)
 
         def search(first: int) -> None:
-            block = slice(first, first + QUERY_BLOCK)
+            block = together[first:first + QUERY_BLOCK]
             score, found = self._candidates(q32[block], k)
             square[block], rows[block] = _rerank(points, queries[block], found, k)
-            unsure = first + np.flatnonzero(~self._proven(score, square[block, -1], q32[block]))
+            unsure = block[~self._proven(score, square[block, -1], q32[block])]
             if len(unsure):
                 square[unsure], rows[unsure] = _every_point(points, queries[unsure], k)
 
@@ -91,30 +98,89 @@ class ExactIndex:
             list(pool.map(search, firsts))
         return np.sqrt(square), rows
 
+    def _by_cell(self, q32: np.ndarray) -> np.ndarray:
+        """Query rows ordered by the cell whose ball's centre is nearest."""
+        home = np.concatenate([_nearest_centre(q32[first:first + 8192], self.balls)
+                               for first in range(0, len(q32), 8192)])
+        return np.argsort(home, kind="stable")
+
     def _candidates(self, q32: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Pass 1: per query the smallest float32 scores ‖b‖² − 2a·b (more than k) and their
-        rows, by (score, row), a tile of points at a time."""
-        p_aug = self.augmented
+        rows, by (score, row). Cells are visited nearest first, and a cell is passed over
+        when its ball shows that none of its points can beat any query's list."""
         q_aug = np.column_stack([-2 * q32, np.ones(len(q32), np.float32)])
-        room = min(k + max(SPARE, k // 4), len(p_aug))
+        room = min(k + max(SPARE, k // 4), len(self))
         score = np.full((len(q32), room), np.inf, dtype=np.float32)
         found = np.full((len(q32), room), -1, dtype=np.int64)
-        tile = max(256, BLOCK_BYTES // (4 * QUERY_BLOCK))
-        for start in range(0, len(p_aug), tile):
-            products = q_aug @ p_aug[start:start + tile].T
-            _keep_nearest(products, start, score, found)
-        return score, found
+        lowest, slack = self._lowest_scores(q32)
+        for cell in np.argsort(lowest.min(axis=0), kind="stable"):
+            if (lowest[:, cell] > score[:, -1] + slack).all():
+                continue
+            first, last = self.starts[cell], self.starts[cell + 1]
+            _keep_nearest(q_aug @ self.augmented[first:last].T, first, score, found)
+        return score, np.where(found >= 0, self.order[np.maximum(found, 0)], -1)
+
+    def _lowest_scores(self, q32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per query and cell, the lowest score ‖b − a‖² − ‖a‖² a point of the cell can have
+        (from the distance to its ball), and per query the slack for float64 rounding."""
+        q = q32.astype(np.float64)
+        q_square = (q * q).sum(axis=1)
+        to_centre = q_square[:, None] + (self.balls**2).sum(axis=1) - 2 * q @ self.balls.T
+        gap = np.maximum(np.sqrt(np.maximum(to_centre, 0)) - self.radii, 0)
+        slack = SAFE * (np.sqrt(q_square) + self.reach + self.radii.max()) ** 2
+        return gap**2 - q_square[:, None], slack[:, None]
 
     def _proven(self, score, kth, q32) -> np.ndarray:
         """Per query, whether no point left out of pass 1 can be as near as its k-th: a point
-        left out scored at least the list's last, so its squared distance is at least that
-        plus ‖a‖² less the rounding bound (float32 centring, norms and a product of d + 1
-        terms: (d + 4)·u·(‖a‖ + ‖b‖)², taken four times over)."""
+        left out scored at least the list's last (or lay in a cell whose ball showed it would
+        have), so its squared distance is at least that plus ‖a‖² less the rounding bound
+        (float32 centring, norms and a product of d + 1 terms: (d + 4)·u·(‖a‖ + ‖b‖)², taken
+        four times over)."""
         if score.shape[1] >= len(self):  # the list holds every point
             return np.ones(len(score), dtype=bool)
         q_norm = np.sqrt(np.einsum("ij,ij->i", q32, q32, dtype=np.float64))
         bound = 4 * (q32.shape[1] + 6) * UNIT * (q_norm + self.reach) ** 2
         return score[:, -1].astype(np.float64) + q_norm**2 - bound > kth
+
+
+def _cells(x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A row order that puts x in cells of nearby rows, about `size` each, and where each cell
+    starts (one more: the end): the clusters of a k-means (Lloyd's iterations on a sample,
+    seeded), a cluster of more than twice `size` rows cut in pieces. Clusters follow the
+    data's own groups, whose balls then leave out most other points."""
+    n_cells = -(-len(x) // size)
+    rng = np.random.default_rng(0)
+    sample = x[rng.choice(len(x), min(len(x), 40 * n_cells), replace=False)].astype(np.float64)
+    centres = sample[rng.choice(len(sample), n_cells, replace=False)]
+    for _ in range(15):
+        nearest = _nearest_centre(sample, centres)
+        counts = np.bincount(nearest, minlength=n_cells)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, nearest, sample)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    cell = np.concatenate([_nearest_centre(x[first:first + 8192], centres)
+                           for first in range(0, len(x), 8192)])
+    order = np.argsort(cell, kind="stable")
+    ends = np.cumsum(np.bincount(cell, minlength=n_cells))
+    starts = [start for first, last in zip(ends - np.bincount(cell, minlength=n_cells), ends,
+                                           strict=True)
+              for start in range(first, last, 2 * size)]
+    return order, np.array([*starts, len(x)])
+
+
+def _nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    return np.argmin((centres**2).sum(axis=1) - 2 * np.asarray(x, np.float64) @ centres.T,
+                     axis=1)
+
+
+def _balls(inside: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's centre (float64) and the radius of a ball around it holding the cell."""
+    centres = np.stack([inside[a:b].mean(axis=0, dtype=np.float64)
+                        for a, b in zip(starts[:-1], starts[1:], strict=True)])
+    radii = np.array([np.sqrt(((inside[a:b] - c) ** 2).sum(axis=1).max())
+                      for a, b, c in zip(starts[:-1], starts[1:], centres, strict=True)])
+    return centres, radii * (1 + SAFE) + SAFE
 
 
 def exact_knn(points, k: int, queries=None) -> tuple[np.ndarray, np.ndarray]:
