@@ -6,12 +6,14 @@ Nearest means smallest Euclidean distance computed in float64 from the coordinat
 among equally near points the lower row: the answer does not depend on blocks, threads or
 BLAS. It is found in three passes:
 
-1. candidates: float32 distances of a block of queries to a tile of points by one matrix
-   product (‖b‖² − 2a·b, the query's own ‖a‖² left out: it ranks nothing), and per query a
-   short sorted list of the nearest seen so far (a numba kernel: a point farther than the
-   list's last is rejected by one comparison, which is nearly every point). A full sort or
-   partition of each row of distances, as scikit-learn's brute-force search does, is what
-   this saves.
+1. candidates: float32 scores of a block of nearby queries against a cell of nearby points
+   by one matrix product (‖b‖² − 2a·b: the query's own ‖a‖² ranks nothing), and per query a
+   short sorted list of the nearest seen so far (a numba kernel: a point scoring above the
+   list's last is rejected by one comparison, which is nearly every point, so no row of
+   distances is sorted or partitioned as scikit-learn's brute-force search does). The points
+   are grouped in cells by a k-means; cells are visited nearest first, and a cell whose ball
+   is too far from every query of the block for any of its points to enter a list is passed
+   over without a product (most of them in clustered data).
 2. the candidates ranked by their float64 distances. The list holds more than were asked for,
    and a bound on the float32 rounding shows whether any point left out could be nearer than
    the last one kept (checked per query).
@@ -22,6 +24,7 @@ BLAS. It is found in three passes:
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -52,13 +55,15 @@ class ExactIndex:
         self.centre = points.mean(axis=0, dtype=np.float64).astype(points.dtype)
         centred = np.asarray(points - self.centre, dtype=np.float32)
         norms = np.einsum("ij,ij->i", centred, centred, dtype=np.float64)
-        self.reach = float(np.sqrt(norms.max()))  # the largest norm, for the rounding bound
+        # The largest norm, for the rounding bound (float32 or float64 centring alike).
+        self.reach = float(np.sqrt(norms.max())) * (1 + 1e-6)
         self.order, self.starts = _cells(centred, CELL)
         inside = centred[self.order]
         # One product then gives a score: [b, ‖b‖²]·[−2a, 1] (the factor −2 is exact).
         self.augmented = np.ascontiguousarray(
             np.column_stack([inside, norms[self.order].astype(np.float32)]))
         self.balls, self.radii = _balls(inside, self.starts)
+        self._wide, self._lock = None, threading.Lock()
 
     def __len__(self) -> int:
         return len(self.points)
@@ -83,9 +88,9 @@ class ExactIndex:
             block = together[first:first + QUERY_BLOCK]
             score, found = self._candidates(q32[block], k)
             square[block], rows[block] = _rerank(points, queries[block], found, k)
-            unsure = block[~self._proven(score, square[block, -1], q32[block])]
+            unsure = block[~self._proven(score, square[block, -1], q32[block], UNIT)]
             if len(unsure):
-                square[unsure], rows[unsure] = _every_point(points, queries[unsure], k)
+                square[unsure], rows[unsure] = self._settle(queries[unsure], k)
 
         firsts = range(0, len(queries), QUERY_BLOCK)
         if len(firsts) == 1:  # one block (the detail view's one image): no threads to start
@@ -104,21 +109,47 @@ class ExactIndex:
                                for first in range(0, len(q32), 8192)])
         return np.argsort(home, kind="stable")
 
-    def _candidates(self, q32: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Pass 1: per query the smallest float32 scores ‖b‖² − 2a·b (more than k) and their
-        rows, by (score, row). Cells are visited nearest first, and a cell is passed over
-        when its ball shows that none of its points can beat any query's list."""
-        q_aug = np.column_stack([-2 * q32, np.ones(len(q32), np.float32)])
+    def _candidates(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pass 1: per query the smallest scores ‖b‖² − 2a·b (more than k) and their rows, by
+        (score, row), in q's precision (float32, or float64 in pass 3). In float32, cells are
+        visited nearest first and passed over when their ball shows that none of their points
+        can enter any query's list."""
+        augmented = self.augmented if q.dtype == np.float32 else self._augmented64()
+        q_aug = np.column_stack([-2 * q, np.ones(len(q), q.dtype)])
         room = min(k + max(SPARE, k // 4), len(self))
-        score = np.full((len(q32), room), np.inf, dtype=np.float32)
-        found = np.full((len(q32), room), -1, dtype=np.int64)
-        lowest, slack = self._lowest_scores(q32)
-        for cell in np.argsort(lowest.min(axis=0), kind="stable"):
-            if (lowest[:, cell] > score[:, -1] + slack).all():
+        score = np.full((len(q), room), np.inf, dtype=q.dtype)
+        found = np.full((len(q), room), -1, dtype=np.int64)
+        cells = np.arange(len(self.starts) - 1)
+        if q.dtype == np.float32:
+            lowest, slack = self._lowest_scores(q)
+            cells = np.argsort(lowest.min(axis=0), kind="stable")
+        for cell in cells:
+            if q.dtype == np.float32 and (lowest[:, cell] > score[:, -1] + slack).all():
                 continue
             first, last = self.starts[cell], self.starts[cell + 1]
-            _keep_nearest(q_aug @ self.augmented[first:last].T, first, score, found)
+            _keep_nearest(q_aug @ augmented[first:last].T, first, score, found)
         return score, np.where(found >= 0, self.order[np.maximum(found, 0)], -1)
+
+    def _settle(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Passes 3 and 4 for queries pass 2 could not settle (points closer together than
+        float32 tells apart: a tight group, copies): pass 1 again in float64, then, for the
+        few still unsettled (more copies at one distance than the list holds), every point."""
+        q64 = queries.astype(np.float64) - self.centre.astype(np.float64)  # one rounding
+        score, found = self._candidates(q64, k)
+        square, rows = _rerank(self.points, queries, found, k)
+        left = np.flatnonzero(~self._proven(score, square[:, -1], q64, 2.0**-53))
+        if len(left):
+            square[left], rows[left] = _every_point(self.points, queries[left], k)
+        return square, rows
+
+    def _augmented64(self) -> np.ndarray:
+        """`augmented` in float64 (made when first needed: most searches never need it)."""
+        with self._lock:
+            if self._wide is None:
+                inside = (self.points[self.order].astype(np.float64)
+                          - self.centre.astype(np.float64))
+                self._wide = np.column_stack([inside, np.einsum("ij,ij->i", inside, inside)])
+            return self._wide
 
     def _lowest_scores(self, q32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per query and cell, the lowest score ‖b − a‖² − ‖a‖² a point of the cell can have
@@ -130,16 +161,19 @@ class ExactIndex:
         slack = SAFE * (np.sqrt(q_square) + self.reach + self.radii.max()) ** 2
         return gap**2 - q_square[:, None], slack[:, None]
 
-    def _proven(self, score, kth, q32) -> np.ndarray:
-        """Per query, whether no point left out of pass 1 can be as near as its k-th: a point
-        left out scored at least the list's last (or lay in a cell whose ball showed it would
-        have), so its squared distance is at least that plus ‖a‖² less the rounding bound
-        (float32 centring, norms and a product of d + 1 terms: (d + 4)·u·(‖a‖ + ‖b‖)², taken
-        four times over)."""
+    def _proven(self, score, kth, q, unit: float) -> np.ndarray:
+        """Per query, whether no point left out of pass 1 can be as near as its k-th (squared
+        distance `kth`). A point left out scored at least the list's last (or lay in a cell
+        whose ball showed it would have), so its squared distance is at least that plus ‖a‖²
+        less its score's rounding: float32 centring, norms and a product of d + 1 terms,
+        at most (d + 4)·u·(‖a‖ + ‖b‖)², taken four times over. Only points within the k-th
+        distance matter, and their ‖b‖ is at most ‖a‖ + √kth: near the query, not the
+        farthest point's, which in a tight group of points would leave nothing proven."""
         if score.shape[1] >= len(self):  # the list holds every point
             return np.ones(len(score), dtype=bool)
-        q_norm = np.sqrt(np.einsum("ij,ij->i", q32, q32, dtype=np.float64))
-        bound = 4 * (q32.shape[1] + 6) * UNIT * (q_norm + self.reach) ** 2
+        q_norm = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64))
+        near = q_norm + np.sqrt(kth) * (1 + SAFE) + SAFE
+        bound = 4 * (q.shape[1] + 6) * unit * (q_norm + np.minimum(near, self.reach)) ** 2
         return score[:, -1].astype(np.float64) + q_norm**2 - bound > kth
 
 

@@ -120,3 +120,18 @@ def test_cells_far_from_a_query_are_passed_over_and_the_answer_stays_exact(monke
     expected_d, expected_rows = every_pair(index.points, 9)
     assert np.array_equal(rows, expected_rows)
     assert np.allclose(distances, expected_d)
+
+
+def test_points_closer_together_than_float32_tells_apart_are_ranked_in_float64(monkeypatch):
+    rng = np.random.default_rng(6)
+    points = rng.normal(0, 1e-3, (800, 3))
+    points[400:] += 1000.0  # two tight groups far apart: float32 scores cannot rank within
+    settled = []
+    every_point = knn._every_point
+    monkeypatch.setattr(knn, "_every_point",
+                        lambda p, q, k: settled.append(len(q)) or every_point(p, q, k))
+    distances, rows = exact_knn(points, 6)
+    expected_d, expected_rows = every_pair(points, 6)
+    assert np.array_equal(rows, expected_rows)
+    assert np.allclose(distances, expected_d, rtol=1e-9, atol=0)
+    assert sum(settled) < 40  # settled by float64 products, not by a search of every point
