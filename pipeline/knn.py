@@ -24,7 +24,6 @@ BLAS. It is found in three passes:
 from __future__ import annotations
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -63,7 +62,7 @@ class ExactIndex:
         self.augmented = np.ascontiguousarray(
             np.column_stack([inside, norms[self.order].astype(np.float32)]))
         self.balls, self.radii = _balls(inside, self.starts)
-        self._wide, self._lock = None, threading.Lock()
+        self._wide = None
 
     def __len__(self) -> int:
         return len(self.points)
@@ -143,13 +142,12 @@ class ExactIndex:
         return square, rows
 
     def _augmented64(self) -> np.ndarray:
-        """`augmented` in float64 (made when first needed: most searches never need it)."""
-        with self._lock:
-            if self._wide is None:
-                inside = (self.points[self.order].astype(np.float64)
-                          - self.centre.astype(np.float64))
-                self._wide = np.column_stack([inside, np.einsum("ij,ij->i", inside, inside)])
-            return self._wide
+        """`augmented` in float64, made when first needed: most searches never need it (two
+        threads may both make it: the same array, and no lock to keep the index picklable)."""
+        if self._wide is None:
+            inside = self.points[self.order].astype(np.float64) - self.centre.astype(np.float64)
+            self._wide = np.column_stack([inside, np.einsum("ij,ij->i", inside, inside)])
+        return self._wide
 
     def _lowest_scores(self, q32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per query and cell, the lowest score ‖b − a‖² − ‖a‖² a point of the cell can have
