@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.errors import PipelineError
 
 CELL = 1024  # points in a cell (about): a block of queries is compared with a cell at once
-QUERY_BLOCK = 256  # queries searched together, by one thread
+QUERY_BLOCK = 128  # nearby queries searched together, by one thread
 CHUNK = 64  # points whose scores are compared with a query's list at once
 SPARE = 8  # candidates kept beyond the k asked for, so that rounding rarely forces pass 3
 UNIT = 2.0**-24  # float32's unit roundoff
@@ -118,16 +118,24 @@ class ExactIndex:
         room = min(k + max(SPARE, k // 4), len(self))
         score = np.full((len(q), room), np.inf, dtype=q.dtype)
         found = np.full((len(q), room), -1, dtype=np.int64)
-        cells = np.arange(len(self.starts) - 1)
-        if q.dtype == np.float32:
+        if q.dtype == np.float64:  # no cell passed over: the balls are of float32 points
+            for cell in range(len(self.starts) - 1):
+                self._visit(cell, q_aug, augmented, score, found)
+        else:
             lowest, slack = self._lowest_scores(q)
-            cells = np.argsort(lowest.min(axis=0), kind="stable")
-        for cell in cells:
-            if q.dtype == np.float32 and (lowest[:, cell] > score[:, -1] + slack).all():
-                continue
-            first, last = self.starts[cell], self.starts[cell + 1]
-            _keep_nearest(q_aug @ augmented[first:last].T, first, score, found)
+            pending = np.argsort(lowest.min(axis=0), kind="stable")
+            while len(pending):
+                # A list's last score only falls: a cell passed over now stays passed over.
+                reach = score[:, -1, None] + slack
+                pending = pending[~(lowest[:, pending] > reach).all(axis=0)]
+                if len(pending):
+                    self._visit(pending[0], q_aug, augmented, score, found)
+                    pending = pending[1:]
         return score, np.where(found >= 0, self.order[np.maximum(found, 0)], -1)
+
+    def _visit(self, cell: int, q_aug, augmented, score, found) -> None:
+        first, last = self.starts[cell], self.starts[cell + 1]
+        _keep_nearest(q_aug @ augmented[first:last].T, first, score, found)
 
     def _settle(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Passes 3 and 4 for queries pass 2 could not settle (points closer together than
