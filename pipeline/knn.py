@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -33,6 +34,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.errors import PipelineError
 
 CELL = 1024  # points in a cell (about): a block of queries is compared with a cell at once
+TILE = 8192  # points compared at once before there are cells
 QUERY_BLOCK = 128  # nearby queries searched together, by one thread
 CHUNK = 64  # points whose scores are compared with a query's list at once
 SPARE = 8  # candidates kept beyond the k asked for, so that rounding rarely forces pass 3
@@ -56,13 +58,19 @@ class ExactIndex:
         norms = np.einsum("ij,ij->i", centred, centred, dtype=np.float64)
         # The largest norm, for the rounding bound (float32 or float64 centring alike).
         self.reach = float(np.sqrt(norms.max())) * (1 + 1e-6)
-        self.order, self.starts = _cells(centred, CELL)
-        inside = centred[self.order]
-        # One product then gives a score: [b, ‖b‖²]·[−2a, 1] (the factor −2 is exact).
-        self.augmented = np.ascontiguousarray(
-            np.column_stack([inside, norms[self.order].astype(np.float32)]))
-        self.balls, self.radii = _balls(inside, self.starts)
-        self._wide = None
+        # Cells are made for the first search of many queries (seconds at a million points);
+        # until then the points lie in row order, in tiles (a search of one image is a
+        # fraction of a second at a million points without them).
+        self.layout = _layout(centred, norms, np.arange(len(points)), TILE)
+        self.clustered = False
+
+    def _clustered(self) -> Layout:
+        if not self.clustered:
+            centred = np.asarray(self.points - self.centre, dtype=np.float32)
+            norms = np.einsum("ij,ij->i", centred, centred, dtype=np.float64)
+            self.layout = _layout(centred, norms, *_cells(centred, CELL))
+            self.clustered = True
+        return self.layout
 
     def __len__(self) -> int:
         return len(self.points)
@@ -80,16 +88,18 @@ class ExactIndex:
         q32 = np.asarray(queries - self.centre, dtype=np.float32)
         square = np.empty((len(queries), k))
         rows = np.empty((len(queries), k), dtype=np.int64)
+        # One layout for the whole search (another thread may make the cells meanwhile).
+        layout = self._clustered() if len(queries) > QUERY_BLOCK else self.layout
         # Queries near each other are searched together: they can pass over the same cells.
-        together = self.order if queries is points else self._by_cell(q32)
+        together = layout.order if queries is points else layout.by_cell(q32)
 
         def search(first: int) -> None:
             block = together[first:first + QUERY_BLOCK]
-            score, found = self._candidates(q32[block], k)
+            score, found = self._candidates(layout, q32[block], k)
             square[block], rows[block] = _rerank(points, queries[block], found, k)
             unsure = block[~self._proven(score, square[block, -1], q32[block], UNIT)]
             if len(unsure):
-                square[unsure], rows[unsure] = self._settle(queries[unsure], k)
+                square[unsure], rows[unsure] = self._settle(layout, queries[unsure], k)
 
         firsts = range(0, len(queries), QUERY_BLOCK)
         if len(firsts) == 1:  # one block (the detail view's one image): no threads to start
@@ -102,69 +112,64 @@ class ExactIndex:
             list(pool.map(search, firsts))
         return np.sqrt(square), rows
 
-    def _by_cell(self, q32: np.ndarray) -> np.ndarray:
-        """Query rows ordered by the cell whose ball's centre is nearest."""
-        home = np.concatenate([_nearest_centre(q32[first:first + 8192], self.balls)
-                               for first in range(0, len(q32), 8192)])
-        return np.argsort(home, kind="stable")
-
-    def _candidates(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates(self, layout: Layout, q: np.ndarray, k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
         """Pass 1: per query the smallest scores ‖b‖² − 2a·b (more than k) and their rows, by
         (score, row), in q's precision (float32, or float64 in pass 3). In float32, cells are
         visited nearest first and passed over when their ball shows that none of their points
         can enter any query's list."""
-        augmented = self.augmented if q.dtype == np.float32 else self._augmented64()
+        augmented = layout.augmented if q.dtype == np.float32 else self._wide(layout)
         q_aug = np.column_stack([-2 * q, np.ones(len(q), q.dtype)])
         room = min(k + max(SPARE, k // 4), len(self))
         score = np.full((len(q), room), np.inf, dtype=q.dtype)
         found = np.full((len(q), room), -1, dtype=np.int64)
         if q.dtype == np.float64:  # no cell passed over: the balls are of float32 points
-            for cell in range(len(self.starts) - 1):
-                self._visit(cell, q_aug, augmented, score, found)
+            for cell in range(len(layout.starts) - 1):
+                _visit(layout, cell, q_aug, augmented, score, found)
         else:
-            lowest, slack = self._lowest_scores(q)
+            lowest, slack = self._lowest_scores(layout, q)
             pending = np.argsort(lowest.min(axis=0), kind="stable")
             while len(pending):
                 # A list's last score only falls: a cell passed over now stays passed over.
                 reach = score[:, -1, None] + slack
                 pending = pending[~(lowest[:, pending] > reach).all(axis=0)]
                 if len(pending):
-                    self._visit(pending[0], q_aug, augmented, score, found)
+                    _visit(layout, pending[0], q_aug, augmented, score, found)
                     pending = pending[1:]
-        return score, np.where(found >= 0, self.order[np.maximum(found, 0)], -1)
+        return score, np.where(found >= 0, layout.order[np.maximum(found, 0)], -1)
 
-    def _visit(self, cell: int, q_aug, augmented, score, found) -> None:
-        first, last = self.starts[cell], self.starts[cell + 1]
-        _keep_nearest(q_aug @ augmented[first:last].T, first, score, found)
-
-    def _settle(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _settle(self, layout: Layout, queries: np.ndarray, k: int
+                ) -> tuple[np.ndarray, np.ndarray]:
         """Passes 3 and 4 for queries pass 2 could not settle (points closer together than
         float32 tells apart: a tight group, copies): pass 1 again in float64, then, for the
         few still unsettled (more copies at one distance than the list holds), every point."""
         q64 = queries.astype(np.float64) - self.centre.astype(np.float64)  # one rounding
-        score, found = self._candidates(q64, k)
+        score, found = self._candidates(layout, q64, k)
         square, rows = _rerank(self.points, queries, found, k)
         left = np.flatnonzero(~self._proven(score, square[:, -1], q64, 2.0**-53))
         if len(left):
             square[left], rows[left] = _every_point(self.points, queries[left], k)
         return square, rows
 
-    def _augmented64(self) -> np.ndarray:
-        """`augmented` in float64, made when first needed: most searches never need it (two
-        threads may both make it: the same array, and no lock to keep the index picklable)."""
-        if self._wide is None:
-            inside = self.points[self.order].astype(np.float64) - self.centre.astype(np.float64)
-            self._wide = np.column_stack([inside, np.einsum("ij,ij->i", inside, inside)])
-        return self._wide
+    def _wide(self, layout: Layout) -> np.ndarray:
+        """The layout's `augmented` in float64, made when first needed: most searches never
+        need it (two threads may both make it: the same array, and no lock to keep the index
+        picklable)."""
+        if layout.wide is None:
+            inside = self.points[layout.order].astype(np.float64) - self.centre.astype(np.float64)
+            layout.wide = np.column_stack([inside, np.einsum("ij,ij->i", inside, inside)])
+        return layout.wide
 
-    def _lowest_scores(self, q32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _lowest_scores(self, layout: Layout, q32: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """Per query and cell, the lowest score ‖b − a‖² − ‖a‖² a point of the cell can have
         (from the distance to its ball), and per query the slack for float64 rounding."""
         q = q32.astype(np.float64)
         q_square = (q * q).sum(axis=1)
-        to_centre = q_square[:, None] + (self.balls**2).sum(axis=1) - 2 * q @ self.balls.T
-        gap = np.maximum(np.sqrt(np.maximum(to_centre, 0)) - self.radii, 0)
-        slack = SAFE * (np.sqrt(q_square) + self.reach + self.radii.max()) ** 2
+        balls, radii = layout.balls, layout.radii
+        to_centre = q_square[:, None] + (balls**2).sum(axis=1) - 2 * q @ balls.T
+        gap = np.maximum(np.sqrt(np.maximum(to_centre, 0)) - radii, 0)
+        slack = SAFE * (np.sqrt(q_square) + self.reach + radii.max()) ** 2
         return gap**2 - q_square[:, None], slack[:, None]
 
     def _proven(self, score, kth, q, unit: float) -> np.ndarray:
@@ -221,6 +226,40 @@ def _balls(inside: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarr
     radii = np.array([np.sqrt(((inside[a:b] - c) ** 2).sum(axis=1).max())
                       for a, b, c in zip(starts[:-1], starts[1:], centres, strict=True)])
     return centres, radii * (1 + SAFE) + SAFE
+
+
+@dataclass
+class Layout:
+    """The points of pass 1 in some order, in cells (`starts`: where each begins, and the
+    end), centred in float32 beside their squared norms (one product then gives a score:
+    [b, ‖b‖²]·[−2a, 1], the factor −2 exact), and each cell's ball (centre, radius)."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    augmented: np.ndarray
+    balls: np.ndarray
+    radii: np.ndarray
+    wide: np.ndarray | None = None  # `augmented` in float64, when pass 3 first needs it
+
+    def by_cell(self, q32: np.ndarray) -> np.ndarray:
+        """Query rows ordered by the cell whose ball's centre is nearest."""
+        home = np.concatenate([_nearest_centre(q32[first:first + 8192], self.balls)
+                               for first in range(0, len(q32), 8192)])
+        return np.argsort(home, kind="stable")
+
+
+def _layout(centred: np.ndarray, norms: np.ndarray, order: np.ndarray, starts) -> Layout:
+    """A Layout of the centred points in `order`, cut at `starts` (or in tiles of that many)."""
+    if np.isscalar(starts):
+        starts = np.array([*range(0, len(order), starts), len(order)])
+    inside = centred[order]
+    augmented = np.ascontiguousarray(np.column_stack([inside, norms[order].astype(np.float32)]))
+    return Layout(order, starts, augmented, *_balls(inside, starts))
+
+
+def _visit(layout: Layout, cell: int, q_aug, augmented, score, found) -> None:
+    first, last = layout.starts[cell], layout.starts[cell + 1]
+    _keep_nearest(q_aug @ augmented[first:last].T, first, score, found)
 
 
 def exact_knn(points, k: int, queries=None) -> tuple[np.ndarray, np.ndarray]:

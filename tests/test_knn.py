@@ -58,6 +58,9 @@ def test_queries_that_are_not_points_and_float64_coordinates():
     assert np.array_equal(rows, expected_rows)
     assert np.allclose(distances, expected_d, rtol=0, atol=1e-12)
     assert len(index) == 900
+    fresh = ExactIndex(points)  # a few queries first: searched before there are cells
+    assert np.array_equal(fresh.query(30, queries[:3])[1], expected_rows[:3])
+    assert not fresh.clustered and index.clustered
 
 
 def test_copies_beyond_the_candidate_list_are_settled_by_a_search_of_every_point(monkeypatch):
