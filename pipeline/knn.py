@@ -13,7 +13,8 @@ BLAS. It is found in three passes:
    distances is sorted or partitioned as scikit-learn's brute-force search does). The points
    are grouped in cells by a k-means; cells are visited nearest first, and a cell whose ball
    is too far from every query of the block for any of its points to enter a list is passed
-   over without a product (most of them in clustered data).
+   over without a product (most of them in clustered data). The cells are made for the first
+   search of more than one block of queries; a few queries search tiles in row order.
 2. the candidates ranked by their float64 distances. The list holds more than were asked for,
    and a bound on the float32 rounding shows whether any point left out could be nearer than
    the last one kept (checked per query).
