@@ -7,8 +7,9 @@ this purpose, and cosine ignores the overall activation strength that differs be
 of one kind taken at different exposures.
 
 The search itself is exact and Euclidean on the reduced vectors scaled to unit length, which
-orders images as cosine distance does (|a − b|² = 2 − 2 cos) and lets scikit-learn use its
-matrix-product search: five times faster than its cosine search at 20,000 images.
+orders images as cosine distance does (|a − b|² = 2 − 2 cos) and lets the search use matrix
+products (pipeline.knn; scikit-learn's cosine search was five times slower than its Euclidean
+one at 20,000 images).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.knn import ExactIndex
 from pipeline.store import Run, open_run
 
 PCA_DIMS = 64
@@ -31,15 +33,14 @@ class FeatureIndex:
 
     reduced: np.ndarray  # N × d, the reduced and centred features
     unit: np.ndarray  # N × d, `reduced` scaled to unit length: the searched points
-    search: object  # sklearn NearestNeighbors (Euclidean, brute force) fitted on `unit`
+    search: ExactIndex  # the exact Euclidean search over `unit`
 
     def nearest(self, rows, k: int) -> np.ndarray:
         """For each of `rows`, its k nearest other images, nearest first (len(rows) × k)."""
         rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
         n = len(self.unit)
         k = int(min(max(k, 1), n - 1))
-        _, found = self.search.kneighbors(self.unit[rows], n_neighbors=k + 1)
-        return without_self(found, rows, k)
+        return without_self(self.search.query(k + 1, self.unit[rows])[1], rows, k)
 
 
 def without_self(found: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
@@ -54,18 +55,19 @@ def without_self(found: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
 def build_index(fea) -> FeatureIndex:
     """The neighbour index of an N × D feature array (N ≥ 2)."""
     from sklearn.decomposition import PCA
-    from sklearn.neighbors import NearestNeighbors
 
     fea = np.asarray(fea, dtype=np.float32)
     n = len(fea)
     if n < 2:
         raise PipelineError(f"nearest neighbours need at least 2 images, the run has {n}")
     if fea.shape[1] > PCA_DIMS and n > PCA_DIMS:
-        fea = PCA(PCA_DIMS, random_state=0, svd_solver="randomized").fit_transform(fea)
+        # Exact, from the D × D covariance: 1.2 s for 110,000 × 448 features against 8.2 s
+        # for the randomized solver used before (which approximates the same components).
+        fea = PCA(PCA_DIMS, svd_solver="covariance_eigh").fit_transform(fea)
     reduced = np.ascontiguousarray(fea - fea.mean(axis=0), dtype=np.float32)
     unit = reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
     unit = np.ascontiguousarray(unit, dtype=np.float32)
-    return FeatureIndex(reduced, unit, NearestNeighbors(algorithm="brute").fit(unit))
+    return FeatureIndex(reduced, unit, ExactIndex(unit))
 
 
 def neighbour_graph(fea, k: int) -> np.ndarray:

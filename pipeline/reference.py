@@ -15,7 +15,6 @@ from openTSNE import TSNEEmbedding
 from openTSNE.affinity import Affinities, PerplexityBasedNN, joint_probabilities_nn
 from scipy import sparse
 from sklearn.decomposition import PCA
-from sklearn.neighbors import NearestNeighbors
 
 from pipeline import cluster
 from pipeline.before_after import onto
@@ -29,6 +28,7 @@ from pipeline.embed import (
     prepare,
 )
 from pipeline.errors import PipelineError
+from pipeline.knn import ExactIndex
 
 REFERENCE_N = 50_000  # t-SNE proper on at most this many points; the rest are placed
 TRANSFORM_CHUNK = 5_000  # points placed per task: independent of each other, so any cut is exact
@@ -128,28 +128,26 @@ def transform_chunk(z: np.ndarray, embedding: TSNEEmbedding | Shipped,
 
 class ReferenceNeighbours(Affinities):
     """What openTSNE's transform asks of a reference's affinities: the affinities of new points
-    to their nearest reference points (exact neighbours, scikit-learn), as PerplexityBasedNN's
+    to their nearest reference points (exact neighbours, pipeline.knn), as PerplexityBasedNN's
     `to_new` computes them. The reference's own affinity matrix, which a rebuilt map would
     never use, is not computed: that was most of the time of rebuilding a map of 50,000
     points (its 90 nearest neighbours each, by Annoy)."""
 
     def __init__(self, z_ref: np.ndarray, perplexity: float, n_jobs: int = 1):
         super().__init__(verbose=False)
-        # scikit-learn's brute-force search threads by itself (OpenMP); its n_jobs would only
-        # draw a warning on a Dask worker.
-        self.index = NearestNeighbors(algorithm="brute").fit(z_ref)
+        self.index = ExactIndex(np.asarray(z_ref, np.float64))  # threads by itself
         self.perplexity, self.n_jobs = perplexity, n_jobs
         self.P = sparse.csr_matrix((len(z_ref), len(z_ref)))  # its shape is checked, no more
 
     @property
     def n_samples(self) -> int:
-        return self.index.n_samples_fit_
+        return len(self.index)
 
     def to_new(self, data, perplexity=None, return_distances=False, k_neighbors="auto"):
         perplexity = self.perplexity if perplexity is None else perplexity
         k = min(self.n_samples, int(3 * perplexity)) if k_neighbors == "auto" else k_neighbors
         effective = PerplexityBasedNN.check_perplexity(perplexity, k)
-        distances, neighbors = self.index.kneighbors(np.asarray(data, np.float64), k)
+        distances, neighbors = self.index.query(k, np.asarray(data, np.float64))
         P = joint_probabilities_nn(neighbors, distances, [effective], symmetrize=False,
                                    normalization="point-wise",
                                    n_reference_samples=self.n_samples, n_jobs=self.n_jobs)
