@@ -105,7 +105,16 @@ class ChunkWriter:
 
     def add_derived(self, pixels: np.ndarray) -> int:
         """Store the thumbnail of the next row, an image referenced in place; return the row."""
-        return self._put(THUMBS, thumbnail_levels(pixels, self.thumb_size))
+        return self.add_thumbnail(thumbnail_levels(pixels, self.thumb_size))
+
+    def add_thumbnail(self, levels: np.ndarray) -> int:
+        """Store the next row's thumbnail, made already (thumbnail_levels at this store's size);
+        return the row."""
+        levels = np.asarray(levels)
+        if levels.shape != (self.thumb_size,) * 2 or levels.dtype != np.uint8:
+            raise ValueError(f"a thumbnail must be {self.thumb_size}² uint8, got "
+                             f"{levels.shape} {levels.dtype}")  # a programming error, not input
+        return self._put(THUMBS, levels)
 
     def add_full(self, pixels: np.ndarray) -> tuple[str, int]:
         """Store the next row's full-size image losslessly (its thumbnail row holds zeros);

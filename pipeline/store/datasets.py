@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,22 @@ from pipeline.store.files import (
     write_json,
 )
 from pipeline.store.located import load_row_image, reference_target
+
+
+@dataclass(frozen=True)
+class Thumbnailed:
+    """What a dataset keeps of an image referenced in place: its shape and its thumbnail's grey
+    levels. Made where the image is read, which may be another process (pipeline.ingest)."""
+
+    height: int
+    width: int
+    levels: np.ndarray
+
+
+def thumbnailed(pixels, image_id: str, size: int = THUMB_SIZE) -> Thumbnailed:
+    """The image (2-D, finite, else a PipelineError naming `image_id`) reduced to a Thumbnailed."""
+    pixels = check_array(f"image {image_id}", pixels, (None, None)).astype(np.float32)
+    return Thumbnailed(pixels.shape[0], pixels.shape[1], thumbnail_levels(pixels, size))
 
 
 class DatasetWriter:
@@ -109,19 +126,20 @@ class DatasetWriter:
                       reader: dict | None = None, image_id: str | None = None,
                       split: str = "train", source: str = "", true_row=None, **extra) -> int:
         """Reference the image file `rel` (relative to the folder `root`, frame `frame`, read with
-        the readers' options `reader`) in place; `pixels` is it as read now, from which its
-        thumbnail is stored. Return its index."""
+        the readers' options `reader`) in place; `pixels` is it as read now (or already a
+        Thumbnailed), from which its thumbnail is stored. Return its index."""
         index = len(self.rows)
         root = str(Path(root).resolve())
         reference_target(root, rel)  # refused here already when it leads outside root
         image_id = str(image_id if image_id is not None else rel)
-        pixels = check_array(f"image {image_id}", pixels, (None, None)).astype(np.float32)
+        image = pixels if isinstance(pixels, Thumbnailed) else thumbnailed(
+            pixels, image_id, self.chunks.thumb_size)
         self._labels(image_id, act_row, true_row)
-        self.chunks.add_derived(pixels)
+        self.chunks.add_thumbnail(image.levels)
         self.rows.append({"image_id": image_id, "path": str(rel), "root": root,
                           "frame": int(frame), "reader": json.dumps(reader or {}, sort_keys=True),
-                          "split": split, "source": source, "height": pixels.shape[0],
-                          "width": pixels.shape[1], **extra})
+                          "split": split, "source": source, "height": image.height,
+                          "width": image.width, **extra})
         return index
 
     def __exit__(self, exc_type, exc, tb):
