@@ -358,6 +358,8 @@ def _read_one(
 
 def _workers(n_images: int) -> int:
     """How many processes read a plan of n_images: 0 (this one alone) for a small plan."""
+    if multiprocessing.current_process().daemon:  # a pool's worker may not start processes
+        return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return cores if n_images >= PARALLEL_MIN and (cores or 1) > 1 else 0
 
