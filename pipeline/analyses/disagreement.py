@@ -17,10 +17,11 @@ in ACT, where such ties are the rule, the score is then the same whatever the se
 searched between distinct label vectors (a run of 100,000 images has thousands), PRD and
 FEA by the tool's exact search (pipeline.knn: float32 matrix products for candidates, float64
 distances to rank them, clusters of points passed over when their bounds allow; at 110,000
-images 5.7× (FEA) and 1.6× (PRD) faster than scikit-learn's brute-force search, which the
-score used before: benchmarks/knn.py). An approximate index (the Annoy that openTSNE
-bundles) was tried and left: at 20,000 images it found 75 % (PRD) and 53 % (FEA) of the true
-neighbours with 10 trees, and at 50 trees (98 %, 94 %) it was no faster than the exact search.
+images 19× (FEA) and 1.5× (PRD) faster than scikit-learn's brute-force search, which the
+score used before, and the whole score 3.3×: benchmarks/knn.py). An approximate index (the
+Annoy that openTSNE bundles) was tried and left: at 20,000 images it found 75 % (PRD) and
+53 % (FEA) of the true neighbours with 10 trees, and at 50 trees (98 %, 94 %) it was no faster
+than the exact search.
 
 Runs of up to STORED_UP_TO images store the score when they are written (disagreement.npy,
 pipeline.store.write_run), so the dashboard only reads it; run_scores computes it, once per
