@@ -26,11 +26,11 @@ import errno
 import multiprocessing
 import os
 import re
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import repeat
+from itertools import islice, repeat
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,7 @@ from pipeline.store.datasets import Thumbnailed, thumbnailed
 # process is quicker: each worker takes about a second to start (it imports the readers).
 PARALLEL_MIN = 500
 POOL_CHUNK = 16  # images a worker reads per task: few round trips, little waiting at the end
+AHEAD = 8  # tasks per worker handed out ahead of the writer (their results wait in memory)
 
 UNDER, BESIDE, BY_NAME = (
     "by path under the images folder",
@@ -375,9 +376,34 @@ def _mapper(n_images: int):
     # forkserver, not fork: the caller may hold threads (a progress bar, a web server's)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
     try:
-        yield partial(pool.map, chunksize=POOL_CHUNK)
+        yield partial(_ahead_map, pool, AHEAD * workers)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ahead_map(pool: ProcessPoolExecutor, ahead: int, fn, *iterables):
+    """fn over the iterables in a pool, in order, in tasks of POOL_CHUNK, at most `ahead` tasks
+    handed out beyond the one being taken. The pool's own map hands out a whole plan at once:
+    with many readers and one writer, the thumbnails of a million images (about 5 KB each)
+    would wait in memory."""
+    items = zip(*iterables, strict=False)  # some are repeat(): as long as the shortest
+    tasks: deque = deque()
+
+    def hand_out() -> None:
+        chunk = list(islice(items, POOL_CHUNK))
+        if chunk:
+            tasks.append(pool.submit(_each, fn, chunk))
+
+    for _ in range(ahead + 1):
+        hand_out()
+    while tasks:
+        done = tasks.popleft().result()
+        hand_out()
+        yield from done
+
+
+def _each(fn, chunk: list[tuple]) -> list:
+    return [fn(*args) for args in chunk]
 
 
 def _default_id(root: Path) -> str:

@@ -81,3 +81,21 @@ def test_only_a_large_ingest_on_several_cores_uses_the_pool(monkeypatch):
     assert ingest_module._workers(ingest_module.PARALLEL_MIN) == 2
     monkeypatch.setattr(ingest_module.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert ingest_module._workers(10 * ingest_module.PARALLEL_MIN) == 0
+
+
+def test_the_readers_are_handed_only_a_few_tasks_ahead_of_the_writer():
+    """A million-image ingest must not queue every thumbnail in memory: the pool is handed at
+    most `ahead` tasks beyond the one the writer is taking, and the results come in order."""
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import repeat
+
+    ahead, chunk = 3, ingest_module.POOL_CHUNK
+    with ThreadPoolExecutor(2) as pool:
+        handed = []
+        submit = pool.submit
+        pool.submit = lambda *args: handed.append(1) or submit(*args)
+        results = ingest_module._ahead_map(pool, ahead, pow, range(1000), repeat(2))
+        for i, value in enumerate(results):
+            assert value == i * i
+            assert len(handed) <= i // chunk + 1 + ahead + 1
+    assert i == 999 and len(handed) == -(-1000 // chunk)
