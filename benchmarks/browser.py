@@ -108,10 +108,11 @@ REQUESTS = """return performance.getEntriesByType('resource')
 
 def timed(driver, action, done, in_page: dict | None = None) -> float:
     """Seconds from the action to `done(before, now)` holding for the views, then painted, as
-    WebDriver's polling sees it. With `in_page` (see watch_in_page), the page's own clock times
-    the same gesture too, into IN_PAGE. Also notes the callbacks' requests it waited on (how
-    many, the longest) and the CPU seconds the browser and the server spent meanwhile: on a
-    shared machine the wall time grows with everyone's load, the CPU seconds much less."""
+    WebDriver's polling sees it. With `in_page` (a spec made by in_page, judged by WATCH), the
+    page's own clock times the same gesture too, into IN_PAGE. Also notes the callbacks'
+    requests it waited on (how many, the longest) and the CPU seconds the browser and the server
+    spent meanwhile: on a shared machine the wall time grows with everyone's load, the CPU
+    seconds much less."""
     before = states(driver)
     mark = driver.execute_script(
         "performance.setResourceTimingBufferSize(100000); return performance.now()")
