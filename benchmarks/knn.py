@@ -90,9 +90,9 @@ def main() -> None:
     parser.add_argument("--disagreement-n", type=int, default=110_000)
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
-    from pipeline.knn import exact_knn
+    from pipeline.knn import ExactIndex
 
-    exact_knn(np.zeros((3, 2)), 1)  # compiled (or loaded from numba's cache) before timing
+    ExactIndex(np.zeros((3, 2))).query(1)  # compiled (or loaded from numba's cache) before timing
     print(f"exact {args.k} nearest neighbours of every image ({load()})")
     for n in args.n:
         compare_spaces(n, args.k)

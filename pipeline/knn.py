@@ -263,11 +263,6 @@ def _visit(layout: Layout, cell: int, q_aug, augmented, score, found) -> None:
     _keep_nearest(q_aug @ augmented[first:last].T, first, score, found)
 
 
-def exact_knn(points, k: int, queries=None) -> tuple[np.ndarray, np.ndarray]:
-    """ExactIndex(points).query(k, queries): for a search made once."""
-    return ExactIndex(points).query(k, queries)
-
-
 def _finite(x, name: str) -> np.ndarray:
     x = np.asarray(x)
     x = np.ascontiguousarray(x, dtype=x.dtype if x.dtype in (np.float32, np.float64)

@@ -11,7 +11,7 @@ from sklearn.neighbors import NearestNeighbors
 from pipeline import knn
 from pipeline.analyses.disagreement import euclidean_neighbours
 from pipeline.errors import PipelineError
-from pipeline.knn import ExactIndex, exact_knn
+from pipeline.knn import ExactIndex
 
 
 def every_pair(points, k: int, queries=None):
@@ -28,7 +28,7 @@ def every_pair(points, k: int, queries=None):
 def test_neighbours_of_points_with_many_ties_are_those_of_every_pair():
     rng = np.random.default_rng(0)
     points = rng.integers(0, 3, (600, 4)).astype(np.float32)  # 81 places: ties everywhere
-    distances, rows = exact_knn(points, 12)
+    distances, rows = ExactIndex(points).query(12)
     expected_d, expected_rows = every_pair(points, 12)
     assert np.array_equal(rows, expected_rows)
     assert np.allclose(distances, expected_d)
@@ -38,7 +38,7 @@ def test_continuous_points_in_many_dimensions_match_scikit_learn():
     rng = np.random.default_rng(1)
     points = rng.normal(size=(3000, 64)).astype(np.float32)
     points[100:130] = points[7]  # exact copies, more than the candidate list holds
-    distances, rows = exact_knn(points, 11)
+    distances, rows = ExactIndex(points).query(11)
     theirs_d, theirs_rows = NearestNeighbors(algorithm="brute").fit(points).kneighbors(
         points, n_neighbors=11)
     assert np.allclose(distances, theirs_d, atol=1e-5)
@@ -75,7 +75,7 @@ def test_copies_beyond_the_candidate_list_are_settled_by_a_search_of_every_point
         return every_point(points, queries, k)
 
     monkeypatch.setattr(knn, "_every_point", spy)
-    _, rows = exact_knn(points, 5)
+    _, rows = ExactIndex(points).query(5)
     assert sum(settled) >= 41  # each copy's own query
     assert np.array_equal(rows, every_pair(points, 5)[1])
     assert rows[60].tolist() == [3, 50, 51, 52, 53]
@@ -89,7 +89,7 @@ def test_k_as_large_as_the_run_gives_every_other_point():
     assert others.shape == (7, 6)
     assert all(sorted(row) == [j for j in range(7) if j != i] for i, row in enumerate(others))
     assert others[1, 0] == 5 and others[5, 0] == 1  # a copy is nearest
-    distances, rows = exact_knn(points, 50)  # more than there are: all of them
+    distances, rows = ExactIndex(points).query(50)  # more than there are: all of them
     assert rows.shape == (7, 7)
     assert np.array_equal(rows, every_pair(points, 7)[1])
 
@@ -98,7 +98,7 @@ def test_a_search_of_values_that_are_not_finite_is_refused():
     points = np.ones((5, 3))
     points[2, 1] = np.nan
     with pytest.raises(PipelineError, match="not finite"):
-        exact_knn(points, 2)
+        ExactIndex(points).query(2)
     with pytest.raises(PipelineError, match="do not match"):
         ExactIndex(np.ones((5, 3))).query(2, np.ones((2, 4)))
 
@@ -133,7 +133,7 @@ def test_points_closer_together_than_float32_tells_apart_are_ranked_in_float64(m
     every_point = knn._every_point
     monkeypatch.setattr(knn, "_every_point",
                         lambda p, q, k: settled.append(len(q)) or every_point(p, q, k))
-    distances, rows = exact_knn(points, 6)
+    distances, rows = ExactIndex(points).query(6)
     expected_d, expected_rows = every_pair(points, 6)
     assert np.array_equal(rows, expected_rows)
     assert np.allclose(distances, expected_d, rtol=1e-9, atol=0)
