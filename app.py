@@ -16,6 +16,7 @@ import flask
 import callbacks  # noqa: F401  (registers every panel's callbacks with the apps made here)
 from callbacks.background import make_background_manager
 from callbacks.common import refusal, signed_in_name
+from callbacks.control import first_state
 from callbacks.corrections import EDIT
 from callbacks.retrain import JOBS
 from components.layout import create_layout
@@ -30,9 +31,14 @@ log = logging.getLogger("xrae.app")
 def page() -> dash.html.Div:
     """The page for the person asking. Every component is in it from the start (Dash checks
     each callback's ids against it); the correction form and the retraining buttons are drawn
-    for what this person may do (the server checks again on every request)."""
-    return create_layout(author=signed_in_name(), edit_locked=refusal(EDIT),
-                         jobs_locked=refusal(JOBS))
+    for what this person may do (the server checks again on every request); the run list and
+    the chosen run's options come filled in (callbacks.control.first_state)."""
+    layout = create_layout(author=signed_in_name(), edit_locked=refusal(EDIT),
+                           jobs_locked=refusal(JOBS))
+    for component_id, props in first_state().items():
+        for name, value in props.items():
+            setattr(layout[component_id], name, value)
+    return layout
 
 
 def create_app(data_dir=None, *, auth_file=None, trust_user_header=None, read_only=None,

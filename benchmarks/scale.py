@@ -7,8 +7,9 @@ run) at 25,000 and 50,000 images: wall time, disk and peak memory a stage.
 
     python benchmarks/scale.py [--sections disk memory infer embed place add pipeline]
         [--disk-n 512] [--size 256] [--detector pilatus] [--memory-n 2500 5000]
-        [--n-infer 20000] [--n-embed 100000] [--reference-n 50000] [--n-place-ref 50000]
-        [--n-place 10000] [--n-run 100000] [--n-add 10000]
+        [--n-infer 20000] [--n-embed 1000000] [--n-full 100000] [--reference-n 50000]
+        [--features clusters|manifolds]
+        [--n-place-ref 50000] [--n-place 10000] [--n-run 100000] [--n-add 10000]
         [--n-pipeline 25000 50000] [--pipeline-scheduler none]
 
 Images are 256² Poisson counts of random discs and rings (the demo's detector size) read by the
@@ -103,6 +104,30 @@ def clustered_features(n: int, dims: int = 512, k: int = 40, seed: int = 0):
     return act, fea, prd
 
 
+def manifold_features(n: int, dims: int = 512, k: int = 40, within: int = 3, seed: int = 0,
+                      chunk: int = 100_000):
+    """Like clustered_features, but each cluster a curved `within`-dimensional sheet (spread 3,
+    a sine bend into as many more directions, isotropic noise 0.02): a point's nearest
+    neighbours are then its neighbours on the sheet, which a map can keep. Isotropic clusters
+    in 512-d have no such structure: there every neighbour within a cluster is as near as any
+    other, and no map, full or placed, keeps them."""
+    rng = np.random.default_rng(seed)
+    centres, labels = rng.normal(0, 1, (k, dims)), rng.random((k, N_ATTRIBUTES)) < 0.3
+    bases = [np.linalg.qr(rng.normal(size=(dims, 2 * within)))[0].T for _ in range(k)]
+    which = rng.integers(0, k, n)
+    fea = np.empty((n, dims), np.float32)
+    for start in range(0, n, chunk):
+        part = which[start : start + chunk]
+        u = rng.normal(0, 3, (len(part), within))
+        sheet = np.concatenate([u, 2 * np.sin(u)], axis=1)
+        offset = centres[part] + rng.normal(0, 0.02, (len(part), dims))
+        for c in range(k):
+            offset[part == c] += sheet[part == c] @ bases[c]
+        fea[start : start + chunk] = offset
+    act = (labels[which] ^ (rng.random((n, N_ATTRIBUTES)) < 0.02)).astype(np.uint8)
+    return act, fea
+
+
 # ---------------------------------------------------------------- inference
 
 
@@ -169,27 +194,43 @@ def knn_preserved(z: np.ndarray, coords: np.ndarray, k: int = 10, n_probe: int =
     return float(np.mean([len(set(h) & set(m)) / k for h, m in zip(high, low, strict=True)]))
 
 
-def bench_embedding(n: int, reference_n: int, full: bool = True) -> None:
-    from pipeline.embed import embed, prepare
+def _reference_map(fea, act, reference_n: int) -> tuple[np.ndarray, float]:
     from pipeline.reference import choose_reference, embed_with_reference
 
-    act, fea, _ = clustered_features(n)
-    z = prepare(fea, "fea")
-    print(f"FEA map of {n} points, reference {reference_n} ({load()})")
     started = time.perf_counter()
     rows = choose_reference(act, reference_n)
-    placed = embed_with_reference(fea, space="fea", rows=rows)
-    t_ref = time.perf_counter() - started
-    print(f"  reference + transform: {t_ref:7.1f} s, 10-NN preserved "
-          f"{knn_preserved(z, placed):.3f} ({load()})")
+    coords = embed_with_reference(fea, space="fea", rows=rows)
+    return coords, time.perf_counter() - started
+
+
+def bench_embedding(n: int, reference_n: int, n_full: int, full: bool = True,
+                    features: str = "clusters") -> None:
+    """FEA maps by a reference sample + transform of n points and of the first n_full of them,
+    and full openTSNE of those n_full: wall time and the 10 nearest neighbours each keeps."""
+    from pipeline.embed import embed, prepare
+
+    act, fea = clustered_features(n)[:2] if features == "clusters" else manifold_features(n)
+    print(f"features: {features}")
+    sizes = [n] if n_full >= n else [n, n_full]
+    times = {}
+    for size in sizes:
+        print(f"FEA map of {size} points, reference {reference_n} ({load()})")
+        with peak_rss() as memory:
+            coords, times[size] = _reference_map(fea[:size], act[:size], reference_n)
+        kept = knn_preserved(prepare(fea[:size], "fea"), coords)
+        print(f"  reference + transform: {times[size]:7.1f} s, 10-NN preserved {kept:.3f}, "
+              f"RSS {memory['start']:.0f} → peak {memory['peak']:.0f} MB ({load()})")
     if not full:
         return
+    size = min(n, n_full)
     started = time.perf_counter()
-    whole = embed(fea, space="fea")
+    whole = embed(fea[:size], space="fea")
     t_full = time.perf_counter() - started
-    print(f"  full openTSNE:         {t_full:7.1f} s, 10-NN preserved "
-          f"{knn_preserved(z, whole):.3f} ({load()})")
-    print(f"  time ratio reference / full: {t_ref / t_full:.2f}")
+    print(f"  full openTSNE of {size}: {t_full:7.1f} s, 10-NN preserved "
+          f"{knn_preserved(prepare(fea[:size], 'fea'), whole):.3f} ({load()})")
+    for done in sizes:
+        print(f"  time ratio, reference + transform of {done} / full openTSNE of {size}: "
+              f"{times[done] / t_full:.2f}")
 
 
 # ---------------------------------------------------------------- placing on a map
@@ -389,9 +430,14 @@ def main() -> None:
     parser.add_argument("--memory-n", type=int, nargs=2, default=[2500, 5000],
                         help="the two image counts to compare")
     parser.add_argument("--n-infer", type=int, default=20_000)
-    parser.add_argument("--n-embed", type=int, default=100_000)
+    parser.add_argument("--n-embed", type=int, default=1_000_000)
     parser.add_argument("--reference-n", type=int, default=50_000)
+    parser.add_argument("--n-full", type=int, default=100_000,
+                        help="points of the full openTSNE map (the first of --n-embed's)")
     parser.add_argument("--no-full", action="store_true", help="skip the full openTSNE map")
+    parser.add_argument("--features", choices=["clusters", "manifolds"], default="clusters",
+                        help="the embed section's points: isotropic clusters, or each cluster a "
+                             "curved 3-d sheet")
     parser.add_argument("--n-place-ref", type=int, default=50_000)
     parser.add_argument("--n-place", type=int, default=10_000)
     parser.add_argument("--n-run", type=int, default=100_000)
@@ -405,7 +451,8 @@ def main() -> None:
     if "infer" in args.sections:
         bench_inference(args.n_infer)
     if "embed" in args.sections:
-        bench_embedding(args.n_embed, args.reference_n, full=not args.no_full)
+        bench_embedding(args.n_embed, args.reference_n, args.n_full,
+                        full=not args.no_full, features=args.features)
     if "place" in args.sections:
         bench_place(args.n_place_ref, args.n_place)
     if "add" in args.sections:

@@ -9,6 +9,7 @@ from dash import Input, Output, State, hooks, html, no_update
 
 from callbacks.common import (
     Refused,
+    corrected_rows,
     moved_scores,
     run_thresholds,
     threshold_mode,
@@ -18,6 +19,7 @@ from callbacks.common import (
 )
 from components import ids
 from components.control import ONE_FOR_ALL, PER_ATTRIBUTE, WHOLE_IMAGE_COLOURS, threshold_list
+from components.views import correction_key
 from pipeline.store import resolve_data_dir, scan_runs
 
 
@@ -40,12 +42,9 @@ def run_options() -> tuple[list[dict], list[str]]:
     return options, [r.id for r in runs[::-1]]
 
 
-@hooks.callback(
-    Output(ids.RUN_PICKER, "options"), Output(ids.RUN_PICKER, "value"),
-    Output(ids.EMPTY_STATE, "children"), Output(ids.EMPTY_STATE, "is_open"),
-    Input(ids.URL, "pathname"), State(ids.RUN_PICKER, "value"),
-)
-def list_run_options(_pathname, current):
+def list_run_options(current: str | None = None):
+    """The run picker's options and choice (the current one if it is still a run, else the
+    newest), and the empty-state message: read on every page load, by first_state."""
     options, good = run_options()
     if not good:
         return options, None, _no_run_message(len(options)), True
@@ -71,6 +70,7 @@ def _no_run_message(n_broken: int) -> list:
     Output(ids.COLOUR_ATTRIBUTE, "options"), Output(ids.COLOUR_ATTRIBUTE, "value"),
     Output(ids.FILTER_ATTRIBUTES, "options"),
     Input(ids.RUN_PICKER, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
+    prevent_initial_call=True,  # the page starts with its answer (first_state)
 )
 def describe_run(run_id, colour_attribute):
     run = try_run(run_id)
@@ -84,6 +84,25 @@ def describe_run(run_id, colour_attribute):
     if not isinstance(colour_attribute, int) or colour_attribute >= len(names):
         colour_attribute = 0
     return (run_summary(run), petals, list(range(len(names))), plain, colour_attribute, plain)
+
+
+def first_state() -> dict[str, dict]:
+    """What the page starts with ({component id: {property: value}}): the run list with the
+    newest run chosen, the options that follow its attributes and the corrections' key, as
+    list_run_options, describe_run and views.mark_corrected give them. Sent with the page,
+    they let the views be drawn in the page load's first round of callbacks; waiting for
+    these callbacks took two more rounds."""
+    options, run_id, message, is_open = list_run_options()
+    summary, petals, shown, plain, colour_attribute, filters = describe_run(run_id, None)
+    run = try_run(run_id)
+    return {ids.RUN_PICKER: {"options": options, "value": run_id},
+            ids.CORRECTION_KEY: {"children": correction_key(
+                0 if run is None else len(corrected_rows(run)))},
+            ids.EMPTY_STATE: {"children": message, "is_open": is_open},
+            ids.RUN_SUMMARY: {"children": summary},
+            ids.FLOWER_ATTRIBUTES: {"options": petals, "value": shown},
+            ids.COLOUR_ATTRIBUTE: {"options": plain, "value": colour_attribute},
+            ids.FILTER_ATTRIBUTES: {"options": filters}}
 
 
 def run_summary(run) -> list:

@@ -275,11 +275,11 @@ def test_saved_groups_are_outlined_compared_and_exported(run):
 
 def test_run_picker_lists_runs_newest_first_with_dataset_and_map(tmp_path, monkeypatch):
     monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
-    options, value, message, is_open = control.list_run_options("/", None)
+    options, value, message, is_open = control.list_run_options()
     assert (options, value, is_open) == ([], None, True) and "no run" in texts(message)[0].lower()
     first = write_synthetic_run(tmp_path / "data", n=20, seed=1)
     second = write_synthetic_run(tmp_path / "data", n=20, seed=2)
-    options, value, _, is_open = control.list_run_options("/", None)
+    options, value, _, is_open = control.list_run_options()
     assert value == options[0]["value"] and not is_open
     assert {o["value"] for o in options} == {first.id, second.id}
     assert options[0]["label"].startswith(second.meta["dataset"]) and "mAP" in options[0]["label"]

@@ -103,7 +103,7 @@ def test_run_picker_offers_the_good_runs_and_shows_the_broken_one_disabled(one_b
 
     data, reason = one_broken
     monkeypatch.setenv(store.DATA_DIR_ENV, str(data))
-    options, value, message, is_open = list_run_options("/", "bad")  # a forged choice
+    options, value, message, is_open = list_run_options("bad")  # a forged choice
     assert value == "good-new" and not is_open
     chosen = [o["value"] for o in options if not o.get("disabled")]
     assert chosen == ["good-new", "good-old"]
@@ -116,7 +116,7 @@ def test_run_picker_with_only_broken_runs_says_none_can_be_opened(tmp_path, monk
 
     (write_run(tmp_path, "bad") / "attributes.json").unlink()
     monkeypatch.setenv(store.DATA_DIR_ENV, str(tmp_path))
-    options, value, message, is_open = list_run_options("/", None)
+    options, value, message, is_open = list_run_options()
     assert value is None and is_open
     assert [o["disabled"] for o in options] == [True]
     assert "No run can be opened" in str(message) and "1 broken run" in str(message)
