@@ -37,6 +37,7 @@ TRANSFORM_CHUNK = 5_000  # points placed per task: independent of each other, so
 # after 100 and 0.053 after 50, and 100 saved under a second a map (benchmarks/RESULTS.md).
 TRANSFORM_ITER = 250
 REFERENCE_FILE = "reference_rows.npy"
+PREPARE_CHUNK = 50_000  # rows projected by the reference's PCA at a time
 
 
 def choose_reference(act: np.ndarray, n_ref: int = REFERENCE_N, seed: int = 0) -> np.ndarray:
@@ -77,13 +78,22 @@ def reference_inputs(x_ref: np.ndarray, space: str, seed: int = 0
     x_ref = np.asarray(x_ref, dtype=np.float64)
     if space == "fea" and x_ref.shape[1] > PCA_DIMS and len(x_ref) > PCA_DIMS:
         pca = PCA(n_components=PCA_DIMS, random_state=seed)
-        return pca.fit_transform(x_ref), lambda x: pca.transform(np.asarray(x, np.float64))
+        return pca.fit_transform(x_ref), lambda x: _projected(pca, x)
     if space == "act":
         def jitter(x):
             x = np.asarray(x, np.float64)
             return prepare(x, "act", seed + 1 + len(x))  # its own stream, never the reference's
         return prepare(x_ref, "act", seed), jitter
     return prepare(x_ref, space, seed), lambda x: np.asarray(x, np.float64)
+
+
+def _projected(pca: PCA, x: np.ndarray, chunk: int = PREPARE_CHUNK) -> np.ndarray:
+    """pca.transform of x a block of rows at a time: the float64 copy PCA makes of a million
+    512-d rows alone would be 4 GB."""
+    if len(x) == 0:
+        return np.zeros((0, pca.n_components_))
+    return np.concatenate([pca.transform(np.asarray(x[i : i + chunk], np.float64))
+                           for i in range(0, len(x), chunk)])
 
 
 def place(embedding: TSNEEmbedding, z: np.ndarray, client=None, chunk: int = TRANSFORM_CHUNK,
