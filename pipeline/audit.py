@@ -13,7 +13,7 @@ flipped, precision at K = 1,360; benchmarks/RESULTS.md): out-of-fold probabiliti
 run's own (in-sample) ones, the label-context model over raw |ACT − PRD| (+0.08 with the demo's
 600-step models), fitting it flip-aware over a plain logistic fit (+0.015, twice its paired
 standard error), and the image view's probability of the attribute as one more input (+0.025
-and +SEED1 on two independent datasets). What did not, and is off by default: the
+and +0.037 on two independent datasets). What did not, and is off by default: the
 FEA-neighbour vote (weight < 1 mixes it in; within the noise of the measurement, at a
 neighbour search's cost). Left out: ranking by the per-attribute confident-learning thresholds
 (worse), pairwise label interactions, boosted trees, the neighbours' labels or the run's FEA

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from components.audit import predictions_note
 from pipeline import audit, folds, image_view, store
 from pipeline.cli import main
 from pipeline.errors import PipelineError
@@ -104,11 +105,15 @@ def test_the_view_is_saved_with_the_out_of_fold_predictions_and_ranked_on(synthe
     fold = folds.fold_assignment(n, 3)
     folds.write_oof(run, run.prd, fold, {"folds": 3, "steps": 7})
     assert folds.read_image_view(run) is None  # saved before the view existed
-    assert "image view" not in audit.audit_run(run).attrs["predictions"]
+    source = audit.audit_run(run).attrs["predictions"]
+    assert "image view" not in source
+    assert predictions_note(source, run.id).endswith(f"audit --run {run.id} --image-view")
     view = np.full((n, a), 0.3, np.float32)
     folds.write_oof(run, run.prd, fold, {"folds": 3, "steps": 7}, image_view=view)
     assert np.array_equal(folds.read_image_view(run), view)
-    assert audit.audit_run(run).attrs["predictions"].endswith("and the image view")
+    source = audit.audit_run(run).attrs["predictions"]
+    assert source.endswith("and the image view")
+    assert "--image-view" not in predictions_note(source, run.id)
     np.save(run.path / folds.OOF_IMAGE, np.full((n, a), 0.9, np.float32))  # not what it vouched
     assert folds.read_image_view(run) is None
     assert folds.read_oof(run) is not None  # the predictions themselves still hold
