@@ -6,11 +6,13 @@ the noisy labels as a lab would, rank every label with the audit, score the rank
 
 Prints precision at K (K = number of injected errors, true_act != act) of every ranking next to
 a random one's (= the error rate): in-sample and out-of-fold |ACT − PRD|, with the FEA-neighbour
-vote, the audit's own (label context, flip-aware fit) beside the same context fitted as a plain
-logistic model, and cleanlab's multi-label rankings on the same out-of-fold probabilities
+vote, the label context (flip-aware fit) beside the same context fitted as a plain logistic
+model, the image view (pipeline.image_view) alone and the audit's own (label context with the
+image view), and cleanlab's multi-label rankings on the same out-of-fold probabilities
 (`pip install -e '.[bench]'`; skipped without it). Targets: ≥ 0.75, and ≥ cleanlab's best +
 0.05. With --data-dir the simulated dataset (named by the generator's version), the trained run
-and its out-of-fold predictions are reused by later calls with the same settings.
+and its out-of-fold predictions (with the image view, made for them if they lack it) are reused
+by later calls with the same settings.
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ def folds_for(data_dir: Path, run: store.Run, k: int, steps: int | None) -> tupl
     want = folds.fold_settings(run, steps)["steps"]
     if found is not None and found[2]["folds"] == k and found[2]["steps"] == want:
         print(f"reusing the out-of-fold predictions of run {run.id} ({k} folds, {want} steps)")
-        return found
+        if folds.read_image_view(run) is None:  # saved before the folds job made it
+            print("making the image view (pipeline.image_view) for them")
+            folds.add_image_view(data_dir, run.id)
+        return folds.read_oof(store.get_run(run.id, data_dir))
     use_all_cores()
     folds.run_folds(data_dir, run.id, k, steps=steps)
     return folds.read_oof(store.get_run(run.id, data_dir))
@@ -101,6 +106,7 @@ def our_rankings(run: store.Run, act, oof, fold) -> dict[str, np.ndarray]:
 
     t_pos, t_neg = audit.confident_thresholds(act, oof)
     other = np.where(act == 1, 1 - oof, oof)
+    view = folds.read_image_view(run)
     return {
         "(a) in-sample |ACT-PRD|": scores(run.prd, weight=1.0, context=False),
         "(b) out-of-fold |ACT-PRD|": scores(oof, weight=1.0, context=False),
@@ -108,8 +114,11 @@ def our_rankings(run: store.Run, act, oof, fold) -> dict[str, np.ndarray]:
         "(d) OOF - attribute's CL threshold": other - np.where(act == 1, t_neg, t_pos),
         "(d) OOF + label context, plain logistic (before)":
             np.abs(act - audit.label_context(act, oof, fold, flip=0.0)),
-        "(d) OOF + label context, noise-aware (the audit)": scores(oof, weight=1.0, folds=fold),
+        "(d) OOF + label context, noise-aware": scores(oof, weight=1.0, folds=fold),
         "(d) OOF + label context + vote (0.8)": scores(oof, weight=0.8, folds=fold),
+        "(e) image view alone |ACT-view|": np.abs(act - view),
+        "(e) OOF + image view + label context (the audit)":
+            scores(oof, weight=1.0, folds=fold, view=view),
         "(d) in-sample + label context": scores(run.prd, weight=1.0, context=True),
     }
 

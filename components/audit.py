@@ -107,9 +107,13 @@ def audit_table(rows: list[dict], colours: dict[str, str] | None = None) -> html
 
 def predictions_note(source: str, run_id: str) -> str:
     """Which predictions the audit ranked on (pipeline.audit.run_predictions' phrase) and, for
-    in-sample ones, the command that makes better ones."""
+    in-sample ones or out-of-fold ones without the image view, the command that makes better."""
     if source.startswith("out-of-fold"):
-        return f"Ranked on {source}: no image was scored by a model that trained on it."
+        note = f"Ranked on {source}: no image was scored by a model that trained on it."
+        if source.endswith("image view"):
+            return note
+        return (f"{note} The image view ranks better: python -m pipeline audit --run {run_id} "
+                "--image-view")
     return (f"Ranked on {source}, which hide some of the errors; out-of-fold predictions rank "
             f"better: python -m pipeline audit --run {run_id} --folds 5")
 

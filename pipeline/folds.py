@@ -5,7 +5,10 @@ A model's probabilities on its own training images have partly learned the wrong
 hide the very errors the audit looks for. `run_folds` trains K copies (pipeline.train's `train`,
 pipeline.infer's `predict`) and saves oof_prd.npy (N × A) and oof_fold.npy (N: the fold each
 image was held out in) beside the run, with a note in run.json; `read_oof` returns them whole or
-not at all. Its command is `python -m pipeline audit --run R --folds K`.
+not at all. Its command is `python -m pipeline audit --run R --folds K`. The same job saves a
+second, label-free view cross-fitted over the same folds (pipeline.image_view: boosted trees on
+each full-size image's radial features) as oof_image.npy (`read_image_view`); `add_image_view`
+makes it for a run whose out-of-fold predictions predate it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pipeline.errors import PipelineError, Stopped
 from pipeline.store.files import now, read_npy
 
 OOF_PRD, OOF_FOLD, NOTE_KEY = "oof_prd.npy", "oof_fold.npy", "oof"
+OOF_IMAGE = "oof_image.npy"  # the image view's out-of-fold probabilities (pipeline.image_view)
 FOLD_SEED_STREAM = 7  # fold assignment's random stream, apart from the training seed's uses
 # Share of one fold's time per stage (roughly its share on the CPU) for the one progress bar.
 STAGES = {"load": (0.0, 0.05), "train": (0.05, 0.95), "infer": (0.95, 1.0)}
@@ -160,21 +164,27 @@ def _sweep(folder: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def write_oof(run: store.Run, oof_prd, folds, note: dict) -> None:
-    """Save the out-of-fold probabilities and folds beside the run, then the note in run.json.
+def write_oof(run: store.Run, oof_prd, folds, note: dict, image_view=None) -> None:
+    """Save the out-of-fold probabilities and folds (and the image view's, when given) beside
+    the run, then the note in run.json.
 
     Each file is written under a temporary name and renamed; run.json goes last and records the
-    two files' digests, so a reader (`read_oof`) takes the pair only when the note vouches for
-    exactly these bytes: whole or not at all, even if the process dies between two renames.
+    files' digests, so a reader (`read_oof`, `read_image_view`) takes them only when the note
+    vouches for exactly these bytes: whole or not at all, even if the process dies between two
+    renames.
     """
     n, a = len(run), len(run.attributes)
     oof_prd = store.check_array("out-of-fold prd", oof_prd, (n, a), unit=True).astype(np.float32)
     folds = store.check_array("folds", folds, (n,)).astype(np.int8)
+    arrays = [(OOF_PRD, oof_prd), (OOF_FOLD, folds)]
+    if image_view is not None:
+        arrays.append((OOF_IMAGE, store.check_array("image view", image_view, (n, a),
+                                                    unit=True).astype(np.float32)))
     folder = run.path
     _sweep(folder)
     staged = {}
     try:
-        for name, array in ((OOF_PRD, oof_prd), (OOF_FOLD, folds)):
+        for name, array in arrays:
             staged[name] = _tmp_name(folder, name)
             with open(staged[name], "wb") as fh:
                 np.save(fh, array)
@@ -183,8 +193,9 @@ def write_oof(run: store.Run, oof_prd, folds, note: dict) -> None:
         meta[NOTE_KEY] = {**note, "files": digests}
         staged["run.json"] = _tmp_name(folder, "run.json")
         staged["run.json"].write_text(json.dumps(meta, indent=2) + "\n")
-        for name in (OOF_PRD, OOF_FOLD, "run.json"):
+        for name, _ in arrays:
             os.replace(staged[name], folder / name)
+        os.replace(staged["run.json"], folder / "run.json")
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
@@ -218,6 +229,48 @@ def read_oof(run: store.Run) -> tuple[np.ndarray, np.ndarray, dict] | None:
     except (OSError, ValueError, PipelineError):
         return None
     return oof_prd, folds, note
+
+
+def read_image_view(run: store.Run) -> np.ndarray | None:
+    """The image view's out-of-fold probabilities (N × A) saved with the run's out-of-fold
+    predictions, when the note vouches for them; None otherwise (made before it existed)."""
+    note = oof_note(run)
+    if note is None or not note["files"].get(OOF_IMAGE) or read_oof(run) is None:
+        return None
+    try:
+        if _digest(run.path / OOF_IMAGE) != note["files"][OOF_IMAGE]:
+            return None
+        return store.check_array(OOF_IMAGE, read_npy(run.path / OOF_IMAGE),
+                                 (len(run), len(run.attributes)), unit=True)
+    except (OSError, ValueError, PipelineError):
+        return None
+
+
+def image_view_of(ds: store.Dataset, act, folds: np.ndarray, *, seed: int = 0,
+                  progress: bool = True, should_stop=None) -> np.ndarray:
+    """The image view's out-of-fold probabilities of `act` over `folds` (pipeline.image_view)."""
+    from pipeline import image_view
+
+    features = image_view.dataset_features(ds, progress=progress, should_stop=should_stop)
+    return image_view.out_of_fold_view(features, act, folds, seed=seed)
+
+
+def add_image_view(data_dir, run_id: str, *, progress: bool = True) -> dict:
+    """Make and save the image view of a run whose out-of-fold predictions lack it, over their
+    folds and the labels in force; return the note. An error when the run has none."""
+    data_dir = store.resolve_data_dir(data_dir)
+    run = store.get_run(run_id, data_dir)
+    found = read_oof(run)
+    if found is None:
+        raise PipelineError(f"run {run.id} has no out-of-fold predictions; make them with "
+                            f"`python -m pipeline audit --run {run.id} --folds 5`")
+    oof, folds, note = found
+    with jobs.run_lock(data_dir, run.id, job="given its image view"):
+        view = image_view_of(run_dataset(run), labels_in_force(run, data_dir).act, folds,
+                             seed=int(note.get("fold_seed", 0)), progress=progress)
+        write_oof(run, oof, folds, {k: v for k, v in note.items() if k != "files"},
+                  image_view=view)
+    return oof_note(store.get_run(run.id, data_dir))
 
 
 # ---------------------------------------------------------------- the job
@@ -280,10 +333,12 @@ def run_folds(data_dir, run_id: str, k: int, *, steps: int | None = None, seed: 
                                   progress=False, should_stop=stopping, on_progress=bar)
             finally:
                 bar.close()
+            view = image_view_of(ds, labels.act, folds, seed=seed, progress=progress,
+                                 should_stop=stopping)
             note = {"folds": int(k), "fold_seed": int(seed), **settings,
                     "corrected_labels": int(labels.corrected.sum()), "created": now(),
                     "seconds": round(time.time() - started, 1)}
-            write_oof(run, oof, folds, note)
+            write_oof(run, oof, folds, note, image_view=view)
     except Stopped as err:
         raise Cancelled(f"the out-of-fold models of run {run.id} were cancelled; the run is "
                         "unchanged") from err

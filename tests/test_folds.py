@@ -71,6 +71,8 @@ def test_each_image_is_scored_by_the_one_model_that_never_trained_on_it(trainabl
         assert not scored[f] & trained[f]  # ...and trained on none of it
         assert scored[f] | trained[f] == set(ids)  # but on every other image
     assert oof.shape == trainable_run.prd.shape and np.isfinite(oof).all()
+    view = folds.read_image_view(store.get_run(trainable_run.id, trainable_run.data_dir))
+    assert view.shape == oof.shape and np.isfinite(view).all()  # the image view came with them
 
 
 @pytest.mark.slow

@@ -54,6 +54,9 @@ def _register_audit(subparsers) -> None:
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="optimizer steps of each fold model (default: the run's)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (with --folds)")
+    parser.add_argument("--image-view", action="store_true",
+                        help="first add the image view (radial features of each full-size "
+                             "image) to out-of-fold predictions saved before --folds made it")
     add_data_dir(parser)
     parser.set_defaults(func=cmd_audit)
 
@@ -64,6 +67,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         code = _audit_folds(args, len(run))
         if code:
             return code
+        run = get_run(args.run, args.data_dir)
+    if args.image_view and args.folds is None:
+        from pipeline.folds import add_image_view
+
+        add_image_view(args.data_dir, args.run)
         run = get_run(args.run, args.data_dir)
     corrected = labels_in_force(run).corrected
     ranking = audit_run(run, k=args.k, weight=args.weight,
