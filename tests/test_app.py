@@ -64,6 +64,37 @@ def test_every_panel_and_callback_is_served(tmp_path, monkeypatch):
             assert wanted in outputs
 
 
+def find(node, component_id: str):
+    """The props of the component with this id in a layout's JSON, or None."""
+    if isinstance(node, list):
+        return next((f for f in (find(n, component_id) for n in node) if f is not None), None)
+    if not isinstance(node, dict):
+        return None
+    props = node.get("props", {})
+    if props.get("id") == component_id:
+        return props
+    return next((f for f in (find(v, component_id) for v in props.values()) if f is not None),
+                None)
+
+
+def test_the_page_comes_with_the_newest_run_chosen_and_its_attributes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    client = create_app(tmp_path / "data").server.test_client()
+    empty = client.get("/_dash-layout").get_json()
+    assert find(empty, ids.RUN_PICKER)["value"] is None
+    assert find(empty, ids.EMPTY_STATE)["is_open"] is True  # "no run to show yet", at once
+    write_synthetic_run(tmp_path / "data", n=20, seed=1)
+    newest = write_synthetic_run(tmp_path / "data", n=20, seed=2)
+    layout = client.get("/_dash-layout").get_json()  # read again on every load
+    assert find(layout, ids.RUN_PICKER)["value"] == newest.id
+    assert len(find(layout, ids.RUN_PICKER)["options"]) == 2
+    assert find(layout, ids.EMPTY_STATE)["is_open"] is False
+    petals = find(layout, ids.FLOWER_ATTRIBUTES)
+    assert petals["value"] == list(range(len(newest.attributes))) == \
+        [o["value"] for o in petals["options"]]
+    assert len(find(layout, ids.FILTER_ATTRIBUTES)["options"]) == len(newest.attributes)
+
+
 def layout_ids(node) -> set[str]:
     """Every string id in a layout's JSON."""
     if isinstance(node, list):
