@@ -303,28 +303,30 @@ def audit_run(run: Run, *, act=None, skip=None, k: int = DEFAULT_K,
     if act is None:
         labels = labels_in_force(run)
         act, skip = labels.act, (labels.corrected if skip is None else skip)
-    prd, folds, source = run_predictions(run, predictions)
-    view = read_image_view(run) if folds is not None else None
+    prd, folds, view, source = run_predictions(run, predictions)
     nbr = run_neighbour_graph(run, k) if weight < 1.0 else None
     ranking = rank_labels(act, prd, run.fea, run.images["image_id"], run.attributes,
                           k=k, weight=weight, top=top, skip=skip, nbr=nbr, folds=folds, view=view)
-    if view is not None:
-        source += " and the image view"
     ranking.attrs["predictions"] = source
     return ranking
 
 
-def run_predictions(run: Run, predictions: str = "auto") -> tuple[np.ndarray, object, str]:
-    """(probabilities, their folds or None, a phrase naming them) the audit ranks a run on."""
+def run_predictions(run: Run, predictions: str = "auto"
+                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, str]:
+    """(probabilities, their folds, the image view's probabilities, a phrase naming them) the
+    audit ranks a run on; folds and view are None for in-sample predictions, the view also
+    when the out-of-fold job saved none."""
     oof = read_oof(run) if predictions != "in-sample" else None
     if oof is not None:
         prd, folds, note = oof
-        return prd, folds, (f"out-of-fold predictions ({note['folds']} models, "
-                            f"{note['steps']} steps, {str(note.get('created', ''))[:10]})")
+        view = read_image_view(run, oof)
+        source = (f"out-of-fold predictions ({note['folds']} models, {note['steps']} steps, "
+                  f"{str(note.get('created', ''))[:10]})")
+        return prd, folds, view, source + (" and the image view" if view is not None else "")
     if predictions == "out-of-fold":
         raise PipelineError(f"run {run.id} has no out-of-fold predictions; make them with "
                             f"`python -m pipeline audit --run {run.id} --folds 5`")
-    return run.prd, None, "in-sample predictions (the run's model trained on these labels)"
+    return run.prd, None, None, "in-sample predictions (the run's model trained on these labels)"
 
 
 def precision_at_k(ranking: pd.DataFrame, wrong, attributes, k: int) -> float:

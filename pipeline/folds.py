@@ -231,12 +231,14 @@ def read_oof(run: store.Run) -> tuple[np.ndarray, np.ndarray, dict] | None:
     return oof_prd, folds, note
 
 
-def read_image_view(run: store.Run) -> np.ndarray | None:
+def read_image_view(run: store.Run, oof: tuple | None = None) -> np.ndarray | None:
     """The image view's out-of-fold probabilities (N × A) saved with the run's out-of-fold
-    predictions, when the note vouches for them; None otherwise (made before it existed)."""
-    note = oof_note(run)
-    if note is None or not note["files"].get(OOF_IMAGE) or read_oof(run) is None:
+    predictions, when the note vouches for them; None otherwise (made before it existed).
+    `oof`: what read_oof gave the caller, so the predictions are not read and checked twice."""
+    oof = read_oof(run) if oof is None else oof
+    if oof is None or not oof[2]["files"].get(OOF_IMAGE):
         return None
+    note = oof[2]
     try:
         if _digest(run.path / OOF_IMAGE) != note["files"][OOF_IMAGE]:
             return None
