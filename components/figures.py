@@ -30,6 +30,7 @@ from pipeline.imaging import (
 
 POINTS, GROUPS, SELECTED, CORRECTED = 0, 1, 2, 3  # trace positions in a view
 FIRST_FLOWER = 0  # the first petal shape's position in a view's layout.shapes
+KEY_HALF_WIDTH = 3.3  # the flower key's x range: ±this, petals 1 long
 PETAL_STEPS = 11  # outline vertices per petal
 FN_LENGTH = 0.5  # joint mode: a missed label (FN) draws a short, hatched petal
 HATCH_LINES = 3  # strokes across a hatched (FN) petal
@@ -339,9 +340,10 @@ def legend_figure(mode: str, attributes, colours, shown) -> dict:
     for j, a in zip(shown, petal_angles(len(shown)), strict=True):
         c, s = np.cos(a), np.sin(a)
         side = "left" if c > 0.02 else "right" if c < -0.02 else "center"
-        name, bullet = attributes[j][:16], f"<span style='color:{colours[j]}'>■</span>"
+        name, bullet = _short(attributes[j]), f"<span style='color:{colours[j]}'>■</span>"
         text = f"{name} {bullet}" if side == "right" else f"{bullet} {name}"
-        labels.append({"x": 1.1 * c, "y": 1.12 * s, "text": text, "showarrow": False,
+        # Farther out in y than in x: the names above and below the flower crowd otherwise.
+        labels.append({"x": 1.1 * c, "y": 1.5 * s, "text": text, "showarrow": False,
                        "xanchor": side, "yanchor": "middle",
                        "font": {"size": 9, "color": "#3b4a5e"}})
     examples, dots, notes = _style_examples(mode, colours[shown[0]])
@@ -349,10 +351,17 @@ def legend_figure(mode: str, attributes, colours, shown) -> dict:
         "shapes": shapes + examples,
         "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "showlegend": False,
         "plot_bgcolor": "white", "paper_bgcolor": "white", "dragmode": False,
-        "xaxis": {"visible": False, "range": [-2.35, 2.35], "fixedrange": True},
-        "yaxis": {"visible": False, "range": [-4.35, 1.3], "scaleanchor": "x",
+        # Wide enough for a 16-letter name beside the flower in the side panel (about 260 px).
+        "xaxis": {"visible": False, "range": [-KEY_HALF_WIDTH, KEY_HALF_WIDTH],
+                  "fixedrange": True},
+        "yaxis": {"visible": False, "range": [-4.75, 1.7], "scaleanchor": "x",
                   "fixedrange": True},
         "annotations": labels + notes}}
+
+
+def _short(name: str, most: int = 15) -> str:
+    """An attribute's name as the key writes it: whole up to `most` letters, else cut with …."""
+    return name if len(name) <= most else name[: most - 1] + "…"
 
 
 def _style_examples(mode: str, colour: str):
@@ -370,21 +379,21 @@ def _style_examples(mode: str, colour: str):
     shapes, traces, notes = [], [], []
     text = {"showarrow": False, "xanchor": "left", "font": {"size": 10, "color": "#333"}}
     for k, (style, length, meaning) in enumerate(rows):
-        y = -1.75 - 0.68 * k
-        x, yy = petals_xy([[-2.0, y - 0.3]], np.array([length]), np.pi / 2, 0.6, 5,
+        y = -2.15 - 0.68 * k
+        x, yy = petals_xy([[-2.9, y - 0.3]], np.array([length]), np.pi / 2, 0.6, 5,
                           hatched=style == "FN")
         shapes.append({"type": "path", "xref": "x", "yref": "y", "layer": "above",
                        "path": petal_path(x, yy, 4), **petal_style(style, colour)})
-        notes.append({"x": -1.65, "y": y, "text": meaning, **text})
+        notes.append({"x": -2.55, "y": y, "text": meaning, **text})
     if mode == "joint":
-        y = -1.75 - 0.68 * len(rows)
+        y = -2.15 - 0.68 * len(rows)
         traces.append({"type": "scatter", "mode": "markers", "hoverinfo": "skip",
-                       "x": [-2.1, -1.85], "y": [y, y], "marker": {"size": [4, 12],
+                       "x": [-3.0, -2.75], "y": [y, y], "marker": {"size": [4, 12],
                                                                   "color": "#555"}})
-        notes.append({"x": -1.65, "y": y, "text": "centre dot: ACT–PRD error (small = agree)",
+        notes.append({"x": -2.55, "y": y, "text": "centre dot: ACT–PRD error (small = agree)",
                       **text})
     if mode == "dots":
-        notes.append({"x": -2.2, "y": -1.8, "text": "Choose a Flowers point mode to draw<br>"
+        notes.append({"x": -3.1, "y": -2.2, "text": "Choose a Flowers point mode to draw<br>"
                       "one flower per image with these petals.", "align": "left", **text})
     return shapes, traces, notes
 

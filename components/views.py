@@ -48,7 +48,7 @@ def flower_key() -> dbc.Card:
     return dbc.Card(dbc.CardBody([
         html.Div("Flower key", className="panel-title"),
         dcc.Graph(id=ids.FLOWER_LEGEND, config={"staticPlot": True},
-                  style={"height": "330px"}, figure={"data": [], "layout": {}}),
+                  style={"height": "290px"}, figure={"data": [], "layout": {}}),
         html.Div("Petal angle = attribute (colour as named); box or lasso select in any view "
                  "highlights the same images in the other two; scroll to zoom.",
                  className="key-note"),
