@@ -96,12 +96,22 @@ def clustered_features(n: int, dims: int = 512, k: int = 40, seed: int = 0):
     """FEA-like features in k clusters, the label set of each point that of its cluster (with
     a little noise), and probabilities near the labels."""
     rng = np.random.default_rng(seed)
-    centres, labels = rng.normal(0, 1, (k, dims)), rng.random((k, N_ATTRIBUTES)) < 0.3
+    centres, labels = _clusters(rng, k, dims)
     which = rng.integers(0, k, n)
     fea = (centres[which] + rng.normal(0, 0.6, (n, dims))).astype(np.float32)
-    act = (labels[which] ^ (rng.random((n, N_ATTRIBUTES)) < 0.02)).astype(np.uint8)
+    act = _labels_of(rng, labels, which)
     prd = np.clip(act * 0.7 + rng.random((n, N_ATTRIBUTES)) * 0.3, 0, 1).astype(np.float32)
     return act, fea, prd
+
+
+def _clusters(rng: np.random.Generator, k: int, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """k cluster centres in `dims` dimensions and each cluster's label set."""
+    return rng.normal(0, 1, (k, dims)), rng.random((k, N_ATTRIBUTES)) < 0.3
+
+
+def _labels_of(rng: np.random.Generator, labels: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """Each point's labels: its cluster's, 2 % of them flipped."""
+    return (labels[which] ^ (rng.random((len(which), N_ATTRIBUTES)) < 0.02)).astype(np.uint8)
 
 
 def manifold_features(n: int, dims: int = 512, k: int = 40, within: int = 3, seed: int = 0,
@@ -112,7 +122,7 @@ def manifold_features(n: int, dims: int = 512, k: int = 40, within: int = 3, see
     in 512-d have no such structure: there every neighbour within a cluster is as near as any
     other, and no map, full or placed, keeps them."""
     rng = np.random.default_rng(seed)
-    centres, labels = rng.normal(0, 1, (k, dims)), rng.random((k, N_ATTRIBUTES)) < 0.3
+    centres, labels = _clusters(rng, k, dims)
     bases = [np.linalg.qr(rng.normal(size=(dims, 2 * within)))[0].T for _ in range(k)]
     which = rng.integers(0, k, n)
     fea = np.empty((n, dims), np.float32)
@@ -124,8 +134,7 @@ def manifold_features(n: int, dims: int = 512, k: int = 40, within: int = 3, see
         for c in range(k):
             offset[part == c] += sheet[part == c] @ bases[c]
         fea[start : start + chunk] = offset
-    act = (labels[which] ^ (rng.random((n, N_ATTRIBUTES)) < 0.02)).astype(np.uint8)
-    return act, fea
+    return _labels_of(rng, labels, which), fea
 
 
 # ---------------------------------------------------------------- inference
