@@ -197,8 +197,9 @@ def list_groups(groups, threshold, run_id, which=WITH_CORRECTIONS, _version=0,
 
 def _pick(choice, selection, mine):
     """(label, rows) for a compare choice: the selection, everything, or a saved group."""
-    if choice == SELECTION:
-        return "Current selection", (selection or None)
+    if choice == SELECTION:  # nothing selected: every image, and the header says so
+        return ("Current selection", selection) if selection else ("No selection: all images",
+                                                                   None)
     if choice not in (None, EVERYTHING) and str(choice).isdigit() and int(choice) < len(mine):
         group = mine[int(choice)]
         return group["name"], group["indices"]

@@ -257,6 +257,10 @@ def test_saved_groups_are_outlined_compared_and_exported(run):
     table = call(selection.compare_groups, "dropdown-compare-a.value", "0", "1", groups, [], 0.5,
                  run.id)
     assert "halo set (3)" in texts(table) and "group 2 (2)" in texts(table)
+    table = call(selection.compare_groups, "dropdown-compare-a.value", "selection", "all",
+                 groups, [], 0.5, run.id)  # nothing selected: the header says it is all images
+    assert f"No selection: all images ({len(run)})" in texts(table)
+    assert "Current selection" not in texts(table)
     sent = call(selection.export_csv, '{"index":0,"type":"group-export"}.n_clicks', None, [1, 0],
                 [], groups, 0.5, run.id, value=1)
     frame = pd.read_csv(io.StringIO(sent["content"]))
