@@ -3,14 +3,17 @@ benchmarks/scale_store.py), inference over Dask workers against the single proce
 large runs by a reference sample + transform against full openTSNE, new points placed on a
 t-SNE map (the reference rebuilt two ways, transform steps), `add` of new images to a
 large run, and the whole pipeline (build a dataset in the chunk store, infer, embed, write the
-run) at 25,000 and 50,000 images: wall time, disk and peak memory a stage.
+run) at 25,000 and 50,000 images: wall time, disk and peak memory a stage; and the run stage's
+memory by part at a few sizes without inference (run-memory; benchmarks/scale_run_memory.py).
 
-    python benchmarks/scale.py [--sections disk memory infer embed place add pipeline]
+    python benchmarks/scale.py [--sections disk memory infer embed place add pipeline run-memory]
         [--disk-n 512] [--size 256] [--detector pilatus] [--memory-n 2500 5000]
         [--n-infer 20000] [--n-embed 1000000] [--n-full 100000] [--reference-n 50000]
         [--features clusters|manifolds]
         [--n-place-ref 50000] [--n-place 10000] [--n-run 100000] [--n-add 10000]
         [--n-pipeline 25000 50000] [--pipeline-scheduler none]
+        [--memory-maps-n 25000 50000 100000] [--memory-run RUN_DIR] [--memory-steps 25]
+        [--memory-infer-n 4000 8000]
 
 Images are 256² Poisson counts of random discs and rings (the demo's detector size) read by the
 compact net at 64²; the t-SNE data are 512-d features in 40 clusters whose label sets (17
@@ -411,7 +414,7 @@ def bench_pipeline(n: int, scheduler: str) -> None:
     shutil.rmtree(data, ignore_errors=True)
 
 
-SECTIONS = ["disk", "memory", "infer", "embed", "place", "add", "pipeline"]
+SECTIONS = ["disk", "memory", "infer", "embed", "place", "add", "pipeline", "run-memory"]
 
 
 def store_sections(args) -> None:
@@ -455,6 +458,12 @@ def main() -> None:
     parser.add_argument("--n-pipeline", type=int, nargs="+", default=[25_000, 50_000],
                         help="dataset sizes of the whole-pipeline section")
     parser.add_argument("--pipeline-scheduler", default="none")
+    parser.add_argument("--memory-maps-n", type=int, nargs="+", default=[25_000, 50_000, 100_000])
+    parser.add_argument("--memory-run", help="a run directory whose first rows the run-memory "
+                                             "section maps (default: 448-d clusters drawn here)")
+    parser.add_argument("--memory-steps", type=int, default=25,
+                        help="t-SNE and placing steps of the run-memory section")
+    parser.add_argument("--memory-infer-n", type=int, nargs="+", default=[4_000, 8_000])
     args = parser.parse_args()
     store_sections(args)
     if "infer" in args.sections:
@@ -469,6 +478,11 @@ def main() -> None:
     if "pipeline" in args.sections:
         for n in args.n_pipeline:
             bench_pipeline(n, args.pipeline_scheduler)
+    if "run-memory" in args.sections:
+        from scale_run_memory import infer_section, maps_section
+
+        maps_section(args.memory_maps_n, args.memory_run, args.memory_steps, load)
+        infer_section(args.memory_infer_n, load)
 
 
 if __name__ == "__main__":

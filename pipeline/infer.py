@@ -87,7 +87,7 @@ def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=6
             if on_progress:
                 on_progress("infer", rows.stop / len(ds))
     bar.close()
-    if not (np.isfinite(prd).all() and np.isfinite(fea).all()):
+    if store.nonfinite_count(prd) or store.nonfinite_count(fea):
         raise PipelineError(f"the model ({info['arch']}) produced NaN or infinite outputs")
     return prd, fea
 

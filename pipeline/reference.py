@@ -8,7 +8,7 @@ old point keeps its coordinates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from openTSNE import TSNEEmbedding
@@ -19,6 +19,7 @@ from sklearn.decomposition import PCA
 from pipeline import cluster
 from pipeline.before_after import onto
 from pipeline.embed import (
+    ACT_JITTER,
     MIN_TSNE_POINTS,
     PCA_DIMS,
     _jobs,
@@ -37,7 +38,7 @@ TRANSFORM_CHUNK = 5_000  # points placed per task: independent of each other, so
 # after 100 and 0.053 after 50, and 100 saved under a second a map (benchmarks/RESULTS.md).
 TRANSFORM_ITER = 250
 REFERENCE_FILE = "reference_rows.npy"
-PREPARE_CHUNK = 50_000  # rows projected by the reference's PCA at a time
+PREPARE_CHUNK = 50_000  # rows prepared at a time when a whole array is (Others.__call__)
 
 
 def choose_reference(act: np.ndarray, n_ref: int = REFERENCE_N, seed: int = 0) -> np.ndarray:
@@ -71,54 +72,79 @@ def _quotas(counts: np.ndarray, total: int) -> np.ndarray:
     return take
 
 
-def reference_inputs(x_ref: np.ndarray, space: str, seed: int = 0
-                     ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """What t-SNE sees of the reference rows (exactly embed.prepare's), and the function that
-    prepares any other rows the same way (the PCA fitted on the reference, fresh jitter)."""
+def reference_inputs(x_ref: np.ndarray, space: str, seed: int = 0) -> tuple[np.ndarray, Others]:
+    """What t-SNE sees of the reference rows (exactly embed.prepare's), and how any other rows
+    are prepared the same way (the PCA fitted on the reference, fresh jitter)."""
     x_ref = np.asarray(x_ref, dtype=np.float64)
     if space == "fea" and x_ref.shape[1] > PCA_DIMS and len(x_ref) > PCA_DIMS:
         pca = PCA(n_components=PCA_DIMS, random_state=seed)
-        return pca.fit_transform(x_ref), lambda x: _projected(pca, x)
-    if space == "act":
-        def jitter(x):
-            x = np.asarray(x, np.float64)
-            return prepare(x, "act", seed + 1 + len(x))  # its own stream, never the reference's
-        return prepare(x_ref, "act", seed), jitter
-    return prepare(x_ref, space, seed), lambda x: np.asarray(x, np.float64)
+        return pca.fit_transform(x_ref), Others(space, seed, pca)
+    return prepare(x_ref, space, seed), Others(space, seed)
 
 
-def _projected(pca: PCA, x: np.ndarray, chunk: int = PREPARE_CHUNK) -> np.ndarray:
-    """pca.transform of x a block of rows at a time: the float64 copy PCA makes of a million
-    512-d rows alone would be 4 GB."""
-    if len(x) == 0:
-        return np.zeros((0, pca.n_components_))
-    return np.concatenate([pca.transform(np.asarray(x[i : i + chunk], np.float64))
-                           for i in range(0, len(x), chunk)])
+class Others:
+    """Rows other than the reference's, prepared for placing as the reference's were: FEA by
+    the reference's PCA, ACT with a jitter of its own (never the reference's stream), PRD as
+    they are; in float64, as openTSNE takes them."""
+
+    def __init__(self, space: str, seed: int, pca: PCA | None = None):
+        self.space, self.seed, self.pca = space, seed, pca
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """All of `x` prepared (e.g. the images added to a run)."""
+        x = np.asarray(x)
+        width = self.pca.n_components_ if self.pca is not None else x.shape[1]
+        blocks = list(self.blocks(x, np.arange(len(x))))
+        return np.concatenate(blocks) if blocks else np.zeros((0, width))
+
+    def blocks(self, x: np.ndarray, rows: np.ndarray, size: int = PREPARE_CHUNK
+               ) -> Iterator[np.ndarray]:
+        """x[rows] prepared, `size` rows at a time and in order: the values of self(x[rows]),
+        with no copy of more than `size` rows of x (a float64 copy of a million 448-d rows
+        alone would be 3.6 GB)."""
+        noise = np.random.default_rng(self.seed + 1 + len(rows)) if self.space == "act" else None
+        for start in range(0, len(rows), size):
+            part = np.asarray(x[rows[start : start + size]], np.float64)
+            if self.pca is not None:
+                yield self.pca.transform(part)
+            elif noise is not None:  # one stream for all blocks, drawn in order: as one draw
+                yield part + noise.normal(0, ACT_JITTER, part.shape)
+            else:
+                yield part
 
 
 def place(embedding: TSNEEmbedding, z: np.ndarray, client=None, chunk: int = TRANSFORM_CHUNK,
           n_iter: int = TRANSFORM_ITER) -> np.ndarray:
     """Coordinates of new points `z` on `embedding` (openTSNE transform, `n_iter` steps), in
-    chunks; over the Dask workers when a client is given.
+    chunks of `chunk` points; over the Dask workers when a client is given."""
+    return place_blocks(embedding, (z[r.start : r.stop] for r in cluster.shards(len(z), chunk)),
+                        client, n_iter)
+
+
+def place_blocks(embedding: TSNEEmbedding, blocks: Iterable[np.ndarray], client=None,
+                 n_iter: int = TRANSFORM_ITER) -> np.ndarray:
+    """place() of the points of `blocks` (each placed as one task), one after the other: here
+    each block is taken from the iterable only when its turn comes, so a generator that
+    prepares them holds one block at a time; with a client all are shipped at once.
 
     openTSNE moves the reference so that its bounding box is centred on 0 (in place) and
     returns the new points in that frame: here a centred copy is placed on, and the shift
     undone on the placed points, so they land on the reference's own coordinates."""
-    if len(z) == 0:
-        return np.zeros((0, 2), np.float32)
     shift = (np.max(embedding, axis=0) + np.min(embedding, axis=0)) / 2
     embedding = TSNEEmbedding(np.asarray(embedding) - shift, embedding.affinities,
                               random_state=embedding.random_state,
                               **embedding.gradient_descent_params)
-    parts = cluster.shards(len(z), chunk)
     if client is None:
-        placed = [transform_chunk(z[r.start : r.stop], embedding, n_iter) for r in parts]
+        placed = [transform_chunk(z, embedding, n_iter) for z in blocks]
     else:
+        shipped = [(z,) for z in blocks]
         # Dask would ship the TSNEEmbedding (an ndarray subclass) as a bare array: wrap it.
-        shared = client.scatter(Shipped(embedding), broadcast=True)
-        placed = cluster.gather(client, transform_chunk, [(z[r.start : r.stop],) for r in parts],
-                                desc="place", progress=False, sizes=[len(r) for r in parts],
-                                embedding=shared, n_iter=n_iter)
+        shared = client.scatter(Shipped(embedding), broadcast=True) if shipped else None
+        placed = cluster.gather(client, transform_chunk, shipped, desc="place", progress=False,
+                                sizes=[len(z) for z, in shipped], embedding=shared,
+                                n_iter=n_iter) if shipped else []
+    if not placed:
+        return np.zeros((0, 2), np.float32)
     return as_coords(np.concatenate(placed) + shift, "placed points")
 
 
@@ -173,13 +199,16 @@ def embed_with_reference(x: np.ndarray, *, space: str, rows: np.ndarray, seed: i
     x = np.asarray(x)
     if len(rows) < MIN_TSNE_POINTS:
         raise PipelineError(f"a reference of {len(rows)} points is too small for t-SNE")
-    z_ref, prepare_other = reference_inputs(x[rows], space, seed)
+    z_ref, others_of = reference_inputs(x[rows], space, seed)
     embedding = fit_tsne(z_ref, seed=seed, perplexity=perplexity, on_iteration=on_iteration,
                          start=None if start is None else np.asarray(start)[rows])
     coords = np.empty((len(x), 2), np.float32)
     coords[rows] = as_coords(embedding, f"{space.upper()} reference")
     others = np.setdiff1d(np.arange(len(x)), rows)
-    coords[others] = place(embedding, prepare_other(x[others]), client)
+    # Prepared a transform chunk at a time as they are placed: no copy of x[others], and no
+    # float64 copy of more than one chunk, so memory stays flat however many are placed.
+    coords[others] = place_blocks(embedding, others_of.blocks(x, others, TRANSFORM_CHUNK),
+                                  client)
     return coords if start is None else onto(coords, start)
 
 

@@ -115,3 +115,13 @@ def test_the_list_shows_the_highest_scores_first_and_the_lower_row_among_equal_o
     score = np.array([0.2, 0.9, 0.5, 0.9, 0.1, 0.5, 0.7], dtype=np.float32)
     assert highest(score, 4).tolist() == [1, 3, 6, 2]
     assert highest(score, 10).tolist() == [1, 3, 6, 2, 5, 0, 4]
+
+
+def test_the_score_taken_a_block_of_images_at_a_time_is_the_score_taken_at_once(monkeypatch):
+    # Blocks bound the memory of large runs; every image's score must stay bit for bit.
+    act, fea, prd = clustered(500, seed=5)
+    at_once = dis.disagreement(act, fea, prd, k=10)
+    monkeypatch.setattr(dis, "AGREEMENT_BLOCK", 37)  # blocks that do not divide the images
+    in_blocks = dis.disagreement(act, fea, prd, k=10)
+    for name, values in at_once.items():
+        assert np.array_equal(in_blocks[name], values), name

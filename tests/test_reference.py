@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.reference import place, rebuild
+from pipeline.reference import place, place_blocks, rebuild, reference_inputs
 
 
 def _clusters(n_per: int = 60, k: int = 5, dims: int = 6, seed: int = 0):
@@ -63,3 +63,29 @@ def test_placing_again_on_the_same_map_gives_the_same_coordinates():
     x, which = _clusters(seed=4)
     embedding, new = _rebuilt(x, _map_of(which, seed=4) + [50.0, 0.0], x[::6] + 0.1)
     assert np.array_equal(place(embedding, new), place(embedding, new))
+
+
+def test_rows_prepared_a_block_at_a_time_are_those_prepared_at_once():
+    # Large maps prepare the points they place a chunk at a time, so that memory stays flat;
+    # the points (and so the map) must be exactly those of preparing them all at once.
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(400, 64)).astype(np.float32)
+    labels = (rng.random((400, 17)) < 0.3).astype(np.uint8)
+    rows = np.sort(rng.choice(400, 250, replace=False))
+    for space, x in (("fea", features), ("act", labels), ("prd", labels * np.float32(0.9))):
+        others = reference_inputs(x[:150], space, seed=2)[1]
+        whole = others(x[rows])
+        blocks = list(others.blocks(x, rows, size=33))
+        assert [len(b) for b in blocks] == [33] * 7 + [19]
+        np.testing.assert_allclose(np.concatenate(blocks), whole, rtol=1e-12, atol=1e-12)
+        if space != "fea":  # no matrix product: the same bits
+            assert np.array_equal(np.concatenate(blocks), whole), space
+
+
+def test_points_placed_block_by_block_land_where_they_land_placed_at_once():
+    x, which = _clusters(seed=6)
+    embedding, new = _rebuilt(x, _map_of(which, seed=6), x[::4] + 0.1)
+    at_once = place(embedding, new, chunk=20)
+    in_blocks = place_blocks(embedding, (new[i : i + 20] for i in range(0, len(new), 20)))
+    assert np.array_equal(in_blocks, at_once)
+    assert place_blocks(embedding, iter([])).shape == (0, 2)

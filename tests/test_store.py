@@ -172,3 +172,11 @@ def test_runs_command_lists_runs_with_their_map(tmp_path, capsys):
     unscored = next(line for line in lines if line.startswith("unscored"))
     assert "0.734" in scored and "sim" in scored
     assert scored.split()[1] == str(N) and unscored.split()[2] == "-"
+
+
+def test_non_finite_values_are_counted_across_blocks_of_rows():
+    values = np.zeros((10, 3), np.float32)
+    values[[0, 4, 9], [0, 2, 1]] = [np.nan, np.inf, -np.inf]
+    assert store.nonfinite_count(values, rows=3) == 3
+    assert store.nonfinite_count(np.arange(6)) == 0
+    assert store.nonfinite_count(np.float64("nan")) == 1

@@ -43,6 +43,7 @@ from pipeline.store import Run, open_run
 DEFAULT_K = 10
 PAIRS = (("act", "fea"), ("act", "prd"), ("fea", "prd"))
 SLACK = 1e-6  # distances equal up to float rounding count as within the radius
+AGREEMENT_BLOCK = 8192  # images whose neighbours' distances are taken at once (≤ 16 MB in FEA)
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,17 @@ def spaces(act, fea, prd, k: int) -> tuple[dict[str, Space], dict[str, np.ndarra
 
 
 def agreement(x: str, y: str, made: dict[str, Space], found: dict[str, np.ndarray]) -> np.ndarray:
-    """Per image, the share of its nearest neighbours in x that lie within its k-NN radius in y."""
-    rows = np.arange(len(found[x]))
-    radius = made[y].distance(rows, found[y]).max(axis=1)
-    return (made[y].distance(rows, found[x]) <= radius[:, None] + SLACK).mean(axis=1)
+    """Per image, the share of its nearest neighbours in x that lie within its k-NN radius in y.
+    A block of images at a time: the neighbours' points of all at once (N × k × d) would be
+    200 MB at 100,000 images in FEA, and grow with every image."""
+    n = len(found[x])
+    shares = np.empty(n)
+    for first in range(0, n, AGREEMENT_BLOCK):
+        rows = np.arange(first, min(first + AGREEMENT_BLOCK, n))
+        radius = made[y].distance(rows, found[y][rows]).max(axis=1)
+        shares[rows] = (made[y].distance(rows, found[x][rows]) <= radius[:, None] + SLACK
+                        ).mean(axis=1)
+    return shares
 
 
 def disagreement(act, fea, prd, k: int = DEFAULT_K) -> dict[str, np.ndarray]:

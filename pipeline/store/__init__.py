@@ -30,6 +30,7 @@ from pipeline.store.files import (
     check_id,
     load_pixels,
     new_id,
+    nonfinite_count,
     pid_running,
     resolve_data_dir,
     scratch_dir,
@@ -41,6 +42,6 @@ __all__ = [
     "DATASETS", "DATA_DIR_ENV", "IMAGE_COLUMNS", "RUNS", "SPACES", "THUMB_SIZE",
     "TMP_PREFIX", "Dataset",
     "DatasetWriter", "Run", "atomic_dir", "check_array", "check_id", "get_run", "list_runs",
-    "load_pixels", "new_id", "open_dataset", "open_run", "pid_running", "resolve_data_dir",
-    "scan_runs", "scratch_dir", "sweep_stale", "write_run",
+    "load_pixels", "new_id", "nonfinite_count", "open_dataset", "open_run", "pid_running",
+    "resolve_data_dir", "scan_runs", "scratch_dir", "sweep_stale", "write_run",
 ]

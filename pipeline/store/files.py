@@ -155,14 +155,26 @@ def check_array(name: str, array, shape: tuple, *, binary: bool = False, unit: b
         raise PipelineError(f"{name} has shape {array.shape}, expected {want}")
     if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
         raise PipelineError(f"{name} is not numeric (dtype {array.dtype})")
-    if array.size and not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).sum())
+    bad = nonfinite_count(array)
+    if bad:
         raise PipelineError(f"{name} holds {bad} NaN or infinite values")
     if binary and array.size and not np.isin(array, (0, 1)).all():
         raise PipelineError(f"{name} must hold only 0 and 1")
     if unit and array.size and (array.min() < 0 or array.max() > 1):
         raise PipelineError(f"{name} must be probabilities in [0, 1]")
     return array
+
+
+def nonfinite_count(array: np.ndarray, rows: int = 65_536) -> int:
+    """How many values of `array` are NaN or infinite, counted a block of rows at a time: the
+    mask of a run's features at once would be 448 bytes an image."""
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.inexact):
+        return 0  # whole numbers and booleans are always finite
+    if array.ndim == 0:
+        return int(not np.isfinite(array))
+    return sum(int(array[i : i + rows].size - np.isfinite(array[i : i + rows]).sum())
+               for i in range(0, len(array), rows))
 
 
 def check_images(images: pd.DataFrame, n: int) -> pd.DataFrame:
