@@ -80,6 +80,7 @@ def error_kind(value) -> str:
 @hooks.callback(
     Output(ids.COOCCURRENCE_GROUP, "options"),
     Input(ids.STORE_GROUPS, "data"), Input(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,  # the page starts with no saved group: the layout's options
 )
 def list_cooccurrence_groups(groups, run_id):
     """All images, the current selection and the run's saved groups."""
@@ -94,6 +95,7 @@ def list_cooccurrence_groups(groups, run_id):
     Input(ids.STORE_SELECTION, "data"), Input(ids.STORE_GROUPS, "data"),
     Input(ids.RUN_PICKER, "value"), *LABELS, Input(ids.THRESHOLD_MODE, "value"),
     Input(ids.SELECTION_TABS, "active_tab"),
+    prevent_initial_call=True,  # its tab is hidden as the page starts; opening it draws it
 )
 def draw_cooccurrence(kind, group, threshold, f_attributes, f_match, f_on, f_disagreeing,
                       selection, groups, run_id, which=WITH_CORRECTIONS, _version=0,
@@ -167,6 +169,9 @@ WAITING = "Open this tab or colour the views by disagreement to see the scores."
     Input(ids.FILTER_DISAGREEING, "value"), Input(ids.RUN_PICKER, "value"),
     running=[(Output(ids.DISAGREEMENT_STATUS, "children"), COMPUTING, ""),
              (Output(ids.DISAGREEMENT_TAB_STATUS, "children"), COMPUTING, "")],
+    # Nothing asks for the scores as the page starts (its tab is hidden, the colour-by and
+    # the filter do not need them): no request, and no "Reading the scores" flashing by.
+    prevent_initial_call=True,
 )
 def list_disagreeing(tab, colour_by, filtered, run_id):
     """The TOP_N most disagreeing images, read when the analyst first asks for the score (this

@@ -34,6 +34,7 @@ AUDIT_TAB = "audit"  # the tab's id in panel F (components.selection)
     Output(ids.AUDIT_PREDICTIONS, "children"),
     Input(ids.RUN_PICKER, "value"), Input(ids.STORE_CORRECTIONS, "data"),
     Input(ids.SELECTION_TABS, "active_tab"),
+    prevent_initial_call=True,  # its tab is hidden as the page starts; opening it ranks
 )
 def show_audit(run_id, _version, tab=AUDIT_TAB):
     """The top suspicious labels of the run, counting the corrections already made, and which

@@ -21,8 +21,9 @@ HOVER_THUMB = 112  # pixels
     Output(ids.FLOWER_LEGEND, "figure"),
     Input(ids.POINT_MODE, "value"), Input(ids.FLOWER_ATTRIBUTES, "value"),
     Input(ids.RUN_PICKER, "value"),
+    Input(ids.STORE_VIEWS_DRAWN, "data"), prevent_initial_call=True,  # after the views
 )
-def draw_flower_key(mode, shown, run_id):
+def draw_flower_key(mode, shown, run_id, _views_drawn=True):
     run = chosen_run(run_id)
     return legend_figure(mode or "dots", run.attributes, run.colours, shown or [])
 

@@ -31,6 +31,7 @@ from components.figures import (
     GROUPS,
     POINTS,
     SELECTED,
+    VIEW_MARGIN,
     corrected_trace,
     groups_trace,
     selected_trace,
@@ -161,19 +162,21 @@ def _redrawn_spaces() -> set[str]:
     State(ids.RUN_PICKER, "value"), State(ids.POINT_MODE, "value"),
     State(ids.COLOUR_BY, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
     State(ids.DISTANCE, "value"), State(ids.FLOWER_CAP, "value"),
-    State(ids.FLOWER_ATTRIBUTES, "value"),
+    State(ids.FLOWER_ATTRIBUTES, "value"), State(ids.VIEW_HEADERS["fea"], "children"),
     prevent_initial_call=True,
 )
 def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_match, f_on,
                     disagreeing, which, _version, groups, vp_act, vp_fea, vp_prd, size_act,
                     size_fea, size_prd, run_id, mode, colour_by, colour_attribute, metric,
-                    cap=None, shown=None):
+                    cap=None, shown=None, drawn=True):
     """A large run's views drawn again for what changed: the selection lit up in all three,
     the filter's fading, the threshold's outcome colours, the labels used, saved groups, and
     a view's zoom box or pixel size (that view only); in a flower mode with its flowers drawn
-    into the picture, so the browser redraws each view once and parses no petal."""
+    into the picture, so the browser redraws each view once and parses no petal. Before the
+    views' first draw (no header yet: the page measuring them as it starts) there is nothing
+    to redraw; the first draw brings everything."""
     run = try_run(run_id)
-    if run is None or not is_raster(len(run)):
+    if not drawn or run is None or not is_raster(len(run)):
         return [no_update] * len(SPACES)
     from callbacks.views import match_mask, per_view, pictured_flowers, view_colours
 
@@ -216,18 +219,23 @@ def picture_patch(view: dict):
 
 
 for _space in SPACES:
-    # The plot area's size in CSS pixels and the screen's device pixels per CSS pixel, read in
-    # the browser after each relayout (a resize too); written only when they changed, so a
-    # zoom does not redraw the picture twice. A HiDPI screen gets a picture as sharp as it is.
+    # The plot area's size in CSS pixels and the screen's device pixels per CSS pixel: the
+    # view's box (dcc.Graph's div, which the page's CSS sizes before plotly draws into it) less
+    # the figure's margins, which is the area plotly lays out. Measured as the page starts, so
+    # that the first draw's pictures are drawn once, at their size, and again at each new
+    # relayout event (Dash passes on an event only when it differs from the last one: a second
+    # plain resize goes unseen); written only when it changed, so a zoom does not redraw the
+    # picture twice. A HiDPI screen gets a picture as sharp as it is. The server clamps it.
     hooks.clientside_callback(
         f"""function(_relayout, previous) {{
-            const gd = document.querySelector('#{ids.VIEWS[_space]} .js-plotly-plot');
-            if (!gd || !gd._fullLayout || !gd._fullLayout._size) {{
+            const graph = document.getElementById('{ids.VIEWS[_space]}');
+            const box = graph && graph.getBoundingClientRect();
+            if (!box || box.width <= 2 * {VIEW_MARGIN} || box.height <= 2 * {VIEW_MARGIN}) {{
                 return window.dash_clientside.no_update;
             }}
             const ratio = Math.round(100 * (window.devicePixelRatio || 1)) / 100;
-            const size = [Math.round(gd._fullLayout._size.w), Math.round(gd._fullLayout._size.h),
-                          ratio];
+            const size = [Math.round(box.width) - 2 * {VIEW_MARGIN},
+                          Math.round(box.height) - 2 * {VIEW_MARGIN}, ratio];
             if (previous && size.every((v, i) => previous[i] === v)) {{
                 return window.dash_clientside.no_update;
             }}
@@ -236,7 +244,6 @@ for _space in SPACES:
         Output(ids.STORE_VIEW_SIZES[_space], "data"),
         Input(ids.VIEWS[_space], "relayoutData"),
         State(ids.STORE_VIEW_SIZES[_space], "data"),
-        prevent_initial_call=True,
     )
 
 

@@ -36,12 +36,14 @@ from pipeline.store import resolve_data_dir
 
 log = logging.getLogger("xrae.robustness")
 JOBS = "start or cancel a robustness probe"
+ROBUSTNESS_TAB = "robustness"  # its tab id in panel F (components.selection)
 SEED = 0  # the dashboard's sample and perturbations; the command line takes --seed
 
 
 @hooks.callback(
     Output(ids.ROBUSTNESS_SCOPE, "options"),
     Input(ids.STORE_GROUPS, "data"), Input(ids.RUN_PICKER, "value"),
+    prevent_initial_call=True,  # the page starts with no saved group: the layout's options
 )
 def list_robustness_scopes(groups, run_id):
     """A random sample, the current selection and the run's saved groups."""
@@ -160,11 +162,14 @@ def cancel_probe(n_clicks, request):
 @hooks.callback(
     Output(ids.ROBUSTNESS_GRAPH, "figure"), Output(ids.ROBUSTNESS_NOTE, "children"),
     Input(ids.STORE_ROBUSTNESS, "data"), Input(ids.ROBUSTNESS_METRIC, "value"),
-    Input(ids.RUN_PICKER, "value"),
+    Input(ids.RUN_PICKER, "value"), Input(ids.SELECTION_TABS, "active_tab"),
+    prevent_initial_call=True,  # its tab is hidden as the page starts; opening it draws it
 )
-def draw_robustness(result, metric, run_id):
+def draw_robustness(result, metric, run_id, tab=ROBUSTNESS_TAB):
     """The last probe of this run, as AP or agreement against level; a run without a model
-    says so."""
+    says so. Drawn while its tab is open (a hidden tab is brought up to date when it opens)."""
+    if tab != ROBUSTNESS_TAB:
+        return no_update, no_update
     run = try_run(run_id)
     if run is None:
         return empty_figure("No run chosen."), ""

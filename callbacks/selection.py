@@ -119,9 +119,12 @@ def group_frame(run, rows, threshold, which: str = WITH_CORRECTIONS) -> pd.DataF
     Output(ids.SELECTION_TITLE, "children"), Output(ids.SELECTION_SUMMARY, "children"),
     Input(ids.STORE_SELECTION, "data"), Input(ids.THRESHOLD, "value"),
     Input(ids.RUN_PICKER, "value"), *LABELS, Input(ids.THRESHOLD_MODE, "value"),
+    # As the page starts, made once the views' first draw has come (callbacks.views): its F1
+    # chart is a plotly graph, which plotly would otherwise draw before the views.
+    Input(ids.STORE_VIEWS_DRAWN, "data"), prevent_initial_call=True,
 )
 def summarise_selection(selection, threshold, run_id, which=WITH_CORRECTIONS, _version=0,
-                        threshold_choice=ONE_FOR_ALL):
+                        threshold_choice=ONE_FOR_ALL, _views_drawn=True):
     """The selection's counts and scores; all images (the model overall) when none is chosen.
     The note says which labels the counts are scored on, and at which thresholds."""
     run = chosen_run(run_id)
@@ -174,6 +177,7 @@ def edit_groups(_save, delete_clicks, name, selection, groups, run_id):
     Input(ids.STORE_GROUPS, "data"), Input(ids.THRESHOLD, "value"),
     Input(ids.RUN_PICKER, "value"), *LABELS, Input(ids.THRESHOLD_MODE, "value"),
     Input(ids.SELECTION_TABS, "active_tab"),
+    prevent_initial_call=True,  # hidden as the page starts, which has no saved group yet
 )
 def list_groups(groups, threshold, run_id, which=WITH_CORRECTIONS, _version=0,
                 threshold_choice=ONE_FOR_ALL, tab=GROUPS_TAB):
@@ -212,6 +216,7 @@ def _pick(choice, selection, mine):
     Input(ids.STORE_GROUPS, "data"), Input(ids.STORE_SELECTION, "data"),
     Input(ids.THRESHOLD, "value"), Input(ids.RUN_PICKER, "value"), *LABELS,
     Input(ids.THRESHOLD_MODE, "value"), Input(ids.SELECTION_TABS, "active_tab"),
+    prevent_initial_call=True,  # its tab is hidden as the page starts; opening it compares
 )
 def compare_groups(choice_a, choice_b, groups, selection, threshold, run_id,
                    which=WITH_CORRECTIONS, _version=0, threshold_choice=ONE_FOR_ALL,

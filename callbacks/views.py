@@ -23,6 +23,7 @@ from callbacks.common import (
     selected_rows,
     selection_rows,
     thresholds_sent,
+    triggered_ids,
     try_run,
 )
 from callbacks.raster import colour_codes, focus_mask, picture_view
@@ -263,11 +264,21 @@ def attribute_index(run, index) -> int:
     State(ids.STORE_SELECTION, "data"), State(ids.STORE_GROUPS, "data"),
     [State(ids.STORE_VIEWPORTS[s], "data") for s in SPACES], State(ids.LABELS_USED, "value"),
     State(ids.FILTER_DISAGREEING, "value"), State(ids.THRESHOLD_MODE, "value"),
-    [State(ids.STORE_VIEW_SIZES[s], "data") for s in SPACES],
+    # Inputs, so that the first draw waits for the page's measure of the views (at once, in
+    # the browser) and draws each picture once, at its size; a later resize redraws only the
+    # pictures (callbacks.raster.redraw_pictures).
+    [Input(ids.STORE_VIEW_SIZES[s], "data") for s in SPACES],
+    State(ids.VIEW_HEADERS["fea"], "children"),
 )
 def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
                f_attributes, f_match, f_on, selection, groups, vp_act, vp_fea, vp_prd,
-               which=WITH_CORRECTIONS, disagreeing=None, threshold_choice=ONE_FOR_ALL, *sizes):
+               which=WITH_CORRECTIONS, disagreeing=None, threshold_choice=ONE_FOR_ALL,
+               size_act=None, size_fea=None, size_prd=None, drawn=None):
+    """The three views drawn in full, with their headers and the filter's count; a resize of
+    views already drawn is left to callbacks.raster.redraw_pictures."""
+    fired = triggered_ids()
+    if drawn and fired and fired <= set(ids.STORE_VIEW_SIZES.values()):
+        return (no_update,) * (2 * len(SPACES) + 1)
     run = chosen_run(run_id)
     threshold = thresholds_sent(run, threshold_choice, threshold)
     viewports = (vp_act, vp_fea, vp_prd)
@@ -278,9 +289,21 @@ def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, th
     figures, headers = build_views(
         run, mode or "dots", shown, colour_by, colour_attribute, metric, cap, threshold,
         filters, selection, groups, dict(zip(SPACES, viewports, strict=True)), which,
-        dict(zip(SPACES, sizes, strict=False)))
+        dict(zip(SPACES, (size_act, size_fea, size_prd), strict=True)))
     mask = match_mask(run, labels_used(run, which), threshold, *filters)
     return (*figures, *headers, count_text(mask))
+
+
+# The views come first as the page starts. Once plotly.js has loaded, it draws the page's
+# graphs one after another, those whose figure came first first: the flower key and panel F's
+# summary (each a plotly graph) are asked for once the views' first draw has come, not with it.
+hooks.clientside_callback(
+    """function(header, drawn) {
+        return header && !drawn ? true : window.dash_clientside.no_update;
+    }""",
+    Output(ids.STORE_VIEWS_DRAWN, "data"),
+    Input(ids.VIEW_HEADERS["fea"], "children"), State(ids.STORE_VIEWS_DRAWN, "data"),
+)
 
 
 # ---------------------------------------------------------------- patches

@@ -36,8 +36,9 @@ def audit_panel(locked: str | None = None) -> html.Div:
                      html.Div(id=ids.AUDIT_TABLE, className="table-scroll",
                               style={"maxHeight": "260px"}),
                      retrain_box(locked),
-                     dcc.Store(id=ids.STORE_RETRAIN, data=None),
-                     dcc.Store(id=ids.STORE_RETRAIN_REQUEST, data=None)])
+                     # no data, not None: see components.stores
+                     dcc.Store(id=ids.STORE_RETRAIN),
+                     dcc.Store(id=ids.STORE_RETRAIN_REQUEST)])
 
 
 def retrain_box(locked: str | None = None) -> html.Div:

@@ -31,6 +31,7 @@ from pipeline.imaging import (
 POINTS, GROUPS, SELECTED, CORRECTED = 0, 1, 2, 3  # trace positions in a view
 FIRST_FLOWER = 0  # the first petal shape's position in a view's layout.shapes
 KEY_HALF_WIDTH = 3.3  # the flower key's x range: ±this, petals 1 long
+VIEW_MARGIN = 2  # CSS pixels round a view's plot area (the page measures the area with it)
 PETAL_STEPS = 11  # outline vertices per petal
 FN_LENGTH = 0.5  # joint mode: a missed label (FN) draws a short, hatched petal
 HATCH_LINES = 3  # strokes across a hatched (FN) petal
@@ -302,7 +303,7 @@ def _view_layout(points, groups, selected, corrected, flowers, uirevision, axis)
         "data": [points, groups, selected, corrected],
         "layout": {
             "shapes": flowers,
-            "margin": {"l": 2, "r": 2, "t": 2, "b": 2}, "dragmode": "select",
+            "margin": dict.fromkeys("lrtb", VIEW_MARGIN), "dragmode": "select",
             "hovermode": "closest", "showlegend": False, "uirevision": uirevision,
             "plot_bgcolor": "white", "paper_bgcolor": "white", "selectionrevision": 0,
             "xaxis": axis, "yaxis": axis,

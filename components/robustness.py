@@ -56,8 +56,8 @@ def robustness_tab() -> html.Div:
         dcc.Graph(id=ids.ROBUSTNESS_GRAPH, config={"displayModeBar": False},
                   figure={"data": [], "layout": {}}),
         html.Div(id=ids.ROBUSTNESS_NOTE, className="summary-note"),
-        dcc.Store(id=ids.STORE_ROBUSTNESS_REQUEST, data=None),
-        dcc.Store(id=ids.STORE_ROBUSTNESS, data=None),
+        dcc.Store(id=ids.STORE_ROBUSTNESS_REQUEST),  # no data, not None: components.stores
+        dcc.Store(id=ids.STORE_ROBUSTNESS),
     ], id=ids.ROBUSTNESS_PANEL)
 
 

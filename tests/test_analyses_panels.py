@@ -141,6 +141,17 @@ def test_the_group_choices_are_the_runs_saved_groups(run):
 # ---------------------------------------------------------------- in a real browser
 
 
+def clicked(dash_duo, selector: str) -> bool:
+    """Click the first element matching selector; False when the page replaced it meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        dash_duo.find_elements(selector)[0].click()
+    except (StaleElementReferenceException, IndexError):
+        return False
+    return True
+
+
 def open_tab(dash_duo, label: str) -> None:
     link = next(a for a in dash_duo.find_elements("#tabs-selection .nav-link") if a.text == label)
     link.click()
@@ -361,7 +372,9 @@ def test_colour_by_disagreement_draws_and_the_tab_lists_the_most_disagreeing(das
             dash_duo, v, "Array.from(gd._fullData[0].marker.color)"), score, atol=1e-6), 40)
     open_tab(dash_duo, "Disagreement")
     until(lambda: len(dash_duo.find_elements("#disagreement-list .thumb")) == 10, 40)
-    dash_duo.find_elements("#disagreement-list .thumb")[0].click()
+    # Opening the tab lists the images again (the colour-by listed them already): a thumbnail
+    # found before that list arrives is gone by the click; find it again.
+    until(lambda: clicked(dash_duo, "#disagreement-list .thumb"), 40)
     top = int(np.argsort(-score, kind="stable")[0])
     dash_duo.wait_for_contains_text("#text-detail-title", f"#{top} ")
     dash_duo.driver.save_screenshot(str(tmp_path / "analyses-disagreement.png"))

@@ -314,7 +314,8 @@ def test_the_server_answers_a_crafted_threshold_with_a_message_or_no_change(runs
         client, [(ids.SELECTION_TITLE, "children"), (ids.SELECTION_SUMMARY, "children")],
         [value(ids.STORE_SELECTION, "data", []), value(ids.THRESHOLD, "value", number),
          value(ids.RUN_PICKER, "value", tuned.id), value(ids.LABELS_USED, "value", "with"),
-         value(ids.STORE_CORRECTIONS, "data", 0), value(ids.THRESHOLD_MODE, "value", mode)])
+         value(ids.STORE_CORRECTIONS, "data", 0), value(ids.THRESHOLD_MODE, "value", mode),
+         value(ids.STORE_VIEWS_DRAWN, "data", True)])
     assert scores.status_code == 204  # no change: the numbers on screen stay as they were
 
 
