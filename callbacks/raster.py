@@ -219,27 +219,17 @@ def picture_patch(view: dict):
 
 
 for _space in SPACES:
-    # The plot area's size in CSS pixels and the screen's device pixels per CSS pixel: the
-    # view's box (dcc.Graph's div, which the page's CSS sizes before plotly draws into it) less
-    # the figure's margins, which is the area plotly lays out. Measured as the page starts, so
-    # that the first draw's pictures are drawn once, at their size, and again at each new
-    # relayout event (Dash passes on an event only when it differs from the last one: a second
-    # plain resize goes unseen); written only when it changed, so a zoom does not redraw the
-    # picture twice. A HiDPI screen gets a picture as sharp as it is. The server clamps it.
+    # The plot area's size (assets/xrae.js: measure), taken as the page starts, so that the
+    # first draw's pictures are drawn once, at their size, and again after each relayout;
+    # written only when it changed, so a zoom does not redraw the picture twice. A window
+    # resize, which Dash passes on only once, is caught by the page's own resize listener
+    # there. The server clamps the size.
     hooks.clientside_callback(
         f"""function(_relayout, previous) {{
-            const graph = document.getElementById('{ids.VIEWS[_space]}');
-            const box = graph && graph.getBoundingClientRect();
-            if (!box || box.width <= 2 * {VIEW_MARGIN} || box.height <= 2 * {VIEW_MARGIN}) {{
-                return window.dash_clientside.no_update;
-            }}
-            const ratio = Math.round(100 * (window.devicePixelRatio || 1)) / 100;
-            const size = [Math.round(box.width) - 2 * {VIEW_MARGIN},
-                          Math.round(box.height) - 2 * {VIEW_MARGIN}, ratio];
-            if (previous && size.every((v, i) => previous[i] === v)) {{
-                return window.dash_clientside.no_update;
-            }}
-            return size;
+            const size = window.xrae.measure('{ids.VIEWS[_space]}',
+                                             '{ids.STORE_VIEW_SIZES[_space]}', {VIEW_MARGIN},
+                                             previous);
+            return size || window.dash_clientside.no_update;
         }}""",
         Output(ids.STORE_VIEW_SIZES[_space], "data"),
         Input(ids.VIEWS[_space], "relayoutData"),

@@ -11,7 +11,7 @@ from app import create_app
 from components.raster import warm_up
 from tests.conftest import WAIT_S, N, free_port, patient, write_synthetic_run
 from tests.test_analyses_panels import open_tab
-from tests.test_raster_browser import picture_of, plot_size, png_pixels
+from tests.test_raster_browser import picture_of, picture_size, plot_size, png_pixels
 
 pytestmark = pytest.mark.browser
 VIEWS = ("view-act", "view-fea", "view-prd")
@@ -91,6 +91,29 @@ def test_a_large_runs_views_are_drawn_once_at_the_size_they_are_shown(recorded):
         height, width = png_pixels(pictures[view][0]).shape[:2]
         assert [width, height] == plot_size(dash_duo, view)
         assert picture_of(dash_duo, view) == pictures[view][0]
+    assert dash_duo.get_logs() == []
+
+
+def test_a_window_resize_redraws_the_pictures_at_the_new_size_every_time(recorded):
+    dash_duo, _ = recorded
+    settle(dash_duo)
+    driver = dash_duo.driver
+    wide = driver.get_window_size()
+    first = {view: picture_size(dash_duo, view) for view in VIEWS}
+
+    def drawn_at_size(view: str, unlike: list[int] | None = None) -> bool:
+        shown = picture_size(dash_duo, view)
+        return shown == plot_size(dash_duo, view) and shown != unlike
+
+    # Narrower, then back: the second resize reports to Dash what the first did
+    # ({autosize: true}), which Dash does not pass on again; the pictures follow both.
+    driver.set_window_size(wide["width"] - 400, wide["height"])
+    for view in VIEWS:
+        until(lambda v=view: drawn_at_size(v, unlike=first[v]), timeout=WAIT_S)
+    driver.set_window_size(wide["width"], wide["height"])
+    for view in VIEWS:
+        until(lambda v=view: drawn_at_size(v) and picture_size(dash_duo, v) == first[v],
+              timeout=WAIT_S)
     assert dash_duo.get_logs() == []
 
 
