@@ -108,13 +108,15 @@ REQUESTS = """return performance.getEntriesByType('resource')
     .map(e => e.duration / 1000);"""
 
 
-def timed(driver, action, done, in_page: dict | None = None) -> float:
+def timed(driver, action, done, in_page: dict | None = None,
+          requests_since: float | None = None) -> float:
     """Seconds from the action to `done(before, now)` holding for the views, then painted, as
     WebDriver's polling sees it. With `in_page` (a spec made by in_page, judged by WATCH), the
     page's own clock times the same gesture too, into IN_PAGE. Also notes the callbacks'
-    requests it waited on (how many, the longest) and the CPU seconds the browser and the server
-    spent meanwhile: on a shared machine the wall time grows with everyone's load, the CPU
-    seconds much less."""
+    requests it waited on (how many, the longest: those from the action on, or from
+    `requests_since` on the page's clock, e.g. 0 for a page the action loads) and the CPU
+    seconds the browser and the server spent meanwhile: on a shared machine the wall time grows
+    with everyone's load, the CPU seconds much less."""
     before = states(driver)
     mark = driver.execute_script(
         "performance.setResourceTimingBufferSize(100000); return performance.now()")
@@ -127,7 +129,7 @@ def timed(driver, action, done, in_page: dict | None = None) -> float:
     driver.execute_async_script(PAINTED)
     took = time.perf_counter() - start
     browser_cpu, server_cpu = (b - a for a, b in zip(cpu, cpu_seconds(), strict=True))
-    requests = driver.execute_script(REQUESTS, mark)
+    requests = driver.execute_script(REQUESTS, mark if requests_since is None else requests_since)
     REQUEST_NOTES.append(f"{len(requests)} requests, longest {max(requests, default=0):.2f} s; "
                          f"CPU browser {browser_cpu:.1f} s, server {server_cpu:.1f} s")
     if in_page is not None:
@@ -200,11 +202,9 @@ def first_draw(driver, port: int, n: int) -> float:
                                     {"source": FIRST_DRAW % (n, list(VIEWS))})
     try:
         took = timed(driver, lambda: driver.get(f"http://127.0.0.1:{port}"),
-                     with_text("header-fea", lambda t: "images" in t, drawn(n)))
+                     with_text("header-fea", lambda t: "images" in t, drawn(n)),
+                     requests_since=0)  # the loaded page's, from its navigation on
         IN_PAGE.append(wait(lambda: driver.execute_script(WATCHED)))
-        requests = driver.execute_script(REQUESTS, 0)  # timed() counted the blank page's
-        REQUEST_NOTES[-1] = (f"{len(requests)} requests, longest {max(requests, default=0):.2f}"
-                             f" s; {REQUEST_NOTES[-1].split('; ', 1)[1]}")
     finally:
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
                                {"identifier": script["identifier"]})
