@@ -78,7 +78,7 @@ def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=6
         for rows in _batches(len(ds), per_batch):
             if should_stop and should_stop():
                 raise Stopped("inference stopped; no run was written")
-            x, profile = model_input([ds.load_image(i) for i in rows], info, multiscale)
+            x, profile = model_input(ds.load_images(rows), info, multiscale)
             f = model.features(*as_batch(x, profile, dev))
             p = torch.sigmoid(model.fc(f).float())
             fea[rows.start : rows.stop] = f.float().reshape(len(rows), n_views, -1).mean(1).cpu()

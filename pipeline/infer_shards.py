@@ -30,12 +30,15 @@ class RowView:
     def load_image(self, i: int) -> np.ndarray:
         return self.ds.load_image(self.rows[i])
 
+    def load_images(self, rows) -> list[np.ndarray]:
+        return self.ds.load_images([self.rows[i] for i in rows])
+
     def __len__(self) -> int:
         return len(self.rows)
 
 
 def dataset_rows(ds: store.Dataset, rows: range) -> RowView:
-    """The one place a shard reads images from the store (a batch read can replace it here)."""
+    """The one place a shard reads images from the store."""
     return RowView(ds, rows)
 
 

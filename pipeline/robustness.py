@@ -196,6 +196,9 @@ class _Variants:
         rng = image_rng(self.seed, kind, level, self.rows[i])
         return perturb(self.images[i], kind, level, rng, self.angle)
 
+    def load_images(self, indices) -> list[np.ndarray]:
+        return [self.load_image(i) for i in indices]
+
 
 def variants() -> list[tuple[str, int]]:
     """The clean image once, then every perturbation at every level above 0."""
@@ -243,7 +246,7 @@ def predictions(run, model, info, rows, *, seed, device, angle=None, on_progress
         if should_stop and should_stop():
             raise Stopped("the robustness probe was stopped")
         chunk = rows[start : start + CHUNK]
-        images = [run.load_image(int(r)) for r in chunk]
+        images = run.load_images(chunk)
         ds = _Variants(images, chunk, chosen, seed, run.attributes, angle)
         prd, _ = predict(model, info, ds, device=device, multiscale=multiscale, progress=False,
                          should_stop=should_stop)

@@ -73,6 +73,11 @@ def test_many_images_share_shard_files_and_read_back_in_any_order(tmp_path):
     rows = [n - 1, 3, SHARD]
     assert np.array_equal(dataset.load_thumbnails(rows),
                           np.stack([display_levels(images[i], store.THUMB_SIZE) for i in rows]))
+    # Read as a batch (as inference reads them): across shards, out of order, one twice.
+    rows = [SHARD + 5, 0, n - 1, 0, 7]
+    batch = dataset.load_images(rows)
+    assert [b.dtype for b in batch] == [np.float32] * len(rows)
+    assert all(np.array_equal(b, images[i]) for b, i in zip(batch, rows, strict=True))
 
 
 def test_model_inputs_are_made_from_the_full_images_not_stored(tmp_path):
@@ -156,6 +161,9 @@ def test_ingested_images_are_read_in_place_and_no_full_pixels_are_copied(tmp_pat
     assert not (dataset.path / STORE / "full").exists()
     stored = sum(p.stat().st_size for p in stored_files(dataset.path))
     assert stored < sum(a.size for a in pixels.values()) * 4 // 2  # far below their float32s
+    rows = [by_id[rel] for rel in reversed(pixels)]  # a batch reads them in place alike
+    assert all(np.array_equal(image, pixels[rel].astype(np.float32))
+               for image, rel in zip(dataset.load_images(rows), reversed(pixels), strict=True))
     tif = tmp_path / "beamline" / "run1" / "scan_1.tif"
     tifffile.imwrite(tif, np.full((120, 100), 7, np.uint16))  # the file is the image
     assert np.all(dataset.load_image(by_id["run1/scan_1.tif"]) == 7)
@@ -168,6 +176,8 @@ def test_a_vanished_referenced_file_is_an_error_naming_it(tmp_path):
     gone.unlink()
     with pytest.raises(PipelineError, match=f"image file {gone} is missing"):
         dataset.load_image(row)
+    with pytest.raises(PipelineError, match=f"image file {gone} is missing"):
+        dataset.load_images([0, row])
     thumb = dataset.load_thumbnails([row])[0]  # the stored thumbnail still shows it
     assert thumb.shape == (store.THUMB_SIZE,) * 2 and thumb.std() > 0
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import store
+from pipeline import cluster, store
 from pipeline.cli import main
 from pipeline.infer import infer, make_run
 from pipeline.infer_shards import infer_on_cluster
@@ -53,10 +53,13 @@ def test_sharded_inference_equals_the_single_process_path(trained, client):
     np.testing.assert_allclose(fea, expected_fea, rtol=1e-4, atol=1e-4)
 
 
-def test_a_worker_killed_mid_shard_still_gives_a_complete_run(trained, client):
+def test_a_worker_killed_mid_shard_still_gives_a_complete_run(trained, client, monkeypatch):
     root, ds, checkpoint = trained
     expected_prd, _ = infer(checkpoint, ds, device="cpu", progress=False)
     pids, killed = client.run(os.getpid), []
+    # Shards of 8 images, 15 of them: when the first comes back both workers still hold one.
+    # (With the default two shards the other could finish first, on a loaded machine.)
+    monkeypatch.setattr(cluster, "shard_size", lambda n, workers: 8)
 
     def kill_a_busy_worker(stage, fraction):
         if stage != "infer" or killed:

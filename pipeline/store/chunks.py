@@ -191,12 +191,21 @@ def read_rows(path: Path, name: str, rows) -> np.ndarray:
         raise PipelineError(f"image store {path}: {name} cannot be read ({err})") from None
 
 
-def read_located(locator: str, data_dir: Path) -> np.ndarray | None:
-    """The full-size image a `store#array:row` locator names (relative to the data directory or
-    absolute), as float32; None when `locator` is not one."""
+def located(locator: str, data_dir: Path) -> tuple[Path, str, int] | None:
+    """(store, array, row) a `store#array:row` locator names, the store made absolute against
+    the data directory; None when `locator` is not one."""
     match = LOCATOR.fullmatch(locator)
     if match is None:
         return None
     store = Path(match["store"])
-    store = store if store.is_absolute() else data_dir / store
-    return read_rows(store, match["array"], [int(match["slot"])])[0].astype(np.float32)
+    return store if store.is_absolute() else data_dir / store, match["array"], int(match["slot"])
+
+
+def read_located(locator: str, data_dir: Path) -> np.ndarray | None:
+    """The full-size image a `store#array:row` locator names (relative to the data directory or
+    absolute), as float32; None when `locator` is not one."""
+    where = located(locator, data_dir)
+    if where is None:
+        return None
+    store, array, row = where
+    return read_rows(store, array, [row])[0].astype(np.float32)

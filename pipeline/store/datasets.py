@@ -44,7 +44,7 @@ from pipeline.store.files import (
     write_attributes,
     write_json,
 )
-from pipeline.store.located import load_row_image, reference_target
+from pipeline.store.located import load_row_image, load_row_images, reference_target
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,12 @@ class Dataset:
     def load_image(self, index: int) -> np.ndarray:
         """The full-size float32 image of row `index` (from its file or the chunk store)."""
         return load_row_image(self.images.iloc[int(index)], self.data_dir)
+
+    def load_images(self, rows) -> list[np.ndarray]:
+        """load_image of each of `rows` (a range or indices), those in the chunk store read in
+        one batch per store array."""
+        table = self.images.iloc[np.asarray(rows, dtype=np.int64).reshape(-1)]
+        return load_row_images(table.to_dict("records"), self.data_dir)
 
     def load_inputs(self, rows, size: int | None = None) -> np.ndarray:
         """Model inputs of `rows` (a range or indices) as float32 len(rows) × size × size: each

@@ -13,13 +13,13 @@ A row of an images table names its image in `path`, read as:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.store.chunks import read_located
+from pipeline.store.chunks import located, read_located, read_rows
 from pipeline.store.files import load_pixels
 
 
@@ -42,6 +42,24 @@ def load_row_image(row: Mapping, data_dir: Path) -> np.ndarray:
         return located
     file = Path(path)
     return load_pixels(file if file.is_absolute() else data_dir / file)
+
+
+def load_row_images(rows: Sequence[Mapping], data_dir: Path) -> list[np.ndarray]:
+    """load_row_image of each row, those in the chunk store read with one read per store array
+    (one by one, reading took 2–4× as long an image: a call's own cost, not the decoding)."""
+    out: list[np.ndarray | None] = [None] * len(rows)
+    batches: dict[tuple[Path, str], list[tuple[int, int]]] = {}
+    for k, row in enumerate(rows):
+        where = None if _text(row, "root") else located(_text(row, "path"), data_dir)
+        if where is None:
+            out[k] = load_row_image(row, data_dir)
+        else:
+            batches.setdefault(where[:2], []).append((k, where[2]))
+    for (store, array), slots in batches.items():
+        images = read_rows(store, array, [slot for _, slot in slots])
+        for (k, _), image in zip(slots, images, strict=True):
+            out[k] = image.astype(np.float32)
+    return out
 
 
 def reference_target(root: str | Path, path: str) -> Path:

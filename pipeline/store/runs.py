@@ -32,7 +32,7 @@ from pipeline.store.files import (
     write_attributes,
     write_json,
 )
-from pipeline.store.located import load_row_image, reference_target
+from pipeline.store.located import load_row_image, load_row_images, reference_target
 
 
 def write_run(
@@ -216,6 +216,13 @@ class Run:
         """Row `index`'s full-size image, read as its dataset reads it (pipeline.store.located)."""
         self.image_path(index)  # a row without an image says so
         return load_row_image(self.images.iloc[int(index)], self.data_dir)
+
+    def load_images(self, rows) -> list[np.ndarray]:
+        """load_image of each of `rows`, those in the chunk store read in one batch per array."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        for index in rows:
+            self.image_path(index)  # a row without an image says so
+        return load_row_images(self.images.iloc[rows].to_dict("records"), self.data_dir)
 
     def __len__(self) -> int:
         return int(self.meta["n_images"])
