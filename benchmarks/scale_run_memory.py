@@ -35,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MB = 2**20
 # (module, function, part): each function is charged to its part while it runs; a part
-# called inside another is charged apart. The whole-array preparer that reference_inputs
-# returned before blocks were prepared as they are placed is wrapped too.
+# called inside another is charged apart.
 PARTS = [
     ("pipeline.reference", "embed_maps", "maps: other"),
     ("pipeline.reference", "choose_reference", "maps: choose reference"),
@@ -91,9 +90,6 @@ class Parts:
                 out = fn(*args, **kwargs)
             finally:
                 self.switch(before)
-            if getattr(fn, "__name__", "") == "reference_inputs" and callable(out[1]) \
-                    and not hasattr(out[1], "blocks"):  # a whole-array preparer: its own part
-                return out[0], self.wrap(out[1], "maps: placing's PCA/jitter")
             return out
         return charged
 

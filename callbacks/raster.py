@@ -162,7 +162,7 @@ def _redrawn_spaces() -> set[str]:
     State(ids.RUN_PICKER, "value"), State(ids.POINT_MODE, "value"),
     State(ids.COLOUR_BY, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
     State(ids.DISTANCE, "value"), State(ids.FLOWER_CAP, "value"),
-    State(ids.FLOWER_ATTRIBUTES, "value"), State(ids.VIEW_HEADERS["fea"], "children"),
+    State(ids.FLOWER_ATTRIBUTES, "value"), State(ids.STORE_VIEWS_DRAWN, "data"),
     prevent_initial_call=True,
 )
 def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_match, f_on,
@@ -173,8 +173,8 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     the filter's fading, the threshold's outcome colours, the labels used, saved groups, and
     a view's zoom box or pixel size (that view only); in a flower mode with its flowers drawn
     into the picture, so the browser redraws each view once and parses no petal. Before the
-    views' first draw (no header yet: the page measuring them as it starts) there is nothing
-    to redraw; the first draw brings everything."""
+    views' first draw (the page measuring them as it starts) there is nothing to redraw; the
+    first draw brings everything."""
     run = try_run(run_id)
     if not drawn or run is None or not is_raster(len(run)):
         return [no_update] * len(SPACES)

@@ -268,7 +268,7 @@ def attribute_index(run, index) -> int:
     # the browser) and draws each picture once, at its size; a later resize redraws only the
     # pictures (callbacks.raster.redraw_pictures).
     [Input(ids.STORE_VIEW_SIZES[s], "data") for s in SPACES],
-    State(ids.VIEW_HEADERS["fea"], "children"),
+    State(ids.STORE_VIEWS_DRAWN, "data"),
 )
 def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, threshold,
                f_attributes, f_match, f_on, selection, groups, vp_act, vp_fea, vp_prd,
