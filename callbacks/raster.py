@@ -21,7 +21,6 @@ from callbacks.common import (
     labels_used,
     selection_rows,
     thresholds_sent,
-    triggered_ids,
     try_run,
 )
 from components import ids
@@ -139,16 +138,6 @@ def colour_codes(colour_by) -> int | None:
 # ---------------------------------------------------------------- redraw on every gesture
 
 
-def _redrawn_spaces() -> set[str]:
-    """The views a gesture changes: the one zoomed or resized, else all three."""
-    own = {ids.STORE_VIEWPORTS[s]: s for s in SPACES} | {ids.STORE_VIEW_SIZES[s]: s
-                                                          for s in SPACES}
-    triggered = triggered_ids()
-    if triggered and triggered <= set(own):
-        return {own[t] for t in triggered}
-    return set(SPACES)
-
-
 @hooks.callback(
     [Output(ids.VIEWS[s], "figure", allow_duplicate=True) for s in SPACES],
     Input(ids.STORE_SELECTION, "data"), Input(ids.THRESHOLD, "value"),
@@ -169,9 +158,9 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
                     disagreeing, which, _version, groups, vp_act, vp_fea, vp_prd, size_act,
                     size_fea, size_prd, run_id, mode, colour_by, colour_attribute, metric,
                     cap=None, shown=None, drawn=True):
-    """A large run's views drawn again for what changed: the selection lit up in all three,
-    the filter's fading, the threshold's outcome colours, the labels used, saved groups, and
-    a view's zoom box or pixel size (that view only); in a flower mode with its flowers drawn
+    """A large run's three views drawn again when anything they show changes: the selection
+    lit up in all three, the filter's fading, the threshold's outcome colours, the labels used,
+    saved groups, and a view's zoom box or pixel size; in a flower mode with its flowers drawn
     into the picture, so the browser redraws each view once and parses no petal. Before the
     views' first draw (the page measuring them as it starts) there is nothing to redraw; the
     first draw brings everything."""
@@ -192,12 +181,12 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     focus = focus_mask(mask, rows)
     viewports = dict(zip(SPACES, (vp_act, vp_fea, vp_prd), strict=True))
     sizes = dict(zip(SPACES, (size_act, size_fea, size_prd), strict=True))
-    redrawn = _redrawn_spaces()
     patches = []
     for s in SPACES:
-        if s not in redrawn:
-            patches.append(no_update)
-            continue
+        # All three, even for one view's zoom or size: when a gesture comes while another's
+        # request is out (a zoom in one view, then in the next), Dash drops the first answer,
+        # and the second must then bring that view's picture too. The two views not zoomed
+        # reuse their binned pixels (_pixels), so they cost their colouring and PNG.
         rings = petals = None
         if mode not in (None, "dots"):
             rings, petals, _ = pictured_flowers(run, act, s, mode, shown, threshold, mask,
