@@ -19,6 +19,8 @@ from callbacks.common import refusal, signed_in_name
 from callbacks.control import first_state
 from callbacks.corrections import EDIT
 from callbacks.retrain import JOBS
+from callbacks.views import first_pictures
+from components import ids
 from components.layout import create_layout
 from pipeline import access
 from pipeline.cli import first_paragraph
@@ -32,12 +34,20 @@ def page() -> dash.html.Div:
     """The page for the person asking. Every component is in it from the start (Dash checks
     each callback's ids against it); the correction form and the retraining buttons are drawn
     for what this person may do (the server checks again on every request); the run list and
-    the chosen run's options come filled in (callbacks.control.first_state)."""
+    the chosen run's options come filled in (callbacks.control.first_state), and a large
+    run's pictures with them, to show before plotly.js has loaded (first_pictures)."""
     layout = create_layout(author=signed_in_name(), edit_locked=refusal(EDIT),
                            jobs_locked=refusal(JOBS))
     for component_id, props in first_state().items():
         for name, value in props.items():
             setattr(layout[component_id], name, value)
+    try:
+        pictures = first_pictures(layout)
+    except (PipelineError, OSError, ValueError) as err:  # the views' own draw will say more
+        log.warning("no first pictures for the page: %s", err)
+        pictures = {}
+    for space, picture in pictures.items():
+        layout[ids.VIEW_PREVIEWS[space]].src = picture
     return layout
 
 

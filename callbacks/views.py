@@ -7,6 +7,8 @@ that Dash drops never leaves the views half-updated.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from dash import ALL, Input, Output, Patch, State, ctx, hooks, no_update
 
@@ -292,6 +294,47 @@ def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, th
         dict(zip(SPACES, (size_act, size_fea, size_prd), strict=True)))
     mask = match_mask(run, labels_used(run, which), threshold, *filters)
     return (*figures, *headers, count_text(mask))
+
+
+_FIRST_PICTURES: dict[str, tuple] = {}  # run folder: (labels in force, controls, pictures)
+_FIRST_PICTURES_LOCK = threading.Lock()
+
+
+def first_pictures(layout) -> dict[str, str]:
+    """A large run's three pictures (PNG data URIs by view) for the page to show as it starts,
+    before plotly.js has loaded, or {} for a small run or none. Drawn by the first draw's own
+    code (build_views) from the values the page's controls start with, so they are the
+    pictures plotly will show, at the default size (components.raster.DEFAULT_SIZE: the page
+    stretches them over the views' plot areas, as plotly stretches a picture over its axes);
+    kept per run until its labels in force (a correction) or those values change, so a page
+    load rarely draws them."""
+    def value(component_id):
+        return getattr(layout[component_id], "value", None)
+
+    run = try_run(value(ids.RUN_PICKER))
+    if run is None or not is_raster(len(run)):
+        return {}
+    controls = [value(i) for i in (ids.POINT_MODE, ids.FLOWER_ATTRIBUTES, ids.COLOUR_BY,
+                                   ids.COLOUR_ATTRIBUTE, ids.DISTANCE, ids.FLOWER_CAP,
+                                   ids.THRESHOLD, ids.THRESHOLD_MODE, ids.LABELS_USED,
+                                   ids.FILTER_DISAGREEING, *(i.component_id for i in FILTERS))]
+    (mode, shown, colour_by, colour_attribute, metric, cap, threshold, threshold_choice, which,
+     disagreeing, *filters) = controls
+    which = which or WITH_CORRECTIONS
+    labels = labels_used(run, which)
+    with _FIRST_PICTURES_LOCK:
+        held = _FIRST_PICTURES.get(str(run.path))
+    if held is not None and held[0] is labels and held[1] == controls:
+        return held[2]
+    figures, _ = build_views(
+        run, mode or "dots", shown, colour_by, colour_attribute, metric, cap,
+        thresholds_sent(run, threshold_choice, threshold), (*filters, disagreeing), [], [],
+        dict.fromkeys(SPACES), which)
+    pictures = {s: f["layout"]["images"][0]["source"] for s, f in zip(SPACES, figures,
+                                                                        strict=True)}
+    with _FIRST_PICTURES_LOCK:
+        _FIRST_PICTURES[str(run.path)] = (labels, controls, pictures)
+    return pictures
 
 
 # The views come first as the page starts. Once plotly.js has loaded, it draws the page's

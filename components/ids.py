@@ -50,6 +50,8 @@ FILTER_COUNT = "text-filter-count"
 # C, D, E Embedded views
 VIEW_TOOLTIPS = {s: f"tooltip-{s}" for s in VIEWS}
 VIEW_HEADERS = {s: f"header-{s}" for s in VIEWS}
+# A large run's first pictures, sent with the page and shown until plotly.js has drawn the view.
+VIEW_PREVIEWS = {s: f"preview-{s}" for s in VIEWS}
 COLOUR_LEGEND = "colour-legend"
 FLOWER_LEGEND = "graph-flower-legend"
 FLOWER_CAP = "input-flower-cap"

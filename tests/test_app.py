@@ -12,11 +12,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app import create_app
 from components import ids
+from components.raster import DEFAULT_SIZE
+from pipeline import corrections
 from tests.conftest import free_port, write_synthetic_run
+from tests.test_raster_browser import png_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
 PANEL_IDS = (ids.CONTROL_PANEL, ids.ATTRIBUTE_FILTERS, ids.VIEW_ACT, ids.VIEW_FEA, ids.VIEW_PRD,
@@ -93,6 +97,37 @@ def test_the_page_comes_with_the_newest_run_chosen_and_its_attributes(tmp_path, 
     assert petals["value"] == list(range(len(newest.attributes))) == \
         [o["value"] for o in petals["options"]]
     assert len(find(layout, ids.FILTER_ATTRIBUTES)["options"]) == len(newest.attributes)
+
+
+def previews(layout) -> dict[str, np.ndarray | None]:
+    """Each view's first picture in a layout, as RGBA pixels (None when it has none)."""
+    found = {s: find(layout, ids.VIEW_PREVIEWS[s]).get("src") for s in ids.VIEWS}
+    return {s: None if uri is None else png_pixels(uri) for s, uri in found.items()}
+
+
+def test_a_large_run_comes_with_its_pictures_and_the_next_page_shows_a_correction(
+        tmp_path, monkeypatch):
+    """The page shows a large run's three views as plain pictures before plotly.js has loaded;
+    they are the views as first drawn, so a label corrected since the last page load shows."""
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XRAE_RASTER_ABOVE", "10")
+    run = write_synthetic_run(tmp_path / "data", n=60)
+    client = create_app(tmp_path / "data").server.test_client()
+    first = previews(client.get("/_dash-layout").get_json())
+    for space, rgba in first.items():
+        assert rgba.shape == (DEFAULT_SIZE[1], DEFAULT_SIZE[0], 4), space
+        assert (rgba[..., :3] < 200).any(axis=-1).sum() > 60, f"{space}: no points drawn"
+    assert not np.array_equal(first["act"], first["fea"])  # each view its own map
+
+    # Colour by error distance (the default): flipping a label moves that image's colour.
+    j = int(np.argmax(np.abs(np.asarray(run.act[7], float) - np.asarray(run.prd[7]))))
+    corrections.set_label(tmp_path / "data", run.meta["dataset"], run.images["image_id"][7],
+                          run.attributes[j], 1 - int(run.act[7, j]), author="ana")
+    after = previews(client.get("/_dash-layout").get_json())
+    assert all(not np.array_equal(first[s], after[s]) for s in ids.VIEWS)
+
+    monkeypatch.setenv("XRAE_RASTER_ABOVE", "100")  # a run drawn as points has none
+    assert previews(client.get("/_dash-layout").get_json()) == dict.fromkeys(ids.VIEWS)
 
 
 def layout_ids(node) -> set[str]:

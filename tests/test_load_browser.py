@@ -8,6 +8,8 @@ import pytest
 from dash.testing.wait import until
 
 from app import create_app
+from components import ids
+from components.figures import VIEW_MARGIN
 from components.raster import warm_up
 from tests.conftest import WAIT_S, N, free_port, patient, write_synthetic_run
 from tests.test_analyses_panels import open_tab
@@ -91,7 +93,53 @@ def test_a_large_runs_views_are_drawn_once_at_the_size_they_are_shown(recorded):
         height, width = png_pixels(pictures[view][0]).shape[:2]
         assert [width, height] == plot_size(dash_duo, view)
         assert picture_of(dash_duo, view) == pictures[view][0]
+    # The page's own first pictures, shown until plotly drew, are gone from the screen.
+    assert previews_shown(dash_duo) == []
     assert dash_duo.get_logs() == []
+
+
+PREVIEWS_SHOWN = """
+return [...document.querySelectorAll('.view-preview')].filter(
+    p => getComputedStyle(p).display !== 'none' && p.complete && p.naturalWidth > 0).map(p => {
+        const box = p.getBoundingClientRect(), stage = p.parentElement.getBoundingClientRect();
+        return {id: p.id, box: [box.left - stage.left, box.top - stage.top, box.width, box.height],
+                stage: [stage.width, stage.height]}; });
+"""
+
+
+def previews_shown(dash_duo) -> list[dict]:
+    """The first pictures on screen: each one's id, its box within its view's stage and the
+    stage's size."""
+    return dash_duo.driver.execute_script(PREVIEWS_SHOWN)
+
+
+def test_a_large_runs_pictures_are_on_screen_before_plotly_has_loaded(dash_duo, tmp_path,
+                                                                     monkeypatch):
+    """plotly.js (4.8 MB) takes a second or two to load: the page shows a large run's three
+    views as plain pictures before then, each over its view's plot area. Here plotly.js never
+    comes (blocked), and the pictures still show."""
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XRAE_RASTER_ABOVE", "10")
+    write_synthetic_run(tmp_path / "data", n=N)
+    patient(dash_duo)
+    dash_duo.driver.execute_cdp_cmd("Network.enable", {})
+    dash_duo.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*plotly.min.js*"]})
+    try:
+        dash_duo.start_server(create_app(tmp_path / "data"), port=free_port())
+        shown = until(lambda: len(previews_shown(dash_duo)) == 3 and previews_shown(dash_duo),
+                      timeout=WAIT_S)
+        assert dash_duo.driver.execute_script("return window.Plotly === undefined")
+    finally:
+        dash_duo.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+    assert sorted(p["id"] for p in shown) == sorted(ids.VIEW_PREVIEWS.values())
+    for p in shown:
+        left, top, width, height = p["box"]
+        stage_width, stage_height = p["stage"]
+        assert stage_height > 300  # the view keeps its height before its graph is drawn
+        # The plot area as plotly draws it: VIEW_MARGIN inside each edge.
+        assert [round(left), round(top)] == [VIEW_MARGIN, VIEW_MARGIN]
+        assert abs(width - (stage_width - 2 * VIEW_MARGIN)) < 1
+        assert abs(height - (stage_height - 2 * VIEW_MARGIN)) < 1
 
 
 def test_a_window_resize_redraws_the_pictures_at_the_new_size_every_time(recorded):
