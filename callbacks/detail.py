@@ -127,6 +127,12 @@ def _clicked_row(run, trigger, clicks, selection, current):
     return no_update
 
 
+hooks.clientside_callback(  # in the page: no request for it
+    "function(index) { return index === null || index === undefined; }",
+    Output(ids.DETAIL_IMAGE_TOOLS, "hidden"), Input(ids.STORE_DETAIL_INDEX, "data"),
+)
+
+
 @hooks.callback(
     Output(ids.DETAIL_IMAGE, "figure"),
     Input(ids.STORE_DETAIL_INDEX, "data"), Input(ids.COLOUR_MAP, "value"),

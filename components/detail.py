@@ -20,12 +20,16 @@ from pipeline.neighbours import DEFINITION as NEIGHBOURS_DEFINITION
 def detail_view(correction_form: html.Div) -> dbc.Card:
     """Panel G; `correction_form` is components/audit.py's form for the person asking."""
     image = html.Div([
-        html.Div([html.Span("colour map", className="me-2 small text-muted"),
-                  dcc.Dropdown(id=ids.COLOUR_MAP, value="Inferno",
-                               options=[{"label": m.replace("Greys_r", "Grey"), "value": m}
-                                        for m in COLOUR_MAPS],
-                               clearable=False, className="colour-map")], className="map-row"),
-        saliency_controls(),
+        # Until an image is open there is nothing to colour: the tools wait (callbacks/detail).
+        html.Div([
+            html.Div([html.Span("colour map", className="me-2 small text-muted"),
+                      dcc.Dropdown(id=ids.COLOUR_MAP, value="Inferno",
+                                   options=[{"label": m.replace("Greys_r", "Grey"), "value": m}
+                                            for m in COLOUR_MAPS],
+                                   clearable=False, className="colour-map")],
+                     className="map-row"),
+            saliency_controls(),
+        ], id=ids.DETAIL_IMAGE_TOOLS, hidden=True),
         dcc.Graph(id=ids.DETAIL_IMAGE, className="detail-graph",
                   config={"displaylogo": False, "scrollZoom": True},
                   figure={"data": [], "layout": {}}),

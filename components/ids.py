@@ -82,6 +82,7 @@ THUMBNAILS = "detail-thumbnails"
 DETAIL_TITLE = "text-detail-title"
 DETAIL_IMAGE = "graph-detail-image"
 COLOUR_MAP = "dropdown-colour-map"
+DETAIL_IMAGE_TOOLS = "detail-image-tools"  # colour map and saliency, shown with an image open
 DETAIL_TABLE = "detail-act-prd-table"
 NEIGHBOURS = "detail-neighbours"
 SALIENCY_ATTRIBUTE = "dropdown-saliency-attribute"  # panel G: the attribute whose saliency shows

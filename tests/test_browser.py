@@ -140,9 +140,12 @@ def test_joint_flowers_draw_petals_per_outcome_and_a_key(dashboard):
 
 def test_clicking_a_thumbnail_opens_the_large_image_and_its_act_prd_table(dashboard):
     dash_duo, run = dashboard
+    tools = dash_duo.find_element("#detail-image-tools")
+    assert not tools.is_displayed()  # no colour map or saliency picker before an image is open
     (x0, x1, y0, y1), expected = gap_box(np.asarray(run.emb("act")), 0.1, 0.9)
     box_select(dash_duo, "view-act", x0, x1, y0, y1)
     dash_duo.wait_for_element(f"#detail-thumbnails .thumb:nth-of-type({min(3, len(expected))})")
+    until(tools.is_displayed, timeout=WAIT_S)
     second = int(expected[1])
     dash_duo.find_elements("#detail-thumbnails .thumb")[1].click()
     image_id = run.images["image_id"].iloc[second]
