@@ -296,7 +296,9 @@ def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, th
     return (*figures, *headers, count_text(mask))
 
 
-_FIRST_PICTURES: dict[str, tuple] = {}  # run folder: (labels in force, controls, pictures)
+# The newest run's first pictures, as (run folder, labels in force, controls, pictures): pages
+# start with the newest run, so one is all there is to keep.
+_FIRST_PICTURES: list[tuple | None] = [None]
 _FIRST_PICTURES_LOCK = threading.Lock()
 
 
@@ -323,9 +325,10 @@ def first_pictures(layout) -> dict[str, str]:
     which = which or WITH_CORRECTIONS
     labels = labels_used(run, which)
     with _FIRST_PICTURES_LOCK:
-        held = _FIRST_PICTURES.get(str(run.path))
-    if held is not None and held[0] is labels and held[1] == controls:
-        return held[2]
+        held = _FIRST_PICTURES[0]
+    if held is not None and held[0] == str(run.path) and held[1] is labels \
+            and held[2] == controls:
+        return held[3]
     figures, _ = build_views(
         run, mode or "dots", shown, colour_by, colour_attribute, metric, cap,
         thresholds_sent(run, threshold_choice, threshold), (*filters, disagreeing), [], [],
@@ -333,7 +336,7 @@ def first_pictures(layout) -> dict[str, str]:
     pictures = {s: f["layout"]["images"][0]["source"] for s, f in zip(SPACES, figures,
                                                                         strict=True)}
     with _FIRST_PICTURES_LOCK:
-        _FIRST_PICTURES[str(run.path)] = (labels, controls, pictures)
+        _FIRST_PICTURES[0] = (str(run.path), labels, controls, pictures)
     return pictures
 
 
