@@ -308,8 +308,8 @@ def first_pictures(layout) -> dict[str, str]:
     code (build_views) from the values the page's controls start with, so they are the
     pictures plotly will show, at the default size (components.raster.DEFAULT_SIZE: the page
     stretches them over the views' plot areas, as plotly stretches a picture over its axes);
-    kept per run until its labels in force (a correction) or those values change, so a page
-    load rarely draws them."""
+    kept until the newest run, its labels in force (a correction) or those values change, so
+    a page load rarely draws them."""
     def value(component_id):
         return getattr(layout[component_id], "value", None)
 
