@@ -7,6 +7,9 @@ Small runs keep the scattergl views (callbacks/views.py): every callback here le
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
@@ -172,28 +175,65 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     which = which or WITH_CORRECTIONS
     threshold = thresholds_sent(run, threshold_choice, threshold)
     act = labels_used(run, which)
-    mask = match_mask(run, act, threshold, f_attributes, f_match, f_on, disagreeing)
-    rows = selection_rows(run, selection)
-    values, scale, crange = view_colours(run, act, colour_by, colour_attribute, threshold,
-                                         metric, which)
-    colours = {s: (v, scale, crange, colour_codes(colour_by))
-               for s, v in per_view(values).items()}
-    focus = focus_mask(mask, rows)
     viewports = dict(zip(SPACES, (vp_act, vp_fea, vp_prd), strict=True))
     sizes = dict(zip(SPACES, (size_act, size_fea, size_prd), strict=True))
-    patches = []
-    for s in SPACES:
-        # All three, even for one view's zoom or size: when a gesture comes while another's
-        # request is out (a zoom in one view, then in the next), Dash drops the first answer,
-        # and the second must then bring that view's picture too. The two views not zoomed
-        # reuse their binned pixels (_pixels), so they cost their colouring and PNG.
-        rings = petals = None
-        if mode not in (None, "dots"):
-            rings, petals, _ = pictured_flowers(run, act, s, mode, shown, threshold, mask,
-                                                viewports[s], cap, rows)
-        patches.append(picture_patch(picture_view(run, s, colours[s], focus, viewports[s],
-                                                  sizes[s], groups, rings, petals)))
-    return patches
+    # All three views, even for one view's zoom or size: when a gesture comes while another's
+    # request is out (a zoom in one view, then in the next), Dash drops the first answer, and
+    # the second must then bring that view's picture too. A view whose inputs did not change
+    # is taken from the views drawn last, not drawn again.
+    common = _key(run.path, threshold.tolist(), f_attributes, f_match, f_on, disagreeing, which,
+                  selection, groups, colour_by, colour_attribute, metric, mode, shown, cap)
+    keys = {s: (s, common, _key(viewports[s], sizes[s])) for s in SPACES}
+    # Corrections change the pictures (their diamonds) even with the labels as annotated in use.
+    in_force = labels_used(run, WITH_CORRECTIONS)
+    views = {s: _drawn(keys[s], in_force) for s in SPACES}
+    if any(view is None for view in views.values()):
+        mask = match_mask(run, act, threshold, f_attributes, f_match, f_on, disagreeing)
+        rows = selection_rows(run, selection)
+        values, scale, crange = view_colours(run, act, colour_by, colour_attribute, threshold,
+                                             metric, which)
+        colours = {s: (v, scale, crange, colour_codes(colour_by))
+                   for s, v in per_view(values).items()}
+        focus = focus_mask(mask, rows)
+        for s in (s for s in SPACES if views[s] is None):
+            rings = petals = None
+            if mode not in (None, "dots"):
+                rings, petals, _ = pictured_flowers(run, act, s, mode, shown, threshold, mask,
+                                                    viewports[s], cap, rows)
+            views[s] = picture_view(run, s, colours[s], focus, viewports[s], sizes[s], groups,
+                                    rings, petals)
+            _keep(keys[s], in_force, views[s])
+    return [picture_patch(views[s]) for s in SPACES]
+
+
+# The views drawn last (a few, for a few people at once): {key: (labels in force, view)}. The
+# key is every input of one view's picture as sent; the labels in force are compared by
+# identity (a correction makes a new array), as the browser's count of corrections is only a
+# trigger. Views of a run never change otherwise: a run is written once.
+_DRAWN: OrderedDict[tuple, tuple] = OrderedDict()
+_DRAWN_LOCK = threading.Lock()
+DRAWN_KEPT = 24  # views (a picture of 100-300 KB and its overlays each)
+
+
+def _key(*parts) -> str:
+    return json.dumps(parts, default=str, sort_keys=True)
+
+
+def _drawn(key: tuple, labels) -> dict | None:
+    with _DRAWN_LOCK:
+        held = _DRAWN.get(key)
+        if held is None or held[0] is not labels:
+            return None
+        _DRAWN.move_to_end(key)
+        return held[1]
+
+
+def _keep(key: tuple, labels, view: dict) -> None:
+    with _DRAWN_LOCK:
+        _DRAWN[key] = (labels, view)
+        _DRAWN.move_to_end(key)
+        while len(_DRAWN) > DRAWN_KEPT:
+            _DRAWN.popitem(last=False)
 
 
 def picture_patch(view: dict):

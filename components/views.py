@@ -27,12 +27,13 @@ def view_card(space: str) -> dbc.Card:
                         html.Span(id=ids.VIEW_HEADERS[space], className="view-count")],
                        className="view-header"),
         html.Div([
-            dcc.Graph(id=ids.VIEWS[space], config=GRAPH_CONFIG, className="view-graph",
-                      clear_on_unhover=True, figure={"data": [], "layout": {}}),
             # A large run's picture as a plain image, sent with the page (app.page): on screen
             # as the page renders, a second or more before plotly.js has loaded and drawn the
-            # view over it; hidden from then on (assets/xrae.css).
+            # view over it (the graph comes after it, so it paints on top); hidden from then
+            # on (assets/xrae.css).
             html.Img(id=ids.VIEW_PREVIEWS[space], className="view-preview", alt=""),
+            dcc.Graph(id=ids.VIEWS[space], config=GRAPH_CONFIG, className="view-graph",
+                      clear_on_unhover=True, figure={"data": [], "layout": {}}),
         ], className="view-stage"),
         # The hover callback turns the card towards the middle of the page, point by point.
         dcc.Tooltip(id=ids.VIEW_TOOLTIPS[space], direction="left" if space == "prd" else "right",

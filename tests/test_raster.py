@@ -17,6 +17,7 @@ from callbacks import raster as raster_callbacks
 from callbacks.common import extent
 from components import raster
 from components.figures import GROUPS, POINTS, SELECTED, flower_geometry, flower_templates
+from pipeline import corrections
 from pipeline.errors import PipelineError
 from tests.test_callbacks import EVERY, call, decode, texts
 from tests.test_callbacks import run as run  # noqa: F401  (fixture)
@@ -189,6 +190,42 @@ def test_a_zoom_draws_that_view_for_its_box_and_brings_the_others_too(run, pictu
     for space, image in zip(("act", "fea"), images, strict=False):  # their own whole maps
         x0, x1, y0, y1 = extent(run, space)
         assert (image["x"], image["sizex"], image["y"]) == (x0, x1 - x0, y1)
+
+
+def test_a_zoom_draws_only_the_zoomed_view_again_until_a_correction_changes_them_all(
+        run, pictures, monkeypatch, tmp_path):
+    """The views a zoom leaves as they were come from the views drawn last (the answer still
+    carries all three); a label corrected since changes what every view shows (its diamonds,
+    its colours), so all three are drawn again."""
+    drawn = []
+    original = raster_callbacks.picture_view
+
+    def counting(run, space, *args):
+        drawn.append(space)
+        return original(run, space, *args)
+    monkeypatch.setattr(raster_callbacks, "picture_view", counting)
+
+    def redraw(trigger, vp_fea, version=0):
+        return call(raster_callbacks.redraw_pictures, trigger, [], 0.5, "one", [], "any", "act",
+                    None, "with", version, [], None, vp_fea, None, None, None, None, run.id,
+                    "dots", "error", 0, "cosine")
+    first = redraw("store-groups.data", None)
+    zoom = [-1.0, 1.0, -1.0, 1.0]
+    drawn.clear()
+    zoomed = redraw("store-viewport-fea.data", zoom)
+    assert drawn == ["fea"]
+    assert picture_of(zoomed[0]) == picture_of(first[0])
+    assert picture_of(zoomed[2]) == picture_of(first[2])
+    assert picture_of(zoomed[1]) != picture_of(first[1])
+
+    j = int(np.argmax(np.abs(np.asarray(run.act[3], float) - np.asarray(run.prd[3]))))
+    corrections.set_label(tmp_path / "data", run.meta["dataset"], run.images["image_id"][3],
+                          run.attributes[j], 1 - int(run.act[3, j]), author="ana")
+    drawn.clear()
+    corrected = redraw("store-corrections-version.data", zoom, version=1)
+    assert drawn == ["act", "fea", "prd"]
+    for k in (0, 2):  # the whole maps, image 3 in them: its colour moved
+        assert picture_of(corrected[k]) != picture_of(zoomed[k])
 
 
 def test_saved_groups_are_ringed_in_view_and_small_runs_are_left_to_their_points(run,
