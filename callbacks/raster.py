@@ -181,12 +181,11 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     # request is out (a zoom in one view, then in the next), Dash drops the first answer, and
     # the second must then bring that view's picture too. A view whose inputs did not change
     # is taken from the views drawn last, not drawn again.
-    common = _key(run.path, threshold.tolist(), f_attributes, f_match, f_on, disagreeing, which,
-                  selection, groups, colour_by, colour_attribute, metric, mode, shown, cap)
-    keys = {s: (s, common, _key(viewports[s], sizes[s])) for s in SPACES}
-    # Corrections change the pictures (their diamonds) even with the labels as annotated in use.
-    in_force = labels_used(run, WITH_CORRECTIONS)
-    views = {s: _drawn(keys[s], in_force) for s in SPACES}
+    filters = (f_attributes, f_match, f_on, disagreeing)
+    keys = {s: view_key(s, run, threshold, filters, which, selection, groups, colour_by,
+                        colour_attribute, metric, mode, shown, cap, viewports[s], sizes[s])
+            for s in SPACES}
+    views = {s: drawn_view(keys[s], run) for s in SPACES}
     if any(view is None for view in views.values()):
         mask = match_mask(run, act, threshold, f_attributes, f_match, f_on, disagreeing)
         rows = selection_rows(run, selection)
@@ -202,35 +201,47 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
                                                     viewports[s], cap, rows)
             views[s] = picture_view(run, s, colours[s], focus, viewports[s], sizes[s], groups,
                                     rings, petals)
-            _keep(keys[s], in_force, views[s])
+            keep_view(keys[s], run, views[s])
     return [picture_patch(views[s]) for s in SPACES]
 
 
-# The views drawn last (a few, for a few people at once): {key: (labels in force, view)}. The
-# key is every input of one view's picture as sent; the labels in force are compared by
-# identity (a correction makes a new array), as the browser's count of corrections is only a
-# trigger. Views of a run never change otherwise: a run is written once.
+# The views drawn last, by the full draw (callbacks.views.build_views) or the redraw (a few,
+# for a few people at once): {key: (labels in force, view)}. The key is every input of one
+# view's picture as sent (view_key); the labels in force are compared by identity (a
+# correction makes a new array; corrections change the pictures even with the labels as
+# annotated in use), as the browser's count of corrections is only a trigger. A run's views
+# change in no other way: a run is written once.
 _DRAWN: OrderedDict[tuple, tuple] = OrderedDict()
 _DRAWN_LOCK = threading.Lock()
 DRAWN_KEPT = 24  # views (a picture of 100-300 KB and its overlays each)
 
 
-def _key(*parts) -> str:
-    return json.dumps(parts, default=str, sort_keys=True)
+def view_key(space, run, threshold, filters, which, selection, groups, colour_by,
+             colour_attribute, metric, mode, shown, cap, viewport, size) -> tuple:
+    """What one view's picture is drawn from, as the browser sent it (`threshold`: those in
+    force, `filters`: attributes, match, on, disagreeing)."""
+    common = json.dumps([str(run.path), np.asarray(threshold).tolist(), list(filters),
+                         which or WITH_CORRECTIONS, selection, groups, colour_by,
+                         colour_attribute, metric, mode or "dots", shown, cap],
+                        default=str, sort_keys=True)
+    return space, common, json.dumps([viewport, size], default=str)
 
 
-def _drawn(key: tuple, labels) -> dict | None:
+def drawn_view(key: tuple, run) -> dict | None:
+    """The view drawn last from `key`, unless a correction came since; else None."""
+    in_force = labels_used(run, WITH_CORRECTIONS)
     with _DRAWN_LOCK:
         held = _DRAWN.get(key)
-        if held is None or held[0] is not labels:
+        if held is None or held[0] is not in_force:
             return None
         _DRAWN.move_to_end(key)
         return held[1]
 
 
-def _keep(key: tuple, labels, view: dict) -> None:
+def keep_view(key: tuple, run, view: dict) -> None:
+    in_force = labels_used(run, WITH_CORRECTIONS)
     with _DRAWN_LOCK:
-        _DRAWN[key] = (labels, view)
+        _DRAWN[key] = (in_force, view)
         _DRAWN.move_to_end(key)
         while len(_DRAWN) > DRAWN_KEPT:
             _DRAWN.popitem(last=False)

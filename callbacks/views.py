@@ -28,7 +28,7 @@ from callbacks.common import (
     triggered_ids,
     try_run,
 )
-from callbacks.raster import colour_codes, focus_mask, picture_view
+from callbacks.raster import colour_codes, focus_mask, keep_view, picture_view, view_key
 from callbacks.rowsets import keep_rows
 from components import ids
 from components.control import ONE_FOR_ALL
@@ -194,6 +194,7 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
         size = size if np.isscalar(size) else typed(size)
     mine = saved_groups(run, groups)
     corrected = corrected_rows(run)
+    sent = selection
     selection = selection_rows(run, selection)  # drawn again by every full redraw
     focus = focus_mask(mask, selection) if raster else None
     figures, headers = [], []
@@ -207,10 +208,14 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
                 rings, petals, header = pictured_flowers(
                     run, act, space, mode, shown, threshold, mask, viewports.get(space), cap,
                     selection)
+            pixels = (sizes or {}).get(space)
             picture = picture_view(run, space, (raw[space], scale, crange,
                                                 colour_codes(colour_by)),
-                                   focus, viewports.get(space), (sizes or {}).get(space), mine,
-                                   rings, petals)
+                                   focus, viewports.get(space), pixels, mine, rings, petals)
+            # Kept for the redraws to come: a zoom in one view then draws only that one.
+            keep_view(view_key(space, run, threshold, filters, which, sent, groups, colour_by,
+                               colour_attribute, metric, mode, shown, cap,
+                               viewports.get(space), pixels), run, picture)
             traces = [picture[k] for k in (POINTS, GROUPS, SELECTED, CORRECTED)]
         else:
             points = points_trace(xy, encoded[id(raw[space])], scale, crange, alpha, size)

@@ -194,9 +194,9 @@ def test_a_zoom_draws_that_view_for_its_box_and_brings_the_others_too(run, pictu
 
 def test_a_zoom_draws_only_the_zoomed_view_again_until_a_correction_changes_them_all(
         run, pictures, monkeypatch, tmp_path):
-    """The views a zoom leaves as they were come from the views drawn last (the answer still
-    carries all three); a label corrected since changes what every view shows (its diamonds,
-    its colours), so all three are drawn again."""
+    """The views a zoom leaves as they were come from the views drawn last, by the full draw
+    or a redraw (the answer still carries all three); a label corrected since changes what
+    every view shows (its diamonds, its colours), so all three are drawn again."""
     drawn = []
     original = raster_callbacks.picture_view
 
@@ -204,12 +204,19 @@ def test_a_zoom_draws_only_the_zoomed_view_again_until_a_correction_changes_them
         drawn.append(space)
         return original(run, space, *args)
     monkeypatch.setattr(raster_callbacks, "picture_view", counting)
+    monkeypatch.setattr(views, "picture_view", counting)
 
     def redraw(trigger, vp_fea, version=0):
         return call(raster_callbacks.redraw_pictures, trigger, [], 0.5, "one", [], "any", "act",
                     None, "with", version, [], None, vp_fea, None, None, None, None, run.id,
                     "dots", "error", 0, "cosine")
+    figures, _ = views.build_views(run, "dots", None, "error", 0, "cosine", None,
+                                   np.full(len(run.attributes), 0.5), ([], "any", "act", None),
+                                   [], [], dict.fromkeys(("act", "fea", "prd")), "with")
+    assert drawn == ["act", "fea", "prd"]  # the full draw, as the page starts
+    drawn.clear()
     first = redraw("store-groups.data", None)
+    assert drawn == []  # nothing changed since: the views drawn are sent again
     zoom = [-1.0, 1.0, -1.0, 1.0]
     drawn.clear()
     zoomed = redraw("store-viewport-fea.data", zoom)
