@@ -7,6 +7,7 @@ Small runs keep the scattergl views (callbacks/views.py): every callback here le
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -155,18 +156,20 @@ def colour_codes(colour_by) -> int | None:
     State(ids.COLOUR_BY, "value"), State(ids.COLOUR_ATTRIBUTE, "value"),
     State(ids.DISTANCE, "value"), State(ids.FLOWER_CAP, "value"),
     State(ids.FLOWER_ATTRIBUTES, "value"), State(ids.STORE_VIEWS_DRAWN, "data"),
+    [State(ids.STORE_SHOWN_PICTURES[s], "data") for s in SPACES],
     prevent_initial_call=True,
 )
 def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_match, f_on,
                     disagreeing, which, _version, groups, vp_act, vp_fea, vp_prd, size_act,
                     size_fea, size_prd, run_id, mode, colour_by, colour_attribute, metric,
-                    cap=None, shown=None, drawn=True):
+                    cap=None, shown=None, drawn=True, on_act=None, on_fea=None, on_prd=None):
     """A large run's three views drawn again when anything they show changes: the selection
     lit up in all three, the filter's fading, the threshold's outcome colours, the labels used,
     saved groups, and a view's zoom box or pixel size; in a flower mode with its flowers drawn
     into the picture, so the browser redraws each view once and parses no petal. Before the
     views' first draw (the page measuring them as it starts) there is nothing to redraw; the
-    first draw brings everything."""
+    first draw brings everything. `on_*`: the key of the picture each view shows, as the page
+    read it from its figure (STORE_SHOWN_PICTURES)."""
     run = try_run(run_id)
     if not drawn or run is None or not is_raster(len(run)):
         return [no_update] * len(SPACES)
@@ -177,15 +180,19 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
     act = labels_used(run, which)
     viewports = dict(zip(SPACES, (vp_act, vp_fea, vp_prd), strict=True))
     sizes = dict(zip(SPACES, (size_act, size_fea, size_prd), strict=True))
-    # All three views, even for one view's zoom or size: when a gesture comes while another's
-    # request is out (a zoom in one view, then in the next), Dash drops the first answer, and
-    # the second must then bring that view's picture too. A view whose inputs did not change
-    # is taken from the views drawn last, not drawn again.
+    # Every view the page does not show as this answer would: not only the one zoomed or
+    # resized. When a gesture comes while another's request is out (a zoom in one view, then
+    # in the next), Dash drops the first answer, and the second must then bring that view's
+    # picture too; the page's own record of what it shows (on_*) says which. A view to send
+    # whose inputs did not change since it was drawn is taken from the views drawn last.
     filters = (f_attributes, f_match, f_on, disagreeing)
     keys = {s: view_key(s, run, threshold, filters, which, selection, groups, colour_by,
                         colour_attribute, metric, mode, shown, cap, viewports[s], sizes[s])
             for s in SPACES}
-    views = {s: drawn_view(keys[s], run) for s in SPACES}
+    on_screen = dict(zip(SPACES, (on_act, on_fea, on_prd), strict=True))
+    unchanged = {s for s in SPACES if on_screen[s] == picture_key(keys[s])}
+    views = {s: None if s in unchanged else drawn_view(keys[s], run) for s in SPACES}
+    views.update(dict.fromkeys(unchanged, no_update))
     if any(view is None for view in views.values()):
         mask = match_mask(run, act, threshold, f_attributes, f_match, f_on, disagreeing)
         rows = selection_rows(run, selection)
@@ -202,7 +209,8 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
             views[s] = picture_view(run, s, colours[s], focus, viewports[s], sizes[s], groups,
                                     rings, petals)
             keep_view(keys[s], run, views[s])
-    return [picture_patch(views[s]) for s in SPACES]
+    return [no_update if s in unchanged else picture_patch(views[s], picture_key(keys[s]))
+            for s in SPACES]
 
 
 # The views drawn last, by the full draw (callbacks.views.build_views) or the redraw (a few,
@@ -227,6 +235,12 @@ def view_key(space, run, threshold, filters, which, selection, groups, colour_by
     return space, common, json.dumps([viewport, size], default=str)
 
 
+def picture_key(key: tuple) -> str:
+    """A view key as a short string: the figure carries it (layout.meta.picture), and the page
+    sends back the one of the picture it shows."""
+    return hashlib.blake2b(repr(key).encode(), digest_size=12).hexdigest()
+
+
 def drawn_view(key: tuple, run) -> dict | None:
     """The view drawn last from `key`, unless a correction came since; else None."""
     in_force = labels_used(run, WITH_CORRECTIONS)
@@ -247,12 +261,14 @@ def keep_view(key: tuple, run, view: dict) -> None:
             _DRAWN.popitem(last=False)
 
 
-def picture_patch(view: dict):
-    """A Patch that puts one view's new picture and overlay traces in place."""
+def picture_patch(view: dict, key: str):
+    """A Patch that puts one view's new picture (its picture_key `key`) and overlay traces in
+    place."""
     from dash import Patch
 
     patch = Patch()
     patch["layout"]["images"] = [view["picture"]]
+    patch["layout"]["meta"] = {"picture": key}
     for trace in (POINTS, GROUPS, SELECTED, CORRECTED):
         patch["data"][trace] = view[trace]
     return patch
@@ -274,6 +290,18 @@ for _space in SPACES:
         Output(ids.STORE_VIEW_SIZES[_space], "data"),
         Input(ids.VIEWS[_space], "relayoutData"),
         State(ids.STORE_VIEW_SIZES[_space], "data"),
+    )
+
+
+for _space in SPACES:
+    # The key of the picture the view shows, read from its figure in the page whenever the
+    # figure changes: what redraw_pictures may leave as it is.
+    hooks.clientside_callback(
+        """function(figure) {
+            const meta = figure && figure.layout && figure.layout.meta;
+            return (meta && meta.picture) || null;
+        }""",
+        Output(ids.STORE_SHOWN_PICTURES[_space], "data"), Input(ids.VIEWS[_space], "figure"),
     )
 
 

@@ -28,7 +28,14 @@ from callbacks.common import (
     triggered_ids,
     try_run,
 )
-from callbacks.raster import colour_codes, focus_mask, keep_view, picture_view, view_key
+from callbacks.raster import (
+    colour_codes,
+    focus_mask,
+    keep_view,
+    picture_key,
+    picture_view,
+    view_key,
+)
 from callbacks.rowsets import keep_rows
 from components import ids
 from components.control import ONE_FOR_ALL
@@ -212,10 +219,12 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
             picture = picture_view(run, space, (raw[space], scale, crange,
                                                 colour_codes(colour_by)),
                                    focus, viewports.get(space), pixels, mine, rings, petals)
-            # Kept for the redraws to come: a zoom in one view then draws only that one.
-            keep_view(view_key(space, run, threshold, filters, which, sent, groups, colour_by,
-                               colour_attribute, metric, mode, shown, cap,
-                               viewports.get(space), pixels), run, picture)
+            # Kept for the redraws to come, and its key sent with it (layout.meta): a zoom in
+            # one view then draws and sends only that one.
+            key = view_key(space, run, threshold, filters, which, sent, groups, colour_by,
+                           colour_attribute, metric, mode, shown, cap, viewports.get(space),
+                           pixels)
+            keep_view(key, run, picture)
             traces = [picture[k] for k in (POINTS, GROUPS, SELECTED, CORRECTED)]
         else:
             points = points_trace(xy, encoded[id(raw[space])], scale, crange, alpha, size)
@@ -230,6 +239,8 @@ def build_views(run, mode, shown, colour_by, colour_attribute, metric, cap, thre
                 flowers = with_paths(flowers, paths)
         figures.append(view_figure(*traces, flowers, uirevision=run.id,
                                    picture=picture["picture"], extent=picture["extent"]))
+        if raster:
+            figures[-1]["layout"]["meta"] = {"picture": picture_key(key)}
         headers.append(header)
     return figures, headers
 

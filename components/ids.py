@@ -59,6 +59,8 @@ STORE_VIEWPORTS = {s: f"store-viewport-{s}" for s in VIEWS}  # data: [x0, x1, y0
 # data: [width, height] of the view's plot area in pixels (large runs are drawn at that size)
 STORE_VIEW_SIZES = {s: f"store-view-size-{s}" for s in VIEWS}
 STORE_VIEWS_DRAWN = "store-views-drawn"  # data: True once the views' first draw has come
+# data: the key of the picture a large run's view shows (its figure's layout.meta.picture)
+STORE_SHOWN_PICTURES = {s: f"store-shown-picture-{s}" for s in VIEWS}
 STORE_SELECTION_SOURCE = "store-selection-source"  # data: space the selection was drawn in
 STORE_GROUPS = "store-groups"  # data: [{name, colour, indices}]
 

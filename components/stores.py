@@ -31,6 +31,7 @@ def stores() -> list:
         # One viewport store per view, so a zoom redraws the flowers of that view only.
         *[dcc.Store(id=store) for store in ids.STORE_VIEWPORTS.values()],
         *[dcc.Store(id=store) for store in ids.STORE_VIEW_SIZES.values()],
+        *[dcc.Store(id=store) for store in ids.STORE_SHOWN_PICTURES.values()],
         dcc.Store(id=ids.STORE_VIEWS_DRAWN),
         dcc.Store(id=ids.STORE_CORRECTIONS, data=0),  # newest correction event seen
         dcc.Interval(id=ids.CORRECTIONS_POLL, interval=CORRECTIONS_POLL_MS),

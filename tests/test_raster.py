@@ -235,6 +235,32 @@ def test_a_zoom_draws_only_the_zoomed_view_again_until_a_correction_changes_them
         assert picture_of(corrected[k]) != picture_of(zoomed[k])
 
 
+def test_a_zoom_sends_only_the_views_the_page_does_not_already_show(run, pictures):
+    """Each picture carries its key; the page sends back the key of the picture each view
+    shows. A zoom then sends the zoomed view alone, and also any view whose last answer never
+    reached the page (Dash drops an answer when a newer request of the same callback is out)."""
+    figures, _ = views.build_views(run, "dots", None, "error", 0, "cosine", None,
+                                   np.full(len(run.attributes), 0.5), ([], "any", "act", None),
+                                   [], [], dict.fromkeys(("act", "fea", "prd")), "with")
+    shown = [f["layout"]["meta"]["picture"] for f in figures]
+    assert len(set(shown)) == 3
+
+    def zoom(on_screen):
+        return call(raster_callbacks.redraw_pictures, "store-viewport-fea.data", [], 0.5, "one",
+                    [], "any", "act", None, "with", 0, [], None, [-1.0, 1.0, -1.0, 1.0], None,
+                    None, None, None, run.id, "dots", "error", 0, "cosine", None, None, True,
+                    *on_screen)
+    out = zoom(shown)
+    assert out[0] is no_update and out[2] is no_update
+    patch = {tuple(op["location"]): op["params"]["value"]
+             for op in out[1].to_plotly_json()["operations"]}
+    assert patch[("layout", "meta")]["picture"] not in shown  # a new picture, a new key
+    # The page never got act's last picture (an answer dropped): act is sent again.
+    again = zoom(["a key of a picture the page never got", *shown[1:]])
+    assert isinstance(again[0], Patch) and again[2] is no_update
+    assert picture_of(again[0]) == figures[0]["layout"]["images"][0]["source"]
+
+
 def test_saved_groups_are_ringed_in_view_and_small_runs_are_left_to_their_points(run,
                                                                                   monkeypatch):
     monkeypatch.setenv("XRAE_RASTER_ABOVE", "10")
