@@ -92,12 +92,13 @@ def prepare(image, input_size: int, stats: dict | None, inputs: dict,
     3 scales × 5 crops, WACV 2017) and its radial profile, intensities scaled by `stats`.
     The beam window is the same in every view."""
     square = log_intensity(image)
+    at = resizer(square)  # the beam search and the mean channel both ask for the 64² image
     channels = inputs["channels"]
-    centre = beam_estimate(square) if "beam" in channels or inputs.get("profile") else None
+    centre = beam_estimate(square, at) if "beam" in channels or inputs.get("profile") else None
     sizes = multiscale_sizes(input_size) if multiscale else [input_size]
     views = []
     for size in sizes:
-        stack = np.stack([image_channel(square, size, c, centre) for c in channels])
+        stack = np.stack([image_channel(square, size, c, centre, at) for c in channels])
         stack = scale_intensity(stack, _stats_of(stack, stats))
         views += five_crops(stack.transpose(1, 2, 0), input_size) if multiscale else [stack]
     if multiscale:
@@ -111,14 +112,29 @@ def prepare(image, input_size: int, stats: dict | None, inputs: dict,
     if inputs.get("profile"):
         spec = inputs["profile"]
         profile = radial_profile(square, spec, centre)
-        profile = scaled_profile(profile, spec["stats"], stats, square)
+        profile = scaled_profile(profile, spec["stats"], stats, square, at)
     return Prepared(views, profile)
+
+
+def resizer(square: np.ndarray):
+    """size → resize(square, size), each size made once (callers only read the result)."""
+    made: dict[int, np.ndarray] = {}
+
+    def at(size: int) -> np.ndarray:
+        if size not in made:
+            made[size] = resize(square, size)
+        return made[size]
+    return at
+
+
+def _stored(stats: dict | None) -> bool:
+    return bool(stats) and stats.get("centre") is not None and stats.get("scale") is not None
 
 
 def _stats_of(stack: np.ndarray, stats: dict | None) -> dict:
     """The stored stats, or the first (mean) channel's own when there are none: all channels
     are log intensities and share one scale."""
-    if stats and stats.get("centre") is not None and stats.get("scale") is not None:
+    if _stored(stats):
         return stats
     from pipeline.model import robust_stats
 
@@ -127,10 +143,11 @@ def _stats_of(stack: np.ndarray, stats: dict | None) -> dict:
 
 
 def image_channel(square: np.ndarray, size: int, channel: str,
-                  centre: tuple[float, float] | None = None) -> np.ndarray:
-    """One channel of the square log-intensity image at size × size (`centre`: the beam's)."""
+                  centre: tuple[float, float] | None = None, at=None) -> np.ndarray:
+    """One channel of the square log-intensity image at size × size (`centre`: the beam's;
+    `at`: a resizer of this image, when the caller has one)."""
     if channel == "mean":
-        return resize(square, size)
+        return (at or resizer(square))(size)
     if channel == "min":
         import torch
         import torch.nn.functional as F
@@ -153,14 +170,15 @@ def beam_window(square: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
     return padded[y0 : y0 + width, x0 : x0 + width]
 
 
-def beam_estimate(square: np.ndarray) -> tuple[float, float]:
+def beam_estimate(square: np.ndarray, at=None) -> tuple[float, float]:
     """Where the beam most likely is (x, y in pixels): the peak of the smoothed log intensity
     of pixels with counts. Every image has parasitic scatter that is brightest beside the
-    beamstop and falls steeply away from it; shadows and gaps are left out of the average."""
+    beamstop and falls steeply away from it; shadows and gaps are left out of the average.
+    `at`: a resizer of this image, when the caller has one."""
     side = square.shape[0]
     good = (square > 0).astype(np.float32)
     grid = min(CENTRE_GRID, side)
-    values, weights = resize(square, grid), resize(good, grid)
+    values, weights = (at or resizer(square))(grid), resize(good, grid)
     smooth = ndimage.gaussian_filter(values, CENTRE_SMOOTHING)
     weight = ndimage.gaussian_filter(weights, CENTRE_SMOOTHING)
     level = np.where(weights > 0.5, smooth / np.maximum(weight, 1e-6), -np.inf)
@@ -227,10 +245,12 @@ def _ring_of_pixels(square: np.ndarray, spec: dict, centre: tuple[float, float])
 
 
 def scaled_profile(profile: np.ndarray, kinds: list[str], stats: dict | None,
-                   square: np.ndarray) -> np.ndarray:
+                   square: np.ndarray, at=None) -> np.ndarray:
     """Intensity rows (mean, max) scaled as the image is, the spread only divided by the scale,
-    the cover share left as it is; without stored stats, the image's own at 64²."""
-    scaling = _stats_of(resize(square, min(64, square.shape[0]))[None], stats)
+    the cover share left as it is; without stored stats, the image's own at 64² (`at`: a
+    resizer of this image, when the caller has one)."""
+    scaling = stats if _stored(stats) else \
+        _stats_of((at or resizer(square))(min(64, square.shape[0]))[None], None)
     centre, scale = np.float32(scaling["centre"]), np.float32(scaling["scale"])
     out = profile.copy()
     for k, kind in enumerate(kinds):
