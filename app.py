@@ -12,6 +12,7 @@ import threading
 
 import dash
 import flask
+from dash.exceptions import PreventUpdate
 
 import callbacks  # noqa: F401  (registers every panel's callbacks with the apps made here)
 from callbacks.background import make_background_manager
@@ -43,8 +44,9 @@ def page() -> dash.html.Div:
             setattr(layout[component_id], name, value)
     try:
         pictures = first_pictures(layout)
-    except (PipelineError, OSError, ValueError) as err:  # the views' own draw will say more
-        log.warning("no first pictures for the page: %s", err)
+    except (PipelineError, OSError, ValueError, PreventUpdate) as err:  # the page comes
+        # without them; the views' own draw will say more
+        log.warning("no first pictures for the page: %r", err)
         pictures = {}
     for space, picture in pictures.items():
         layout[ids.VIEW_PREVIEWS[space]].src = picture

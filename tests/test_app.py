@@ -130,6 +130,19 @@ def test_a_large_run_comes_with_its_pictures_and_the_next_page_shows_a_correctio
     assert previews(client.get("/_dash-layout").get_json()) == dict.fromkeys(ids.VIEWS)
 
 
+def test_a_run_whose_map_cannot_be_read_still_gets_its_page(tmp_path, monkeypatch):
+    """The first pictures are extra: a run whose map file is damaged gets the page without
+    them (its views then say what is wrong), not a broken page."""
+    monkeypatch.setenv("XRAE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XRAE_RASTER_ABOVE", "10")
+    run = write_synthetic_run(tmp_path / "data", n=60)
+    (run.path / "emb_fea.npy").write_bytes(b"not a numpy file")
+    response = create_app(tmp_path / "data").server.test_client().get("/_dash-layout")
+    assert response.status_code == 200
+    assert find(response.get_json(), ids.RUN_PICKER)["value"] == run.id  # chosen, still
+    assert previews(response.get_json()) == dict.fromkeys(ids.VIEWS)
+
+
 def layout_ids(node) -> set[str]:
     """Every string id in a layout's JSON."""
     if isinstance(node, list):
