@@ -7,8 +7,6 @@ that Dash drops never leaves the views half-updated.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from dash import ALL, Input, Output, Patch, State, ctx, hooks, no_update
 
@@ -30,6 +28,7 @@ from callbacks.common import (
 )
 from callbacks.raster import (
     colour_codes,
+    drawn_view,
     focus_mask,
     keep_view,
     picture_key,
@@ -312,48 +311,36 @@ def draw_views(run_id, mode, shown, colour_by, colour_attribute, metric, cap, th
     return (*figures, *headers, count_text(mask))
 
 
-# The newest run's first pictures, as (run folder, labels in force, controls, pictures): pages
-# start with the newest run, so one is all there is to keep.
-_FIRST_PICTURES: list[tuple | None] = [None]
-_FIRST_PICTURES_LOCK = threading.Lock()
-
-
 def first_pictures(layout) -> dict[str, str]:
     """A large run's three pictures (PNG data URIs by view) for the page to show as it starts,
     before plotly.js has loaded, or {} for a small run or none. Drawn by the first draw's own
     code (build_views) from the values the page's controls start with, so they are the
     pictures plotly will show, at the default size (components.raster.DEFAULT_SIZE: the page
     stretches them over the views' plot areas, as plotly stretches a picture over its axes);
-    kept until the newest run, its labels in force (a correction) or those values change, so
-    a page load rarely draws them."""
+    taken from the views drawn last while they are kept there (callbacks.raster.drawn_view),
+    so a page load rarely draws them."""
     def value(component_id):
         return getattr(layout[component_id], "value", None)
 
     run = try_run(value(ids.RUN_PICKER))
     if run is None or not is_raster(len(run)):
         return {}
-    controls = [value(i) for i in (ids.POINT_MODE, ids.FLOWER_ATTRIBUTES, ids.COLOUR_BY,
-                                   ids.COLOUR_ATTRIBUTE, ids.DISTANCE, ids.FLOWER_CAP,
-                                   ids.THRESHOLD, ids.THRESHOLD_MODE, ids.LABELS_USED,
-                                   ids.FILTER_DISAGREEING, *(i.component_id for i in FILTERS))]
     (mode, shown, colour_by, colour_attribute, metric, cap, threshold, threshold_choice, which,
-     disagreeing, *filters) = controls
-    which = which or WITH_CORRECTIONS
-    labels = labels_used(run, which)
-    with _FIRST_PICTURES_LOCK:
-        held = _FIRST_PICTURES[0]
-    if held is not None and held[0] == str(run.path) and held[1] is labels \
-            and held[2] == controls:
-        return held[3]
-    figures, _ = build_views(
-        run, mode or "dots", shown, colour_by, colour_attribute, metric, cap,
-        thresholds_sent(run, threshold_choice, threshold), (*filters, disagreeing), [], [],
-        dict.fromkeys(SPACES), which)
-    pictures = {s: f["layout"]["images"][0]["source"] for s, f in zip(SPACES, figures,
-                                                                        strict=True)}
-    with _FIRST_PICTURES_LOCK:
-        _FIRST_PICTURES[0] = (str(run.path), labels, controls, pictures)
-    return pictures
+     disagreeing, *filters) = [value(i) for i in (
+        ids.POINT_MODE, ids.FLOWER_ATTRIBUTES, ids.COLOUR_BY, ids.COLOUR_ATTRIBUTE, ids.DISTANCE,
+        ids.FLOWER_CAP, ids.THRESHOLD, ids.THRESHOLD_MODE, ids.LABELS_USED,
+        ids.FILTER_DISAGREEING, *(i.component_id for i in FILTERS))]
+    threshold = thresholds_sent(run, threshold_choice, threshold)
+    filters = (*filters, disagreeing)
+    held = {s: drawn_view(view_key(s, run, threshold, filters, which, [], [], colour_by,
+                                   colour_attribute, metric, mode, shown, cap, None, None), run)
+            for s in SPACES}
+    if all(view is not None for view in held.values()):
+        return {s: view["picture"]["source"] for s, view in held.items()}
+    figures, _ = build_views(run, mode or "dots", shown, colour_by, colour_attribute, metric,
+                             cap, threshold, filters, [], [], dict.fromkeys(SPACES),
+                             which or WITH_CORRECTIONS)
+    return {s: f["layout"]["images"][0]["source"] for s, f in zip(SPACES, figures, strict=True)}
 
 
 # The views come first as the page starts. Once plotly.js has loaded, it draws the page's
