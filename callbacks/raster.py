@@ -191,8 +191,7 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
             for s in SPACES}
     on_screen = dict(zip(SPACES, (on_act, on_fea, on_prd), strict=True))
     unchanged = {s for s in SPACES if on_screen[s] == picture_key(keys[s])}
-    views = {s: None if s in unchanged else drawn_view(keys[s], run) for s in SPACES}
-    views.update(dict.fromkeys(unchanged, no_update))
+    views = {s: drawn_view(keys[s], run) for s in SPACES if s not in unchanged}
     if any(view is None for view in views.values()):
         mask = match_mask(run, act, threshold, f_attributes, f_match, f_on, disagreeing)
         rows = selection_rows(run, selection)
@@ -201,7 +200,7 @@ def redraw_pictures(selection, threshold, threshold_choice, f_attributes, f_matc
         colours = {s: (v, scale, crange, colour_codes(colour_by))
                    for s, v in per_view(values).items()}
         focus = focus_mask(mask, rows)
-        for s in (s for s in SPACES if views[s] is None):
+        for s in [s for s, view in views.items() if view is None]:
             rings = petals = None
             if mode not in (None, "dots"):
                 rings, petals, _ = pictured_flowers(run, act, s, mode, shown, threshold, mask,
