@@ -1,9 +1,11 @@
 """Exact k-nearest neighbours: pipeline.knn against scikit-learn's brute-force search (what the
 tool used before), in the disagreement's PRD space (17 probabilities) and FEA space (features
 reduced to 64 principal components, unit length), and the whole cross-space disagreement of a
-run, the searches swapped and nothing else.
+run, the searches swapped and nothing else; then the neighbourhoods of a run extended by new
+images (what `add` does) against a search of every pair of the grown run.
 
     python benchmarks/knn.py [--n 20000 110000] [--disagreement-n 110000] [--k 10]
+                             [--extend 100000 10000]
 
 The data are benchmarks/scale.py's clustered features (512-d in 40 clusters, label sets that
 follow the cluster, probabilities near the labels). Each figure is one timed call; the machine
@@ -84,11 +86,27 @@ def compare_disagreement(n: int, k: int) -> None:
           f"difference {moved.max():.4f} ({load()})", flush=True)
 
 
+def compare_extension(n_old: int, n_new: int) -> None:
+    from pipeline.analyses import disagreement as dis
+
+    act, fea, prd = clustered_features(n_old + n_new)
+    parent, t_parent = timed(dis.neighbourhoods, act[:n_old], fea[:n_old], prd[:n_old])
+    grown, t_grown = timed(dis.extended, parent, act, fea, prd)
+    whole, t_whole = timed(lambda: dis.neighbourhoods(act, fea, prd, basis=parent.basis))
+    same = np.array_equal(grown.found, whole.found) and np.array_equal(grown.score, whole.score)
+    print(f"  {n_old} images ({t_parent:.1f} s every pair) and {n_new} more: extended "
+          f"{t_grown:.1f} s, every pair of the {n_old + n_new} {t_whole:.1f} s, "
+          f"{t_whole / t_grown:.1f}× faster; same lists and scores: {same} ({load()})",
+          flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[20_000, 110_000])
     parser.add_argument("--disagreement-n", type=int, default=110_000)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--extend", type=int, nargs=2, default=[100_000, 10_000],
+                        metavar=("N_OLD", "N_NEW"), help="0 0 to skip")
     args = parser.parse_args()
     from pipeline.knn import ExactIndex
 
@@ -98,6 +116,8 @@ def main() -> None:
         compare_spaces(n, args.k)
     if args.disagreement_n:
         compare_disagreement(args.disagreement_n, args.k)
+    if args.extend[0]:
+        compare_extension(*args.extend)
 
 
 if __name__ == "__main__":

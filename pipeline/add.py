@@ -129,19 +129,39 @@ def _infer_place_write(data_dir: Path, run: store.Run, ds: store.Dataset, refere
                                   _placed(run, s, reference, new[s], client, timings)])
                for s in SPACES}
         timings["place_s"] = round(time.perf_counter() - started, 2)
+    act, prd, fea = (np.concatenate([np.asarray(getattr(run, s)), new[s]])
+                     for s in ("act", "prd", "fea"))
+    neighbourhoods = _neighbourhoods(run, act, fea, prd, timings)
     meta = {k: v for k, v in run.meta.items() if k not in KEPT_META}
     meta.update(parent_run=run.id, timings=timings, added={
         "dataset": ds.id, "n_images": len(ds), "labels": "annotated" if labelled else "predicted"})
     if labelled:
-        meta["added"]["metrics"] = metrics.evaluate(act, prd, _thresholds(run))
+        meta["added"]["metrics"] = metrics.evaluate(new["act"], new["prd"], _thresholds(run))
     return store.write_run(
-        data_dir, attributes=run.attributes, colours=run.colours,
-        images=_images(run, ds), act=np.concatenate([np.asarray(run.act), act]),
-        prd=np.concatenate([np.asarray(run.prd), prd]),
-        fea=np.concatenate([np.asarray(run.fea), fea]), emb=emb, meta=meta,
+        data_dir, attributes=run.attributes, colours=run.colours, images=_images(run, ds),
+        act=act, prd=prd, fea=fea, emb=emb, meta=meta,
         run_id=new_run_id or store.new_id(f"{run.id[-24:]} added"),
         extra_files={"model.pt": lambda path: shutil.copyfile(run.checkpoint, path),
-                     REFERENCE_FILE: lambda path: np.save(path, reference)})
+                     REFERENCE_FILE: lambda path: np.save(path, reference)},
+        disagreement=neighbourhoods)
+
+
+def _neighbourhoods(run: store.Run, act, fea, prd, timings: dict):
+    """The new run's neighbourhoods, extended from those the old run stores (its old images keep
+    their feature basis; the search grows with old × new images, not all²). None (computed whole
+    when the run is written) for an old run that stores none, or one too small to have had the
+    full number of neighbours, or when the new run is too large to store them."""
+    from pipeline.analyses import disagreement
+
+    parent = disagreement.stored(run)
+    n = len(act)
+    if parent is None or parent.found.shape[2] != min(disagreement.DEFAULT_K, n - 1) \
+            or n > disagreement.STORED_UP_TO:
+        return None
+    started = time.perf_counter()
+    made = disagreement.extended(parent, act, fea, prd)
+    timings["disagreement_s"] = round(time.perf_counter() - started, 2)
+    return made
 
 
 def _placed(run: store.Run, space: str, reference: np.ndarray, x_new: np.ndarray,

@@ -187,6 +187,9 @@ def reembed_run(run: store.Run, *, seed: int = 0, perplexity: float = 30.0,
     meta["embedding"] = embedding_meta(len(run), seed, perplexity)
     meta["timings"] = {**meta.get("timings", {}),
                        "embed_s": round(time.perf_counter() - started, 2)}
+    from pipeline.analyses.disagreement import stored
+
+    kept = stored(run)  # the same arrays: the same neighbourhoods and scores
     extra = {}
     if run.checkpoint is not None:
         extra["model.pt"] = lambda path: shutil.copyfile(run.checkpoint, path)
@@ -194,7 +197,7 @@ def reembed_run(run: store.Run, *, seed: int = 0, perplexity: float = 30.0,
                            images=run.images.drop(columns=["index"], errors="ignore"),
                            act=arrays["act"], prd=arrays["prd"], fea=arrays["fea"], emb=emb,
                            meta=meta, extra_files=extra, run_id=run_id,
-                           disagreement=run.disagreement)  # same arrays: the same scores
+                           disagreement=kept if kept is not None else run.disagreement)
 
 
 def embedding_meta(n: int, seed: int = 0, perplexity: float = 30.0) -> dict:

@@ -10,6 +10,12 @@ from pipeline.metrics import OUTCOMES, outcomes, threshold_columns
 FILTER_TARGETS = ("act", "prd", *OUTCOMES)
 
 
+def uses_threshold(attributes, on: str = "act") -> bool:
+    """Whether the attribute filter's answer depends on the decision thresholds: only a filter
+    with chosen attributes on the predictions or on an outcome."""
+    return bool(attributes) and (on or "act") != "act"
+
+
 def filter_mask(act, prd, threshold: float | np.ndarray, attributes, match: str = "any",
                 on: str = "act"):
     """Which images pass the attribute filter (all of them when no attribute is chosen).

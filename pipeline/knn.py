@@ -189,6 +189,21 @@ class ExactIndex:
         return score[:, -1].astype(np.float64) + q_norm**2 - bound > kth
 
 
+def nearest_among(points, queries, candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's k nearest of its own candidate rows of `points` (M × C, −1 for none), by
+    the order every search here ranks by: (float64 distance, row). Merging two exact answers
+    (a query's k nearest among old points and among new ones) gives the exact answer over
+    both, bit for bit as one search would."""
+    points, queries = _finite(points, "points"), _finite(queries, "queries")
+    candidates = np.ascontiguousarray(candidates, dtype=np.int64)
+    if candidates.ndim != 2 or len(candidates) != len(queries) or candidates.max(
+            initial=-1) >= len(points):
+        raise PipelineError(f"candidates of shape {candidates.shape} do not name rows of "
+                            f"{len(points)} points for {len(queries)} queries")
+    square, rows = _rerank(points, queries, candidates, int(k))
+    return np.sqrt(square), rows
+
+
 def _cells(x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """A row order that puts x in cells of nearby rows, about `size` each, and where each cell
     starts (one more: the end): the clusters of a k-means (Lloyd's iterations on a sample,

@@ -6,6 +6,10 @@ PCA_DIMS dimensions and centred: ResNet features have 2048 dimensions, most of t
 this purpose, and cosine ignores the overall activation strength that differs between images
 of one kind taken at different exposures.
 
+The principal components are those of the run's images when it was first written, stored
+with it (fit_basis); a run made from it by `add` keeps them, so its old images stay where
+they were in this space and keep their neighbours unless a new image comes nearer.
+
 The search itself is exact and Euclidean on the reduced vectors scaled to unit length, which
 orders images as cosine distance does (|a − b|² = 2 − 2 cos) and lets the search use matrix
 products (pipeline.knn; scikit-learn's cosine search was five times slower than its Euclidean
@@ -22,6 +26,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.knn import ExactIndex
 from pipeline.store import Run, open_run
+from pipeline.store.files import SPACES
 
 PCA_DIMS = 64
 DEFINITION = f"cosine distance of features (first {PCA_DIMS} principal components)"
@@ -34,6 +39,7 @@ class FeatureIndex:
     reduced: np.ndarray  # N × d, the reduced and centred features
     unit: np.ndarray  # N × d, `reduced` scaled to unit length: the searched points
     search: ExactIndex  # the exact Euclidean search over `unit`
+    basis: np.ndarray  # what reduced the features (fit_basis)
 
     def nearest(self, rows, k: int) -> np.ndarray:
         """For each of `rows`, its k nearest other images, nearest first (len(rows) × k)."""
@@ -52,22 +58,56 @@ def without_self(found: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return found[keep].reshape(len(found), k)
 
 
-def build_index(fea) -> FeatureIndex:
-    """The neighbour index of an N × D feature array (N ≥ 2)."""
+def fit_basis(fea) -> np.ndarray:
+    """The reduction DEFINITION names, fitted to an N × D feature array: a (1 + d) × D array,
+    the features' mean and then the d principal axes (the identity when D ≤ PCA_DIMS).
+
+    A run keeps the basis it was first written with (pipeline.store: fea_basis.npy), and runs
+    made from it by `add` inherit it: the old images' reduced features, and so their nearest
+    neighbours, stay as they were when new images join.
+    """
     from sklearn.decomposition import PCA
 
     fea = np.asarray(fea, dtype=np.float32)
-    n = len(fea)
-    if n < 2:
-        raise PipelineError(f"nearest neighbours need at least 2 images, the run has {n}")
-    if fea.shape[1] > PCA_DIMS and n > PCA_DIMS:
+    if fea.shape[1] > PCA_DIMS and len(fea) > PCA_DIMS:
         # Exact, from the D × D covariance: 1.2 s for 110,000 × 448 features against 8.2 s
         # for the randomized solver used before (which approximates the same components).
-        fea = PCA(PCA_DIMS, svd_solver="covariance_eigh").fit_transform(fea)
-    reduced = np.ascontiguousarray(fea - fea.mean(axis=0), dtype=np.float32)
+        pca = PCA(PCA_DIMS, svd_solver="covariance_eigh").fit(fea)
+        return np.vstack([pca.mean_, pca.components_]).astype(np.float32)
+    return np.vstack([fea.mean(axis=0), np.eye(fea.shape[1])]).astype(np.float32)
+
+
+def check_basis(basis, dims: int) -> np.ndarray:
+    """A stored basis that fits features of `dims` columns, as float32."""
+    basis = np.asarray(basis)
+    if basis.ndim != 2 or basis.shape[0] < 2 or basis.shape[1] != dims \
+            or not np.isfinite(basis).all():
+        raise PipelineError(f"a feature basis of shape {basis.shape} does not fit features of "
+                            f"{dims} columns (expected (1 + d) × {dims}, finite)")
+    return basis.astype(np.float32, copy=False)
+
+
+def reduce(fea, basis: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """Features reduced by a basis (N × d float32), a block of rows at a time: the centred
+    copy of a million images' features at once would be 1.8 GB."""
+    out = np.empty((len(fea), len(basis) - 1), dtype=np.float32)
+    for first in range(0, len(fea), block):
+        rows = np.asarray(fea[first:first + block], dtype=np.float32)
+        out[first:first + block] = (rows - basis[0]) @ basis[1:].T
+    return out
+
+
+def build_index(fea, basis=None) -> FeatureIndex:
+    """The neighbour index of an N × D feature array (N ≥ 2), reduced by `basis` (fit_basis;
+    by default fitted to these features)."""
+    fea = np.asarray(fea)
+    if len(fea) < 2:
+        raise PipelineError(f"nearest neighbours need at least 2 images, the run has {len(fea)}")
+    basis = fit_basis(fea) if basis is None else check_basis(basis, fea.shape[1])
+    reduced = reduce(fea, basis)
     unit = reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
     unit = np.ascontiguousarray(unit, dtype=np.float32)
-    return FeatureIndex(reduced, unit, ExactIndex(unit))
+    return FeatureIndex(reduced, unit, ExactIndex(unit), basis)
 
 
 def neighbour_graph(fea, k: int) -> np.ndarray:
@@ -79,29 +119,46 @@ def neighbour_graph(fea, k: int) -> np.ndarray:
 @lru_cache(maxsize=4)
 def _run_index(run_path: str) -> FeatureIndex:
     # Runs never change once written, so the index is valid for the process lifetime.
-    return build_index(open_run(run_path).fea)
+    run = open_run(run_path)
+    return build_index(run.fea, run.fea_basis)
 
 
 @lru_cache(maxsize=8)
 def _run_graph(run_path: str, k: int) -> np.ndarray:
-    index = _run_index(run_path)
-    graph = index.nearest(np.arange(len(index.reduced)), k)
+    graph = _stored(run_path, k)
+    if graph is None:
+        index = _run_index(run_path)
+        graph = index.nearest(np.arange(len(index.reduced)), k)
     graph.flags.writeable = False
     return graph
 
 
+def _stored(run_path: str, k: int, rows=slice(None)) -> np.ndarray | None:
+    """The first k of the FEA neighbours the run stores (pipeline.analyses.disagreement) of
+    `rows`, or None when it stores fewer (or none). Found by this module's search in the
+    run's own basis and nearest first, so their first k are what a search for k finds."""
+    lists = open_run(run_path).neighbour_lists
+    if lists is None or k > lists.shape[2]:
+        return None
+    return np.array(lists[SPACES.index("fea")][rows, :k], dtype=np.int64)
+
+
 def run_neighbour_graph(run: Run, k: int) -> np.ndarray:
-    """neighbour_graph of a run's features, computed once per run and k."""
+    """neighbour_graph of a run's features, computed once per run and k (read from the run
+    when it stores its neighbour lists)."""
     return _run_graph(str(run.path), int(k))
 
 
 def nearest_images(run: Run, index: int, k: int = 8) -> list[int]:
-    """The k images of the run nearest to row `index`, nearest first (one query, cached index).
-    The answer is remembered too: the detail view asks again each time an image is opened
-    again, and one query searches every image of the run (a second at a million)."""
+    """The k images of the run nearest to row `index`, nearest first: read from the run when it
+    stores its neighbour lists, else one query of the cached index (the index of a million
+    images takes seconds to make, and a query a second). The answer is remembered too: the
+    detail view asks again each time an image is opened again."""
     return list(_nearest(str(run.path), int(index), int(k)))
 
 
 @lru_cache(maxsize=1024)
 def _nearest(run_path: str, index: int, k: int) -> tuple[int, ...]:
-    return tuple(int(i) for i in _run_index(run_path).nearest([index], k)[0])
+    stored = _stored(run_path, k, [index])
+    found = stored[0] if stored is not None else _run_index(run_path).nearest([index], k)[0]
+    return tuple(int(i) for i in found)

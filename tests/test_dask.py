@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from pipeline import cluster, store
+from pipeline.analyses import disagreement
 from pipeline.cli import main
 from pipeline.infer import infer, make_run
 from pipeline.infer_shards import infer_on_cluster
@@ -111,8 +112,18 @@ def test_add_places_new_images_and_keeps_every_old_coordinate(trained, tmp_path)
         assert np.isfinite(placed).all()
         assert (np.abs(placed - old.emb(space).mean(0)) <= spread).all(), space  # on the map
     assert len(store.list_runs(data)) == 2  # the old run is still there, unchanged
-    stages = {"ingest_s", "infer_s", "place_s", *(f"{step}_{space}_s" for space in SPACES
-                                                  for step in ("rebuild", "transform"))}
+    # The neighbourhoods were extended from the old run's, in its feature basis: what a search
+    # of every image in that basis finds, and the old images' FEA neighbours as the detail view
+    # showed them, unless a new image came nearer.
+    assert np.array_equal(new.fea_basis, old.fea_basis)
+    whole = disagreement.neighbourhoods(new.act, new.fea, new.prd, basis=old.fea_basis)
+    assert np.array_equal(new.neighbour_lists, whole.found)
+    assert np.array_equal(new.disagreement, whole.score)
+    for before, after in zip(old.neighbour_lists[1], new.neighbour_lists[1][:80], strict=True):
+        kept = after[after < 80]  # the old images still among its nearest: the nearest before
+        assert np.array_equal(kept, before[:len(kept)])
+    stages = {"ingest_s", "infer_s", "place_s", "disagreement_s",
+              *(f"{step}_{space}_s" for space in SPACES for step in ("rebuild", "transform"))}
     assert set(new.meta["timings"]) >= stages  # where an add's time went, stage by stage
 
 

@@ -125,3 +125,74 @@ def test_the_score_taken_a_block_of_images_at_a_time_is_the_score_taken_at_once(
     in_blocks = dis.disagreement(act, fea, prd, k=10)
     for name, values in at_once.items():
         assert np.array_equal(in_blocks[name], values), name
+
+
+def with_copies(act, fea, prd, rng):
+    """The arrays with exact copies of some rows appended: ties in every space, which the
+    searches break by row."""
+    copies = rng.choice(len(act), len(act) // 10, replace=False)
+    return (np.concatenate([act, act[copies]]), np.concatenate([fea, fea[copies]]),
+            np.concatenate([prd, prd[copies]]))
+
+
+@pytest.mark.parametrize("n_new", [1, 7, 150])
+def test_neighbourhoods_extended_to_new_images_equal_a_search_of_every_image(n_new):
+    rng = np.random.default_rng(4)
+    act, fea, prd = with_copies(*clustered(600 + n_new, seed=3), rng)
+    order = rng.permutation(len(act))  # copies among the old images and among the new ones
+    act, fea, prd = act[order], fea[order], prd[order]
+    n_old = len(act) - n_new
+    parent = dis.neighbourhoods(act[:n_old], fea[:n_old], prd[:n_old])
+    grown = dis.extended(parent, act, fea, prd)
+    whole = dis.neighbourhoods(act, fea, prd, basis=parent.basis)
+    assert np.array_equal(grown.found, whole.found)
+    assert np.array_equal(grown.score, whole.score)
+    assert grown.found.shape == (3, len(act), dis.DEFAULT_K)
+    # And that search is the true one: every pair's distances, in the parent's basis.
+    index = build_index(fea, parent.basis)
+    for space, points in zip(dis.SPACE_ORDER, (act, index.unit, prd), strict=True):
+        expected = every_pair_neighbours(np.asarray(points, np.float32), dis.DEFAULT_K)
+        assert np.array_equal(whole.found[dis.SPACE_ORDER.index(space)], expected), space
+
+
+def test_a_written_run_keeps_its_neighbourhoods_and_its_neighbour_search_uses_its_basis(
+        tmp_path, monkeypatch):
+    from pipeline import neighbours
+    from pipeline.store.runs import BASIS_FILE, NEIGHBOURS_FILE
+
+    run = write_synthetic_run(tmp_path / "data", n=120)
+    assert run.neighbour_lists.shape == (3, 120, dis.DEFAULT_K)
+    made = dis.neighbourhoods(run.act, run.fea, run.prd)
+    assert np.array_equal(run.neighbour_lists, made.found)
+    assert np.array_equal(run.fea_basis, made.basis)
+    # A run written before runs kept them: the detail view and the audit search its features.
+    older = tmp_path / "data" / "runs" / "older-run"
+    shutil.copytree(run.path, older)
+    for name in (NEIGHBOURS_FILE, BASIS_FILE):
+        (older / name).unlink()
+    (older / "run.json").write_text((older / "run.json").read_text().replace(run.id, "older-run"))
+    searched = open_run(str(older))
+    wanted = {row: neighbours.nearest_images(searched, row, 8) for row in (0, 57, 119)}
+    graph = neighbours.run_neighbour_graph(searched, dis.DEFAULT_K)
+    # This run's are read from its lists, without a search (the index of a million images takes
+    # seconds to make): the same neighbours, a search's first k.
+    monkeypatch.setattr(neighbours, "build_index", lambda *a, **k: pytest.fail("searched"))
+    for row, nearest in wanted.items():
+        assert neighbours.nearest_images(run, row, 8) == nearest
+    assert np.array_equal(neighbours.run_neighbour_graph(run, dis.DEFAULT_K), graph)
+    assert np.array_equal(neighbours.run_neighbour_graph(run, 4), graph[:, :4])
+    # The analyses tab's pairs come from the stored lists, as a search would find them.
+    pairs = dis.run_disagreement(run)
+    searched = dis.disagreement(run.act, run.fea, run.prd, basis=run.fea_basis)
+    for name, values in searched.items():
+        assert np.array_equal(pairs[name], values), name
+
+
+def test_stored_neighbour_lists_of_the_wrong_shape_name_the_file(tmp_path):
+    from pipeline.store.runs import NEIGHBOURS_FILE
+
+    run = write_synthetic_run(tmp_path / "data", n=80)
+    np.save(run.path / NEIGHBOURS_FILE, np.zeros((3, 79, 10), np.int32))
+    with pytest.raises(PipelineError, match=NEIGHBOURS_FILE):
+        open_run.cache_clear()
+        open_run(str(run.path))

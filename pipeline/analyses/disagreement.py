@@ -24,8 +24,13 @@ Annoy that openTSNE bundles) was tried and left: at 20,000 images it found 75 % 
 than the exact search.
 
 Runs of up to STORED_UP_TO images store the score when they are written (disagreement.npy,
-pipeline.store.write_run), so the dashboard only reads it; run_scores computes it, once per
-process, for a run written before runs stored it.
+pipeline.store.write_run), so the dashboard only reads it, and with it what it was made from:
+each image's neighbour lists in the three spaces (neighbours.npy) and the feature basis of FEA
+(fea_basis.npy). `add` extends those (`extended`): the old images keep their basis, and only
+old × new and new × all pairs are searched, so adding a day's images costs in proportion to
+them, not to the square of the run (on 2 cores, 100,000 + 10,000 images: 6.3 s against 13.0 s
+for every pair; 1,000,000 + 10,000: 67 s against about 300 s). run_scores computes the score,
+once per process, for a run written before runs stored it.
 """
 
 from __future__ import annotations
@@ -36,12 +41,14 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.knn import ExactIndex
-from pipeline.neighbours import build_index, without_self
+from pipeline.knn import ExactIndex, nearest_among
+from pipeline.neighbours import FeatureIndex, build_index, without_self
 from pipeline.store import Run, open_run
+from pipeline.store.files import SPACES
 
 DEFAULT_K = 10
 PAIRS = (("act", "fea"), ("act", "prd"), ("fea", "prd"))
+SPACE_ORDER = SPACES  # the order of a run's stored neighbour lists: act, fea, prd
 SLACK = 1e-6  # distances equal up to float rounding count as within the radius
 AGREEMENT_BLOCK = 8192  # images whose neighbours' distances are taken at once (≤ 16 MB in FEA)
 
@@ -71,19 +78,46 @@ def euclidean_neighbours(points: np.ndarray, k: int) -> np.ndarray:
 def label_neighbours(points: np.ndarray, k: int) -> np.ndarray:
     """Each point's k nearest other points (N × k), nearest first and, among equally near ones,
     lowest row first: exact, searched between distinct rows, each standing for its copies."""
-    distinct, which, counts = np.unique(points, axis=0, return_inverse=True, return_counts=True)
-    distinct = distinct.astype(np.float64)
-    members = np.argsort(which.ravel(), kind="stable")  # rows of each distinct vector, ascending
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    found = np.empty((len(points), k), dtype=np.int64)
+    return without_self(label_nearest(points, k + 1), np.arange(len(points)), k)
+
+
+def label_nearest(points: np.ndarray, k: int, queries=None) -> np.ndarray:
+    """For each query label vector (by default each point's own), the k rows of `points`
+    nearest to it (len(queries) × k, k ≤ len(points)), nearest first and, among equally near
+    ones, lowest row first: exact, searched between distinct vectors (a run of 100,000 images
+    has thousands), each standing for its copies."""
+    distinct, counts, members, starts = _copies(points)
+    if queries is None:
+        asked, q_members, q_starts = distinct, members, starts
+    else:
+        asked, _, q_members, q_starts = _copies(queries)
+    distinct, asked = distinct.astype(np.float64), asked.astype(np.float64)
+    found = np.empty((len(q_members), k), dtype=np.int64)
     block = max(1, 2**22 // len(distinct))  # distances of `block` vectors at a time: ≤ 32 MB
-    for first in range(0, len(distinct), block):
-        d = _distances(distinct[first:first + block], distinct)
-        for u, (row, edge) in enumerate(zip(d, _edges(d, counts, k + 1), strict=True), first):
-            mine = members[starts[u]:starts[u + 1]]
-            nearest = _nearest_rows(row, edge, members, starts, k + 1)
-            found[mine] = without_self(np.tile(nearest, (len(mine), 1)), mine, k)
+    for first in range(0, len(asked), block):
+        d = _distances(asked[first:first + block], distinct)
+        for u, (row, edge) in enumerate(zip(d, _edges(d, counts, k), strict=True), first):
+            found[q_members[q_starts[u]:q_starts[u + 1]]] = _nearest_rows(
+                row, edge, members, starts, k)
     return found
+
+
+def _copies(points) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct rows of `points`, how many copies each has, the rows of all copies grouped
+    by distinct row (ascending within a group) and where each group starts."""
+    points = np.asarray(points)
+    if points.shape[1] < 63 and ((points == 0) | (points == 1)).all():
+        # Labels of 0 and 1: each row one whole number, which sorts far faster than rows do
+        # (np.unique over rows: 0.8 s for 340,000 images of 17 attributes).
+        keys = points.astype(np.int64) @ (np.int64(1) << np.arange(points.shape[1]))
+        _, first, which, counts = np.unique(keys, return_index=True, return_inverse=True,
+                                            return_counts=True)
+        distinct = points[first]
+    else:
+        distinct, which, counts = np.unique(points, axis=0, return_inverse=True,
+                                            return_counts=True)
+    members = np.argsort(which.ravel(), kind="stable")
+    return distinct, counts, members, np.concatenate([[0], np.cumsum(counts)])
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -117,60 +151,152 @@ def _nearest_rows(d: np.ndarray, edge: float, members, starts, want: int) -> np.
     return rows[np.lexsort((rows, dist))][:want]
 
 
-def spaces(act, fea, prd, k: int) -> tuple[dict[str, Space], dict[str, np.ndarray]]:
-    """The three spaces and each image's k nearest neighbours in each."""
-    act = np.asarray(act, dtype=np.float32)
-    prd = np.ascontiguousarray(prd, dtype=np.float32)
-    index = build_index(fea)
-    found = {"act": label_neighbours(act, k), "prd": euclidean_neighbours(prd, k),
+def spaces(act, fea, prd, k: int, basis=None
+           ) -> tuple[dict[str, Space], dict[str, np.ndarray], FeatureIndex]:
+    """The three spaces, each image's k nearest neighbours in each, and the FEA index (its
+    basis given, or fitted to these features)."""
+    made, index = _made(act, fea, prd, basis)
+    found = {"act": label_neighbours(made["act"].points, k),
+             "prd": euclidean_neighbours(made["prd"].points, k),
              "fea": index.nearest(np.arange(len(index.unit)), k)}
-    made = {"act": Space(act, False), "fea": Space(index.unit, True), "prd": Space(prd, False)}
-    return made, found
+    return made, found, index
 
 
-def agreement(x: str, y: str, made: dict[str, Space], found: dict[str, np.ndarray]) -> np.ndarray:
-    """Per image, the share of its nearest neighbours in x that lie within its k-NN radius in y.
-    A block of images at a time: the neighbours' points of all at once (N × k × d) would be
-    200 MB at 100,000 images in FEA, and grow with every image."""
-    n = len(found[x])
-    shares = np.empty(n)
-    for first in range(0, n, AGREEMENT_BLOCK):
-        rows = np.arange(first, min(first + AGREEMENT_BLOCK, n))
-        radius = made[y].distance(rows, found[y][rows]).max(axis=1)
-        shares[rows] = (made[y].distance(rows, found[x][rows]) <= radius[:, None] + SLACK
-                        ).mean(axis=1)
+def _made(act, fea, prd, basis) -> tuple[dict[str, Space], FeatureIndex]:
+    index = build_index(fea, basis)
+    return {"act": Space(np.asarray(act, dtype=np.float32), False),
+            "fea": Space(index.unit, True),
+            "prd": Space(np.ascontiguousarray(prd, dtype=np.float32), False)}, index
+
+
+def agreement(x: str, y: str, made: dict[str, Space], found: dict[str, np.ndarray],
+              rows=None) -> np.ndarray:
+    """Per image (of `rows`, by default all), the share of its nearest neighbours in x that lie
+    within its k-NN radius in y. A block of images at a time: the neighbours' points of all at
+    once (N × k × d) would be 200 MB at 100,000 images in FEA, and grow with every image."""
+    rows = np.arange(len(found[x])) if rows is None else np.asarray(rows)
+    shares = np.empty(len(rows))
+    for first in range(0, len(rows), AGREEMENT_BLOCK):
+        block = rows[first:first + AGREEMENT_BLOCK]
+        radius = made[y].distance(block, found[y][block]).max(axis=1)
+        shares[first:first + len(block)] = (
+            made[y].distance(block, found[x][block]) <= radius[:, None] + SLACK).mean(axis=1)
     return shares
 
 
-def disagreement(act, fea, prd, k: int = DEFAULT_K) -> dict[str, np.ndarray]:
-    """Per image: the disagreement score (N, in [0, 1]) and each pair's agreement (N each)."""
-    n = len(np.asarray(act))
-    if n < 3:
-        raise PipelineError(f"neighbourhoods need at least 3 images, the run has {n}")
-    k = int(min(max(k, 1), n - 1))
-    made, found = spaces(act, fea, prd, k)
-    pairs = {f"{x}-{y}": (agreement(x, y, made, found) + agreement(y, x, made, found)) / 2
-             for x, y in PAIRS}
+def _scores(made: dict[str, Space], found: dict[str, np.ndarray], rows=None
+            ) -> dict[str, np.ndarray]:
+    """The score (in [0, 1]) and each pair's agreement of each image of `rows` (default: all)
+    from the neighbourhoods; each image's from its own lists alone."""
+    pairs = {f"{x}-{y}": (agreement(x, y, made, found, rows)
+                          + agreement(y, x, made, found, rows)) / 2 for x, y in PAIRS}
     score = 1.0 - np.mean(list(pairs.values()), axis=0)
     return {"score": score.astype(np.float32), **{p: v.astype(np.float32)
                                                    for p, v in pairs.items()}}
 
 
-STORED_UP_TO = 250_000  # the exact searches grow as N²: a minute at 110,000, hours at 1,000,000
+def _k(n: int, k: int) -> int:
+    if n < 3:
+        raise PipelineError(f"neighbourhoods need at least 3 images, the run has {n}")
+    return int(min(max(k, 1), n - 1))
 
 
-def scores_to_store(act, fea, prd) -> np.ndarray | None:
-    """The score a run stores when it is written (k = DEFAULT_K); None for a run too small to
-    have neighbourhoods (fewer than 3 images) or larger than STORED_UP_TO."""
+def disagreement(act, fea, prd, k: int = DEFAULT_K, basis=None) -> dict[str, np.ndarray]:
+    """Per image: the disagreement score (N, in [0, 1]) and each pair's agreement (N each)."""
+    made, found, _ = spaces(act, fea, prd, _k(len(np.asarray(act)), k), basis)
+    return _scores(made, found)
+
+
+@dataclass(frozen=True)
+class Neighbourhoods:
+    """What a run stores of its neighbourhoods: each image's k nearest other images in each
+    space (3 × N × k, in SPACE_ORDER), the feature basis FEA's were found in
+    (pipeline.neighbours.fit_basis) and the disagreement score they give (N)."""
+
+    found: np.ndarray
+    basis: np.ndarray
+    score: np.ndarray
+
+
+def neighbourhoods(act, fea, prd, k: int = DEFAULT_K, basis=None) -> Neighbourhoods:
+    """A run's Neighbourhoods, every search over all its images."""
+    made, found, index = spaces(act, fea, prd, _k(len(np.asarray(act)), k), basis)
+    return Neighbourhoods(_stacked(found), index.basis, _scores(made, found)["score"])
+
+
+def extended(parent: Neighbourhoods, act, fea, prd) -> Neighbourhoods:
+    """The Neighbourhoods of a run whose first rows are the images `parent` describes, in the
+    same order, and whose other rows are new (`add`), in the parent's basis: exactly what
+    neighbourhoods(act, fea, prd, k, parent.basis) finds, without searching every pair again.
+
+    An old image's k nearest among all images are the k nearest of its old neighbours and its k
+    nearest among the new images (by distance, then row: new rows come after every old one);
+    a new image's are searched among all. The cost grows with old × new, not all²: the old
+    images are searched against the new ones only.
+    """
+    n_old, k = parent.found.shape[1], parent.found.shape[2]
+    n = len(np.asarray(act))
+    if n <= n_old:
+        raise PipelineError(f"a run extended from {n_old} images must have more, not {n}")
+    made, index = _made(act, fea, prd, parent.basis)
+    found, changed = {}, np.zeros(n_old, dtype=bool)
+    for space, old in zip(SPACE_ORDER, parent.found, strict=True):
+        points = made[space].points
+        new_rows = np.arange(n_old, n)
+        if space == "act":
+            among_new = label_nearest(points[n_old:], min(k, n - n_old), points[:n_old])
+            of_new = label_nearest(points, k + 1, points[n_old:])
+        else:
+            among_new = ExactIndex(points[n_old:]).query(k, points[:n_old])[1]
+            of_new = (index.search if space == "fea" else ExactIndex(points)).query(
+                k + 1, points[n_old:])[1]
+        candidates = np.hstack([old, among_new + n_old])
+        merged = nearest_among(points, points[:n_old], candidates, k)[1]
+        changed |= (merged != old).any(axis=1)
+        found[space] = np.vstack([merged, without_self(of_new, new_rows, k)])
+    # An old image whose three lists are as they were keeps its score; the others are scored
+    # anew (at 1,000,000 + 10,000 images, most keep theirs).
+    again = np.concatenate([np.flatnonzero(changed), np.arange(n_old, n)])
+    score = np.concatenate([np.asarray(parent.score, dtype=np.float32),
+                            np.empty(n - n_old, dtype=np.float32)])
+    score[again] = _scores(made, found, again)["score"]
+    return Neighbourhoods(_stacked(found), parent.basis, score)
+
+
+def _stacked(found: dict[str, np.ndarray]) -> np.ndarray:
+    return np.stack([found[s] for s in SPACE_ORDER]).astype(np.int32)
+
+
+def stored(run: Run) -> Neighbourhoods | None:
+    """The neighbourhoods stored with a run; None for a run written before runs stored them."""
+    if run.neighbour_lists is None or run.disagreement is None or run.fea_basis is None:
+        return None
+    return Neighbourhoods(np.asarray(run.neighbour_lists), run.fea_basis,
+                          np.asarray(run.disagreement))
+
+
+# Every pair searched on 2 cores: 12 s at 110,000 images, 80 s at 330,000, 300 s and 2.5 GB
+# at 1,000,000 (benchmarks/RESULTS.md); two beamline days at most.
+STORED_UP_TO = 2_000_000
+
+
+def to_store(act, fea, prd) -> Neighbourhoods | None:
+    """What a run stores when it is written (k = DEFAULT_K); None for a run too small to have
+    neighbourhoods (fewer than 3 images) or larger than STORED_UP_TO."""
     if not 3 <= len(np.asarray(act)) <= STORED_UP_TO:
         return None
-    return disagreement(act, fea, prd)["score"]
+    return neighbourhoods(act, fea, prd)
 
 
 @lru_cache(maxsize=4)
 def _run_disagreement(run_path: str, k: int) -> dict[str, np.ndarray]:
     run = open_run(run_path)
-    found = disagreement(run.act, run.fea, run.prd, k)
+    lists = run.neighbour_lists
+    if lists is not None and lists.shape[2] == k:  # stored: no search, only the agreements
+        made, _ = _made(run.act, run.fea, run.prd, run.fea_basis)
+        found = _scores(made, dict(zip(SPACE_ORDER, np.asarray(lists), strict=True)))
+    else:
+        found = disagreement(run.act, run.fea, run.prd, k, run.fea_basis)
     for values in found.values():
         values.flags.writeable = False
     return found

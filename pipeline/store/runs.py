@@ -54,8 +54,11 @@ def write_run(
 
     `meta` holds dataset id, model, threshold, metrics, timings and device (run.json).
     `extra_files` maps a file name to a function that writes it (e.g. the model checkpoint).
-    `disagreement`: each image's cross-space disagreement, when already known (a run re-embedded
-    keeps its arrays); by default it is computed here, once, so the dashboard only reads it.
+    `disagreement`: the run's neighbourhoods and disagreement when already known
+    (pipeline.analyses.disagreement.Neighbourhoods: a run re-embedded keeps its arrays, `add`
+    extends its parent's), or the scores alone (a run re-embedded from one written before runs
+    stored their neighbourhoods); by default they are computed here, once, so the dashboard
+    only reads them.
     """
     n, a = len(images), len(attributes)
     # No copies of arrays already of the stored type: FEA alone is 1.8 KB an image.
@@ -65,7 +68,7 @@ def write_run(
     embs = {s: check_array(f"emb_{s}", emb[s], (n, 2)).astype(np.float32, copy=False)
             for s in SPACES}
     images = check_images(images, n)
-    scores, timing = _disagreement(act, fea, prd, disagreement, n)
+    scores, lists, basis, timing = _disagreement(act, fea, prd, disagreement, n)
 
     data_dir = resolve_data_dir(data_dir)
     run_id = check_id(run_id or new_id(str(meta.get("dataset", "run"))))
@@ -81,6 +84,9 @@ def write_run(
             np.save(tmp / f"emb_{space}.npy", coords)
         if scores is not None:
             np.save(tmp / DISAGREEMENT_FILE, scores)
+        if lists is not None:
+            np.save(tmp / NEIGHBOURS_FILE, lists)
+            np.save(tmp / BASIS_FILE, basis)
         images.to_parquet(tmp / "images.parquet", index=False)
         write_attributes(tmp, attributes, colours)
         record = {
@@ -100,18 +106,32 @@ def write_run(
 
 
 DISAGREEMENT_FILE = "disagreement.npy"  # optional: runs written before it lack it
+# Optional too, written with the score: each image's nearest others in ACT, FEA and PRD
+# (3 × N × k int32) and the feature basis FEA's were found in ((1 + d) × D float32).
+NEIGHBOURS_FILE = "neighbours.npy"
+BASIS_FILE = "fea_basis.npy"
 
 
-def _disagreement(act, fea, prd, given, n: int) -> tuple[np.ndarray | None, float | None]:
-    """The disagreement scores to store (checked when given, else computed; None for a run
-    too small or too large, see scores_to_store) and the seconds their computation took."""
-    if given is not None:
-        return check_array("disagreement", given, (n,), unit=True).astype(np.float32), None
-    from pipeline.analyses.disagreement import scores_to_store  # it reads runs: import late
+def _disagreement(act, fea, prd, given, n: int):
+    """The disagreement scores, neighbour lists and feature basis to store (checked when given,
+    else computed; None for a run too small or too large, see to_store) and the seconds their
+    computation took."""
+    if given is not None and not hasattr(given, "score"):  # the scores alone
+        return check_array("disagreement", given, (n,), unit=True).astype(np.float32), None, \
+            None, None
+    from pipeline.analyses import disagreement  # it reads runs: import late
 
     started = time.perf_counter()
-    scores = scores_to_store(act, fea, prd)
-    return scores, None if scores is None else round(time.perf_counter() - started, 2)
+    made = disagreement.to_store(act, fea, prd) if given is None else given
+    if made is None:
+        return None, None, None, None
+    scores = check_array("disagreement", made.score, (n,), unit=True).astype(np.float32)
+    lists = check_array("neighbour lists", made.found, (3, n, None)).astype(np.int32)
+    if lists.size and (lists.min() < 0 or lists.max() >= n):
+        raise PipelineError(f"neighbour lists name rows outside the run's {n} images")
+    basis = check_array("feature basis", made.basis, (None, fea.shape[1])).astype(np.float32)
+    timing = None if given is not None else round(time.perf_counter() - started, 2)
+    return scores, lists, basis, timing
 
 
 class Run:
@@ -134,6 +154,9 @@ class Run:
             _check_npy(self.path / f"{name}.npy", want)
         if (self.path / DISAGREEMENT_FILE).exists():
             _check_npy(self.path / DISAGREEMENT_FILE, (n,))
+        if (self.path / NEIGHBOURS_FILE).exists():
+            _check_npy(self.path / NEIGHBOURS_FILE, (3, n, None))
+            _check_npy(self.path / BASIS_FILE, (None, npy_shape(self.path / "fea.npy")[1]))
 
     @property
     def id(self) -> str:
@@ -189,6 +212,23 @@ class Run:
         if not (self.path / DISAGREEMENT_FILE).is_file():
             return None
         return self._array(DISAGREEMENT_FILE.removesuffix(".npy"))
+
+    @cached_property
+    def neighbour_lists(self) -> np.ndarray | None:
+        """Each image's nearest other images in ACT, FEA and PRD (3 × N × k, memory-mapped),
+        as stored with the run; None for a run written before runs stored them."""
+        if not (self.path / NEIGHBOURS_FILE).is_file():
+            return None
+        return self._array(NEIGHBOURS_FILE.removesuffix(".npy"))
+
+    @cached_property
+    def fea_basis(self) -> np.ndarray | None:
+        """The basis the run's features are reduced by for every FEA neighbour search
+        (pipeline.neighbours.fit_basis), as stored with the run; None for a run written
+        before runs stored it (the basis is then fitted to its features)."""
+        if not (self.path / BASIS_FILE).is_file():
+            return None
+        return np.array(self._array(BASIS_FILE.removesuffix(".npy")))
 
     def emb(self, space: str) -> np.ndarray:
         if space not in SPACES:
