@@ -70,7 +70,7 @@ from components.figures import (
 )
 from components.raster import SelectionRefused, is_raster, rows_in_shape
 from components.views import correction_key
-from pipeline.filters import filter_mask
+from pipeline.filters import filter_mask, uses_threshold
 
 SPACES = tuple(ids.VIEWS)
 TOP_DISAGREEING = "top"  # the panel B checkbox's value
@@ -367,7 +367,12 @@ hooks.clientside_callback(
 def fade_filtered(attributes, match, on, threshold, run_id, which=WITH_CORRECTIONS, _version=0,
                   disagreeing=None, threshold_choice=ONE_FOR_ALL):
     """Filtered-out points fade (low opacity) in all three views; the count says how many.
-    A filter on labels follows the labels used, and so a correction."""
+    A filter on labels follows the labels used, and so a correction. A new threshold leaves a
+    filter on labels (or none) as it was: nothing is sent, and a run drawn as points is spared
+    a redraw of its three views."""
+    on_threshold = ctx.triggered_id in (ids.THRESHOLD, ids.THRESHOLD_MODE)
+    if on_threshold and not uses_threshold(attributes, on):
+        return (*[no_update] * len(SPACES), no_update)
     run = chosen_run(run_id)
     threshold = thresholds_sent(run, threshold_choice, threshold)
     mask = match_mask(run, labels_used(run, which), threshold, attributes, match, on,

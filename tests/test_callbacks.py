@@ -125,6 +125,24 @@ def test_filter_fades_the_points_that_do_not_match_and_counts_those_that_do(run)
     assert int(any_count.split()[0]) == ((np.asarray(run.act)[:, [0, 3]] == 1).any(axis=1)).sum()
 
 
+def test_a_threshold_change_refades_only_a_filter_that_depends_on_it(run):
+    # On the labels (or no filter at all) the faded points stay as they are: nothing is sent.
+    for attributes, on in (([0, 3], "act"), ([], "prd")):
+        assert call(views.fade_filtered, "slider-threshold.value", attributes, "any", on, 0.2,
+                    run.id) == (no_update,) * 4
+    # On the predictions they follow the threshold.
+    faded = {}
+    for t in (0.2, 0.8):
+        *patches, count = call(views.fade_filtered, "slider-threshold.value", [0, 3], "any",
+                               "prd", t, run.id)
+        [(_, alpha)] = operations(patches[0])
+        faded[t] = decode(alpha) > 0.5
+        want = (np.asarray(run.prd)[:, [0, 3]] >= t).any(axis=1)
+        np.testing.assert_array_equal(faded[t], want)
+        assert count.startswith(f"{want.sum()} of 60")
+    assert not np.array_equal(faded[0.2], faded[0.8])
+
+
 def test_threshold_change_changes_outcomes_in_colours_metrics_and_detail(run):
     act, prd = np.asarray(run.act), np.asarray(run.prd)
     low, high = (call(views.recolour_on_threshold, "slider-threshold.value", t, run.id, "outcome",
