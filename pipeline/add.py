@@ -125,25 +125,57 @@ def _infer_place_write(data_dir: Path, run: store.Run, ds: store.Dataset, refere
         started = time.perf_counter()
         act = ds.act if labelled else _predicted_labels(run, prd)
         new = {"act": act, "fea": fea, "prd": prd}
-        emb = {s: np.concatenate([np.asarray(run.emb(s)),
-                                  _placed(run, s, reference, new[s], client, timings)])
-               for s in SPACES}
+        stages = _Stages(progress)
+        emb = {}
+        for s in SPACES:
+            stages.start(f"place on {s.upper()}")
+            emb[s] = np.concatenate([np.asarray(run.emb(s)),
+                                     _placed(run, s, reference, new[s], client, timings)])
         timings["place_s"] = round(time.perf_counter() - started, 2)
     act, prd, fea = (np.concatenate([np.asarray(getattr(run, s)), new[s]])
                      for s in ("act", "prd", "fea"))
+    stages.start("neighbourhoods")
     neighbourhoods = _neighbourhoods(run, act, fea, prd, timings)
+    stages.start("write the run")
     meta = {k: v for k, v in run.meta.items() if k not in KEPT_META}
     meta.update(parent_run=run.id, timings=timings, added={
         "dataset": ds.id, "n_images": len(ds), "labels": "annotated" if labelled else "predicted"})
     if labelled:
         meta["added"]["metrics"] = metrics.evaluate(new["act"], new["prd"], _thresholds(run))
-    return store.write_run(
+    written = store.write_run(
         data_dir, attributes=run.attributes, colours=run.colours, images=_images(run, ds),
         act=act, prd=prd, fea=fea, emb=emb, meta=meta,
         run_id=new_run_id or store.new_id(f"{run.id[-24:]} added"),
         extra_files={"model.pt": lambda path: shutil.copyfile(run.checkpoint, path),
                      REFERENCE_FILE: lambda path: np.save(path, reference)},
         disagreement=neighbourhoods)
+    stages.close()
+    return written
+
+
+class _Stages:
+    """One bar over what follows inference, a step a stage, named as it starts: placing on each
+    map, the neighbourhoods, writing the run. At a million old images they take a minute or
+    more, which would otherwise pass without a word after inference's bar."""
+
+    COUNT = 5  # three maps, the neighbourhoods, the writing
+
+    def __init__(self, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.COUNT, desc="add", disable=not enabled, leave=False,
+                        bar_format="{desc:<24}{n_fmt}/{total_fmt} stages, {elapsed}")
+        self.started = False
+
+    def start(self, name: str) -> None:
+        if self.started:
+            self.bar.update(1)
+        self.started = True
+        self.bar.set_description_str(f"add: {name}")
+
+    def close(self) -> None:
+        self.bar.update(1)
+        self.bar.close()
 
 
 def _neighbourhoods(run: store.Run, act, fea, prd, timings: dict):

@@ -91,7 +91,7 @@ def _write_images(folder, ds, rows):
     return folder
 
 
-def test_add_places_new_images_and_keeps_every_old_coordinate(trained, tmp_path):
+def test_add_places_new_images_and_keeps_every_old_coordinate(trained, tmp_path, capsys):
     root, ds, checkpoint = trained
     data = tmp_path / "data"
     base_ds = write_toy_dataset(data, n=80, dataset_id="base")
@@ -102,6 +102,11 @@ def test_add_places_new_images_and_keeps_every_old_coordinate(trained, tmp_path)
                  str(folder / "labels.csv"), "--run-id", "with-new", "--scheduler", "none",
                  "--device", "cpu", "--data-dir", str(data)])
     assert code == 0
+    # After inference's bar, each later stage is named as it starts.
+    shown = capsys.readouterr().err
+    for stage in ("place on ACT", "place on FEA", "place on PRD", "neighbourhoods",
+                  "write the run"):
+        assert f"add: {stage}" in shown, stage
     new = store.get_run("with-new", data)
     assert len(new) == 100 and new.meta["parent_run"] == "base-run"
     assert (new.images["split"].iloc[80:] == "added").all()
