@@ -42,7 +42,10 @@ def synthetic_run(data_dir: Path, n: int, seed: int = 0) -> str:
     profile = rng.random((12, a)) < 0.3
     act = (profile[cluster] ^ (rng.random((n, a)) < 0.05)).astype(np.uint8)
     prd = np.clip(0.15 + 0.7 * act + rng.normal(0, 0.2, (n, a)), 0, 1).astype(np.float32)
-    fea = rng.normal(size=(n, 32)).astype(np.float32)
+    # Features in the same clusters, as a model's are: a run's neighbour searches (stored with
+    # it) pass over far clusters; structureless features would make a million images' searches
+    # every pair (half an hour on 2 cores) for nothing the benchmarks show.
+    fea = (rng.normal(0, 3, (12, 32))[cluster] + rng.normal(size=(n, 32))).astype(np.float32)
     centres = rng.normal(0, 30, (12, 2))
     emb = {s: (centres[cluster] + rng.normal(0, 4, (n, 2))).astype(np.float32)
            for s in ("act", "fea", "prd")}
