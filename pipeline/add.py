@@ -180,15 +180,14 @@ class _Stages:
 
 def _neighbourhoods(run: store.Run, act, fea, prd, timings: dict):
     """The new run's neighbourhoods, extended from those the old run stores (its old images keep
-    their feature basis; the search grows with old × new images, not all²). None (computed whole
-    when the run is written) for an old run that stores none, or one too small to have had the
-    full number of neighbours, or when the new run is too large to store them."""
+    their feature basis; the search grows with old × new images, not all², so a run past
+    disagreement.STORED_UP_TO keeps them too). None (computed whole when the run is written, if
+    it is not too large) for an old run that stores none, or one too small to have had the full
+    number of neighbours."""
     from pipeline.analyses import disagreement
 
     parent = disagreement.stored(run)
-    n = len(act)
-    if parent is None or parent.found.shape[2] != min(disagreement.DEFAULT_K, n - 1) \
-            or n > disagreement.STORED_UP_TO:
+    if parent is None or parent.found.shape[2] != min(disagreement.DEFAULT_K, len(act) - 1):
         return None
     started = time.perf_counter()
     made = disagreement.extended(parent, act, fea, prd)

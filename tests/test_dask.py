@@ -91,8 +91,12 @@ def _write_images(folder, ds, rows):
     return folder
 
 
-def test_add_places_new_images_and_keeps_every_old_coordinate(trained, tmp_path, capsys):
+def test_add_places_new_images_and_keeps_every_old_coordinate(trained, tmp_path, capsys,
+                                                              monkeypatch):
     root, ds, checkpoint = trained
+    # The new run is larger than a run whose every pair is searched may be: it gets its
+    # neighbourhoods all the same, extended from the old run's.
+    monkeypatch.setattr(disagreement, "STORED_UP_TO", 90)
     data = tmp_path / "data"
     base_ds = write_toy_dataset(data, n=80, dataset_id="base")
     old = store.get_run(make_run(data, base_ds, checkpoint, device="cpu", progress=False,

@@ -275,9 +275,10 @@ def stored(run: Run) -> Neighbourhoods | None:
                           np.asarray(run.disagreement))
 
 
-# Every pair searched on 2 cores: 12 s at 110,000 images, 80 s at 330,000, 300 s and 2.5 GB
-# at 1,000,000 (benchmarks/RESULTS.md); two beamline days at most.
-STORED_UP_TO = 2_000_000
+# Every pair searched on 2 cores: 12–20 s at 110,000 images; at 1,000,000, 5 minutes and 2.5 GB
+# for features in tight clusters, 24 minutes for looser ones (benchmarks/RESULTS.md). A beamline
+# day at most; a larger run made by `add` extends its parent's instead (old × new images).
+STORED_UP_TO = 1_000_000
 
 
 def to_store(act, fea, prd) -> Neighbourhoods | None:
