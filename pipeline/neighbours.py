@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.knn import ExactIndex
 from pipeline.store import Run, open_run
-from pipeline.store.files import SPACES
+from pipeline.store.files import SPACES, check_array
 
 PCA_DIMS = 64
 DEFINITION = f"cosine distance of features (first {PCA_DIMS} principal components)"
@@ -79,11 +79,10 @@ def fit_basis(fea) -> np.ndarray:
 
 def check_basis(basis, dims: int) -> np.ndarray:
     """A stored basis that fits features of `dims` columns, as float32."""
-    basis = np.asarray(basis)
-    if basis.ndim != 2 or basis.shape[0] < 2 or basis.shape[1] != dims \
-            or not np.isfinite(basis).all():
-        raise PipelineError(f"a feature basis of shape {basis.shape} does not fit features of "
-                            f"{dims} columns (expected (1 + d) × {dims}, finite)")
+    basis = check_array("feature basis", basis, (None, dims))
+    if len(basis) < 2:
+        raise PipelineError(f"a feature basis needs a mean and at least one axis, not "
+                            f"{basis.shape}")
     return basis.astype(np.float32, copy=False)
 
 

@@ -240,9 +240,9 @@ def extended(parent: Neighbourhoods, act, fea, prd) -> Neighbourhoods:
         raise PipelineError(f"a run extended from {n_old} images must have more, not {n}")
     made, index = _made(act, fea, prd, parent.basis)
     found, changed = {}, np.zeros(n_old, dtype=bool)
+    new_rows = np.arange(n_old, n)
     for space, old in zip(SPACE_ORDER, parent.found, strict=True):
         points = made[space].points
-        new_rows = np.arange(n_old, n)
         if space == "act":
             among_new = label_nearest(points[n_old:], min(k, n - n_old), points[:n_old])
             of_new = label_nearest(points, k + 1, points[n_old:])
@@ -256,7 +256,7 @@ def extended(parent: Neighbourhoods, act, fea, prd) -> Neighbourhoods:
         found[space] = np.vstack([merged, without_self(of_new, new_rows, k)])
     # An old image whose three lists are as they were keeps its score; the others are scored
     # anew (at 1,000,000 + 10,000 images, most keep theirs).
-    again = np.concatenate([np.flatnonzero(changed), np.arange(n_old, n)])
+    again = np.concatenate([np.flatnonzero(changed), new_rows])
     score = np.concatenate([np.asarray(parent.score, dtype=np.float32),
                             np.empty(n - n_old, dtype=np.float32)])
     score[again] = _scores(made, found, again)["score"]
