@@ -29,7 +29,7 @@ class DemoConfig:
     epochs: int | None = None  # passes over the data, instead of steps
 
 
-DEFAULT = DemoConfig(n=1600, size=256, arch="compact", input_size=64, steps=600, batch_size=64,
+DEFAULT = DemoConfig(n=4800, size=256, arch="compact", input_size=64, steps=600, batch_size=64,
                      lr=3e-3)
 FAST = DemoConfig(n=120, size=64, arch="compact", input_size=32, steps=6, batch_size=32,
                   lr=3e-3)

@@ -210,5 +210,5 @@ def _model_meta(checkpoint, info: dict, multiscale: bool) -> dict:
             "normalisation": info["normalisation"],
             "training": {k: training[k] for k in ("dataset", "steps", "epochs", "batch_size", "lr",
                                                   "seed", "n_train", "n_validation",
-                                                  "val_fraction", "device", "history")
+                                                  "val_fraction", "device", "cpu_threads", "history")
                          if k in training}}

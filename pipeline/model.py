@@ -171,21 +171,42 @@ def build_model(arch: str, n_attributes: int, inputs: dict | None = None) -> nn.
     return AttributeResNet(arch, n_attributes)
 
 
-@contextlib.contextmanager
-def compute_threads(arch: str, dev: torch.device) -> Iterator[None]:
-    """One CPU thread while the compact net computes, unless the user set OMP_NUM_THREADS.
+# The compact net uses every core only while other work keeps at most this share of the
+# machine busy, sampled over SAMPLE_S just before it starts.
+IDLE_SHARE, SAMPLE_S = 0.25, 0.2
 
-    Its small convolutions split into many short parallel regions; on a shared 2-core machine a
-    second thread waiting at each barrier made training 3–6× slower than one thread
-    (benchmarks/RESULTS.md). ResNets' large convolutions do gain from every core.
+
+def compact_threads(allowed: int, busy: float | None = None) -> int:
+    """CPU threads for the compact net, of the `allowed` torch may use: all of them while the
+    rest of the machine is at most IDLE_SHARE busy (`busy`: that share, 0–1; sampled when not
+    given), else one.
+
+    Its small convolutions split into many short parallel regions. On an idle 2-core machine a
+    second thread trains 1.6–1.7× faster; on a busy one it waits at every barrier and made
+    training 3–6× slower than one thread (benchmarks/RESULTS.md, "Compact net: threads").
+    Results differ in the last bits between thread counts; training records the count it used.
     """
-    if dev.type != "cpu" or arch != "compact" or os.environ.get("OMP_NUM_THREADS"):
-        yield
-        return
+    if allowed <= 1:
+        return 1
+    if busy is None:  # measured while this process waits, so it is everyone else's work
+        import psutil
+
+        busy = psutil.cpu_percent(interval=SAMPLE_S) / 100
+    return allowed if busy <= IDLE_SHARE else 1
+
+
+@contextlib.contextmanager
+def compute_threads(arch: str, dev: torch.device) -> Iterator[int]:
+    """Torch's CPU threads while a model computes, and their count: for the compact net
+    compact_threads of those torch may use now (a Dask worker's own, one in tests that set
+    one), unless the user set OMP_NUM_THREADS; ResNets' large convolutions keep them all."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if dev.type != "cpu" or arch != "compact" or os.environ.get("OMP_NUM_THREADS"):
+        yield before
+        return
+    torch.set_num_threads(compact_threads(before))
     try:
-        yield
+        yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
 

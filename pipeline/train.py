@@ -255,7 +255,8 @@ def train(dataset, *, arch: str = "compact", steps: int | None = None,
                 "init_checkpoint": str(init_checkpoint) if init_checkpoint else None}
     meta = {"arch": arch, "attributes": ds.attributes, "input_size": input_size,
             "normalisation": stats, "inputs": inputs}
-    with compute_threads(arch, dev):
+    with compute_threads(arch, dev) as threads:
+        settings["cpu_threads"] = threads if dev.type == "cpu" else None
         loop = _Loop(model, dev, x_fit, torch.from_numpy(labels[fit_idx]), batch_size=batch_size,
                      lr=lr, total_steps=n_steps, seed=seed, state=training, progress=progress,
                      should_stop=should_stop, on_progress=on_progress)

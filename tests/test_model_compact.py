@@ -197,3 +197,25 @@ def test_a_compact_net_without_the_beam_window_has_no_window_branch_and_records_
     x, profile = torch.randn(2, 2, 32, 32), _compact_inputs(2, 32)[1]
     with torch.no_grad():
         assert torch.equal(model(x, profile), loaded(x, profile))
+
+
+def test_the_compact_net_uses_every_allowed_core_only_on_an_idle_machine_and_records_it(
+        tmp_path, monkeypatch):
+    from pipeline import model as model_module
+
+    assert model_module.compact_threads(2, busy=0.05) == 2
+    assert model_module.compact_threads(16, busy=0.2) == 16
+    assert model_module.compact_threads(2, busy=0.6) == 1  # others busy: one thread never stalls
+    assert model_module.compact_threads(1, busy=0.0) == 1  # a Dask worker's one thread stays one
+
+    # training runs under the chosen count and the run says which it was
+    seen = []
+    monkeypatch.setattr(model_module, "compact_threads", lambda allowed: seen.append(allowed) or 2)
+    ds = write_toy_dataset(tmp_path, n=24)
+    before = torch.get_num_threads()
+    path = train(ds, arch="compact", steps=2, input_size=32, batch_size=8, lr=1e-3,
+                 checkpoint_out=tmp_path / "m.pt", progress=False)
+    assert seen == [before] and torch.get_num_threads() == before  # restored afterwards
+    assert read_checkpoint(path)["training"]["cpu_threads"] == 2
+    run = store.get_run(make_run(tmp_path, ds, path, progress=False).name, tmp_path)
+    assert run.meta["model"]["training"]["cpu_threads"] == 2
