@@ -208,7 +208,9 @@ def test_the_compact_net_uses_every_allowed_core_only_on_an_idle_machine_and_rec
     assert model_module.compact_threads(2, busy=0.6) == 1  # others busy: one thread never stalls
     assert model_module.compact_threads(1, busy=0.0) == 1  # a Dask worker's one thread stays one
 
-    # training runs under the chosen count and the run says which it was
+    # training runs under the chosen count and the run says which it was (a user's
+    # OMP_NUM_THREADS would win; a Dask cluster started by an earlier test may have set it)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     seen = []
     monkeypatch.setattr(model_module, "compact_threads", lambda allowed: seen.append(allowed) or 2)
     ds = write_toy_dataset(tmp_path, n=24)
