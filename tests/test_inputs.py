@@ -140,3 +140,33 @@ def test_the_radial_profile_equals_its_first_formula(case):
     np.testing.assert_allclose(radial_profile(square, PROFILE, centre),
                                _profile_by_the_first_formula(square, PROFILE, centre),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_the_beam_centre_is_refined_by_symmetry_to_within_half_a_pixel_and_old_inputs_keep_theirs():
+    from pipeline.inputs import beam_centre, symmetry_refined
+
+    cx, cy = 101.3, 140.6
+    image = _pattern(cx, cy, ring_px=22) + np.random.default_rng(1).poisson(3, (256, 256))
+    yy, xx = np.mgrid[0:256, 0:256]
+    image[np.hypot(xx - cx, yy - cy) <= 3] = 0  # a beamstop disc on the beam
+    image[(np.abs(yy - cy) <= 1.5) & (xx > cx)] = 0  # and its arm to the edge
+    image[60:64, :] = 0  # a module gap
+    square = log_intensity(image)
+    off = (cx + 3.1, cy - 2.3)  # a first estimate three or four pixels out
+    x, y = symmetry_refined(square, off)
+    assert np.hypot(x - cx, y - cy) <= 0.5
+    # flipping the image flips the refined centre with it
+    fx, fy = symmetry_refined(square[:, ::-1].copy(), (255 - off[0], off[1]))
+    assert fx == pytest.approx(255 - x, abs=1e-6) and fy == pytest.approx(y, abs=1e-6)
+    # new compact inputs refine; inputs recorded without a method keep the intensity peak
+    assert beam_centre(square, default_inputs("compact")) == symmetry_refined(
+        square, beam_estimate(square))
+    assert beam_centre(square, {"channels": ["mean"], "profile": PROFILE}) == beam_estimate(square)
+
+
+def test_inputs_with_an_unknown_beam_centre_method_are_refused_naming_the_checkpoint():
+    from pipeline.errors import PipelineError
+    from pipeline.inputs import check_inputs
+
+    with pytest.raises(PipelineError, match="model.pt.*beam-centre method 'guess'"):
+        check_inputs("model.pt", {**default_inputs("compact"), "centre": "guess"})
