@@ -47,8 +47,9 @@ CENTRE_GRID = 64  # the beam is looked for on a grid of this side
 CENTRE_SMOOTHING = 3.0  # grid pixels: the parasitic scatter's peak, not a Bragg spot's
 # The estimate is refined where the pattern is most point-symmetric about it, in a window of
 # ± SYMMETRY_HALF of the side about the first estimate, moving it by at most SYMMETRY_REACH
-# (16 and 6 px of a 256² detector). Median error on the 4,800 demo images whose beam is on the
-# detector: 1.43 → 0.64 px, 90th percentile 4.6 → 1.7 px, for 0.2 ms (benchmarks/RESULTS.md).
+# (16 and 6 px of a 256² detector). Error on the 4,083 of the demo's 4,800 images whose beam
+# is on the detector: median 1.51 → 0.68 px, 90th percentile 4.66 → 1.77 px, for 0.17 ms an
+# image (benchmarks/RESULTS.md).
 SYMMETRY_HALF, SYMMETRY_REACH = 16 / 256, 6 / 256
 CENTRES = ("peak", "symmetry")  # how a beam centre is estimated; inputs without one: "peak"
 
