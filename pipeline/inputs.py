@@ -116,7 +116,7 @@ def prepare(image, input_size: int, stats: dict | None, inputs: dict,
     if multiscale:
         views = [v.transpose(2, 0, 1).copy() for v in views]  # crops overlap: own copies
         if "beam" in channels:
-            window = resize(beam_window(square, centre), input_size)
+            window = image_channel(square, input_size, "beam", centre)
             window = scale_intensity(window, _stats_of(window[None], stats))
             for v in views:
                 v[channels.index("beam")] = window
