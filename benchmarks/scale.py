@@ -4,7 +4,8 @@ large runs by a reference sample + transform against full openTSNE, new points p
 t-SNE map (the reference rebuilt two ways, transform steps), `add` of new images to a
 large run, and the whole pipeline (build a dataset in the chunk store, infer, embed, write the
 run) at 25,000 and 50,000 images: wall time, disk and peak memory a stage; and the run stage's
-memory by part at a few sizes without inference (run-memory; benchmarks/scale_run_memory.py).
+memory at a few sizes without the model, in all (inference's outputs included: resident and
+anonymous memory) and by part (run-memory; benchmarks/scale_run_memory.py).
 
     python benchmarks/scale.py [--sections disk memory infer embed place add pipeline run-memory]
         [--disk-n 512] [--size 256] [--detector pilatus] [--memory-n 2500 5000]
@@ -360,15 +361,20 @@ def bench_add(n_run: int, n_add: int, scheduler: str) -> None:
 @contextlib.contextmanager
 def peak_rss():
     """Yield a dict whose "peak" is, after the block, the largest resident memory seen in it
-    (psutil, sampled every 20 ms) and "start" the memory when it began, in MB."""
+    (psutil, sampled every 20 ms) and "start" the memory when it began, in MB; "anon_start"
+    and "anon_peak" the same of anonymous memory (RssAnon: resident memory less the pages of
+    files, such as a run's draft, that the kernel can write back and drop)."""
     import psutil
+    from scale_run_memory import anon_mb
 
     proc, seen, done = psutil.Process(), {}, threading.Event()
     seen["start"] = seen["peak"] = proc.memory_info().rss / 2**20
+    seen["anon_start"] = seen["anon_peak"] = anon_mb()
 
     def sample() -> None:
         while not done.wait(0.02):
             seen["peak"] = max(seen["peak"], proc.memory_info().rss / 2**20)
+            seen["anon_peak"] = max(seen["anon_peak"], anon_mb())
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -410,7 +416,8 @@ def bench_pipeline(n: int, scheduler: str) -> None:
     print(f"  infer: {timings['infer_s']:7.1f} s ({n / timings['infer_s']:.0f} images/s), "
           f"embed: {timings['embed_s']:.1f} s, run written in {seconds:.1f} s in all, "
           f"{run_size / n / 1024:.2f} KB per image, RSS {memory['start']:.0f} → peak "
-          f"{memory['peak']:.0f} MB ({load()})")
+          f"{memory['peak']:.0f} MB, anonymous {memory['anon_start']:.0f} → peak "
+          f"{memory['anon_peak']:.0f} MB ({load()})")
     shutil.rmtree(data, ignore_errors=True)
 
 
@@ -479,8 +486,9 @@ def main() -> None:
         for n in args.n_pipeline:
             bench_pipeline(n, args.pipeline_scheduler)
     if "run-memory" in args.sections:
-        from scale_run_memory import infer_section, maps_section
+        from scale_run_memory import infer_section, maps_section, stage_section
 
+        stage_section(args.memory_maps_n, args.memory_steps, load)
         maps_section(args.memory_maps_n, args.memory_run, args.memory_steps, load)
         infer_section(args.memory_infer_n, load)
 

@@ -11,6 +11,16 @@ functions named in PARTS, each wrapped while it runs); numpy's own allocations a
 (tracemalloc), each part's peak apart. Memory is independent of the number of t-SNE steps, so
 the maps run --memory-steps steps (25 by default) instead of 750, and placing as many.
 
+The whole run stage (stage_section): for each count a fresh process makes a run as make_run
+does after the model has seen the images, inference's outputs included: the run's PRD and FEA
+written a block at a time where make_run writes them (into the run's draft on disk; in memory
+by code older than the draft), then the three maps, the metrics, the disagreement and the files. Its peak
+over the start (after imports, before any of the run's arrays exists) is reported twice:
+resident memory (RSS, which counts the pages of the draft's files the process has touched:
+the kernel writes them back and drops them under pressure) and the process's anonymous
+memory (RssAnon, what it cannot give back). Run with the same script from an older checkout,
+it measures that code (the before of a change).
+
 Inference: for each count (--memory-infer) a fresh process runs the untrained compact net over
 a dataset of that many images in the chunk store (benchmarks/scale.py bench_dataset) and
 reports its peak over the start (after 256 images have warmed torch), less the N × (D + A)
@@ -155,6 +165,105 @@ def measure_maps(n: int, source: str | None, steps: int) -> dict:
             "start": parts.start, "inputs_mb": inputs, "seconds": time.perf_counter() - started}
 
 
+def anon_mb() -> float:
+    """The process's anonymous resident memory (RssAnon), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _drawn_blocks(n: int, dims: int = 448, block: int = 8192, seed: int = 0):
+    """scale.clustered_features drawn a block of rows at a time (the same clusters throughout):
+    (rows, act, fea, prd) per block, as inference hands over its batches."""
+    from scale import N_ATTRIBUTES, _clusters, _labels_of
+
+    rng = np.random.default_rng(seed)
+    centres, labels = _clusters(rng, 40, dims)
+    for first in range(0, n, block):
+        rows = slice(first, min(first + block, n))
+        part = np.random.default_rng([seed, first])
+        which = part.integers(0, 40, rows.stop - first)
+        fea = (centres[which] + part.normal(0, 0.6, (len(which), dims))).astype(np.float32)
+        act = _labels_of(part, labels, which)
+        prd = np.clip(act * 0.7 + part.random((len(which), N_ATTRIBUTES)) * 0.3, 0, 1)
+        yield rows, act, fea, prd.astype(np.float32)
+
+
+def measure_stage(n: int, steps: int) -> dict:
+    """In this process: the run stage of make_run for n drawn images, inference's outputs
+    included (see the module's docstring); peak RSS and anonymous memory over the start."""
+    import pandas as pd
+
+    from pipeline import embed, reference, store
+    from pipeline.infer import evaluate_splits
+
+    embed.EARLY_ITER = embed.MAIN_ITER = steps
+    reference.place = functools.partial(reference.place, n_iter=steps)
+    _write(*_inputs(300, None))  # imports and first uses before the start
+    _write(*_inputs(300, None), reference_n=200)
+    drafted = hasattr(store, "run_draft")
+    ids = [f"img{i:07d}" for i in range(n)]
+    images = pd.DataFrame({"image_id": ids, "path": ids, "split": "test", "source": "bench"})
+    proc = __import__("psutil").Process()
+    start = {"rss": proc.memory_info().rss / MB, "anon": anon_mb()}
+    peak, done = dict(start), threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.01):
+            peak["rss"] = max(peak["rss"], proc.memory_info().rss / MB)
+            peak["anon"] = max(peak["anon"], anon_mb())
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="xrae-stage-memory-") as tmp, \
+            (store.run_draft(tmp, "run") if drafted else _no_draft()) as draft:
+        act = np.empty((n, 17), np.uint8)
+        if drafted:
+            prd, fea = draft.array("prd", (n, 17), np.float32), draft.array("fea", (n, 448),
+                                                                            np.float32)
+        else:
+            prd, fea = np.empty((n, 17), np.float32), np.empty((n, 448), np.float32)
+        for rows, *made in _drawn_blocks(n):
+            act[rows], fea[rows], prd[rows] = made
+        emb, _ = reference.embed_maps(act, fea, prd)
+        scores = evaluate_splits(act, prd, images["split"].to_numpy())
+        parts = dict(attributes=[f"a{i:02d}" for i in range(17)], images=images, act=act,
+                     prd=prd, fea=fea, emb=emb, meta={"dataset": "bench", **scores})
+        if drafted:
+            draft.write(**parts)
+        else:
+            store.runs.write_run(tmp, run_id="run", **parts)
+    done.set()
+    thread.join()
+    return {"n": n, "drafted": drafted, "start": start, "peak": peak,
+            "seconds": time.perf_counter() - started}
+
+
+class _no_draft:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def stage_section(sizes: list[int], steps: int, load) -> None:
+    print(f"the whole run stage, inference's outputs included ({steps} t-SNE steps; clustered "
+          f"448-d features) ({load()})")
+    found = [_child("stage", n, None, steps) for n in sorted(sizes)]
+    for f in found:
+        rss, anon = (f["peak"][m] - f["start"][m] for m in ("rss", "anon"))
+        where = "outputs in the run draft" if f["drafted"] else "outputs in memory"
+        print(f"  {f['n']:,} images ({where}): peak over the start: RSS +{rss:.0f} MB, "
+              f"anonymous +{anon:.0f} MB ({f['seconds']:.0f} s)")
+    for m, name in (("rss", "RSS"), ("anon", "anonymous")):
+        peaks = [f["peak"][m] - f["start"][m] for f in found]
+        print(f"  {name}{_slope([f['n'] for f in found], peaks)}; per image at the largest: "
+              f"{peaks[-1] / found[-1]['n'] * MB / 1024:.2f} KB ({load()})")
+
+
 def measure_infer(n: int) -> dict:
     """In this process: predict over a chunk-store dataset of n images; peak RSS over the
     start, and the RSS after each quarter of the images (growth inside one run, unlike a
@@ -184,7 +293,8 @@ def _child(kind: str, n: int, source: str | None, steps: int) -> dict:
     """One measurement in a fresh process, so that no count inherits another's heap."""
     code = ("import json, sys; sys.path.insert(0, 'benchmarks'); import scale_run_memory as m; "
             f"print(json.dumps(m.measure_{kind}({n}"
-            + (f", {source!r}, {steps}" if kind == "maps" else "") + ")))")
+            + (f", {source!r}, {steps}" if kind == "maps" else "")
+            + (f", {steps}" if kind == "stage" else "") + ")))")
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                           text=True, check=False)

@@ -116,15 +116,27 @@ def _infer_place_write(data_dir: Path, run: store.Run, ds: store.Dataset, refere
 
     started = time.perf_counter()
     model, info = load_checkpoint(run.checkpoint, attributes=ds.attributes)
-    with cluster.maybe_client(cluster.resolve(scheduler, len(ds))) as client:
+    n_old, n = len(run), len(run) + len(ds)
+    if info["feature_dim"] != run.fea.shape[1]:
+        raise PipelineError(f"run {run.id}'s model gives {info['feature_dim']} features, but "
+                            f"its fea.npy holds {run.fea.shape[1]}")
+    # The new run's PRD and FEA are made in its draft on disk, the old rows copied a block at a
+    # time and the new ones written by inference: a million images' features are 1.8 GB.
+    with (store.run_draft(data_dir, new_run_id, f"{run.id[-24:]} added") as draft,
+          cluster.maybe_client(cluster.resolve(scheduler, len(ds))) as client):
+        prd = draft.array("prd", (n, len(run.attributes)), np.float32)
+        fea = draft.array("fea", (n, run.fea.shape[1]), np.float32)
+        for first in range(0, n_old, 65_536):
+            rows = slice(first, min(first + 65_536, n_old))
+            prd[rows], fea[rows] = run.prd[rows], run.fea[rows]
         timings["cluster_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
-        prd, fea = infer_all(client, run.checkpoint, model, info, ds, device=device,
-                             progress=progress)
+        infer_all(client, run.checkpoint, model, info, ds, device=device, progress=progress,
+                  out=(prd[n_old:], fea[n_old:]))
         timings["infer_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
-        act = ds.act if labelled else _predicted_labels(run, prd)
-        new = {"act": act, "fea": fea, "prd": prd}
+        act_new = ds.act if labelled else _predicted_labels(run, prd[n_old:])
+        new = {"act": act_new, "fea": fea[n_old:], "prd": prd[n_old:]}
         stages = _Stages(progress)
         emb = {}
         for s in SPACES:
@@ -132,23 +144,22 @@ def _infer_place_write(data_dir: Path, run: store.Run, ds: store.Dataset, refere
             emb[s] = np.concatenate([np.asarray(run.emb(s)),
                                      _placed(run, s, reference, new[s], client, timings)])
         timings["place_s"] = round(time.perf_counter() - started, 2)
-    act, prd, fea = (np.concatenate([np.asarray(getattr(run, s)), new[s]])
-                     for s in ("act", "prd", "fea"))
-    stages.start("neighbourhoods")
-    neighbourhoods = _neighbourhoods(run, act, fea, prd, timings)
-    stages.start("write the run")
-    meta = {k: v for k, v in run.meta.items() if k not in KEPT_META}
-    meta.update(parent_run=run.id, timings=timings, added={
-        "dataset": ds.id, "n_images": len(ds), "labels": "annotated" if labelled else "predicted"})
-    if labelled:
-        meta["added"]["metrics"] = metrics.evaluate(new["act"], new["prd"], _thresholds(run))
-    written = store.write_run(
-        data_dir, attributes=run.attributes, colours=run.colours, images=_images(run, ds),
-        act=act, prd=prd, fea=fea, emb=emb, meta=meta,
-        run_id=new_run_id or store.new_id(f"{run.id[-24:]} added"),
-        extra_files={"model.pt": lambda path: shutil.copyfile(run.checkpoint, path),
-                     REFERENCE_FILE: lambda path: np.save(path, reference)},
-        disagreement=neighbourhoods)
+        act = np.concatenate([np.asarray(run.act), act_new])
+        stages.start("neighbourhoods")
+        neighbourhoods = _neighbourhoods(run, act, fea, prd, timings)
+        stages.start("write the run")
+        meta = {k: v for k, v in run.meta.items() if k not in KEPT_META}
+        meta.update(parent_run=run.id, timings=timings, added={
+            "dataset": ds.id, "n_images": len(ds),
+            "labels": "annotated" if labelled else "predicted"})
+        if labelled:
+            meta["added"]["metrics"] = metrics.evaluate(new["act"], new["prd"], _thresholds(run))
+        written = draft.write(
+            attributes=run.attributes, colours=run.colours, images=_images(run, ds),
+            act=act, prd=prd, fea=fea, emb=emb, meta=meta,
+            extra_files={"model.pt": lambda path: shutil.copyfile(run.checkpoint, path),
+                         REFERENCE_FILE: lambda path: np.save(path, reference)},
+            disagreement=neighbourhoods)
     stages.close()
     return written
 

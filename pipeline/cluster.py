@@ -100,8 +100,10 @@ def shard_size(n: int, n_workers: int, most: int = 2048, least: int = 64) -> int
 def gather(client, fn: Callable, args: Sequence[tuple], *, desc: str, progress: bool = True,
            on_progress: Callable[[str, float], None] | None = None,
            should_stop: Callable[[], bool] | None = None, sizes: Sequence[int] | None = None,
-           **shared) -> list:
-    """fn(*arg, **shared) for every arg on the cluster; results in the order of `args`.
+           on_result: Callable[[int, object], None] | None = None, **shared) -> list:
+    """fn(*arg, **shared) for every arg on the cluster; results in the order of `args`, or,
+    with `on_result`, each handed to on_result(i, result) as it arrives and not kept (so that
+    the shards' outputs are never all in memory at once).
 
     A tqdm bar (and on_progress(desc, fraction)) advances as shards complete; should_stop()
     cancels the remaining shards and raises Stopped.
@@ -118,7 +120,11 @@ def gather(client, fn: Callable, args: Sequence[tuple], *, desc: str, progress: 
             if should_stop and should_stop():
                 raise Stopped(f"{desc} stopped; no run was written")
             i = order[future.key]
-            results[i] = future.result()
+            if on_result is None:
+                results[i] = future.result()
+            else:
+                on_result(i, future.result())
+                future.release()
             done += sizes[i]
             bar.update(sizes[i])
             if on_progress:

@@ -61,8 +61,9 @@ def infer(checkpoint, dataset, *, device: str = "auto", batch_size: int = 64,
 
 
 def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=64,
-            multiscale=False, progress=True, on_progress=None, should_stop=None):
-    """infer() for a model already loaded with load_checkpoint."""
+            multiscale=False, progress=True, on_progress=None, should_stop=None, out=None):
+    """infer() for a model already loaded with load_checkpoint; with `out` (PRD, FEA: N × A
+    and N × D float32, e.g. arrays of a run's draft on disk) the outputs are written there."""
     if batch_size < 1:
         raise PipelineError(f"batch size must be at least 1, got {batch_size}")
     dev = pick_device(device)
@@ -70,8 +71,9 @@ def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=6
     model = model.to(dev).to(memory_format=torch.channels_last)  # faster on CPU and GPU alike
     n_views = 15 if multiscale else 1
     per_batch = max(1, batch_size // n_views)
-    prd = np.empty((len(ds), len(ds.attributes)), np.float32)
-    fea = np.empty((len(ds), model.feature_dim), np.float32)
+    prd, fea = out if out is not None else (
+        np.empty((len(ds), len(ds.attributes)), np.float32),
+        np.empty((len(ds), model.feature_dim), np.float32))
     bar = tqdm(total=len(ds), desc="infer", unit="img", disable=not progress, leave=False)
     with (torch.inference_mode(), compute_threads(info["arch"], dev),
           torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda)):
@@ -154,41 +156,46 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
     timings = {}
     model, info = load_checkpoint(checkpoint, attributes=ds.attributes)
     where = cluster.resolve(scheduler, len(ds))
-    with cluster.maybe_client(where) as client:
-        started = time.perf_counter()
-        prd, fea = infer_all(client, checkpoint, model, info, ds, device=device,
-                              multiscale=multiscale, progress=progress, on_progress=on_progress,
-                              should_stop=should_stop)
-        timings["infer_s"] = round(time.perf_counter() - started, 2)
-        started = time.perf_counter()
-        starts = None if parent is None else starting_maps(
-            parent, ds.images["image_id"], {"act": act, "fea": fea, "prd": prd})
-        emb, reference = embed_maps(act, fea, prd, progress=progress, client=client,
-                                    starts=starts, on_progress=on_progress,
-                                    should_stop=should_stop)
-        timings["embed_s"] = round(time.perf_counter() - started, 2)
-    scores = _scores(info, ds, act, prd)
-    meta = {"dataset": ds.id, "model": _model_meta(checkpoint, info, multiscale),
-            "device": str(pick_device(device)), **scores, "timings": timings,
-            "embedding": {**embedding_meta(len(ds)), "reference_n": len(reference),
-                          "from_parent": starts is not None,
-                          "placed": placement(parent, starts)},
-            "scheduler": where or "none",
-            **(meta_extra or {})}
-    if meta_extra and "timings" in meta_extra:
-        meta["timings"] = {**meta_extra["timings"], **timings}
+    # Inference's outputs go straight to the run's files (its draft), and everything after
+    # reads them from there: no array of a beamline's day is held in memory whole.
+    with store.run_draft(data_dir, run_id, ds.id) as draft:
+        prd = draft.array("prd", (len(ds), len(ds.attributes)), np.float32)
+        fea = draft.array("fea", (len(ds), info["feature_dim"]), np.float32)
+        with cluster.maybe_client(where) as client:
+            started = time.perf_counter()
+            infer_all(client, checkpoint, model, info, ds, device=device,
+                      multiscale=multiscale, progress=progress, on_progress=on_progress,
+                      should_stop=should_stop, out=(prd, fea))
+            timings["infer_s"] = round(time.perf_counter() - started, 2)
+            started = time.perf_counter()
+            starts = None if parent is None else starting_maps(
+                parent, ds.images["image_id"], {"act": act, "fea": fea, "prd": prd})
+            emb, reference = embed_maps(act, fea, prd, progress=progress, client=client,
+                                        starts=starts, on_progress=on_progress,
+                                        should_stop=should_stop)
+            timings["embed_s"] = round(time.perf_counter() - started, 2)
+        scores = _scores(info, ds, act, prd)
+        meta = {"dataset": ds.id, "model": _model_meta(checkpoint, info, multiscale),
+                "device": str(pick_device(device)), **scores, "timings": timings,
+                "embedding": {**embedding_meta(len(ds)), "reference_n": len(reference),
+                              "from_parent": starts is not None,
+                              "placed": placement(parent, starts)},
+                "scheduler": where or "none",
+                **(meta_extra or {})}
+        if meta_extra and "timings" in meta_extra:
+            meta["timings"] = {**meta_extra["timings"], **timings}
 
-    def write_model(path: Path) -> None:
-        extra = {"training": info["training"]} if info.get("training") else {}
-        if info.get("thresholds") is not None:
-            extra["thresholds"] = info["thresholds"]
-        save_checkpoint(path, model, arch=info["arch"], attributes=info["attributes"],
-                        input_size=info["input_size"], normalisation=info["normalisation"],
-                        inputs=info["inputs"], extra=extra)
+        def write_model(path: Path) -> None:
+            extra = {"training": info["training"]} if info.get("training") else {}
+            if info.get("thresholds") is not None:
+                extra["thresholds"] = info["thresholds"]
+            save_checkpoint(path, model, arch=info["arch"], attributes=info["attributes"],
+                            input_size=info["input_size"], normalisation=info["normalisation"],
+                            inputs=info["inputs"], extra=extra)
 
-    return store.write_run(data_dir, attributes=ds.attributes, colours=ds.colours,
+        return draft.write(attributes=ds.attributes, colours=ds.colours,
                            images=_images_table(ds, data_dir), act=act, prd=prd, fea=fea,
-                           emb=emb, meta=meta, run_id=run_id,
+                           emb=emb, meta=meta,
                            extra_files={"model.pt": write_model,
                                         REFERENCE_FILE: lambda path: np.save(path, reference)})
 
@@ -202,13 +209,14 @@ def infer_all(client, checkpoint, model, info, ds, **kw) -> tuple[np.ndarray, np
     return infer_on_cluster(client, checkpoint, ds, **kw)
 
 
+TRAINING_KEPT = ("dataset", "steps", "epochs", "batch_size", "lr", "seed", "n_train",
+                 "n_validation", "val_fraction", "device", "cpu_threads", "history")
+
+
 def _model_meta(checkpoint, info: dict, multiscale: bool) -> dict:
     training = info.get("training") or {}
     return {"arch": info["arch"], "weights_sha256": file_digest(checkpoint),
             "source": str(checkpoint), "input_size": info["input_size"],
             "feature_dim": info["feature_dim"], "multiscale": multiscale,
             "normalisation": info["normalisation"],
-            "training": {k: training[k] for k in ("dataset", "steps", "epochs", "batch_size", "lr",
-                                                  "seed", "n_train", "n_validation",
-                                                  "val_fraction", "device", "cpu_threads", "history")
-                         if k in training}}
+            "training": {k: training[k] for k in TRAINING_KEPT if k in training}}

@@ -86,15 +86,27 @@ def infer_shard(start: int, stop: int, *, checkpoint: str, dataset: str, device:
 
 def infer_on_cluster(client, checkpoint, ds: store.Dataset, *, device: str = "auto",
                      batch_size: int = 64, multiscale: bool = False, progress: bool = True,
-                     on_progress=None, should_stop=None, shard_size: int | None = None
+                     on_progress=None, should_stop=None, shard_size: int | None = None,
+                     out: tuple[np.ndarray, np.ndarray] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """infer.infer() of every image of `ds`, sharded over the client's workers."""
+    """infer.infer() of every image of `ds`, sharded over the client's workers; each shard's
+    outputs are written into `out` (PRD, FEA; by default made here) as the shard arrives."""
     size = shard_size or cluster.shard_size(len(ds), cluster.n_workers(client))
     parts = cluster.shards(len(ds), size)
-    results = cluster.gather(
+    prd, fea = out if out is not None else (None, None)
+
+    def arrived(i: int, result: tuple[np.ndarray, np.ndarray]) -> None:
+        nonlocal prd, fea
+        if prd is None:  # the feature width is known from the first shard
+            prd = np.empty((len(ds), result[0].shape[1]), np.float32)
+            fea = np.empty((len(ds), result[1].shape[1]), np.float32)
+        rows = slice(parts[i].start, parts[i].stop)
+        prd[rows], fea[rows] = result
+
+    cluster.gather(
         client, infer_shard, [(r.start, r.stop) for r in parts], desc="infer",
         progress=progress, on_progress=on_progress, should_stop=should_stop,
         sizes=[len(r) for r in parts], checkpoint=str(Path(checkpoint).resolve()),
         dataset=str(ds.path.resolve()), device=device, multiscale=multiscale,
-        batch_size=batch_size)
-    return (np.concatenate([p for p, _ in results]), np.concatenate([f for _, f in results]))
+        batch_size=batch_size, on_result=arrived)
+    return prd, fea

@@ -41,6 +41,7 @@ CHUNK = 64  # points whose scores are compared with a query's list at once
 SPARE = 8  # candidates kept beyond the k asked for, so that rounding rarely forces pass 3
 UNIT = 2.0**-24  # float32's unit roundoff
 SAFE = 1e-9  # relative slack on float64 bounds (their own rounding is ~1e-16)
+BUILD_BLOCK = 8192  # points centred at once while cells and layouts are made
 
 
 class ExactIndex:
@@ -48,28 +49,28 @@ class ExactIndex:
     are computed from them in float64) and, for pass 1, centred in float32 with their
     squared norms beside them, in cells of nearby points, each with a ball holding it."""
 
-    def __init__(self, points):
+    def __init__(self, points, clustered: bool = False):
         points = _finite(points, "points")
         if points.ndim != 2 or len(points) == 0:
             raise PipelineError(f"a neighbour search needs an N × d array of points, not "
                                 f"{points.shape}")
         self.points = points
         self.centre = points.mean(axis=0, dtype=np.float64).astype(points.dtype)
-        centred = np.asarray(points - self.centre, dtype=np.float32)
-        norms = np.einsum("ij,ij->i", centred, centred, dtype=np.float64)
+        # Cells are made for the first search of many queries (seconds at a million points),
+        # or at once for an index made to search every point (`clustered`); until then the
+        # points lie in row order, in tiles (a search of one image is a fraction of a second
+        # at a million points without them).
+        self.clustered = clustered
+        where = _cells(points, self.centre, CELL) if clustered else (np.arange(len(points)),
+                                                                      TILE)
+        self.layout = _layout(points, self.centre, *where)
         # The largest norm, for the rounding bound (float32 or float64 centring alike).
-        self.reach = float(np.sqrt(norms.max())) * (1 + 1e-6)
-        # Cells are made for the first search of many queries (seconds at a million points);
-        # until then the points lie in row order, in tiles (a search of one image is a
-        # fraction of a second at a million points without them).
-        self.layout = _layout(centred, norms, np.arange(len(points)), TILE)
-        self.clustered = False
+        self.reach = self.layout.reach * (1 + 1e-6)
 
     def _clustered(self) -> Layout:
         if not self.clustered:
-            centred = np.asarray(self.points - self.centre, dtype=np.float32)
-            norms = np.einsum("ij,ij->i", centred, centred, dtype=np.float64)
-            self.layout = _layout(centred, norms, *_cells(centred, CELL))
+            self.layout = _layout(self.points, self.centre,
+                                  *_cells(self.points, self.centre, CELL))
             self.clustered = True
         return self.layout
 
@@ -204,14 +205,16 @@ def nearest_among(points, queries, candidates, k: int) -> tuple[np.ndarray, np.n
     return np.sqrt(square), rows
 
 
-def _cells(x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A row order that puts x in cells of nearby rows, about `size` each, and where each cell
-    starts (one more: the end): the clusters of a k-means (Lloyd's iterations on a sample,
-    seeded), a cluster of more than twice `size` rows cut in pieces. Clusters follow the
-    data's own groups, whose balls then leave out most other points."""
-    n_cells = -(-len(x) // size)
+def _cells(points: np.ndarray, centre: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A row order that puts the points (centred on `centre`, in float32) in cells of nearby
+    rows, about `size` each, and where each cell starts (one more: the end): the clusters of a
+    k-means (Lloyd's iterations on a sample, seeded), a cluster of more than twice `size` rows
+    cut in pieces. Clusters follow the data's own groups, whose balls then leave out most
+    other points."""
+    n_cells = -(-len(points) // size)
     rng = np.random.default_rng(0)
-    sample = x[rng.choice(len(x), min(len(x), 40 * n_cells), replace=False)].astype(np.float64)
+    picked = rng.choice(len(points), min(len(points), 40 * n_cells), replace=False)
+    sample = _centred(points, picked, centre).astype(np.float64)
     centres = sample[rng.choice(len(sample), n_cells, replace=False)]
     for _ in range(15):
         nearest = _nearest_centre(sample, centres)
@@ -220,14 +223,20 @@ def _cells(x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         np.add.at(sums, nearest, sample)
         filled = counts > 0
         centres[filled] = sums[filled] / counts[filled, None]
-    cell = np.concatenate([_nearest_centre(x[first:first + 8192], centres)
-                           for first in range(0, len(x), 8192)])
+    cell = np.concatenate([
+        _nearest_centre(_centred(points, slice(first, first + BUILD_BLOCK), centre), centres)
+        for first in range(0, len(points), BUILD_BLOCK)])
     order = np.argsort(cell, kind="stable")
     ends = np.cumsum(np.bincount(cell, minlength=n_cells))
     starts = [start for first, last in zip(ends - np.bincount(cell, minlength=n_cells), ends,
                                            strict=True)
               for start in range(first, last, 2 * size)]
-    return order, np.array([*starts, len(x)])
+    return order, np.array([*starts, len(points)])
+
+
+def _centred(points: np.ndarray, rows, centre: np.ndarray) -> np.ndarray:
+    """Some rows of the points less the centre, in float32 (pass 1's coordinates)."""
+    return np.asarray(points[rows] - centre, dtype=np.float32)
 
 
 def _nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -256,6 +265,7 @@ class Layout:
     balls: np.ndarray
     radii: np.ndarray
     wide: np.ndarray | None = None  # `augmented` in float64, when pass 3 first needs it
+    reach: float = 0.0  # the largest norm of a centred point, from float64 norms
 
     def by_cell(self, q32: np.ndarray) -> np.ndarray:
         """Query rows ordered by the cell whose ball's centre is nearest."""
@@ -264,13 +274,22 @@ class Layout:
         return np.argsort(home, kind="stable")
 
 
-def _layout(centred: np.ndarray, norms: np.ndarray, order: np.ndarray, starts) -> Layout:
-    """A Layout of the centred points in `order`, cut at `starts` (or in tiles of that many)."""
+def _layout(points: np.ndarray, centre: np.ndarray, order: np.ndarray, starts) -> Layout:
+    """A Layout of the points in `order`, cut at `starts` (or in tiles of that many), made a
+    block of rows at a time: the float32 copies of every point at once, which it was made
+    from before, took three times its size again (at a million 64-d features, 0.8 GB)."""
     if np.isscalar(starts):
         starts = np.array([*range(0, len(order), starts), len(order)])
-    inside = centred[order]
-    augmented = np.ascontiguousarray(np.column_stack([inside, norms[order].astype(np.float32)]))
-    return Layout(order, starts, augmented, *_balls(inside, starts))
+    d = points.shape[1]
+    augmented = np.empty((len(order), d + 1), dtype=np.float32)
+    reach = 0.0
+    for first in range(0, len(order), BUILD_BLOCK):
+        inside = _centred(points, order[first:first + BUILD_BLOCK], centre)
+        norms = np.einsum("ij,ij->i", inside, inside, dtype=np.float64)
+        augmented[first:first + len(inside), :d] = inside
+        augmented[first:first + len(inside), d] = norms
+        reach = max(reach, float(np.sqrt(norms.max())))
+    return Layout(order, starts, augmented, *_balls(augmented[:, :d], starts), reach=reach)
 
 
 def _visit(layout: Layout, cell: int, q_aug, augmented, score, found) -> None:
@@ -282,7 +301,8 @@ def _finite(x, name: str) -> np.ndarray:
     x = np.asarray(x)
     x = np.ascontiguousarray(x, dtype=x.dtype if x.dtype in (np.float32, np.float64)
                              else np.float64)
-    if not np.isfinite(x).all():
+    blocks = [x] if x.ndim < 2 else (x[i:i + 65_536] for i in range(0, len(x), 65_536))
+    if not all(np.isfinite(block).all() for block in blocks):  # no mask of every value
         raise PipelineError(f"a neighbour search's {name} hold values that are not finite")
     return x
 

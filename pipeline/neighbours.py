@@ -36,8 +36,8 @@ DEFINITION = f"cosine distance of features (first {PCA_DIMS} principal component
 class FeatureIndex:
     """A fitted neighbour search over a run's features, reduced as DEFINITION says."""
 
-    reduced: np.ndarray  # N × d, the reduced and centred features
-    unit: np.ndarray  # N × d, `reduced` scaled to unit length: the searched points
+    unit: np.ndarray  # N × d float32, the reduced and centred features at unit length
+
     search: ExactIndex  # the exact Euclidean search over `unit`
     basis: np.ndarray  # what reduced the features (fit_basis)
 
@@ -96,23 +96,25 @@ def reduce(fea, basis: np.ndarray, block: int = 65_536) -> np.ndarray:
     return out
 
 
-def build_index(fea, basis=None) -> FeatureIndex:
+def build_index(fea, basis=None, clustered: bool = False) -> FeatureIndex:
     """The neighbour index of an N × D feature array (N ≥ 2), reduced by `basis` (fit_basis;
-    by default fitted to these features)."""
+    by default fitted to these features); `clustered` for one that will search every image
+    (pipeline.knn.ExactIndex)."""
     fea = np.asarray(fea)
     if len(fea) < 2:
         raise PipelineError(f"nearest neighbours need at least 2 images, the run has {len(fea)}")
     basis = fit_basis(fea) if basis is None else check_basis(basis, fea.shape[1])
-    reduced = reduce(fea, basis)
-    unit = reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
-    unit = np.ascontiguousarray(unit, dtype=np.float32)
-    return FeatureIndex(reduced, unit, ExactIndex(unit), basis)
+    unit = reduce(fea, basis)
+    for first in range(0, len(unit), 65_536):  # in place, a block at a time
+        block = unit[first:first + 65_536]
+        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+    return FeatureIndex(unit, ExactIndex(unit, clustered), basis)
 
 
 def neighbour_graph(fea, k: int) -> np.ndarray:
     """Indices (N × k) of every image's k nearest other images, nearest first."""
     index = build_index(fea)
-    return index.nearest(np.arange(len(index.reduced)), k)
+    return index.nearest(np.arange(len(index.unit)), k)
 
 
 @lru_cache(maxsize=4)
@@ -127,7 +129,7 @@ def _run_graph(run_path: str, k: int) -> np.ndarray:
     graph = _stored(run_path, k)
     if graph is None:
         index = _run_index(run_path)
-        graph = index.nearest(np.arange(len(index.reduced)), k)
+        graph = index.nearest(np.arange(len(index.unit)), k)
     graph.flags.writeable = False
     return graph
 

@@ -49,6 +49,23 @@ def test_continuous_points_in_many_dimensions_match_scikit_learn():
     assert rows[7].tolist() == [7, *range(100, 110)]  # the copies by row, the point itself first
 
 
+def test_an_index_made_in_cells_from_the_start_finds_what_every_pair_finds():
+    # More points than one block of the layout's making (knn.BUILD_BLOCK), with copies, as
+    # the disagreement searches them (clustered: in cells at once, queried a block at a time).
+    rng = np.random.default_rng(5)
+    points = (rng.normal(size=(20_000, 6)) + rng.integers(0, 4, (20_000, 1)) * 3).astype(
+        np.float32)
+    points[9_000:9_040] = points[17_000]
+    index = ExactIndex(points, clustered=True)
+    assert index.clustered and len(index.layout.starts) > 2
+    queries = points[np.r_[0:40, 8_995:9_045, 16_995:17_005]]
+    distances, rows = index.query(15, queries)
+    expected_d, expected_rows = every_pair(points, 15, queries)
+    assert np.array_equal(rows, expected_rows)
+    assert np.allclose(distances, expected_d)
+    assert np.array_equal(ExactIndex(points).query(15, queries)[1], rows)  # cells made later
+
+
 def test_queries_that_are_not_points_and_float64_coordinates():
     rng = np.random.default_rng(2)
     points, queries = rng.random((900, 17)), rng.random((700, 17))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -66,6 +67,61 @@ def test_train_infer_embed_writes_a_run_the_dashboard_can_open(trained, tmp_path
     model, info = load_checkpoint(run.checkpoint, attributes=TOY_ATTRIBUTES)
     assert "optimizer" not in read_checkpoint(run.checkpoint)["training"]
     assert run.load_image(0).shape == (32, 32)
+
+
+def _hidden(data_dir):
+    runs = data_dir / store.RUNS
+    return sorted(p for p in runs.iterdir() if p.name.startswith(store.TMP_PREFIX)) \
+        if runs.exists() else []
+
+
+def test_inference_writes_the_runs_arrays_to_disk_as_it_goes_and_the_run_keeps_them(
+        trained, tmp_path):
+    ds, checkpoint = trained
+    data_dir = tmp_path / "data"
+    drafts = []
+
+    def heard(stage, fraction):
+        if stage == "infer" and fraction == 1:  # inference done, nothing embedded yet
+            (draft,) = _hidden(data_dir)
+            prd = np.load(draft / "prd.npy", mmap_mode="r")
+            drafts.append((draft.name, np.array(prd), np.load(draft / "fea.npy").shape))
+
+    path = make_run(data_dir, ds, checkpoint, device="cpu", progress=False, on_progress=heard)
+    (name, prd_on_disk, fea_shape), = drafts
+    assert path.name in name and fea_shape == (24, 512)
+    run = store.get_run(path.name, data_dir)
+    assert np.array_equal(run.prd, prd_on_disk)  # what inference wrote is what the run holds
+    assert np.array_equal(run.prd, infer(checkpoint, ds, device="cpu", progress=False)[0])
+    assert _hidden(data_dir) == []
+
+
+def test_a_run_stopped_after_inference_leaves_no_run_and_no_draft(trained, tmp_path):
+    ds, checkpoint = trained
+    data_dir = tmp_path / "data"
+    inferred = []
+
+    with pytest.raises(Stopped, match="embedding stopped"):
+        make_run(data_dir, ds, checkpoint, device="cpu", progress=False,
+                 on_progress=lambda stage, f: inferred.append(stage == "infer" and f == 1),
+                 should_stop=lambda: any(inferred))
+    assert any(inferred)  # inference had finished: its arrays were on disk
+    assert store.list_runs(data_dir) == [] and _hidden(data_dir) == []
+
+
+def test_a_run_draft_left_unwritten_or_given_other_arrays_becomes_no_run(tmp_path):
+    with pytest.raises(PipelineError, match="left unfinished"), \
+            store.run_draft(tmp_path, "half") as draft:
+        draft.array("fea", (4, 3), np.float32)[:] = 1
+    with pytest.raises(PipelineError, match="made in the run's draft"), \
+            store.run_draft(tmp_path, "other") as draft:
+        draft.array("prd", (4, 2), np.float32)[:] = 0.5
+        images = pd.DataFrame({"image_id": list("abcd"), "path": "", "split": "test",
+                               "source": "t"})
+        draft.write(attributes=["x", "y"], images=images, act=np.zeros((4, 2)),
+                    prd=np.full((4, 2), 0.5, np.float32), fea=np.ones((4, 3)),
+                    emb={s: np.zeros((4, 2)) for s in store.SPACES}, meta={})
+    assert store.list_runs(tmp_path) == [] and _hidden(tmp_path) == []
 
 
 def test_training_learns_drawn_shapes_and_the_checkpoint_records_it(toy, tmp_path):

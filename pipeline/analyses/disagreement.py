@@ -51,18 +51,22 @@ PAIRS = (("act", "fea"), ("act", "prd"), ("fea", "prd"))
 SPACE_ORDER = SPACES  # the order of a run's stored neighbour lists: act, fea, prd
 SLACK = 1e-6  # distances equal up to float rounding count as within the radius
 AGREEMENT_BLOCK = 8192  # images whose neighbours' distances are taken at once (≤ 16 MB in FEA)
+# Images whose neighbours are searched at once: a search's candidates, distances and rows take
+# about 200 bytes an image, which for every image at once would grow with the run.
+SEARCH_BLOCK = 65_536
 
 
 @dataclass(frozen=True)
 class Space:
     """Points of one space and how far apart two of them are."""
 
-    points: np.ndarray  # N × d float32
+    points: np.ndarray  # N × d: labels (uint8), unit feature vectors, probabilities
     cosine: bool
 
     def distance(self, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
         """Distance of each row to each of its `others` (rows: N, others: N × k)."""
-        a, b = self.points[rows][:, None, :], self.points[others]
+        a = np.asarray(self.points[rows], dtype=np.float32)[:, None, :]
+        b = np.asarray(self.points[others], dtype=np.float32)
         if self.cosine:
             return 1.0 - (a * b).sum(axis=-1)  # points are unit vectors
         return np.sqrt(((a - b) ** 2).sum(axis=-1))
@@ -81,12 +85,13 @@ def label_neighbours(points: np.ndarray, k: int) -> np.ndarray:
     return without_self(label_nearest(points, k + 1), np.arange(len(points)), k)
 
 
-def label_nearest(points: np.ndarray, k: int, queries=None) -> np.ndarray:
+def label_nearest(points: np.ndarray, k: int, queries=None, copies=None) -> np.ndarray:
     """For each query label vector (by default each point's own), the k rows of `points`
     nearest to it (len(queries) × k, k ≤ len(points)), nearest first and, among equally near
     ones, lowest row first: exact, searched between distinct vectors (a run of 100,000 images
-    has thousands), each standing for its copies."""
-    distinct, counts, members, starts = _copies(points)
+    has thousands), each standing for its copies (`copies`: _copies(points), when the caller
+    asks of the same points many times)."""
+    distinct, counts, members, starts = _copies(points) if copies is None else copies
     if queries is None:
         asked, q_members, q_starts = distinct, members, starts
     else:
@@ -151,22 +156,34 @@ def _nearest_rows(d: np.ndarray, edge: float, members, starts, want: int) -> np.
     return rows[np.lexsort((rows, dist))][:want]
 
 
-def spaces(act, fea, prd, k: int, basis=None
+def spaces(act, fea, prd, k: int, basis=None, out=None
            ) -> tuple[dict[str, Space], dict[str, np.ndarray], FeatureIndex]:
-    """The three spaces, each image's k nearest neighbours in each, and the FEA index (its
-    basis given, or fitted to these features)."""
-    made, index = _made(act, fea, prd, basis)
-    found = {"act": label_neighbours(made["act"].points, k),
-             "prd": euclidean_neighbours(made["prd"].points, k),
-             "fea": index.nearest(np.arange(len(index.unit)), k)}
-    return made, found, index
+    """The three spaces, each image's k nearest neighbours in each (in `out`, 3 × N × k int32,
+    when given, e.g. an array of a run's draft on disk), and the FEA index (its basis given,
+    or fitted to these features). Searched SEARCH_BLOCK images at a time: what each search
+    holds besides its points does not grow with the run."""
+    made, index = _made(act, fea, prd, basis, clustered=True)
+    n = len(index.unit)
+    found = np.empty((len(SPACE_ORDER), n, k), np.int32) if out is None else out
+    prd_index = ExactIndex(made["prd"].points, clustered=True)
+    label_copies = _copies(made["act"].points)
+    for first in range(0, n, SEARCH_BLOCK):
+        rows = np.arange(first, min(first + SEARCH_BLOCK, n))
+        searched = {"act": label_nearest(made["act"].points, k + 1, made["act"].points[rows],
+                                         copies=label_copies),
+                    "fea": index.search.query(k + 1, index.unit[rows])[1],
+                    "prd": prd_index.query(k + 1, made["prd"].points[rows])[1]}
+        for i, space in enumerate(SPACE_ORDER):
+            found[i, rows] = without_self(searched[space], rows, k)
+    return made, dict(zip(SPACE_ORDER, found, strict=True)), index
 
 
-def _made(act, fea, prd, basis) -> tuple[dict[str, Space], FeatureIndex]:
-    index = build_index(fea, basis)
-    return {"act": Space(np.asarray(act, dtype=np.float32), False),
+def _made(act, fea, prd, basis, clustered: bool = False
+          ) -> tuple[dict[str, Space], FeatureIndex]:
+    index = build_index(fea, basis, clustered)
+    return {"act": Space(np.asarray(act), False),
             "fea": Space(index.unit, True),
-            "prd": Space(np.ascontiguousarray(prd, dtype=np.float32), False)}, index
+            "prd": Space(np.asarray(prd, dtype=np.float32), False)}, index
 
 
 def agreement(x: str, y: str, made: dict[str, Space], found: dict[str, np.ndarray],
@@ -218,10 +235,15 @@ class Neighbourhoods:
     score: np.ndarray
 
 
-def neighbourhoods(act, fea, prd, k: int = DEFAULT_K, basis=None) -> Neighbourhoods:
-    """A run's Neighbourhoods, every search over all its images."""
-    made, found, index = spaces(act, fea, prd, _k(len(np.asarray(act)), k), basis)
-    return Neighbourhoods(_stacked(found), index.basis, _scores(made, found)["score"])
+def neighbourhoods(act, fea, prd, k: int = DEFAULT_K, basis=None, lists=None
+                   ) -> Neighbourhoods:
+    """A run's Neighbourhoods, every search over all its images; `lists(shape)`, when given,
+    makes the array the neighbour lists are written into (a run's draft: on disk)."""
+    k = _k(len(np.asarray(act)), k)
+    out = None if lists is None else lists((len(SPACE_ORDER), len(np.asarray(act)), k))
+    made, found, index = spaces(act, fea, prd, k, basis, out)
+    stacked = np.stack([found[s] for s in SPACE_ORDER]) if out is None else out
+    return Neighbourhoods(stacked, index.basis, _scores(made, found)["score"])
 
 
 def extended(parent: Neighbourhoods, act, fea, prd) -> Neighbourhoods:
@@ -281,12 +303,13 @@ def stored(run: Run) -> Neighbourhoods | None:
 STORED_UP_TO = 1_000_000
 
 
-def to_store(act, fea, prd) -> Neighbourhoods | None:
-    """What a run stores when it is written (k = DEFAULT_K); None for a run too small to have
-    neighbourhoods (fewer than 3 images) or larger than STORED_UP_TO."""
+def to_store(act, fea, prd, lists=None) -> Neighbourhoods | None:
+    """What a run stores when it is written (k = DEFAULT_K; `lists` as for neighbourhoods);
+    None for a run too small to have neighbourhoods (fewer than 3 images) or larger than
+    STORED_UP_TO."""
     if not 3 <= len(np.asarray(act)) <= STORED_UP_TO:
         return None
-    return neighbourhoods(act, fea, prd)
+    return neighbourhoods(act, fea, prd, lists=lists)
 
 
 @lru_cache(maxsize=4)

@@ -36,12 +36,21 @@ from pipeline.store.files import (
     scratch_dir,
     sweep_stale,
 )
-from pipeline.store.runs import Run, get_run, list_runs, open_run, scan_runs, write_run
+from pipeline.store.runs import (
+    Run,
+    RunDraft,
+    get_run,
+    list_runs,
+    open_run,
+    run_draft,
+    scan_runs,
+    write_run,
+)
 
 __all__ = [
     "DATASETS", "DATA_DIR_ENV", "IMAGE_COLUMNS", "RUNS", "SPACES", "THUMB_SIZE",
-    "TMP_PREFIX", "Dataset",
+    "TMP_PREFIX", "Dataset", "RunDraft",
     "DatasetWriter", "Run", "atomic_dir", "check_array", "check_id", "get_run", "list_runs",
     "load_pixels", "new_id", "nonfinite_count", "open_dataset", "open_run", "pid_running",
-    "resolve_data_dir", "scan_runs", "scratch_dir", "sweep_stale", "write_run",
+    "resolve_data_dir", "run_draft", "scan_runs", "scratch_dir", "sweep_stale", "write_run",
 ]

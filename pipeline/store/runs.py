@@ -3,10 +3,11 @@ opening so that a run listed as good really opens, and a broken one named with i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -35,62 +36,105 @@ from pipeline.store.files import (
 from pipeline.store.located import load_row_image, load_row_images, reference_target
 
 
-def write_run(
-    data_dir: str | os.PathLike,
-    *,
-    attributes: Sequence[str],
-    images: pd.DataFrame,
-    act,
-    prd,
-    fea,
-    emb: Mapping[str, np.ndarray],
-    meta: Mapping,
-    colours: Sequence[str] | None = None,
-    extra_files: Mapping[str, Callable[[Path], None]] | None = None,
-    run_id: str | None = None,
-    disagreement=None,
-) -> Path:
-    """Check and write one whole run; return its directory.
+def write_run(data_dir: str | os.PathLike, *, run_id: str | None = None, **parts) -> Path:
+    """Check and write one whole run; return its directory (RunDraft.write says what `parts`
+    holds). A run whose arrays are computed as it is made writes them into its draft instead
+    (run_draft), so that no array of a beamline's day need be held in memory at once."""
+    with run_draft(data_dir, run_id, str(parts.get("meta", {}).get("dataset", "run"))) as draft:
+        return draft.write(**parts)
 
-    `meta` holds dataset id, model, threshold, metrics, timings and device (run.json).
-    `extra_files` maps a file name to a function that writes it (e.g. the model checkpoint).
-    `disagreement`: the run's neighbourhoods and disagreement when already known
-    (pipeline.analyses.disagreement.Neighbourhoods: a run re-embedded keeps its arrays, `add`
-    extends its parent's), or the scores alone (a run re-embedded from one written before runs
-    stored their neighbourhoods); by default they are computed here, once, so the dashboard
-    only reads them.
-    """
-    n, a = len(images), len(attributes)
-    # No copies of arrays already of the stored type: FEA alone is 1.8 KB an image.
-    act = check_array("act", act, (n, a), binary=True).astype(np.uint8, copy=False)
-    prd = check_array("prd", prd, (n, a), unit=True).astype(np.float32, copy=False)
-    fea = check_array("fea", fea, (n, None)).astype(np.float32, copy=False)
-    embs = {s: check_array(f"emb_{s}", emb[s], (n, 2)).astype(np.float32, copy=False)
-            for s in SPACES}
-    images = check_images(images, n)
-    scores, lists, basis, timing = _disagreement(act, fea, prd, disagreement, n)
 
+@contextlib.contextmanager
+def run_draft(data_dir: str | os.PathLike, run_id: str | None = None, label: str = "run"
+              ) -> Iterator[RunDraft]:
+    """A run being made: a hidden directory in runs/ into which its largest arrays are written
+    as they are computed (RunDraft.array), renamed into place once RunDraft.write has written
+    the rest. Leaving the block any other way (an error, a stop, a kill: sweep_stale) removes
+    it, so no reader ever sees part of a run."""
     data_dir = resolve_data_dir(data_dir)
-    run_id = check_id(run_id or new_id(str(meta.get("dataset", "run"))))
+    run_id = check_id(run_id or new_id(label))
     final = data_dir / RUNS / run_id
     sweep_stale(final.parent) if final.parent.exists() else None
     with atomic_dir(final) as tmp:
+        draft = RunDraft(tmp, run_id)
+        yield draft
+        if not draft.written:
+            raise PipelineError(f"run {run_id} was left unfinished; nothing was written")
+    open_run.cache_clear()
+
+
+# The arrays a run may make in its draft as it goes, each N rows: inference's outputs, and the
+# neighbour lists of its disagreement (3 × N × k).
+DRAFT_ARRAYS = ("prd", "fea", "neighbours")
+
+
+class RunDraft:
+    """The hidden directory of a run being made (run_draft) and the arrays made in it."""
+
+    def __init__(self, path: Path, run_id: str):
+        self.path, self.id, self.written = Path(path), run_id, False
+        self.arrays: dict[str, np.memmap] = {}
+
+    def array(self, name: str, shape: tuple, dtype) -> np.memmap:
+        """A new array of the run (`name`.npy) on disk, to be filled by the caller and kept
+        as it is by write(): 1.8 KB of features an image need not fit in memory."""
+        if name not in DRAFT_ARRAYS or name in self.arrays:
+            raise PipelineError(f"a run draft cannot make the array {name!r} (again)")
+        made = np.lib.format.open_memmap(self.path / f"{name}.npy", mode="w+", dtype=dtype,
+                                         shape=tuple(int(s) for s in shape))
+        self.arrays[name] = made
+        return made
+
+    def _save(self, name: str, array: np.ndarray) -> None:
+        made = self.arrays.get(name)
+        if made is None:
+            np.save(self.path / f"{name}.npy", array)
+        elif array.shape == made.shape and array.dtype == made.dtype and \
+                np.shares_memory(array, made):
+            made.flush()  # written where it lies
+        else:
+            raise PipelineError(f"{name} was made in the run's draft; write that array")
+
+    def write(self, *, attributes: Sequence[str], images: pd.DataFrame, act, prd, fea,
+              emb: Mapping[str, np.ndarray], meta: Mapping, colours: Sequence[str] | None = None,
+              extra_files: Mapping[str, Callable[[Path], None]] | None = None,
+              disagreement=None) -> Path:
+        """Check and write the rest of the run; it is in place when the run_draft block ends.
+
+        `meta` holds dataset id, model, threshold, metrics, timings and device (run.json).
+        `extra_files` maps a file name to a function that writes it (e.g. the model
+        checkpoint). `disagreement`: the run's neighbourhoods and disagreement when already
+        known (pipeline.analyses.disagreement.Neighbourhoods: a run re-embedded keeps its
+        arrays, `add` extends its parent's), or the scores alone (a run re-embedded from one
+        written before runs stored their neighbourhoods); by default they are computed here,
+        once, so the dashboard only reads them.
+        """
+        if self.written:
+            raise PipelineError(f"run {self.id} is already written")
+        n, a = len(images), len(attributes)
+        # No copies of arrays already of the stored type: FEA alone is 1.8 KB an image.
+        act = check_array("act", act, (n, a), binary=True).astype(np.uint8, copy=False)
+        prd = check_array("prd", prd, (n, a), unit=True).astype(np.float32, copy=False)
+        fea = check_array("fea", fea, (n, None)).astype(np.float32, copy=False)
+        embs = {s: check_array(f"emb_{s}", emb[s], (n, 2)).astype(np.float32, copy=False)
+                for s in SPACES}
+        images = check_images(images, n)
+        scores, lists, basis, timing = _disagreement(act, fea, prd, disagreement, n, self)
+        tmp = self.path
         for name, writer in (extra_files or {}).items():
             writer(tmp / check_id(name, "file"))
-        np.save(tmp / "act.npy", act)
-        np.save(tmp / "prd.npy", prd)
-        np.save(tmp / "fea.npy", fea)
-        for space, coords in embs.items():
-            np.save(tmp / f"emb_{space}.npy", coords)
+        for name, array in (("act", act), ("prd", prd), ("fea", fea),
+                            *((f"emb_{s}", c) for s, c in embs.items())):
+            self._save(name, array)
         if scores is not None:
             np.save(tmp / DISAGREEMENT_FILE, scores)
         if lists is not None:
-            np.save(tmp / NEIGHBOURS_FILE, lists)
+            self._save(NEIGHBOURS_FILE.removesuffix(".npy"), lists)
             np.save(tmp / BASIS_FILE, basis)
         images.to_parquet(tmp / "images.parquet", index=False)
         write_attributes(tmp, attributes, colours)
         record = {
-            "id": run_id,
+            "id": self.id,
             "created": now(),
             "pipeline_version": __version__,
             "n_images": n,
@@ -101,8 +145,8 @@ def write_run(
         if timing is not None:
             record["timings"] = {**(record.get("timings") or {}), "disagreement_s": timing}
         write_json(tmp / "run.json", record)  # written last: a run.json means the rest is there
-    open_run.cache_clear()
-    return final
+        self.written = True
+        return tmp.parent / self.id
 
 
 DISAGREEMENT_FILE = "disagreement.npy"  # optional: runs written before it lack it
@@ -112,21 +156,23 @@ NEIGHBOURS_FILE = "neighbours.npy"
 BASIS_FILE = "fea_basis.npy"
 
 
-def _disagreement(act, fea, prd, given, n: int):
+def _disagreement(act, fea, prd, given, n: int, draft: RunDraft):
     """The disagreement scores, neighbour lists and feature basis to store (checked when given,
-    else computed; None for a run too small or too large, see to_store) and the seconds their
-    computation took."""
+    else computed, the lists in the draft; None for a run too small or too large, see
+    to_store) and the seconds their computation took."""
     if given is not None and not hasattr(given, "score"):  # the scores alone
         return check_array("disagreement", given, (n,), unit=True).astype(np.float32), None, \
             None, None
     from pipeline.analyses import disagreement  # it reads runs: import late
 
     started = time.perf_counter()
-    made = disagreement.to_store(act, fea, prd) if given is None else given
+    made = disagreement.to_store(act, fea, prd, lists=lambda shape: draft.array(
+        NEIGHBOURS_FILE.removesuffix(".npy"), shape, np.int32)) if given is None else given
     if made is None:
         return None, None, None, None
     scores = check_array("disagreement", made.score, (n,), unit=True).astype(np.float32)
-    lists = check_array("neighbour lists", made.found, (3, n, None)).astype(np.int32)
+    lists = check_array("neighbour lists", made.found, (3, n, None)).astype(np.int32,
+                                                                             copy=False)
     if lists.size and (lists.min() < 0 or lists.max() >= n):
         raise PipelineError(f"neighbour lists name rows outside the run's {n} images")
     basis = check_array("feature basis", made.basis, (None, fea.shape[1])).astype(np.float32)
