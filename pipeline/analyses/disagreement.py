@@ -240,10 +240,10 @@ def neighbourhoods(act, fea, prd, k: int = DEFAULT_K, basis=None, lists=None
     """A run's Neighbourhoods, every search over all its images; `lists(shape)`, when given,
     makes the array the neighbour lists are written into (a run's draft: on disk)."""
     k = _k(len(np.asarray(act)), k)
-    out = None if lists is None else lists((len(SPACE_ORDER), len(np.asarray(act)), k))
+    shape = (len(SPACE_ORDER), len(np.asarray(act)), k)
+    out = np.empty(shape, np.int32) if lists is None else lists(shape)
     made, found, index = spaces(act, fea, prd, k, basis, out)
-    stacked = np.stack([found[s] for s in SPACE_ORDER]) if out is None else out
-    return Neighbourhoods(stacked, index.basis, _scores(made, found)["score"])
+    return Neighbourhoods(out, index.basis, _scores(made, found)["score"])
 
 
 def extended(parent: Neighbourhoods, act, fea, prd) -> Neighbourhoods:
