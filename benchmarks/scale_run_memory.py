@@ -14,8 +14,9 @@ the maps run --memory-steps steps (25 by default) instead of 750, and placing as
 The whole run stage (stage_section): for each count a fresh process makes a run as make_run
 does after the model has seen the images, inference's outputs included: the run's PRD and FEA
 written a block at a time where make_run writes them (into the run's draft on disk; in memory
-by code older than the draft), then the three maps, the metrics, the disagreement and the files. Its peak
-over the start (after imports, before any of the run's arrays exists) is reported twice:
+by code older than the draft), then the three maps, the metrics, the disagreement and the
+files. Its peak over the start (after imports, before any of the run's arrays exists) is
+reported twice:
 resident memory (RSS, which counts the pages of the draft's files the process has touched:
 the kernel writes them back and drops them under pressure) and the process's anonymous
 memory (RssAnon, what it cannot give back). Run with the same script from an older checkout,

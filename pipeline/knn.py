@@ -49,7 +49,9 @@ class ExactIndex:
     are computed from them in float64) and, for pass 1, centred in float32 with their
     squared norms beside them, in cells of nearby points, each with a ball holding it."""
 
-    def __init__(self, points, clustered: bool = False):
+    def __init__(self, points, clustered: bool = False, allocate=np.empty):
+        """`allocate(shape, dtype)` makes the index's own arrays (by default in memory; a run's
+        draft makes them on disk, pipeline.store.RunDraft.scratch)."""
         points = _finite(points, "points")
         if points.ndim != 2 or len(points) == 0:
             raise PipelineError(f"a neighbour search needs an N × d array of points, not "
@@ -60,17 +62,17 @@ class ExactIndex:
         # or at once for an index made to search every point (`clustered`); until then the
         # points lie in row order, in tiles (a search of one image is a fraction of a second
         # at a million points without them).
-        self.clustered = clustered
+        self.clustered, self.allocate = clustered, allocate
         where = _cells(points, self.centre, CELL) if clustered else (np.arange(len(points)),
                                                                       TILE)
-        self.layout = _layout(points, self.centre, *where)
+        self.layout = _layout(points, self.centre, *where, allocate)
         # The largest norm, for the rounding bound (float32 or float64 centring alike).
         self.reach = self.layout.reach * (1 + 1e-6)
 
     def _clustered(self) -> Layout:
         if not self.clustered:
             self.layout = _layout(self.points, self.centre,
-                                  *_cells(self.points, self.centre, CELL))
+                                  *_cells(self.points, self.centre, CELL), self.allocate)
             self.clustered = True
         return self.layout
 
@@ -274,14 +276,15 @@ class Layout:
         return np.argsort(home, kind="stable")
 
 
-def _layout(points: np.ndarray, centre: np.ndarray, order: np.ndarray, starts) -> Layout:
+def _layout(points: np.ndarray, centre: np.ndarray, order: np.ndarray, starts,
+            allocate=np.empty) -> Layout:
     """A Layout of the points in `order`, cut at `starts` (or in tiles of that many), made a
     block of rows at a time: the float32 copies of every point at once, which it was made
     from before, took three times its size again (at a million 64-d features, 0.8 GB)."""
     if np.isscalar(starts):
         starts = np.array([*range(0, len(order), starts), len(order)])
     d = points.shape[1]
-    augmented = np.empty((len(order), d + 1), dtype=np.float32)
+    augmented = allocate((len(order), d + 1), np.float32)
     reach = 0.0
     for first in range(0, len(order), BUILD_BLOCK):
         inside = _centred(points, order[first:first + BUILD_BLOCK], centre)

@@ -5,6 +5,7 @@ stored score is computed with find the same neighbours as a search of every pair
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,26 @@ def every_pair_score(act, fea, prd, k: int) -> np.ndarray:
     pairs = [(dis.agreement(x, y, made, found) + dis.agreement(y, x, made, found)) / 2
              for x, y in dis.PAIRS]
     return 1.0 - np.mean(pairs, axis=0)
+
+
+def test_a_runs_searches_work_on_disk_in_its_draft_and_the_run_keeps_none_of_it(
+        tmp_path, monkeypatch):
+    from pipeline.store import RunDraft
+
+    made, real = [], RunDraft.scratch
+
+    def noted(self, shape, dtype):
+        array = real(self, shape, dtype)
+        made.append((Path(array.filename), self.path))
+        return array
+
+    monkeypatch.setattr(RunDraft, "scratch", noted)
+    run = write_synthetic_run(tmp_path / "data", n=80)
+    # FEA's reduced points and the two searches' layouts were files in the draft ...
+    assert len(made) >= 3 and all(f.parent.parent == draft for f, draft in made)
+    # ... which are gone, and the run is what the searches in memory give.
+    assert not any(f.exists() for f, _ in made) and not list(run.path.glob(".*"))
+    assert np.array_equal(run.disagreement, dis.disagreement(run.act, run.fea, run.prd)["score"])
 
 
 def test_a_written_run_holds_the_score_the_dashboard_would_compute(tmp_path):

@@ -156,16 +156,17 @@ def _nearest_rows(d: np.ndarray, edge: float, members, starts, want: int) -> np.
     return rows[np.lexsort((rows, dist))][:want]
 
 
-def spaces(act, fea, prd, k: int, basis=None, out=None
+def spaces(act, fea, prd, k: int, basis=None, out=None, allocate=np.empty
            ) -> tuple[dict[str, Space], dict[str, np.ndarray], FeatureIndex]:
     """The three spaces, each image's k nearest neighbours in each (in `out`, 3 × N × k int32,
     when given, e.g. an array of a run's draft on disk), and the FEA index (its basis given,
     or fitted to these features). Searched SEARCH_BLOCK images at a time: what each search
-    holds besides its points does not grow with the run."""
-    made, index = _made(act, fea, prd, basis, clustered=True)
+    holds besides its points does not grow with the run; `allocate(shape, dtype)` makes the
+    searches' points (a run's draft: on disk, pipeline.store.RunDraft.scratch)."""
+    made, index = _made(act, fea, prd, basis, clustered=True, allocate=allocate)
     n = len(index.unit)
     found = np.empty((len(SPACE_ORDER), n, k), np.int32) if out is None else out
-    prd_index = ExactIndex(made["prd"].points, clustered=True)
+    prd_index = ExactIndex(made["prd"].points, clustered=True, allocate=allocate)
     label_copies = _copies(made["act"].points)
     for first in range(0, n, SEARCH_BLOCK):
         rows = np.arange(first, min(first + SEARCH_BLOCK, n))
@@ -178,9 +179,9 @@ def spaces(act, fea, prd, k: int, basis=None, out=None
     return made, dict(zip(SPACE_ORDER, found, strict=True)), index
 
 
-def _made(act, fea, prd, basis, clustered: bool = False
+def _made(act, fea, prd, basis, clustered: bool = False, allocate=np.empty
           ) -> tuple[dict[str, Space], FeatureIndex]:
-    index = build_index(fea, basis, clustered)
+    index = build_index(fea, basis, clustered, allocate)
     return {"act": Space(np.asarray(act), False),
             "fea": Space(index.unit, True),
             "prd": Space(np.asarray(prd, dtype=np.float32), False)}, index
@@ -235,14 +236,15 @@ class Neighbourhoods:
     score: np.ndarray
 
 
-def neighbourhoods(act, fea, prd, k: int = DEFAULT_K, basis=None, lists=None
-                   ) -> Neighbourhoods:
+def neighbourhoods(act, fea, prd, k: int = DEFAULT_K, basis=None, lists=None,
+                   allocate=np.empty) -> Neighbourhoods:
     """A run's Neighbourhoods, every search over all its images; `lists(shape)`, when given,
-    makes the array the neighbour lists are written into (a run's draft: on disk)."""
+    makes the array the neighbour lists are written into (a run's draft: on disk), and
+    `allocate` the searches' own arrays (spaces)."""
     k = _k(len(np.asarray(act)), k)
     shape = (len(SPACE_ORDER), len(np.asarray(act)), k)
     out = np.empty(shape, np.int32) if lists is None else lists(shape)
-    made, found, index = spaces(act, fea, prd, k, basis, out)
+    made, found, index = spaces(act, fea, prd, k, basis, out, allocate)
     return Neighbourhoods(out, index.basis, _scores(made, found)["score"])
 
 
@@ -303,13 +305,14 @@ def stored(run: Run) -> Neighbourhoods | None:
 STORED_UP_TO = 1_000_000
 
 
-def to_store(act, fea, prd, lists=None) -> Neighbourhoods | None:
-    """What a run stores when it is written (k = DEFAULT_K; `lists` as for neighbourhoods);
+def to_store(act, fea, prd, lists=None, allocate=np.empty) -> Neighbourhoods | None:
+    """What a run stores when it is written (k = DEFAULT_K; `lists` and `allocate` as for
+    neighbourhoods);
     None for a run too small to have neighbourhoods (fewer than 3 images) or larger than
     STORED_UP_TO."""
     if not 3 <= len(np.asarray(act)) <= STORED_UP_TO:
         return None
-    return neighbourhoods(act, fea, prd, lists=lists)
+    return neighbourhoods(act, fea, prd, lists=lists, allocate=allocate)
 
 
 @lru_cache(maxsize=4)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property, lru_cache
@@ -66,6 +67,7 @@ def run_draft(data_dir: str | os.PathLike, run_id: str | None = None, label: str
 # The arrays a run may make in its draft as it goes, each N rows: inference's outputs, and the
 # neighbour lists of its disagreement (3 × N × k).
 DRAFT_ARRAYS = ("prd", "fea", "neighbours")
+WORK = ".work"  # a draft's folder of working arrays (RunDraft.scratch), never part of a run
 
 
 class RunDraft:
@@ -74,6 +76,17 @@ class RunDraft:
     def __init__(self, path: Path, run_id: str):
         self.path, self.id, self.written = Path(path), run_id, False
         self.arrays: dict[str, np.memmap] = {}
+        self.n_scratch = 0
+
+    def scratch(self, shape: tuple, dtype) -> np.memmap:
+        """A working array on disk, in the draft's WORK folder, which write() removes before
+        the run is in place: what a computation over every image keeps at hand (the
+        neighbour searches' points, 0.6 KB an image) need not be held in memory."""
+        work = self.path / WORK
+        work.mkdir(exist_ok=True)
+        self.n_scratch += 1
+        return np.lib.format.open_memmap(work / f"{self.n_scratch}.npy", mode="w+",
+                                         dtype=dtype, shape=tuple(int(s) for s in shape))
 
     def array(self, name: str, shape: tuple, dtype) -> np.memmap:
         """A new array of the run (`name`.npy) on disk, to be filled by the caller and kept
@@ -120,6 +133,7 @@ class RunDraft:
                 for s in SPACES}
         images = check_images(images, n)
         scores, lists, basis, timing = _disagreement(act, fea, prd, disagreement, n, self)
+        shutil.rmtree(self.path / WORK, ignore_errors=True)  # what the searches worked on
         tmp = self.path
         for name, writer in (extra_files or {}).items():
             writer(tmp / check_id(name, "file"))
@@ -167,7 +181,8 @@ def _disagreement(act, fea, prd, given, n: int, draft: RunDraft):
 
     started = time.perf_counter()
     made = disagreement.to_store(act, fea, prd, lists=lambda shape: draft.array(
-        NEIGHBOURS_FILE.removesuffix(".npy"), shape, np.int32)) if given is None else given
+        NEIGHBOURS_FILE.removesuffix(".npy"), shape, np.int32), allocate=draft.scratch) \
+        if given is None else given
     if made is None:
         return None, None, None, None
     scores = check_array("disagreement", made.score, (n,), unit=True).astype(np.float32)
