@@ -30,6 +30,7 @@ float32 outputs it returns.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import subprocess
@@ -219,7 +220,7 @@ def measure_stage(n: int, steps: int) -> dict:
     thread.start()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xrae-stage-memory-") as tmp, \
-            (store.run_draft(tmp, "run") if drafted else _no_draft()) as draft:
+            (store.run_draft(tmp, "run") if drafted else contextlib.nullcontext()) as draft:
         act = np.empty((n, 17), np.uint8)
         if drafted:
             prd, fea = draft.array("prd", (n, 17), np.float32), draft.array("fea", (n, 448),
@@ -240,14 +241,6 @@ def measure_stage(n: int, steps: int) -> dict:
     thread.join()
     return {"n": n, "drafted": drafted, "start": start, "peak": peak,
             "seconds": time.perf_counter() - started}
-
-
-class _no_draft:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def stage_section(sizes: list[int], steps: int, load) -> None:
