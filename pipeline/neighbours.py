@@ -86,13 +86,16 @@ def check_basis(basis, dims: int) -> np.ndarray:
     return basis.astype(np.float32, copy=False)
 
 
-def reduce(fea, basis: np.ndarray, block: int = 65_536, allocate=np.empty) -> np.ndarray:
-    """Features reduced by a basis (N × d float32, made by `allocate`), a block of rows at a
-    time: the centred copy of a million images' features at once would be 1.8 GB."""
+def unit_vectors(fea, basis: np.ndarray, block: int = 65_536, allocate=np.empty) -> np.ndarray:
+    """Features reduced by a basis and scaled to unit length (N × d float32, made by
+    `allocate`), in one pass a block of rows at a time: the centred copy of a million images'
+    features at once would be 1.8 GB."""
     out = allocate((len(fea), len(basis) - 1), np.float32)
     for first in range(0, len(fea), block):
-        rows = np.asarray(fea[first:first + block], dtype=np.float32)
-        out[first:first + block] = (rows - basis[0]) @ basis[1:].T
+        reduced = (np.asarray(fea[first:first + block], dtype=np.float32) - basis[0]) \
+            @ basis[1:].T
+        reduced /= np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
+        out[first:first + block] = reduced
     return out
 
 
@@ -104,10 +107,7 @@ def build_index(fea, basis=None, clustered: bool = False, allocate=np.empty) -> 
     if len(fea) < 2:
         raise PipelineError(f"nearest neighbours need at least 2 images, the run has {len(fea)}")
     basis = fit_basis(fea) if basis is None else check_basis(basis, fea.shape[1])
-    unit = reduce(fea, basis, allocate=allocate)
-    for first in range(0, len(unit), 65_536):  # in place, a block at a time
-        block = unit[first:first + 65_536]
-        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+    unit = unit_vectors(fea, basis, allocate=allocate)
     return FeatureIndex(unit, ExactIndex(unit, clustered, allocate), basis)
 
 

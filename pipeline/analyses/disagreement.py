@@ -170,12 +170,12 @@ def spaces(act, fea, prd, k: int, basis=None, out=None, allocate=np.empty
     label_copies = _copies(made["act"].points)
     for first in range(0, n, SEARCH_BLOCK):
         rows = np.arange(first, min(first + SEARCH_BLOCK, n))
-        searched = {"act": label_nearest(made["act"].points, k + 1, made["act"].points[rows],
-                                         copies=label_copies),
-                    "fea": index.search.query(k + 1, index.unit[rows])[1],
-                    "prd": prd_index.query(k + 1, made["prd"].points[rows])[1]}
-        for i, space in enumerate(SPACE_ORDER):
-            found[i, rows] = without_self(searched[space], rows, k)
+        act_found = label_nearest(made["act"].points, k + 1, made["act"].points[rows],
+                                  copies=label_copies)
+        prd_found = prd_index.query(k + 1, made["prd"].points[rows])[1]
+        found[SPACE_ORDER.index("act"), rows] = without_self(act_found, rows, k)
+        found[SPACE_ORDER.index("fea"), rows] = index.nearest(rows, k)
+        found[SPACE_ORDER.index("prd"), rows] = without_self(prd_found, rows, k)
     return made, dict(zip(SPACE_ORDER, found, strict=True)), index
 
 

@@ -70,6 +70,12 @@ DRAFT_ARRAYS = ("prd", "fea", "neighbours")
 WORK = ".work"  # a draft's folder of working arrays (RunDraft.scratch), never part of a run
 
 
+def _new_memmap(file: Path, shape: tuple, dtype) -> np.memmap:
+    """A new .npy array file, memory-mapped for writing."""
+    return np.lib.format.open_memmap(file, mode="w+", dtype=dtype,
+                                     shape=tuple(int(s) for s in shape))
+
+
 class RunDraft:
     """The hidden directory of a run being made (run_draft) and the arrays made in it."""
 
@@ -82,19 +88,16 @@ class RunDraft:
         """A working array on disk, in the draft's WORK folder, which write() removes before
         the run is in place: what a computation over every image keeps at hand (the
         neighbour searches' points, 0.6 KB an image) need not be held in memory."""
-        work = self.path / WORK
-        work.mkdir(exist_ok=True)
+        (self.path / WORK).mkdir(exist_ok=True)
         self.n_scratch += 1
-        return np.lib.format.open_memmap(work / f"{self.n_scratch}.npy", mode="w+",
-                                         dtype=dtype, shape=tuple(int(s) for s in shape))
+        return _new_memmap(self.path / WORK / f"{self.n_scratch}.npy", shape, dtype)
 
     def array(self, name: str, shape: tuple, dtype) -> np.memmap:
         """A new array of the run (`name`.npy) on disk, to be filled by the caller and kept
         as it is by write(): 1.8 KB of features an image need not fit in memory."""
         if name not in DRAFT_ARRAYS or name in self.arrays:
             raise PipelineError(f"a run draft cannot make the array {name!r} (again)")
-        made = np.lib.format.open_memmap(self.path / f"{name}.npy", mode="w+", dtype=dtype,
-                                         shape=tuple(int(s) for s in shape))
+        made = _new_memmap(self.path / f"{name}.npy", shape, dtype)
         self.arrays[name] = made
         return made
 
