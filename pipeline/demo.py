@@ -98,7 +98,8 @@ def run_demo(data_dir=None, *, n: int | None = None, fast: bool = False, seed: i
              progress: bool = True, arch: str | None = None, input_size: int | None = None,
              steps: int | None = None, epochs: int | None = None, device: str | None = None,
              batch_size: int | None = None, scheduler: str | None = None) -> Path:
-    """simulate → train → infer → embed → metrics; print the AP table; return the run directory."""
+    """simulate → train → infer → metrics → embed; print the AP table as soon as inference ends;
+    return the run directory."""
     from pipeline.infer import make_run
     from pipeline.train import train, use_all_cores
 
@@ -123,7 +124,8 @@ def run_demo(data_dir=None, *, n: int | None = None, fast: bool = False, seed: i
             timings["train_s"] = round(time.perf_counter() - t0, 2)
             meta = {"demo": {**asdict(config), "seed": seed, "fast": fast}, "timings": timings}
             path = make_run(data_dir, ds, checkpoint, device=config.device, meta_extra=meta,
-                            progress=False, on_progress=bar, scheduler=scheduler)
+                            progress=False, on_progress=bar, scheduler=scheduler,
+                            on_scores=lambda scores: _table(ds.attributes, scores))
     finally:
         bar.close()
     total = time.perf_counter() - started
@@ -131,10 +133,16 @@ def run_demo(data_dir=None, *, n: int | None = None, fast: bool = False, seed: i
     return path
 
 
+def _table(attributes: list[str], scores: dict) -> None:
+    """The held-out AP table, printed as soon as inference ends (above the bar while the maps
+    are made)."""
+    shown = scores.get("metrics_at_thresholds") or scores["metrics"]
+    tqdm.write(metrics.format_ap_table(attributes, shown))
+
+
 def _report(path: Path, total: float) -> None:
     run = store.get_run(path.name, path.parent.parent)
     scores = run.meta.get("metrics_at_thresholds") or run.meta["metrics"]
-    print(metrics.format_ap_table(run.attributes, scores))
     print(f"held-out {scores['split']} split: {scores['n_images']} images, "
           f"mAP {scores['mAP']:.3f}; {threshold_note(run.meta)}; demo took {total:.0f} s")
     print(f"run {run.id} written to {path}")

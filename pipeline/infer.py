@@ -6,38 +6,30 @@ Its commands (`infer`, `metrics`) are registered by pipeline/demo.py, which impo
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline import cluster, metrics, store
+from pipeline import cluster, metrics, pool, store
 from pipeline.checkpoints import file_digest, load_checkpoint, save_checkpoint
 from pipeline.embed import embedding_meta
 from pipeline.errors import PipelineError, Stopped
-from pipeline.inputs import inputs_of, prepare
+from pipeline.infer_shards import prepare_rows
+from pipeline.inputs import model_input
 from pipeline.model import compute_threads, pick_device
 from pipeline.train import as_batch, as_dataset, labels_for
 
 EVAL_SPLIT = "test"
-
-
-def model_input(images: list[np.ndarray], info: dict, multiscale: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """What the model takes for these detector images: every view (image-major; views ×
-    channels × side × side, float32) and each view's radial profile (None for a model without
-    one). Inference and the saliency maps prepare images only here (pipeline.inputs.prepare)."""
-    size, stats, inputs = info["input_size"], info["normalisation"], inputs_of(info)
-    prepared = [prepare(image, size, stats, inputs, multiscale) for image in images]
-    x = torch.from_numpy(np.concatenate([p.views for p in prepared]))
-    if prepared[0].profile is None:
-        return x, None
-    per_view = len(prepared[0].views)
-    profile = torch.from_numpy(np.stack([p.profile for p in prepared]))
-    return x, profile.repeat_interleave(per_view, dim=0)
+# From this many images on, a pool of processes reads and prepares them for the model. A worker
+# takes about 2 s to start (it imports torch); one image about 3 ms.
+PREPARE_MIN = 2_000
+PREPARE_AHEAD = 4  # batches per worker prepared ahead of the model (a batch of 64 at 224²: 13 MB)
 
 
 def _batches(n: int, batch_size: int) -> Iterator[range]:
@@ -75,12 +67,16 @@ def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=6
         np.empty((len(ds), len(ds.attributes)), np.float32),
         np.empty((len(ds), model.feature_dim), np.float32))
     bar = tqdm(total=len(ds), desc="infer", unit="img", disable=not progress, leave=False)
+    batches = list(_batches(len(ds), per_batch))
+    # On a GPU the network waits for images: a pool reads and prepares them. On a CPU it would
+    # take the cores from the network (large CPU runs are sharded over Dask workers instead).
+    workers = preparers(ds, len(ds)) if cuda else 0
     with (torch.inference_mode(), compute_threads(info["arch"], dev),
-          torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda)):
-        for rows in _batches(len(ds), per_batch):
+          torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda),
+          prepared_batches(ds, batches, info, multiscale, workers) as inputs):
+        for rows, (x, profile) in zip(batches, inputs, strict=True):
             if should_stop and should_stop():
                 raise Stopped("inference stopped; no run was written")
-            x, profile = model_input(ds.load_images(rows), info, multiscale)
             f = model.features(*as_batch(x, profile, dev))
             p = torch.sigmoid(model.fc(f).float())
             fea[rows.start : rows.stop] = f.float().reshape(len(rows), n_views, -1).mean(1).cpu()
@@ -92,6 +88,31 @@ def predict(model, info: dict, ds: store.Dataset, *, device="auto", batch_size=6
     if store.nonfinite_count(prd) or store.nonfinite_count(fea):
         raise PipelineError(f"the model ({info['arch']}) produced NaN or infinite outputs")
     return prd, fea
+
+
+def preparers(ds, n_images: int) -> int:
+    """Processes to read and prepare n_images of `ds` for a model: one per core for a large
+    stored dataset, else none (this process does it)."""
+    return pool.workers_for(n_images, PREPARE_MIN) if isinstance(ds, store.Dataset) else 0
+
+
+@contextlib.contextmanager
+def prepared_batches(ds, batches: list, info: dict, multiscale: bool = False, workers: int = 0):
+    """The model's inputs (model_input) for each batch of rows of `ds`, in order: read and
+    prepared here, or by `workers` processes (see preparers), the same to the last bit.
+
+    Reading and preparing an image takes about 3 ms for the compact net's inputs on a CPU
+    core, four times its network's time (benchmarks/RESULTS.md).
+    """
+    if not workers:
+        yield (model_input(ds.load_images(rows), info, multiscale) for rows in batches)
+        return
+    needed = {k: info[k] for k in ("input_size", "normalisation", "inputs") if k in info}
+    with pool.ordered_map(workers, chunk=1, ahead=PREPARE_AHEAD) as mapped:
+        arrays = mapped(prepare_rows, repeat(str(ds.path)), batches, repeat(needed),
+                        repeat(multiscale))
+        yield ((torch.from_numpy(x), None if p is None else torch.from_numpy(p))
+               for x, p in arrays)
 
 
 def evaluate_splits(act, prd, splits, threshold: float = 0.5,
@@ -138,14 +159,16 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
              multiscale: bool = False, run_id: str | None = None, meta_extra: dict | None = None,
              progress: bool = True, should_stop: Callable[[], bool] | None = None,
              on_progress: Callable[[str, float], None] | None = None,
-             scheduler: str | None = None, parent=None) -> Path:
-    """infer → embed → metrics → one run written whole; returns the run directory.
+             scheduler: str | None = None, parent=None,
+             on_scores: Callable[[dict], None] | None = None) -> Path:
+    """infer → metrics → embed → one run written whole; returns the run directory.
 
     `act` replaces the dataset's labels as the run's ACT (e.g. corrected labels after a review).
     The checkpoint goes into the run as model.pt (our format, with no optimizer state).
     `scheduler` (see pipeline.cluster) says where inference and embedding run; `parent`
     (before_after.ParentMaps, e.g. of the run a retrained one came from) starts each map from
-    the parent's coordinates of the same images.
+    the parent's coordinates of the same images. `on_scores` is given the run's metrics as soon
+    as inference ends, before the maps (minutes for a large run).
     """
     from pipeline.before_after import placement, starting_maps
     from pipeline.reference import REFERENCE_FILE, embed_maps
@@ -155,7 +178,7 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
     act = labels_for(ds, act).astype(np.uint8)
     timings = {}
     model, info = load_checkpoint(checkpoint, attributes=ds.attributes)
-    where = cluster.resolve(scheduler, len(ds))
+    where = cluster.resolve(scheduler, len(ds), gpu=pick_device(device).type == "cuda")
     # Inference's outputs go straight to the run's files (its draft), and everything after
     # reads them from there: no array of a beamline's day is held in memory whole.
     with store.run_draft(data_dir, run_id, ds.id) as draft:
@@ -167,6 +190,9 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
                       multiscale=multiscale, progress=progress, on_progress=on_progress,
                       should_stop=should_stop, out=(prd, fea))
             timings["infer_s"] = round(time.perf_counter() - started, 2)
+            scores = _scores(info, ds, act, prd)
+            if on_scores:
+                on_scores(scores)
             started = time.perf_counter()
             starts = None if parent is None else starting_maps(
                 parent, ds.images["image_id"], {"act": act, "fea": fea, "prd": prd})
@@ -174,7 +200,6 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
                                         starts=starts, on_progress=on_progress,
                                         should_stop=should_stop)
             timings["embed_s"] = round(time.perf_counter() - started, 2)
-        scores = _scores(info, ds, act, prd)
         meta = {"dataset": ds.id, "model": _model_meta(checkpoint, info, multiscale),
                 "device": str(pick_device(device)), **scores, "timings": timings,
                 "embedding": {**embedding_meta(len(ds)), "reference_n": len(reference),

@@ -52,7 +52,21 @@ def _cached_model(checkpoint: str, attributes: tuple[str, ...]):
     return _MODELS[key]
 
 
-def _cached_dataset(path: str) -> store.Dataset:
+def prepare_rows(path: str, rows, info: dict, multiscale: bool
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """inputs.model_input of these rows of the dataset at `path`, in a process pool's worker
+    (infer.prepared_batches); as arrays, since torch would hand tensors over in shared memory,
+    a file per tensor. Kept here, in a light module: a worker starts by importing it."""
+    import torch
+
+    from pipeline.inputs import model_input
+
+    torch.set_num_threads(1)
+    x, profile = model_input(cached_dataset(path).load_images(rows), info, multiscale)
+    return x.numpy(), None if profile is None else profile.numpy()
+
+
+def cached_dataset(path: str) -> store.Dataset:
     if path not in _DATASETS:
         _DATASETS[path] = store.Dataset(Path(path))
     return _DATASETS[path]
@@ -78,7 +92,7 @@ def infer_shard(start: int, stop: int, *, checkpoint: str, dataset: str, device:
     from pipeline.infer import predict
 
     _worker_threads()
-    ds = _cached_dataset(dataset)
+    ds = cached_dataset(dataset)
     model, info = _cached_model(checkpoint, tuple(ds.attributes))
     return predict(model, info, dataset_rows(ds, range(start, stop)), device=device,
                    batch_size=batch_size, multiscale=multiscale, progress=False)

@@ -23,19 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import multiprocessing
-import os
 import re
-from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
-from itertools import islice, repeat
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from pipeline import pool
 from pipeline.errors import PipelineError
 from pipeline.labels import LabelTable, parse_row, read_labels
 from pipeline.readers import (
@@ -320,7 +317,8 @@ def _read_into(ds: DatasetWriter, plan, splits, problems: list[Problem], reading
     Problem. Large plans are read by a pool of processes (see PARALLEL_MIN); the rows, problems and
     bytes written are the same either way."""
     paths, rels = [item.path for item in plan], [item.rel for item in plan]
-    with _mapper(len(plan)) as mapped:
+    workers = pool.workers_for(len(plan), PARALLEL_MIN)
+    with pool.ordered_map(workers, chunk=POOL_CHUNK, ahead=AHEAD) as mapped:
         results = mapped(_read_one, paths, rels, repeat(reading), repeat(ds.chunks.thumb_size))
         for item, split, (image, reason) in zip(
             tqdm(plan, desc="ingest", unit="img", disable=not progress), splits, results,
@@ -355,55 +353,6 @@ def _read_one(
     except Exception as err:  # every reader library raises its own kinds
         return None, describe_error(err)
     return (thumbnailed(pixels, rel, thumb_size), flagged), None
-
-
-def _workers(n_images: int) -> int:
-    """How many processes read a plan of n_images: 0 (this one alone) for a small plan."""
-    if multiprocessing.current_process().daemon:  # a pool's worker may not start processes
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return cores if n_images >= PARALLEL_MIN and (cores or 1) > 1 else 0
-
-
-@contextlib.contextmanager
-def _mapper(n_images: int):
-    """An ordered `map`: the builtin, or a process pool's for a large plan. On leaving early (an
-    error, Ctrl-C) the images not yet started are dropped, not read."""
-    workers = _workers(n_images)
-    if not workers:
-        yield map
-        return
-    # forkserver, not fork: the caller may hold threads (a progress bar, a web server's)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
-    try:
-        yield partial(_ahead_map, pool, AHEAD * workers)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _ahead_map(pool: ProcessPoolExecutor, ahead: int, fn, *iterables):
-    """fn over the iterables in a pool, in order, in tasks of POOL_CHUNK, at most `ahead` tasks
-    handed out beyond the one being taken. The pool's own map hands out a whole plan at once:
-    with many readers and one writer, the thumbnails of a million images (about 5 KB each)
-    would wait in memory."""
-    items = zip(*iterables, strict=False)  # some are repeat(): as long as the shortest
-    tasks: deque = deque()
-
-    def hand_out() -> None:
-        chunk = list(islice(items, POOL_CHUNK))
-        if chunk:
-            tasks.append(pool.submit(_each, fn, chunk))
-
-    for _ in range(ahead + 1):
-        hand_out()
-    while tasks:
-        done = tasks.popleft().result()
-        hand_out()
-        yield from done
-
-
-def _each(fn, chunk: list[tuple]) -> list:
-    return [fn(*args) for args in chunk]
 
 
 def _default_id(root: Path) -> str:

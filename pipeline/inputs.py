@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from pipeline.errors import PipelineError
@@ -322,3 +323,18 @@ def scaled_profile(profile: np.ndarray, kinds: list[str], stats: dict | None,
         elif kind == "sd":
             out[k] = out[k] / scale
     return out
+
+
+def model_input(images: list[np.ndarray], info: dict, multiscale: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What the model takes for these detector images: every view (image-major; views ×
+    channels × side × side, float32) and each view's radial profile (None for a model without
+    one). Inference, training and the saliency maps prepare images only here (prepare)."""
+    size, stats, inputs = info["input_size"], info["normalisation"], inputs_of(info)
+    prepared = [prepare(image, size, stats, inputs, multiscale) for image in images]
+    x = torch.from_numpy(np.concatenate([p.views for p in prepared]))
+    if prepared[0].profile is None:
+        return x, None
+    per_view = len(prepared[0].views)
+    profile = torch.from_numpy(np.stack([p.profile for p in prepared]))
+    return x, profile.repeat_interleave(per_view, dim=0)

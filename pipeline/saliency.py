@@ -1,7 +1,7 @@
 """Where the model looked: Grad-CAM (Selvaraju et al., ICCV 2017) of one image for one attribute,
 from the run's own model, as a map over the detector image in 0..1.
 
-The image is prepared exactly as inference prepares it (pipeline.infer.model_input). The map
+The image is prepared exactly as inference prepares it (pipeline.inputs.model_input). The map
 weights the last convolutional block's channels by the mean gradient of the attribute's logit,
 keeps the positive part (evidence for the attribute), scales it so its peak is 1, and brings it
 back from the model's square input to the detector's pixels. Always on the CPU: the dashboard's
@@ -26,7 +26,7 @@ from torch import nn
 from pipeline.checkpoints import load_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.imaging import DEFAULT_COLOUR_MAP, false_colour
-from pipeline.infer import model_input
+from pipeline.inputs import model_input
 
 METHOD = "Grad-CAM"
 THREADS = 2  # the web process shares its cores with every other request

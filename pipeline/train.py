@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from pipeline import metrics, store
 from pipeline.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.errors import PipelineError, Stopped
-from pipeline.inputs import default_inputs, inputs_of, prepare
+from pipeline.inputs import default_inputs, inputs_of
 from pipeline.model import (
     ARCHS,
     MAX_INPUT_SIZE,
@@ -37,6 +37,7 @@ from pipeline.model import (
 __all__ = ["train", "Stopped", "as_dataset", "labels_for"]
 NORMALISATION_SAMPLE = 256  # training images the intensity statistics are fitted on
 VAL_FRACTION = 0.15  # of the train split, held back to choose the decision thresholds on
+LOAD_BATCH = 64  # images read and prepared together for training
 
 
 def as_dataset(dataset, data_dir=None) -> store.Dataset:
@@ -97,26 +98,35 @@ class Inputs:
 
 def load_inputs(ds: store.Dataset, indices, input_size: int, stats: dict, inputs: dict, *,
                 progress=True, on_progress=None, should_stop=None) -> Inputs:
-    """The images prepared as the model takes them (pipeline.inputs.prepare), read once for every
-    epoch; images in float16, profiles in float32."""
-    xs, profiles = [], []
-    for k, i in enumerate(tqdm(indices, desc="load images", unit="img", disable=not progress,
-                               leave=False)):
-        if should_stop and should_stop():
-            raise Stopped("stopped while loading images")
-        prepared = prepare(ds.load_image(i), input_size, stats, inputs)
-        xs.append(torch.from_numpy(prepared.views[0]).half())
-        if prepared.profile is not None:
-            profiles.append(torch.from_numpy(prepared.profile))
-        if on_progress and k % 32 == 0:
-            on_progress("load", k / len(indices))
+    """The images prepared as the model takes them (inputs.model_input), read once for every
+    epoch, by a pool of processes for a large set; images in float16, profiles in float32."""
+    from pipeline.infer import prepared_batches, preparers
+
+    indices = np.asarray(indices, dtype=np.int64)
+    info = {"input_size": input_size, "normalisation": stats, "inputs": inputs}
+    batches = [indices[i : i + LOAD_BATCH].tolist() for i in range(0, len(indices), LOAD_BATCH)]
+    xs, profiles, done = [], [], 0
+    bar = tqdm(total=len(indices), desc="load images", unit="img", disable=not progress,
+               leave=False)
+    with prepared_batches(ds, batches, info, workers=preparers(ds, len(indices))) as prepared:
+        for rows, (x, profile) in zip(batches, prepared, strict=True):
+            if should_stop and should_stop():
+                raise Stopped("stopped while loading images")
+            xs.append(x.half())
+            if profile is not None:
+                profiles.append(profile)
+            done += len(rows)
+            bar.update(len(rows))
+            if on_progress:
+                on_progress("load", done / len(indices))
+    bar.close()
     channels = len(inputs["channels"])
-    x = torch.stack(xs) if xs else torch.empty((0, channels, input_size, input_size),
-                                              dtype=torch.float16)
+    x = torch.cat(xs) if xs else torch.empty((0, channels, input_size, input_size),
+                                            dtype=torch.float16)
     profile = None
     if inputs.get("profile"):
         spec = inputs["profile"]
-        profile = torch.stack(profiles) if profiles else torch.empty(
+        profile = torch.cat(profiles) if profiles else torch.empty(
             (0, len(spec["stats"]), spec["bins"]))
     return Inputs(x, profile)
 

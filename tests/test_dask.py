@@ -237,3 +237,15 @@ def test_the_scheduler_setting_sends_inference_to_that_cluster(trained, client, 
     path = make_run(root / "data", ds, checkpoint, device="cpu", progress=False,
                     run_id="in-process")
     assert store.get_run(path.name, root / "data").meta["scheduler"] == "none"
+
+
+def test_auto_starts_a_local_cluster_for_many_images_but_not_for_a_model_on_a_gpu(monkeypatch):
+    """A GPU infers a beamline's images faster in this process than CPU workers would, each
+    opening the GPU again: `auto` keeps such a run here; asked for by name, a cluster is used."""
+    monkeypatch.delenv("XRAE_DASK_SCHEDULER", raising=False)
+    many = cluster.AUTO_MIN_IMAGES
+    assert cluster.resolve(None, many - 1) is None
+    assert cluster.resolve(None, many) == "local"
+    assert cluster.resolve("auto", many, gpu=True) is None
+    assert cluster.resolve("local", many, gpu=True) == "local"
+    assert cluster.resolve("tcp://host:8786", 10, gpu=True) == "tcp://host:8786"

@@ -1,4 +1,4 @@
-"""The demo command: simulate → train → infer → embed → metrics in one go, ending in a run."""
+"""The demo command: simulate → train → infer → metrics → embed in one go, ending in a run."""
 
 from __future__ import annotations
 
@@ -33,6 +33,23 @@ def test_fast_demo_builds_a_complete_run_and_prints_where_it_is(tmp_path, capsys
     main(["demo", "--fast", "--n", "40", "--epochs", "1", "--data-dir", str(tmp_path / "data")])
     assert (dataset / "dataset.json").stat().st_mtime_ns == made
     assert len(store.list_runs(tmp_path / "data")) == 2
+
+
+def test_the_table_is_printed_as_soon_as_inference_ends_before_the_maps(tmp_path, capsys,
+                                                                        monkeypatch):
+    """The maps of a large run take minutes: a demo stopped while they are made has already
+    shown the model's held-out table, and leaves no run."""
+    import pipeline.reference
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt("stopped while the maps were made")
+
+    monkeypatch.setattr(pipeline.reference, "embed_maps", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(tmp_path / "data", fast=True, n=40, progress=False)
+    out = capsys.readouterr().out
+    assert "mAP" in out and "Ring" in out and "Wedge beamstop" in out
+    assert store.list_runs(tmp_path / "data") == []
 
 
 def test_overrides_replace_only_what_is_given():

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 
 from pipeline import ingest as ingest_module
+from pipeline import pool
 from pipeline.store import open_dataset
 
 ATTRS = ["Ring", "Halo"]
@@ -45,7 +46,7 @@ def written(dataset: Path) -> dict[str, bytes]:
 
 def ingest_with(workers: int, folder: Path, data: Path, monkeypatch, **options):
     with monkeypatch.context() as patch:
-        patch.setattr(ingest_module, "_workers", lambda n_images: workers)
+        patch.setattr(pool, "workers_for", lambda n_items, minimum: workers)
         return ingest_module.ingest(folder / "imgs", folder / "labels.csv", data,
                                     dataset_id="same", progress=False, **options)
 
@@ -76,11 +77,12 @@ def test_with_strict_the_pool_stops_on_the_corrupt_image_and_writes_nothing(tmp_
 
 
 def test_only_a_large_ingest_on_several_cores_uses_the_pool(monkeypatch):
-    monkeypatch.setattr(ingest_module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert ingest_module._workers(ingest_module.PARALLEL_MIN - 1) == 0
-    assert ingest_module._workers(ingest_module.PARALLEL_MIN) == 2
-    monkeypatch.setattr(ingest_module.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert ingest_module._workers(10 * ingest_module.PARALLEL_MIN) == 0
+    least = ingest_module.PARALLEL_MIN
+    monkeypatch.setattr(pool.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert pool.workers_for(least - 1, least) == 0
+    assert pool.workers_for(least, least) == 2
+    monkeypatch.setattr(pool.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert pool.workers_for(10 * least, least) == 0
 
 
 def test_the_readers_are_handed_only_a_few_tasks_ahead_of_the_writer():
@@ -90,11 +92,11 @@ def test_the_readers_are_handed_only_a_few_tasks_ahead_of_the_writer():
     from itertools import repeat
 
     ahead, chunk = 3, ingest_module.POOL_CHUNK
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(2) as threads:
         handed = []
-        submit = pool.submit
-        pool.submit = lambda *args: handed.append(1) or submit(*args)
-        results = ingest_module._ahead_map(pool, ahead, pow, range(1000), repeat(2))
+        submit = threads.submit
+        threads.submit = lambda *args: handed.append(1) or submit(*args)
+        results = pool.ahead_map(threads, ahead, chunk, pow, range(1000), repeat(2))
         for i, value in enumerate(results):
             assert value == i * i
             assert len(handed) <= i // chunk + 1 + ahead + 1

@@ -102,7 +102,7 @@ def draw_blocked(rng, side: int = 48):
 
 @pytest.mark.slow
 def test_a_trained_model_looks_at_the_shadow_when_asked_about_the_shadow():
-    from pipeline.infer import model_input
+    from pipeline.inputs import model_input
 
     rng = np.random.default_rng(0)
     torch.manual_seed(0)

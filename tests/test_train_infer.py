@@ -290,3 +290,36 @@ def test_metrics_command_refuses_a_bad_threshold_and_an_empty_split(synthetic_ru
     code, _, err = _cli(capsys, "metrics", "--run", synthetic_run.id, "--data-dir", data,
                         "--split", "validation")
     assert code == 2 and "no images in split 'validation'" in err
+
+
+def test_a_pool_of_processes_prepares_the_same_inputs_as_this_process(tmp_path, monkeypatch):
+    """On a GPU, inference's images are read and prepared by a pool of processes, and training
+    loads a large set the same way: the inputs are the same to the last bit as those prepared
+    one image at a time here, profiles and beam window included, in the rows' order."""
+    import pipeline.infer
+    from pipeline.inputs import default_inputs, prepare
+    from pipeline.model import fit_normalisation
+    from pipeline.train import load_inputs
+
+    ds = write_toy_dataset(tmp_path / "data", n=70, size=64)
+    inputs = default_inputs("compact")
+    stats = fit_normalisation((ds.load_image(i) for i in range(8)), 32)
+    info = {"arch": "compact", "input_size": 32, "normalisation": stats, "inputs": inputs}
+    rows = np.random.default_rng(0).permutation(len(ds))[:50]  # not in order, as training's
+
+    one_by_one = [prepare(ds.load_image(int(i)), 32, stats, inputs) for i in rows]
+    batches = [rows[:20].tolist(), rows[20:21].tolist(), rows[21:].tolist()]
+    with pipeline.infer.prepared_batches(ds, batches, info, workers=2) as pooled:
+        pooled = list(pooled)
+    assert [len(x) for x, _ in pooled] == [20, 1, 29]
+    np.testing.assert_array_equal(torch.cat([x for x, _ in pooled]).numpy(),
+                                  np.stack([p.views[0] for p in one_by_one]))
+    np.testing.assert_array_equal(torch.cat([p for _, p in pooled]).numpy(),
+                                  np.stack([p.profile for p in one_by_one]))
+
+    here = load_inputs(ds, rows, 32, stats, inputs, progress=False)
+    monkeypatch.setattr(pipeline.infer, "preparers", lambda ds, n_images: 2)
+    by_pool = load_inputs(ds, rows, 32, stats, inputs, progress=False)
+    assert here.x.dtype == by_pool.x.dtype == torch.float16
+    assert torch.equal(here.x, by_pool.x) and torch.equal(here.profile, by_pool.profile)
+    assert torch.equal(here.x, torch.from_numpy(np.stack([p.views[0] for p in one_by_one])).half())

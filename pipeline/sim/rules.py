@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pipeline.attributes import ATTRIBUTES
 
-GENERATOR_VERSION = 3  # 3: a lattice is tagged only where its rings index it (sim.indexing)
+# 3: a lattice is tagged only where its rings index it (sim.indexing); 4: no pixel gain below zero
+GENERATOR_VERSION = 4
 REF = 256  # tags are judged on this reference grid, so they do not depend on the image size
 Q_PER_WIDTH = 2.0  # nm⁻¹ across one detector width: a small-angle geometry
 MIN_SIZE, MAX_SIZE = 32, 1024

@@ -402,7 +402,8 @@ class Scene:
             field = np.full((geom.size, geom.size), bg["level"], dtype=np.float32)
         if bg["gain_noise"] > 0:  # pixel-to-pixel gain differences of the detector
             gain = np.random.default_rng(bg["gain_seed"]).standard_normal(field.shape, np.float32)
-            field *= 1 + np.float32(bg["gain_noise"]) * gain
+            # A gain is never below zero: a pixel drawn 5σ low (a few images in 10,000) is dead.
+            field *= np.maximum(1 + np.float32(bg["gain_noise"]) * gain, 0)
         return field
 
     def _signal(self, geom: Geometry, comps: list[Component]) -> np.ndarray:
