@@ -22,7 +22,7 @@ from pipeline import cluster, metrics, store
 from pipeline.embed import SPACES
 from pipeline.errors import PipelineError
 from pipeline.reference import REFERENCE_FILE, REFERENCE_N, place, rebuild
-from pipeline.store.files import read_npy
+from pipeline.store.files import BLOCK_ROWS, read_npy
 
 ADDED_SPLIT = "added"
 KEPT_META = ("id", "created", "pipeline_version", "n_images", "n_attributes", "timings",
@@ -128,8 +128,8 @@ def _infer_place_write(data_dir: Path, run: store.Run, ds: store.Dataset, refere
           cluster.maybe_client(cluster.resolve(scheduler, len(ds), gpu=gpu)) as client):
         prd = draft.array("prd", (n, len(run.attributes)), np.float32)
         fea = draft.array("fea", (n, run.fea.shape[1]), np.float32)
-        for first in range(0, n_old, 65_536):
-            rows = slice(first, min(first + 65_536, n_old))
+        for first in range(0, n_old, BLOCK_ROWS):
+            rows = slice(first, min(first + BLOCK_ROWS, n_old))
             prd[rows], fea[rows] = run.prd[rows], run.fea[rows]
         timings["cluster_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()

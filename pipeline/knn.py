@@ -33,6 +33,7 @@ from numba import njit
 from threadpoolctl import threadpool_limits
 
 from pipeline.errors import PipelineError
+from pipeline.store.files import BLOCK_ROWS
 
 CELL = 1024  # points in a cell (about): a block of queries is compared with a cell at once
 TILE = 8192  # points compared at once before there are cells
@@ -304,7 +305,7 @@ def _finite(x, name: str) -> np.ndarray:
     x = np.asarray(x)
     x = np.ascontiguousarray(x, dtype=x.dtype if x.dtype in (np.float32, np.float64)
                              else np.float64)
-    blocks = [x] if x.ndim < 2 else (x[i:i + 65_536] for i in range(0, len(x), 65_536))
+    blocks = [x] if x.ndim < 2 else (x[i:i + BLOCK_ROWS] for i in range(0, len(x), BLOCK_ROWS))
     if not all(np.isfinite(block).all() for block in blocks):  # no mask of every value
         raise PipelineError(f"a neighbour search's {name} hold values that are not finite")
     return x

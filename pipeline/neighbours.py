@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.knn import ExactIndex
 from pipeline.store import Run, open_run
-from pipeline.store.files import SPACES, check_array
+from pipeline.store.files import BLOCK_ROWS, SPACES, check_array
 
 PCA_DIMS = 64
 DEFINITION = f"cosine distance of features (first {PCA_DIMS} principal components)"
@@ -86,7 +86,8 @@ def check_basis(basis, dims: int) -> np.ndarray:
     return basis.astype(np.float32, copy=False)
 
 
-def unit_vectors(fea, basis: np.ndarray, block: int = 65_536, allocate=np.empty) -> np.ndarray:
+def unit_vectors(fea, basis: np.ndarray, block: int = BLOCK_ROWS, allocate=np.empty
+                 ) -> np.ndarray:
     """Features reduced by a basis and scaled to unit length (N × d float32, made by
     `allocate`), in one pass a block of rows at a time: the centred copy of a million images'
     features at once would be 1.8 GB."""

@@ -44,7 +44,7 @@ from pipeline.errors import PipelineError
 from pipeline.knn import ExactIndex, nearest_among
 from pipeline.neighbours import FeatureIndex, build_index, without_self
 from pipeline.store import Run, open_run
-from pipeline.store.files import SPACES
+from pipeline.store.files import BLOCK_ROWS, SPACES
 
 DEFAULT_K = 10
 PAIRS = (("act", "fea"), ("act", "prd"), ("fea", "prd"))
@@ -53,7 +53,7 @@ SLACK = 1e-6  # distances equal up to float rounding count as within the radius
 AGREEMENT_BLOCK = 8192  # images whose neighbours' distances are taken at once (≤ 16 MB in FEA)
 # Images whose neighbours are searched at once: a search's candidates, distances and rows take
 # about 200 bytes an image, which for every image at once would grow with the run.
-SEARCH_BLOCK = 65_536
+SEARCH_BLOCK = BLOCK_ROWS
 
 
 @dataclass(frozen=True)
