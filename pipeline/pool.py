@@ -1,5 +1,6 @@
 """An ordered map over a pool of processes, for work where many items are made and one process
-writes them (ingest reads images, simulate draws them).
+takes them: ingest reads images and simulate draws them for the dataset writer; training and
+inference on a GPU have the model's inputs prepared for the model (infer.prepared_batches).
 
 The results come back in the items' order, so what is written is the same, byte for byte, as one
 process writes. The pool is handed only a few tasks ahead of the writer: with many makers and one
