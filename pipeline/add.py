@@ -113,7 +113,6 @@ def _infer_place_write(data_dir: Path, run: store.Run, ds: store.Dataset, refere
                        timings: dict) -> Path:
     from pipeline.checkpoints import load_checkpoint
     from pipeline.infer import infer_all
-    from pipeline.model import pick_device
 
     started = time.perf_counter()
     model, info = load_checkpoint(run.checkpoint, attributes=ds.attributes)
@@ -123,9 +122,8 @@ def _infer_place_write(data_dir: Path, run: store.Run, ds: store.Dataset, refere
                             f"its fea.npy holds {run.fea.shape[1]}")
     # The new run's PRD and FEA are made in its draft on disk, the old rows copied a block at a
     # time and the new ones written by inference: a million images' features are 1.8 GB.
-    gpu = pick_device(device).type == "cuda"
     with (store.run_draft(data_dir, new_run_id, f"{run.id[-24:]} added") as draft,
-          cluster.maybe_client(cluster.resolve(scheduler, len(ds), gpu=gpu)) as client):
+          cluster.maybe_client(cluster.resolve(scheduler, len(ds))) as client):
         prd = draft.array("prd", (n, len(run.attributes)), np.float32)
         fea = draft.array("fea", (n, run.fea.shape[1]), np.float32)
         for first in range(0, n_old, BLOCK_ROWS):

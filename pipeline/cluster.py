@@ -29,16 +29,14 @@ def scheduler_setting(requested: str | None = None) -> str:
     return (requested or os.environ.get(SETTING) or "auto").strip()
 
 
-def resolve(requested: str | None, n_items: int, gpu: bool = False) -> str | None:
-    """None (in-process), "local" or a scheduler address, for a job of `n_items` rows; `auto`
-    stays in-process for a model on a GPU, which infers faster than a cluster of CPU workers
-    would, each of them opening the GPU again."""
+def resolve(requested: str | None, n_items: int) -> str | None:
+    """None (in-process), "local" or a scheduler address, for a job of `n_items` rows."""
     choice = scheduler_setting(requested)
     lowered = choice.lower()
     if lowered == "none":
         return None
     if lowered == "auto":
-        return "local" if n_items >= AUTO_MIN_IMAGES and not gpu else None
+        return "local" if n_items >= AUTO_MIN_IMAGES else None
     if lowered == "local":
         return "local"
     if lowered.startswith(("tcp://", "tls://", "inproc://")) or _host_port(choice):

@@ -165,7 +165,8 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
 
     `act` replaces the dataset's labels as the run's ACT (e.g. corrected labels after a review).
     The checkpoint goes into the run as model.pt (our format, with no optimizer state).
-    `scheduler` (see pipeline.cluster) says where inference and embedding run; `parent`
+    `scheduler` (see pipeline.cluster) says where inference (see sharded) and embedding run;
+    `parent`
     (before_after.ParentMaps, e.g. of the run a retrained one came from) starts each map from
     the parent's coordinates of the same images. `on_scores` is given the run's metrics as soon
     as inference ends, before the maps (minutes for a large run).
@@ -178,7 +179,7 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
     act = labels_for(ds, act).astype(np.uint8)
     timings = {}
     model, info = load_checkpoint(checkpoint, attributes=ds.attributes)
-    where = cluster.resolve(scheduler, len(ds), gpu=pick_device(device).type == "cuda")
+    where = cluster.resolve(scheduler, len(ds))
     # Inference's outputs go straight to the run's files (its draft), and everything after
     # reads them from there: no array of a beamline's day is held in memory whole.
     with store.run_draft(data_dir, run_id, ds.id) as draft:
@@ -226,12 +227,19 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
 
 
 def infer_all(client, checkpoint, model, info, ds, **kw) -> tuple[np.ndarray, np.ndarray]:
-    """predict() here, or sharded over the Dask client's workers when there is one."""
-    if client is None:
+    """predict() here, or sharded over the Dask client's workers (see sharded)."""
+    if not sharded(client, pick_device(kw.get("device", "auto"))):
         return predict(model, info, ds, **kw)
     from pipeline.infer_shards import infer_on_cluster
 
     return infer_on_cluster(client, checkpoint, ds, **kw)
+
+
+def sharded(client, dev: torch.device) -> bool:
+    """Whether inference is sharded over a Dask client's workers: when there is a client and the
+    model is on a CPU. A GPU infers here, faster than CPU workers would, each opening the GPU
+    again; the client still places a large run's map points."""
+    return client is not None and dev.type != "cuda"
 
 
 TRAINING_KEPT = ("dataset", "steps", "epochs", "batch_size", "lr", "seed", "n_train",

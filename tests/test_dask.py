@@ -239,13 +239,12 @@ def test_the_scheduler_setting_sends_inference_to_that_cluster(trained, client, 
     assert store.get_run(path.name, root / "data").meta["scheduler"] == "none"
 
 
-def test_auto_starts_a_local_cluster_for_many_images_but_not_for_a_model_on_a_gpu(monkeypatch):
-    """A GPU infers a beamline's images faster in this process than CPU workers would, each
-    opening the GPU again: `auto` keeps such a run here; asked for by name, a cluster is used."""
-    monkeypatch.delenv("XRAE_DASK_SCHEDULER", raising=False)
-    many = cluster.AUTO_MIN_IMAGES
-    assert cluster.resolve(None, many - 1) is None
-    assert cluster.resolve(None, many) == "local"
-    assert cluster.resolve("auto", many, gpu=True) is None
-    assert cluster.resolve("local", many, gpu=True) == "local"
-    assert cluster.resolve("tcp://host:8786", 10, gpu=True) == "tcp://host:8786"
+
+def test_inference_is_sharded_over_workers_for_a_cpu_model_and_stays_here_on_a_gpu(client):
+    """A GPU infers a beamline's images here faster than CPU workers would, each opening the GPU
+    again (the workers still place a large run's map points); a CPU model is sharded."""
+    from pipeline.infer import sharded
+
+    assert sharded(client, torch.device("cpu"))
+    assert not sharded(client, torch.device("cuda"))  # a device named, none opened
+    assert not sharded(None, torch.device("cpu"))
