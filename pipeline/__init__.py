@@ -1,6 +1,6 @@
 """X-ray Attribute Explorer pipeline: everything that is not the web app.
 
-simulate → train → infer → embed → metrics, written as runs into the run store (see pipeline/store).
+simulate → train → infer → metrics → embed, written as runs into the run store (see pipeline/store).
 """
 
 import os
