@@ -136,17 +136,22 @@ def run_demo(data_dir=None, *, n: int | None = None, fast: bool = False, seed: i
 def _table(attributes: list[str], scores: dict) -> None:
     """The held-out AP table, printed as soon as inference ends (above the bar while the maps
     are made)."""
-    shown = scores.get("metrics_at_thresholds") or scores["metrics"]
-    tqdm.write(metrics.format_ap_table(attributes, shown))
+    tqdm.write(metrics.format_ap_table(attributes, shown_scores(scores)))
 
 
 def _report(path: Path, total: float) -> None:
     run = store.get_run(path.name, path.parent.parent)
-    scores = run.meta.get("metrics_at_thresholds") or run.meta["metrics"]
+    scores = shown_scores(run.meta)
     print(f"held-out {scores['split']} split: {scores['n_images']} images, "
           f"mAP {scores['mAP']:.3f}; {threshold_note(run.meta)}; demo took {total:.0f} s")
     print(f"run {run.id} written to {path}")
     print(f"open it: python app.py --data-dir {path.parent.parent}")
+
+
+def shown_scores(meta: dict) -> dict:
+    """The metrics a run's table shows: at each attribute's threshold when it has them, else at
+    the one threshold (`meta`: a run's meta, or make_run's scores)."""
+    return meta.get("metrics_at_thresholds") or meta["metrics"]
 
 
 def threshold_note(meta: dict) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline import metrics, store
 from pipeline.cli.args import add_data_dir, add_scheduler, non_negative_int
-from pipeline.demo import DEFAULT, FAST, run_demo, threshold_note
+from pipeline.demo import DEFAULT, FAST, run_demo, shown_scores, threshold_note
 from pipeline.errors import PipelineError
 
 ARCH_HELP = ("compact (a small CNN that trains in minutes on a CPU), resnet18, resnet34 or "
@@ -121,7 +121,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     path = make_run(args.data_dir, args.dataset, args.checkpoint, device=args.device,
                     multiscale=args.multiscale, run_id=args.run_id, scheduler=args.scheduler)
     run = store.get_run(path.name, path.parent.parent)
-    scores = run.meta.get("metrics_at_thresholds") or run.meta["metrics"]
+    scores = shown_scores(run.meta)
     print(metrics.format_ap_table(run.attributes, scores))
     print(f"({scores['split']} split, {scores['n_images']} images; {threshold_note(run.meta)})")
     print(f"run written to {path}")
