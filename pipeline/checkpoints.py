@@ -26,6 +26,7 @@ from pipeline.model import (
 )
 
 CHECKPOINT_FORMAT = "xrae-checkpoint"
+MAX_PROFILE_WIDTH = 1024  # the compact net's profile branch; the default is model.PROFILE_WIDTH
 
 
 def save_checkpoint(path, model: nn.Module, *, arch: str, attributes, input_size: int,
@@ -112,7 +113,8 @@ def load_checkpoint(path, attributes: list[str] | None = None, arch: str | None 
     if arch is not None and arch != info["arch"]:
         raise PipelineError(f"checkpoint {path} holds a {info['arch']}, not a {arch}")
     info["inputs"] = inputs_of(info)  # checkpoints from before inputs were recorded: one channel
-    model = build_model(info["arch"], len(info["attributes"]), info["inputs"])
+    model = build_model(info["arch"], len(info["attributes"]), info["inputs"],
+                        **_profile_width(path, state))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -121,6 +123,20 @@ def load_checkpoint(path, attributes: list[str] | None = None, arch: str | None 
                             f"{' '.join(detail[1:3])[:300]}") from err
     info["feature_dim"] = model.feature_dim
     return model.eval(), info
+
+
+def _profile_width(path, state: dict) -> dict:
+    """The compact net's profile-branch width as its weights have it (earlier checkpoints were
+    32 wide), as build_model's keyword; nothing for a model without that branch. A width past
+    MAX_PROFILE_WIDTH is refused before the net is built: its later layers hold width² weights."""
+    first = state.get("profile.0.0.weight")
+    if not isinstance(first, torch.Tensor):
+        return {}
+    width = int(first.shape[0]) if first.dim() == 3 else 0
+    if not 1 <= width <= MAX_PROFILE_WIDTH:
+        raise PipelineError(f"checkpoint {path} has a radial-profile branch {width} channels "
+                            f"wide; expected 1 to {MAX_PROFILE_WIDTH}")
+    return {"profile_width": width}
 
 
 def check_checkpoint_meta(path, payload: dict) -> None:

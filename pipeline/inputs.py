@@ -15,7 +15,14 @@ from the image itself), at the detector's pixel resolution, on radii spaced loga
 sharp rings stay sharp, and a lattice's ratio of ring radii (BCC 1 : √2 : √3, FCC √3 : √4 : √8)
 is the same pattern of offsets whatever its spacing, which a 1-D convolution can find anywhere.
 Besides the mean it keeps the spread and maximum of each ring (spotty polycrystalline rings are
-bright in a few places) and the share of the ring's area on the detector with any counts.
+bright in a few places), the share of the ring's area on the detector with any counts, and two
+rows for rings that are bright in only part of their circle, which the mean dilutes and a single
+pixel's maximum confuses with noise: "spot", the ring's brightest 3 × 3 mean (a grain's spot is
+as wide as its ring, Poisson noise averages down by 3), and "arc", the ring's brightest mean over
+one of 16 sectors (a textured ring's arcs). The lattices' rings in these images are often a few
+grains' spots: beside the profile branch's old width the two rows lifted BCC and FCC AP by
+about 0.1, beside its present width (model.PROFILE_WIDTH) by 0.01–0.03 (benchmarks/RESULTS.md,
+"spots and arcs in the profile").
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ CHANNELS = ("mean", "min", "beam")  # every channel this code can make
 # 0.67); read by a branch of its own it keeps the beamstops' gain without that cost (demo mAP
 # 0.777 without it, 0.750 in the stem, 0.791 in its branch; benchmarks/RESULTS.md).
 DEFAULT_CHANNELS = ("mean", "min", "beam")
-PROFILE_STATS = ("mean", "sd", "max", "cover")
+PROFILE_STATS = ("mean", "sd", "max", "cover", "spot", "arc")
+SPOT_SIDE = 3  # pixels: the "spot" row's square, whose mean needs most of it (5 of 9) on counts
+ARC_SECTORS = 16  # the "arc" row's sectors of 22.5°: 90° turns and mirrors map them to each other
+ARC_MIN_PIXELS = 3  # a sector of a ring with fewer pixels with counts is not judged
 # Radii as a share of the (square) image's side: from 1.5 px of a 256² detector to a corner of
 # an image whose beam lies well off its edge. 128 log-spaced bins are 4 % apart in radius,
 # finer than the 15 % between FCC's first two rings.
@@ -271,7 +281,8 @@ def radial_profile(square: np.ndarray, spec: dict,
     side = square.shape[0]
     bins = spec["bins"]
     low, high = np.log(spec["r_min"]), np.log(spec["r_max"])
-    ring = _ring_of_pixels(square, spec, centre or beam_estimate(square))
+    centre = centre or beam_estimate(square)
+    ring = _ring_of_pixels(square, spec, centre)
     # Pixels without counts or outside every ring go to one extra bin, dropped after counting:
     # counting over the whole image is cheaper than gathering the pixels that count first.
     count, total, squares, highest = (
@@ -284,6 +295,8 @@ def radial_profile(square: np.ndarray, spec: dict,
         "sd": np.sqrt(np.maximum(square_mean - mean**2, 0)),
         "max": np.where(seen, highest, 0.0),
     }
+    if {"spot", "arc"} & set(spec["stats"]):
+        found |= _part_of_ring(square, ring, centre, bins, found)
     centres = np.arange(bins)
     for key, profile in found.items():
         found[key] = np.interp(centres, centres[seen], profile[seen]) if seen.any() else profile
@@ -309,6 +322,63 @@ def _ring_sums(ring: np.ndarray, values: np.ndarray, n_rings: int):
     return count, total, squares, highest
 
 
+def _part_of_ring(square: np.ndarray, ring: np.ndarray, centre: tuple[float, float], bins: int,
+                  whole: dict) -> dict:
+    """The "spot" and "arc" rows (unscaled, holes not yet filled): a ring whose pixels never
+    make a full enough square or sector takes its plain maximum or mean."""
+    spot, cells, sums = _ring_parts(ring, square, _sector_of_pixels(square.shape[0], centre),
+                                    bins + 1, ARC_SECTORS)
+    spot, cells, sums = spot[:bins], cells[:bins], sums[:bins]
+    arc = np.where(cells >= ARC_MIN_PIXELS, sums / np.maximum(cells, 1), -np.inf).max(axis=1)
+    return {"spot": np.where(np.isfinite(spot), spot, whole["max"]),
+            "arc": np.where(np.isfinite(arc), arc, whole["mean"])}
+
+
+@njit(cache=True, nogil=True)
+def _ring_parts(ring: np.ndarray, square: np.ndarray, sector: np.ndarray, n_rings: int,
+                sectors: int):
+    """Per ring, in one pass: the largest mean of a SPOT_SIDE² square about one of its pixels
+    (over the square's pixels with counts, where they are most of it), and each sector's
+    count and sum of values. The last ring (pixels without counts or outside) is skipped.
+    The squares' sums are made in two passes, along rows then columns."""
+    side, reach, least = square.shape[0], SPOT_SIDE // 2, SPOT_SIDE * SPOT_SIDE // 2 + 1
+    row_sum, row_n = np.zeros((side, side)), np.zeros((side, side), dtype=np.int64)
+    for i in range(side):
+        for j in range(side):
+            for b in range(max(j - reach, 0), min(j + reach + 1, side)):
+                if square[i, b] > 0:
+                    row_sum[i, j] += square[i, b]
+                    row_n[i, j] += 1
+    spot = np.full(n_rings, -np.inf)
+    cells, sums = np.zeros((n_rings, sectors)), np.zeros((n_rings, sectors))
+    for i in range(side):
+        for j in range(side):
+            k = ring[i * side + j]
+            if k == n_rings - 1:
+                continue
+            s = sector[i * side + j]
+            cells[k, s] += 1.0
+            sums[k, s] += square[i, j]
+            total, n = 0.0, 0
+            for a in range(max(i - reach, 0), min(i + reach + 1, side)):
+                total += row_sum[a, j]
+                n += row_n[a, j]
+            if n >= least and total / n > spot[k]:
+                spot[k] = total / n
+    return spot, cells, sums
+
+
+def _sector_of_pixels(side: int, centre: tuple[float, float]) -> np.ndarray:
+    """Each pixel's sector about the centre (flat, row-major): ARC_SECTORS equal sectors from
+    −π. The angle is taken in float32, 15 times faster than in float64 and as good for
+    sectors 22.5° wide."""
+    steps = np.arange(side, dtype=np.float32)
+    angle = np.arctan2(steps[:, None] - np.float32(centre[1]),
+                       steps[None, :] - np.float32(centre[0]))
+    sector = ((angle + np.float32(np.pi)) * np.float32(ARC_SECTORS / (2 * np.pi))).astype(np.intp)
+    return np.minimum(sector, ARC_SECTORS - 1).ravel()
+
+
 def _ring_of_pixels(square: np.ndarray, spec: dict, centre: tuple[float, float]) -> np.ndarray:
     """Each pixel's ring number (flat, row-major), `bins` for a pixel without counts or outside
     every ring. The squared radius is a sum of a row's and a column's term, its square root
@@ -326,15 +396,15 @@ def _ring_of_pixels(square: np.ndarray, spec: dict, centre: tuple[float, float])
 
 def scaled_profile(profile: np.ndarray, kinds: list[str], stats: dict | None,
                    square: np.ndarray, at=None) -> np.ndarray:
-    """Intensity rows (mean, max) scaled as the image is, the spread only divided by the scale,
-    the cover share left as it is; without stored stats, the image's own at 64² (`at`: a
-    resizer of this image, when the caller has one)."""
+    """Intensity rows (mean, max, spot, arc) scaled as the image is, the spread only divided
+    by the scale, the cover share left as it is; without stored stats, the image's own at 64²
+    (`at`: a resizer of this image, when the caller has one)."""
     scaling = stats if _stored(stats) else \
         _stats_of((at or resizer(square))(min(64, square.shape[0]))[None], None)
     centre, scale = np.float32(scaling["centre"]), np.float32(scaling["scale"])
     out = profile.copy()
     for k, kind in enumerate(kinds):
-        if kind in ("mean", "max"):
+        if kind in ("mean", "max", "spot", "arc"):
             out[k] = (out[k] - centre) / scale
         elif kind == "sd":
             out[k] = out[k] / scale

@@ -67,7 +67,11 @@ class AttributeResNet(ResNet):
 # Channels of the compact net: the stem at full resolution, then stages at half the previous side
 # and twice the width. A fourth stage (256) measured slower and worse at the demo's step budget.
 COMPACT_WIDTHS = (16, 32, 64, 128)
-PROFILE_WIDTH = 32  # channels of the radial-profile branch's first convolutions (twice that later)
+# Channels of the radial-profile branch's first convolutions (twice that later). 64 rather than
+# 32 lifted BCC and FCC AP by about 0.1 over three training seeds, for about 10 % more
+# training time (benchmarks/RESULTS.md, "spots and arcs in the profile"); checkpoints keep the
+# width they were trained with.
+PROFILE_WIDTH = 64
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -91,12 +95,12 @@ class CompactNet(nn.Module):
     (the full-resolution window about the beam, not aligned with the others) goes through four
     convolutions of its own (8–32 wide); with `profile_channels`, a 1-D branch of four 5-tap
     convolutions reads the radial profile (pipeline.inputs). Both are pooled the same way and
-    joined to the image's features: FEA is 2 × 128 + 2 × 32 + 2 × 64 = 448 wide by default.
+    joined to the image's features: FEA is 2 × 128 + 2 × 32 + 2 × 128 = 576 wide by default.
     """
 
     def __init__(self, n_attributes: int, widths: tuple[int, ...] = COMPACT_WIDTHS,
                  in_channels: int = 1, profile_channels: int = 0,
-                 window_channel: int | None = None):
+                 window_channel: int | None = None, profile_width: int = PROFILE_WIDTH):
         super().__init__()
         self.window_channel = window_channel
         if window_channel is not None:  # the beam window is not aligned with the other channels
@@ -107,7 +111,7 @@ class CompactNet(nn.Module):
         for c_in, c_out in zip(widths, widths[1:], strict=False):
             layers += [_conv_bn(c_in, c_out, stride=2), _conv_bn(c_out, c_out)]
         self.body = nn.Sequential(*layers)
-        width = PROFILE_WIDTH
+        width = profile_width
         self.profile = nn.Sequential(
             _conv1d_bn(profile_channels, width), _conv1d_bn(width, width),
             _conv1d_bn(width, 2 * width, stride=2), _conv1d_bn(2 * width, 2 * width),
@@ -146,12 +150,14 @@ class CompactNet(nn.Module):
         return self.fc(self.features(x, profile))
 
 
-def build_model(arch: str, n_attributes: int, inputs: dict | None = None) -> nn.Module:
+def build_model(arch: str, n_attributes: int, inputs: dict | None = None,
+                profile_width: int = PROFILE_WIDTH) -> nn.Module:
     """A freshly initialised model (no downloaded weights) with one logit per attribute.
 
     Every model has `features(x, profile)` (FEA, N × feature_dim), `fc` (features → logits)
     and `arch`; `inputs` (pipeline.inputs) says which channels and profile it takes: by default
-    the architecture's own, one channel and no profile for a ResNet.
+    the architecture's own, one channel and no profile for a ResNet. `profile_width`: the
+    compact net's profile branch (a checkpoint's own, when rebuilding one).
     """
     from pipeline.inputs import default_inputs
 
@@ -165,7 +171,8 @@ def build_model(arch: str, n_attributes: int, inputs: dict | None = None) -> nn.
         channels = inputs["channels"]
         return CompactNet(n_attributes, in_channels=len(channels),
                           profile_channels=len(profile["stats"]) if profile else 0,
-                          window_channel=channels.index("beam") if "beam" in channels else None)
+                          window_channel=channels.index("beam") if "beam" in channels else None,
+                          profile_width=profile_width)
     if len(inputs["channels"]) != 1 or inputs.get("profile"):
         raise PipelineError(f"a {arch} takes one image channel and no profile")
     return AttributeResNet(arch, n_attributes)

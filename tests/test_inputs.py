@@ -78,7 +78,7 @@ def test_multiscale_gives_fifteen_views_of_every_channel_and_one_profile():
     prepared = prepare(_pattern(128, 128, 30), 32, STATS, with_window, multiscale=True)
     assert prepared.views.shape == (15, 3, 32, 32)
     assert all(np.array_equal(v[2], prepared.views[0, 2]) for v in prepared.views)  # beam window
-    assert prepared.profile.shape == (4, PROFILE["bins"])
+    assert prepared.profile.shape == (len(PROFILE["stats"]), PROFILE["bins"])
     one = prepare(_pattern(128, 128, 30), 32, STATS, default_inputs("resnet50"))
     assert one.views.shape == (1, 1, 32, 32) and one.profile is None
 
@@ -103,6 +103,23 @@ def _profile_by_the_first_formula(square: np.ndarray, spec: dict, centre) -> np.
     found = {"mean": mean, "sd": np.sqrt(np.maximum(square_mean - mean**2, 0)),
              "max": np.asarray(ndimage.maximum(values, ring, np.arange(bins)), float)
              if len(ring) else np.zeros(bins)}
+    # spot: each pixel's 3 × 3 mean over neighbours with counts (most of them), largest per ring
+    near = ndimage.uniform_filter(np.where(square > 0, square, 0).astype(np.float64), 3,
+                                  mode="constant")
+    share = ndimage.uniform_filter((square > 0).astype(np.float64), 3, mode="constant")
+    smooth = np.where(share > 0.5, near / np.maximum(share, 1e-12), -np.inf)[ys, xs][keep]
+    spot = np.asarray(ndimage.maximum(smooth, ring, np.arange(bins)), float) \
+        if len(ring) else np.zeros(bins)
+    found["spot"] = np.where(np.isfinite(spot), spot, found["max"])
+    # arc: the largest mean over 16 sectors of 22.5° with 3 or more pixels (angles in float32)
+    angle = np.arctan2((ys - np.float32(cy)).astype(np.float32),
+                       (xs - np.float32(cx)).astype(np.float32))[keep]
+    sector = np.minimum(((angle + np.float32(np.pi)) * np.float32(16 / (2 * np.pi)))
+                        .astype(np.int64), 15)
+    cells = np.bincount(ring * 16 + sector, minlength=bins * 16).reshape(bins, 16)
+    sums = np.bincount(ring * 16 + sector, values, minlength=bins * 16).reshape(bins, 16)
+    arc = np.where(cells >= 3, sums / np.maximum(cells, 1), -np.inf).max(axis=1)
+    found["arc"] = np.where(np.isfinite(arc), arc, mean)
     seen, centres = count > 0, np.arange(bins)
     for key, profile in found.items():
         found[key] = np.interp(centres, centres[seen], profile[seen]) if seen.any() else profile
@@ -170,3 +187,52 @@ def test_inputs_with_an_unknown_beam_centre_method_are_refused_naming_the_checkp
 
     with pytest.raises(PipelineError, match="model.pt.*beam-centre method 'guess'"):
         check_inputs("model.pt", {**default_inputs("compact"), "centre": "guess"})
+
+
+def _ring_bin(radius_px: float) -> int:
+    edges = np.exp(np.linspace(np.log(PROFILE["r_min"]), np.log(PROFILE["r_max"]),
+                               PROFILE["bins"] + 1)) * 256
+    return int(np.searchsorted(edges, radius_px)) - 1
+
+
+def _contrast(row: np.ndarray, at: int) -> float:
+    """How far a profile row rises at bin `at` above a smooth fit to the bins around it, in
+    units of those bins' scatter about the fit."""
+    around = np.r_[at - 14 : at - 4, at + 5 : at + 15]
+    fit = np.polyfit(around, row[around], 2)
+    scatter = (row[around] - np.polyval(fit, around)).std()
+    near = np.arange(at - 1, at + 2)
+    return float((row[near] - np.polyval(fit, near)).max() / scatter)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_few_grains_spots_stand_out_in_the_spot_row_where_the_mean_misses_them(seed):
+    cx, cy, radius = 118.4, 131.7, 60.0
+    yy, xx = np.mgrid[0:256, 0:256].astype(float)
+    rho = np.hypot(xx - cx, yy - cy)
+    spots = sum(14 * np.exp(-0.5 * ((xx - cx - radius * np.cos(a)) ** 2
+                                    + (yy - cy - radius * np.sin(a)) ** 2) / 1.2**2)
+                for a in (0.3, 1.9, 3.6, 5.0))  # four grains, each spot as wide as a ring
+    expected = 10 + 2e4 / (1 + (rho / 4) ** 3) + spots
+    image = np.random.default_rng(seed).poisson(expected).astype(float)
+    profile = radial_profile(log_intensity(image), PROFILE, (cx, cy))
+    row = {k: profile[PROFILE["stats"].index(k)] for k in ("mean", "max", "spot")}
+    at = _ring_bin(radius)
+    assert _contrast(row["mean"], at) < 2  # four spots are nothing in the ring's mean
+    assert _contrast(row["spot"], at) > 5
+    # a single pixel's maximum mixes the spots with the noise's own extremes
+    assert _contrast(row["spot"], at) > 1.5 * _contrast(row["max"], at)
+
+
+def test_an_arc_a_sixteenth_of_its_ring_reads_at_its_own_brightness_in_the_arc_row():
+    cx, cy, radius = 128.3, 127.6, 70.0
+    yy, xx = np.mgrid[0:256, 0:256].astype(float)
+    rho, chi = np.hypot(xx - cx, yy - cy), np.arctan2(yy - cy, xx - cx)
+    arc = (np.abs(rho - radius) < 3) & (np.abs(chi - 0.3) < np.pi / 16)  # 22.5° of the ring
+    image = np.where(arc, 1000.0, 10.0)
+    profile = radial_profile(log_intensity(image), PROFILE, (cx, cy))
+    at = _ring_bin(radius)
+    arc_row, mean = profile[PROFILE["stats"].index("arc")], profile[PROFILE["stats"].index("mean")]
+    assert arc_row[at] > np.log1p(1000.0) * 0.8  # most of the best sector is the arc
+    assert mean[at] < np.log1p(10.0) + 0.35 * (np.log1p(1000.0) - np.log1p(10.0))  # diluted
+    assert arc_row[at - 10] == pytest.approx(np.log1p(10.0))  # off the ring: background

@@ -29,8 +29,8 @@ def _compact_inputs(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_compact_net_keeps_full_resolution_first_and_joins_image_and_profile_features():
     model = build_model("compact", A).eval()
     # average and max pooling of the 128-wide last conv block, the 32-wide beam-window branch
-    # and the 64-wide profile branch
-    assert model.feature_dim == 2 * 128 + 2 * 32 + 2 * 64
+    # and the 128-wide profile branch
+    assert model.feature_dim == 2 * 128 + 2 * 32 + 2 * 128
     assert sum(p.numel() for p in model.parameters()) < 0.5e6  # small enough for a CPU
     x, profile = _compact_inputs(3, 64)
     with torch.no_grad():
@@ -41,7 +41,7 @@ def test_compact_net_keeps_full_resolution_first_and_joins_image_and_profile_fea
     assert first.shape[-2:] == (64, 64)  # no stride-2 stem, no max-pool
     assert model.window[0][0].in_channels == 1  # the beam window has convolutions of its own
     assert last_block.shape == (3, 128, 8, 8)  # a conv block still ends the image path
-    assert features.shape == (3, 448) and logits.shape == (3, A)
+    assert features.shape == (3, 576) and logits.shape == (3, A)
     assert torch.allclose(model.fc(features), logits, atol=1e-5)
     with pytest.raises(PipelineError, match="radial profile"):
         model(x)
@@ -54,7 +54,7 @@ def test_compact_checkpoint_records_its_inputs_and_rebuilds_with_the_same_output
                     normalisation={"centre": 1.0, "scale": 2.0},
                     extra={"thresholds": {"a": 0.3, "b": 0.5, "c": 0.7}})
     loaded, info = load_checkpoint(path)
-    assert info["arch"] == "compact" and info["feature_dim"] == 448
+    assert info["arch"] == "compact" and info["feature_dim"] == 576
     assert info["inputs"] == default_inputs("compact")
     assert info["thresholds"] == {"a": 0.3, "b": 0.5, "c": 0.7}
     x, profile = _compact_inputs(2, 48)
@@ -75,6 +75,44 @@ def test_a_compact_checkpoint_from_before_inputs_were_recorded_loads_as_one_chan
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(old(x), loaded(x))
+
+
+def test_a_compact_checkpoint_from_before_the_spot_and_arc_rows_infers_as_it_was_trained(
+        tmp_path):
+    # written before the profile gained its spot and arc rows and its branch was widened:
+    # four rows, 32 channels; it loads as that net and infers with its own four rows
+    before = {**default_inputs("compact"),
+              "profile": {**default_inputs("compact")["profile"],
+                          "stats": ["mean", "sd", "max", "cover"]}}
+    assert default_inputs("compact")["profile"]["stats"][-2:] == ["spot", "arc"]
+    ds = write_toy_dataset(tmp_path, n=8, size=32)
+    path = tmp_path / "four.pt"
+    model = build_model("compact", len(ds.attributes), before, profile_width=32).eval()
+    save_checkpoint(path, model, arch="compact", attributes=ds.attributes, input_size=32,
+                    normalisation={"centre": 1.0, "scale": 2.0}, inputs=before)
+    loaded, info = load_checkpoint(path)
+    assert loaded.profile[0][0].in_channels == 4 and loaded.profile[0][0].out_channels == 32
+    assert info["feature_dim"] == 448
+    x, profile = torch.randn(2, 3, 32, 32), torch.randn(2, 4, before["profile"]["bins"])
+    with torch.no_grad():
+        assert torch.equal(model(x, profile), loaded(x, profile))
+    prd, fea = infer(path, ds, device="cpu", progress=False)
+    assert prd.shape == (8, len(ds.attributes)) and np.isfinite(prd).all()
+    assert fea.shape == (8, 448)
+
+
+def test_a_checkpoint_claiming_an_absurd_profile_branch_is_refused_before_it_is_built(
+        tmp_path):
+    model = build_model("compact", 2, profile_width=8).eval()
+    path = tmp_path / "wide.pt"
+    save_checkpoint(path, model, arch="compact", attributes=["a", "b"], input_size=32,
+                    normalisation={"centre": 1.0, "scale": 2.0})
+    payload = torch.load(path, weights_only=True)
+    # 10⁵ channels: the branch's later layers would ask for tens of terabytes
+    payload["model"]["profile.0.0.weight"] = torch.zeros(100_000, 1, 1)
+    torch.save(payload, path)
+    with pytest.raises(PipelineError, match=r"wide\.pt.*100000 channels wide"):
+        load_checkpoint(path)
 
 
 def test_checkpoint_with_unknown_input_channels_is_refused_naming_the_file(tmp_path):
@@ -159,7 +197,7 @@ def test_a_short_compact_run_learns_the_drawn_shapes_and_writes_thresholds_into_
     run = store.get_run(make_run(tmp_path / "data", ds, checkpoint, device="cpu",
                                  progress=False).name, tmp_path / "data")
     assert set(run.meta["thresholds"]) == set(TOY_ATTRIBUTES) and run.meta["threshold"] == 0.5
-    assert run.fea.shape == (96, 448)
+    assert run.fea.shape == (96, 576)
     held_out = run.meta["metrics"]  # the 24 test images were never trained on
     prevalence = run.act[run.images["split"] == "test"].mean(axis=0)
     assert all(ap > p + 0.2 for ap, p in zip(held_out["per_attribute"]["AP"], prevalence,
@@ -189,7 +227,7 @@ def test_a_compact_net_without_the_beam_window_has_no_window_branch_and_records_
     inputs = {**default_inputs("compact"), "channels": ["mean", "min"]}
     model = build_model("compact", 2, inputs).eval()
     assert model.body[0][0].in_channels == 2 and model.window_channel is None
-    assert model.feature_dim == 384
+    assert model.feature_dim == 2 * 128 + 2 * 128  # no 32-wide window branch
     save_checkpoint(tmp_path / "w.pt", model, arch="compact", attributes=["a", "b"],
                     input_size=32, normalisation={}, inputs=inputs)
     loaded, info = load_checkpoint(tmp_path / "w.pt")
