@@ -67,11 +67,11 @@ class AttributeResNet(ResNet):
 # Channels of the compact net: the stem at full resolution, then stages at half the previous side
 # and twice the width. A fourth stage (256) measured slower and worse at the demo's step budget.
 COMPACT_WIDTHS = (16, 32, 64, 128)
-# Channels of the radial-profile branch's first convolutions (twice that later). 64 rather than
-# 32 lifted BCC and FCC AP by about 0.1 over three training seeds, for about 10 % more
+# Channels of the radial-profile branch's first convolutions (twice that later). 96 rather than
+# 32 lifted BCC and FCC AP by about 0.2 over three training seeds, for about 25 % more
 # training time (benchmarks/RESULTS.md, "spots and arcs in the profile"); checkpoints keep the
 # width they were trained with.
-PROFILE_WIDTH = 64
+PROFILE_WIDTH = 96
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -95,7 +95,7 @@ class CompactNet(nn.Module):
     (the full-resolution window about the beam, not aligned with the others) goes through four
     convolutions of its own (8–32 wide); with `profile_channels`, a 1-D branch of four 5-tap
     convolutions reads the radial profile (pipeline.inputs). Both are pooled the same way and
-    joined to the image's features: FEA is 2 × 128 + 2 × 32 + 2 × 128 = 576 wide by default.
+    joined to the image's features: FEA is 2 × 128 + 2 × 32 + 2 × 192 = 704 wide by default.
     """
 
     def __init__(self, n_attributes: int, widths: tuple[int, ...] = COMPACT_WIDTHS,

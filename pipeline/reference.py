@@ -100,8 +100,8 @@ class Others:
     def blocks(self, x: np.ndarray, rows: np.ndarray, size: int = PREPARE_CHUNK
                ) -> Iterator[np.ndarray]:
         """x[rows] prepared, `size` rows at a time and in order: the values of self(x[rows]),
-        with no copy of more than `size` rows of x (a float64 copy of a million 576-d rows
-        alone would be 4.6 GB)."""
+        with no copy of more than `size` rows of x (a float64 copy of a million 704-d rows
+        alone would be 5.6 GB)."""
         noise = np.random.default_rng(self.seed + 1 + len(rows)) if self.space == "act" else None
         for start in range(0, len(rows), size):
             part = np.asarray(x[rows[start : start + size]], np.float64)

@@ -29,9 +29,9 @@ def _compact_inputs(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_compact_net_keeps_full_resolution_first_and_joins_image_and_profile_features():
     model = build_model("compact", A).eval()
     # average and max pooling of the 128-wide last conv block, the 32-wide beam-window branch
-    # and the 128-wide profile branch
-    assert model.feature_dim == 2 * 128 + 2 * 32 + 2 * 128
-    assert sum(p.numel() for p in model.parameters()) < 0.5e6  # small enough for a CPU
+    # and the 192-wide profile branch
+    assert model.feature_dim == 2 * 128 + 2 * 32 + 2 * 192
+    assert sum(p.numel() for p in model.parameters()) < 1e6  # small enough for a CPU
     x, profile = _compact_inputs(3, 64)
     with torch.no_grad():
         features, logits = model.features(x, profile), model(x, profile)
@@ -41,7 +41,7 @@ def test_compact_net_keeps_full_resolution_first_and_joins_image_and_profile_fea
     assert first.shape[-2:] == (64, 64)  # no stride-2 stem, no max-pool
     assert model.window[0][0].in_channels == 1  # the beam window has convolutions of its own
     assert last_block.shape == (3, 128, 8, 8)  # a conv block still ends the image path
-    assert features.shape == (3, 576) and logits.shape == (3, A)
+    assert features.shape == (3, 704) and logits.shape == (3, A)
     assert torch.allclose(model.fc(features), logits, atol=1e-5)
     with pytest.raises(PipelineError, match="radial profile"):
         model(x)
@@ -54,7 +54,7 @@ def test_compact_checkpoint_records_its_inputs_and_rebuilds_with_the_same_output
                     normalisation={"centre": 1.0, "scale": 2.0},
                     extra={"thresholds": {"a": 0.3, "b": 0.5, "c": 0.7}})
     loaded, info = load_checkpoint(path)
-    assert info["arch"] == "compact" and info["feature_dim"] == 576
+    assert info["arch"] == "compact" and info["feature_dim"] == 704
     assert info["inputs"] == default_inputs("compact")
     assert info["thresholds"] == {"a": 0.3, "b": 0.5, "c": 0.7}
     x, profile = _compact_inputs(2, 48)
@@ -197,7 +197,7 @@ def test_a_short_compact_run_learns_the_drawn_shapes_and_writes_thresholds_into_
     run = store.get_run(make_run(tmp_path / "data", ds, checkpoint, device="cpu",
                                  progress=False).name, tmp_path / "data")
     assert set(run.meta["thresholds"]) == set(TOY_ATTRIBUTES) and run.meta["threshold"] == 0.5
-    assert run.fea.shape == (96, 576)
+    assert run.fea.shape == (96, 704)
     held_out = run.meta["metrics"]  # the 24 test images were never trained on
     prevalence = run.act[run.images["split"] == "test"].mean(axis=0)
     assert all(ap > p + 0.2 for ap, p in zip(held_out["per_attribute"]["AP"], prevalence,
@@ -227,7 +227,7 @@ def test_a_compact_net_without_the_beam_window_has_no_window_branch_and_records_
     inputs = {**default_inputs("compact"), "channels": ["mean", "min"]}
     model = build_model("compact", 2, inputs).eval()
     assert model.body[0][0].in_channels == 2 and model.window_channel is None
-    assert model.feature_dim == 2 * 128 + 2 * 128  # no 32-wide window branch
+    assert model.feature_dim == 2 * 128 + 2 * 192  # no 32-wide window branch
     save_checkpoint(tmp_path / "w.pt", model, arch="compact", attributes=["a", "b"],
                     input_size=32, normalisation={}, inputs=inputs)
     loaded, info = load_checkpoint(tmp_path / "w.pt")
