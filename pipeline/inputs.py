@@ -20,9 +20,9 @@ rows for rings that are bright in only part of their circle, which the mean dilu
 pixel's maximum confuses with noise: "spot", the ring's brightest 3 × 3 mean (a grain's spot is
 as wide as its ring, Poisson noise averages down by 3), and "arc", the ring's brightest mean over
 one of 16 sectors (a textured ring's arcs). The lattices' rings in these images are often a few
-grains' spots: beside the profile branch's old width the two rows lifted BCC and FCC AP by
-about 0.1, beside its present width (model.PROFILE_WIDTH) by 0.01–0.03 (benchmarks/RESULTS.md,
-"spots and arcs in the profile").
+grains' spots: with the profile branch at its old width the two rows lifted BCC and FCC AP
+by about 0.1; with a wide branch (model.PROFILE_WIDTH) they add 0.01–0.03
+(benchmarks/RESULTS.md, "spots and arcs in the profile").
 """
 
 from __future__ import annotations
