@@ -68,7 +68,7 @@ class AttributeResNet(ResNet):
 # and twice the width. A fourth stage (256) measured slower and worse at the demo's step budget.
 COMPACT_WIDTHS = (16, 32, 64, 128)
 # Channels of the radial-profile branch's first convolutions (twice that later). 96 rather than
-# 32 lifted BCC and FCC AP by about 0.2 over three training seeds, for about 25 % more
+# 32 lifted BCC and FCC AP by about 0.15 over three training seeds, for about 25 % more
 # training time (benchmarks/RESULTS.md, "spots and arcs in the profile"); checkpoints keep the
 # width they were trained with.
 PROFILE_WIDTH = 96
