@@ -166,10 +166,9 @@ def make_run(data_dir, dataset, checkpoint, *, act=None, device: str = "auto",
     `act` replaces the dataset's labels as the run's ACT (e.g. corrected labels after a review).
     The checkpoint goes into the run as model.pt (our format, with no optimizer state).
     `scheduler` (see pipeline.cluster) says where inference (see sharded) and embedding run;
-    `parent`
-    (before_after.ParentMaps, e.g. of the run a retrained one came from) starts each map from
-    the parent's coordinates of the same images. `on_scores` is given the run's metrics as soon
-    as inference ends, before the maps (minutes for a large run).
+    `parent` (before_after.ParentMaps, e.g. of the run a retrained one came from) starts each
+    map from the parent's coordinates of the same images. `on_scores` is given the run's metrics
+    as soon as inference ends, before the maps (minutes for a large run).
     """
     from pipeline.before_after import placement, starting_maps
     from pipeline.reference import REFERENCE_FILE, embed_maps
